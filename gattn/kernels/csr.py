@@ -1,0 +1,117 @@
+"""CSR (by destination) and CSC (by source) views of an edge list, built once and cached.
+
+Kernels walk the incoming edges of each destination as one contiguous run (CSR), and the
+backward pass for keys and values walks the outgoing edges of each source (CSC). Both views
+keep the permutation back to the caller's edge order, so per-edge inputs and outputs
+(`edge_bias`, attention weights) stay in the order the caller gave.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ._validate import check_edge_index
+
+
+def ptr_from_index(index: Tensor, num_segments: int) -> Tensor:
+    """Row pointer [S+1] of a *sorted* segment-id vector."""
+    counts = torch.bincount(index, minlength=num_segments)
+    ptr = torch.zeros(num_segments + 1, dtype=torch.long, device=index.device)
+    torch.cumsum(counts, 0, out=ptr[1:])
+    return ptr
+
+
+def index_from_ptr(ptr: Tensor) -> Tensor:
+    """Segment id of each row, from a row pointer."""
+    counts = ptr[1:] - ptr[:-1]
+    return torch.repeat_interleave(torch.arange(counts.numel(), device=ptr.device), counts)
+
+
+class CSR:
+    """Edges of a (possibly bipartite) graph grouped by destination.
+
+    Attributes:
+        rowptr: [N_dst + 1] start of each destination's incoming edges.
+        col: [E] source node of each edge, in destination-sorted order.
+        perm: [E] caller's edge id of each destination-sorted position.
+        num_src, num_dst: node counts.
+    The transposed view (`colptr`, `row`, `csc_pos`: dst-sorted position of each
+    source-sorted edge) is built on first use, by backward passes only.
+    """
+
+    def __init__(self, edge_index: Tensor, num_src: int, num_dst: int):
+        src, dst = edge_index[0].long(), edge_index[1].long()
+        self.num_src, self.num_dst = int(num_src), int(num_dst)
+        self.num_edges = int(src.numel())
+        # A stable sort keeps the caller's order within a row: results do not depend on
+        # the sort algorithm, and an already sorted edge list keeps the identity.
+        self.is_sorted = bool((dst[1:] >= dst[:-1]).all()) if self.num_edges > 1 else True
+        if self.is_sorted:
+            self.perm = torch.arange(self.num_edges, device=src.device)
+            self.col = src.contiguous()
+            sorted_dst = dst
+        else:
+            self.perm = torch.argsort(dst, stable=True)
+            self.col = src[self.perm]
+            sorted_dst = dst[self.perm]
+        self.rowptr = ptr_from_index(sorted_dst, self.num_dst)
+        self._dst_sorted = sorted_dst
+        self._csc: tuple[Tensor, Tensor, Tensor] | None = None
+
+    @property
+    def device(self) -> torch.device:
+        return self.rowptr.device
+
+    def csc(self) -> tuple[Tensor, Tensor, Tensor]:
+        """(colptr [N_src+1], row [E] destinations, csc_pos [E] dst-sorted positions)."""
+        if self._csc is None:
+            csc_pos = torch.argsort(self.col, stable=True)
+            colptr = ptr_from_index(self.col[csc_pos], self.num_src)
+            self._csc = (colptr, self._dst_sorted[csc_pos], csc_pos)
+        return self._csc
+
+    def to_caller_order(self, per_edge_sorted: Tensor) -> Tensor:
+        """Scatter a destination-sorted per-edge tensor back to the caller's edge order."""
+        if self.is_sorted:
+            return per_edge_sorted
+        out = torch.empty_like(per_edge_sorted)
+        out[self.perm] = per_edge_sorted
+        return out
+
+    def to_sorted_order(self, per_edge: Tensor) -> Tensor:
+        """Gather a per-edge tensor in the caller's order into destination-sorted order."""
+        return per_edge if self.is_sorted else per_edge[self.perm]
+
+    def __repr__(self) -> str:
+        return f"CSR(num_src={self.num_src}, num_dst={self.num_dst}, num_edges={self.num_edges})"
+
+
+_CACHE_ATTR = "_gattn_csr"
+
+
+def get_csr(edge_index: Tensor | CSR, num_src: int, num_dst: int) -> CSR:
+    """Return the CSR of `edge_index`, validating and building it only on first use.
+
+    The CSR is cached on the edge-index tensor itself (a PyG `Data.edge_index` or an
+    `EdgeIndex` keeps it across epochs) and rebuilt if the tensor is modified in place
+    or the node counts change.
+    """
+    if isinstance(edge_index, CSR):
+        if (edge_index.num_src, edge_index.num_dst) != (num_src, num_dst):
+            raise ValueError(
+                f"`edge_index` CSR is for ({edge_index.num_src}, {edge_index.num_dst}) nodes, "
+                f"but the inputs have ({num_src}, {num_dst})"
+            )
+        return edge_index
+    key = (edge_index._version, num_src, num_dst, edge_index.device)
+    cached = getattr(edge_index, _CACHE_ATTR, None)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    check_edge_index(edge_index, num_src, num_dst)
+    csr = CSR(edge_index, num_src, num_dst)
+    try:
+        setattr(edge_index, _CACHE_ATTR, (key, csr))
+    except (AttributeError, RuntimeError):  # tensors that refuse attributes: no cache
+        pass
+    return csr
