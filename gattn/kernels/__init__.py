@@ -40,7 +40,7 @@ __all__ = [
 _BACKEND_MODULES = {
     "reference": "gattn.kernels._reference_backend",
     "cpu": "gattn.kernels.cpu",
-    "triton": "gattn.kernels.triton",
+    "triton": "gattn.kernels.triton_backend",
 }
 _loaded: dict[str, Any] = {}
 
