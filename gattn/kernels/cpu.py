@@ -55,125 +55,155 @@ def _score(q, k, escale, i, j, e, h, scale, bias, has_bias, scale_mode):
     return s
 
 
-@njit(**_jit)
-def _edge_attention_fwd(rowptr, col, q, k, v, bias, escale, has_bias, scale_mode, scale, out, lse):
-    num_dst, heads, dv = out.shape
-    for i in prange(num_dst):
-        start, end = rowptr[i], rowptr[i + 1]
-        for h in range(heads):
-            acc = out[i, h]
-            acc[:] = 0.0
-            run_max = -np.inf
-            run_sum = 0.0
-            for e in range(start, end):
-                j = col[e]
-                s = _score(q, k, escale, i, j, e, h, scale, bias, has_bias, scale_mode)
-                if s == -np.inf:
-                    continue
-                if s > run_max:
-                    correction = math.exp(run_max - s)
-                    run_sum *= correction
-                    for d in range(dv):
-                        acc[d] *= correction
-                    run_max = s
-                p = math.exp(s - run_max)
-                run_sum += p
-                for d in range(dv):
-                    acc[d] += p * v[j, h, d]
-            if run_sum > 0.0:
-                inv = 1.0 / run_sum
-                for d in range(dv):
-                    acc[d] *= inv
-                lse[i, h] = run_max + math.log(run_sum)
-            else:
-                lse[i, h] = -np.inf
-
-
-@njit(**_jit)
-def _edge_probs(rowptr, col, q, k, bias, escale, has_bias, scale_mode, scale, lse, probs):
-    """Attention [E, H] (destination-sorted) from the saved log-sum-exp."""
-    num_dst, heads = lse.shape
-    for i in prange(num_dst):
+@njit(inline="always", fastmath=_FASTMATH)
+def _fwd_row(i, rowptr, col, q, k, v, bias, escale, has_bias, scale_mode, scale, out, lse):
+    """Online softmax over row i's incoming edges: out[i] and lse[i]."""
+    heads, dv = out.shape[1], out.shape[2]
+    for h in range(heads):
+        acc = out[i, h]
+        acc[:] = 0.0
+        run_max = -np.inf
+        run_sum = 0.0
         for e in range(rowptr[i], rowptr[i + 1]):
             j = col[e]
-            for h in range(heads):
-                if lse[i, h] == -np.inf:
-                    probs[e, h] = 0.0
-                else:
-                    s = _score(q, k, escale, i, j, e, h, scale, bias, has_bias, scale_mode)
-                    probs[e, h] = math.exp(s - lse[i, h])
+            s = _score(q, k, escale, i, j, e, h, scale, bias, has_bias, scale_mode)
+            if s == -np.inf:
+                continue
+            if s > run_max:
+                correction = math.exp(run_max - s)
+                run_sum *= correction
+                for d in range(dv):
+                    acc[d] *= correction
+                run_max = s
+            p = math.exp(s - run_max)
+            run_sum += p
+            for d in range(dv):
+                acc[d] += p * v[j, h, d]
+        if run_sum > 0.0:
+            inv = 1.0 / run_sum
+            for d in range(dv):
+                acc[d] *= inv
+            lse[i, h] = run_max + math.log(run_sum)
+        else:
+            lse[i, h] = -np.inf
+
+
+@njit(**_jit)
+def _edge_attention_fwd(bounds, rowptr, col, q, k, v, bias, escale, has_bias, scale_mode, scale, out, lse):
+    for chunk in prange(bounds.shape[0] - 1):
+        for i in range(bounds[chunk], bounds[chunk + 1]):
+            _fwd_row(i, rowptr, col, q, k, v, bias, escale, has_bias, scale_mode, scale, out, lse)
+
+
+@njit(inline="always", fastmath=_FASTMATH)
+def _probs_row(i, rowptr, col, q, k, bias, escale, has_bias, scale_mode, scale, lse, probs):
+    for e in range(rowptr[i], rowptr[i + 1]):
+        j = col[e]
+        for h in range(lse.shape[1]):
+            if lse[i, h] == -np.inf:
+                probs[e, h] = 0.0
+            else:
+                s = _score(q, k, escale, i, j, e, h, scale, bias, has_bias, scale_mode)
+                probs[e, h] = math.exp(s - lse[i, h])
+
+
+@njit(**_jit)
+def _edge_probs(bounds, rowptr, col, q, k, bias, escale, has_bias, scale_mode, scale, lse, probs):
+    """Attention [E, H] (destination-sorted) from the saved log-sum-exp."""
+    for chunk in prange(bounds.shape[0] - 1):
+        for i in range(bounds[chunk], bounds[chunk + 1]):
+            _probs_row(i, rowptr, col, q, k, bias, escale, has_bias, scale_mode, scale, lse, probs)
+
+
+@njit(inline="always", fastmath=_FASTMATH)
+def _bwd_row(
+    i, rowptr, col, q, k, v, bias, escale, has_bias, scale_mode, scale, out, lse, dout,
+    dq, probs, dscores, descale,
+):
+    """Row i: dQ, and per incoming edge P, dS (= d bias) and d edge_scale."""
+    heads, dim = q.shape[1], q.shape[2]
+    dv = v.shape[2]
+    for h in range(heads):
+        for d in range(dim):
+            dq[i, h, d] = 0.0
+        if lse[i, h] == -np.inf:
+            for e in range(rowptr[i], rowptr[i + 1]):
+                probs[e, h] = 0.0
+                dscores[e, h] = 0.0
+            continue
+        delta = 0.0
+        for d in range(dv):
+            delta += dout[i, h, d] * out[i, h, d]
+        for e in range(rowptr[i], rowptr[i + 1]):
+            j = col[e]
+            s = _score(q, k, escale, i, j, e, h, scale, bias, has_bias, scale_mode)
+            p = math.exp(s - lse[i, h])
+            dp = 0.0
+            for d in range(dv):
+                dp += dout[i, h, d] * v[j, h, d]
+            ds = p * (dp - delta)
+            probs[e, h] = p
+            dscores[e, h] = ds
+            g = ds * scale
+            if scale_mode == 2:
+                for d in range(dim):
+                    dq[i, h, d] += g * k[j, h, d] * escale[e, h, d]
+                    descale[e, h, d] = g * q[i, h, d] * k[j, h, d]
+            elif scale_mode == 1:
+                qk = 0.0
+                for d in range(dim):
+                    dq[i, h, d] += g * escale[e, h, 0] * k[j, h, d]
+                    qk += q[i, h, d] * k[j, h, d]
+                descale[e, h, 0] = g * qk
+            else:
+                for d in range(dim):
+                    dq[i, h, d] += g * k[j, h, d]
 
 
 @njit(**_jit)
 def _edge_attention_bwd_rows(
-    rowptr, col, q, k, v, bias, escale, has_bias, scale_mode, scale, out, lse, dout,
+    bounds, rowptr, col, q, k, v, bias, escale, has_bias, scale_mode, scale, out, lse, dout,
     dq, probs, dscores, descale,
 ):
-    """Per destination: dQ, and per edge P, dS (= d bias) and d edge_scale."""
-    num_dst, heads, dim = q.shape
-    dv = v.shape[2]
-    for i in prange(num_dst):
+    for chunk in prange(bounds.shape[0] - 1):
+        for i in range(bounds[chunk], bounds[chunk + 1]):
+            _bwd_row(
+                i, rowptr, col, q, k, v, bias, escale, has_bias, scale_mode, scale, out, lse, dout,
+                dq, probs, dscores, descale,
+            )
+
+
+@njit(inline="always", fastmath=_FASTMATH)
+def _bwd_col(j, colptr, row, csc_pos, q, escale, scale_mode, scale, dout, probs, dscores, dk, dv):
+    """Source j: dK and dV from the per-edge P and dS of its outgoing edges."""
+    heads, dim = dk.shape[1], dk.shape[2]
+    dvdim = dv.shape[2]
+    dk[j] = 0.0
+    dv[j] = 0.0
+    for t in range(colptr[j], colptr[j + 1]):
+        e = csc_pos[t]
+        i = row[t]
         for h in range(heads):
-            for d in range(dim):
-                dq[i, h, d] = 0.0
-            if lse[i, h] == -np.inf:
-                for e in range(rowptr[i], rowptr[i + 1]):
-                    probs[e, h] = 0.0
-                    dscores[e, h] = 0.0
-                continue
-            delta = 0.0
-            for d in range(dv):
-                delta += dout[i, h, d] * out[i, h, d]
-            for e in range(rowptr[i], rowptr[i + 1]):
-                j = col[e]
-                s = _score(q, k, escale, i, j, e, h, scale, bias, has_bias, scale_mode)
-                p = math.exp(s - lse[i, h])
-                dp = 0.0
-                for d in range(dv):
-                    dp += dout[i, h, d] * v[j, h, d]
-                ds = p * (dp - delta)
-                probs[e, h] = p
-                dscores[e, h] = ds
-                g = ds * scale
-                if scale_mode == 2:
-                    for d in range(dim):
-                        dq[i, h, d] += g * k[j, h, d] * escale[e, h, d]
-                        descale[e, h, d] = g * q[i, h, d] * k[j, h, d]
-                elif scale_mode == 1:
-                    qk = 0.0
-                    for d in range(dim):
-                        dq[i, h, d] += g * escale[e, h, 0] * k[j, h, d]
-                        qk += q[i, h, d] * k[j, h, d]
-                    descale[e, h, 0] = g * qk
-                else:
-                    for d in range(dim):
-                        dq[i, h, d] += g * k[j, h, d]
+            p = probs[e, h]
+            g = dscores[e, h] * scale
+            for d in range(dvdim):
+                dv[j, h, d] += p * dout[i, h, d]
+            if scale_mode == 2:
+                for d in range(dim):
+                    dk[j, h, d] += g * q[i, h, d] * escale[e, h, d]
+            else:
+                if scale_mode == 1:
+                    g *= escale[e, h, 0]
+                for d in range(dim):
+                    dk[j, h, d] += g * q[i, h, d]
 
 
 @njit(**_jit)
-def _edge_attention_bwd_cols(colptr, row, csc_pos, q, escale, scale_mode, scale, dout, probs, dscores, dk, dv):
-    """Per source: dK and dV from the per-edge P and dS, walking outgoing edges (no atomics)."""
-    num_src, heads, dim = dk.shape
-    dvdim = dv.shape[2]
-    for j in prange(num_src):
-        dk[j] = 0.0
-        dv[j] = 0.0
-        for t in range(colptr[j], colptr[j + 1]):
-            e = csc_pos[t]
-            i = row[t]
-            for h in range(heads):
-                p = probs[e, h]
-                g = dscores[e, h] * scale
-                for d in range(dvdim):
-                    dv[j, h, d] += p * dout[i, h, d]
-                if scale_mode == 2:
-                    for d in range(dim):
-                        dk[j, h, d] += g * q[i, h, d] * escale[e, h, d]
-                else:
-                    if scale_mode == 1:
-                        g *= escale[e, h, 0]
-                    for d in range(dim):
-                        dk[j, h, d] += g * q[i, h, d]
+def _edge_attention_bwd_cols(bounds, colptr, row, csc_pos, q, escale, scale_mode, scale, dout, probs, dscores, dk, dv):
+    """Walks outgoing edges per source, so dK and dV need no atomics (deterministic)."""
+    for chunk in prange(bounds.shape[0] - 1):
+        for j in range(bounds[chunk], bounds[chunk + 1]):
+            _bwd_col(j, colptr, row, csc_pos, q, escale, scale_mode, scale, dout, probs, dscores, dk, dv)
 
 
 @njit(**_jit)
@@ -276,6 +306,21 @@ def _segment_query_scores_bwd(ptr, x, query, scale, dscores, dx, dquery):
 # autograd wrappers
 # --------------------------------------------------------------------------------------
 
+def _balanced_bounds(ptr: Tensor) -> np.ndarray:
+    """Row boundaries of chunks holding about equal numbers of edges (plus one row each).
+
+    Parallel loops run over these chunks rather than over rows, so a power-law graph's hub
+    rows do not leave the other threads idle. Several chunks per thread even out the rest.
+    """
+    rows = ptr.numel() - 1
+    chunks = max(1, min(rows, 16 * numba.get_num_threads()))
+    work = ptr[1:] + torch.arange(1, rows + 1)  # edges plus a unit per row, cumulated
+    targets = torch.linspace(0, float(work[-1]) if rows else 0.0, chunks + 1)[1:-1]
+    inner = torch.searchsorted(work.to(torch.float64), targets.to(torch.float64), right=True)
+    bounds = torch.cat([torch.zeros(1, dtype=torch.long), inner, torch.tensor([rows])])
+    return bounds.numpy()
+
+
 def _np(tensor: Tensor) -> np.ndarray:
     return tensor.detach().contiguous().numpy()
 
@@ -297,7 +342,7 @@ class _EdgeAttention(torch.autograd.Function):
         out = torch.empty(num_dst, heads, v.shape[2], dtype=q.dtype)
         lse = torch.empty(num_dst, heads, dtype=q.dtype)
         _edge_attention_fwd(
-            _np(rowptr), _np(col), _np(q), _np(k), _np(v), _np(bias), _np(escale),
+            csr.bounds(_balanced_bounds), _np(rowptr), _np(col), _np(q), _np(k), _np(v), _np(bias), _np(escale),
             has_bias, scale_mode, scale, out.numpy(), lse.numpy(),
         )
         ctx.save_for_backward(q, k, v, bias, escale, rowptr, col, out, lse)
@@ -315,7 +360,7 @@ class _EdgeAttention(torch.autograd.Function):
         dscores = torch.empty(num_edges, heads, dtype=q.dtype)
         descale = torch.zeros_like(escale) if ctx.scale_mode else escale
         _edge_attention_bwd_rows(
-            _np(rowptr), _np(col), _np(q), _np(k), _np(v), _np(bias), _np(escale),
+            ctx.csr.bounds(_balanced_bounds), _np(rowptr), _np(col), _np(q), _np(k), _np(v), _np(bias), _np(escale),
             ctx.has_bias, ctx.scale_mode, ctx.scale, _np(out), _np(lse), _np(dout),
             dq.numpy(), probs.numpy(), dscores.numpy(), descale.numpy(),
         )
@@ -324,7 +369,8 @@ class _EdgeAttention(torch.autograd.Function):
             colptr, row, csc_pos = ctx.csr.csc()
             dk, dv = torch.empty_like(k), torch.empty_like(v)
             _edge_attention_bwd_cols(
-                _np(colptr), _np(row), _np(csc_pos), _np(q), _np(escale), ctx.scale_mode,
+                ctx.csr.bounds(_balanced_bounds, transposed=True), _np(colptr), _np(row), _np(csc_pos),
+                _np(q), _np(escale), ctx.scale_mode,
                 ctx.scale, _np(dout), probs.numpy(), dscores.numpy(), dk.numpy(), dv.numpy(),
             )
         dbias = dscores if ctx.has_bias else None
@@ -358,7 +404,7 @@ def edge_attention(
     if return_attention:
         attention = torch.empty(csr.num_edges, q.shape[1], dtype=work)
         _edge_probs(
-            _np(csr.rowptr), _np(csr.col), _np(q), _np(k), _np(bias), _np(escale),
+            csr.bounds(_balanced_bounds), _np(csr.rowptr), _np(csr.col), _np(q), _np(k), _np(bias), _np(escale),
             has_bias, scale_mode, scale, lse.numpy(), attention.numpy(),
         )
         attention = attention.to(dtype)

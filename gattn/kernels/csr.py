@@ -58,6 +58,7 @@ class CSR:
         self.rowptr = ptr_from_index(sorted_dst, self.num_dst)
         self._dst_sorted = sorted_dst
         self._csc: tuple[Tensor, Tensor, Tensor] | None = None
+        self._bounds: dict = {}
 
     @property
     def device(self) -> torch.device:
@@ -70,6 +71,14 @@ class CSR:
             colptr = ptr_from_index(self.col[csc_pos], self.num_src)
             self._csc = (colptr, self._dst_sorted[csc_pos], csc_pos)
         return self._csc
+
+    def bounds(self, make, transposed: bool = False):
+        """Work partition of the rows (or, transposed, the sources), made by `make(ptr)`
+        once per backend and cached with the CSR."""
+        key = (make, transposed)
+        if key not in self._bounds:
+            self._bounds[key] = make(self.csc()[0] if transposed else self.rowptr)
+        return self._bounds[key]
 
     def to_caller_order(self, per_edge_sorted: Tensor) -> Tensor:
         """Scatter a destination-sorted per-edge tensor back to the caller's edge order."""

@@ -125,7 +125,9 @@ def test_edge_attention_fully_masked_row_gives_zeros(backend):
 def test_edge_attention_property(num_nodes, num_edges, heads, dim, seed):
     gen = torch.Generator().manual_seed(seed)
     edge_index = torch.randint(0, num_nodes, (2, num_edges), generator=gen)
-    q, k, v = (torch.randn(num_nodes, heads, dim, generator=gen, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    q, k, v = (
+        torch.randn(num_nodes, heads, dim, generator=gen, dtype=torch.float64, requires_grad=True) for _ in range(3)
+    )
     out = K.edge_attention(q, k, v, edge_index, backend="cpu")
     ref = K.edge_attention(q, k, v, edge_index, backend="reference")
     torch.testing.assert_close(out, ref)
@@ -204,7 +206,9 @@ def test_segment_attention_pool_matches_reference(backend, mode):
     index = K.index_from_ptr(ptr)
     perm = torch.randperm(x.size(0), generator=torch.Generator().manual_seed(0))
     kw_perm = {key: (val[perm] if key in ("scores", "value") else val) for key, val in kw.items()}
-    out_p, w_p = K.segment_attention_pool(x[perm], index=index[perm], num_segments=len(sizes), backend=backend, **kw_perm)
+    out_p, w_p = K.segment_attention_pool(
+        x[perm], index=index[perm], num_segments=len(sizes), backend=backend, **kw_perm
+    )
     torch.testing.assert_close(out_p, ref_out)
     torch.testing.assert_close(w_p, ref_w[perm])
 
