@@ -166,8 +166,12 @@ def edge_attention(
     if k.size(0) != v.size(0):
         raise ValueError(f"`k` and `v` must have the same number of rows, got {k.size(0)} and {v.size(0)}")
     num_src, num_dst = _node_counts(num_nodes, q, k)
-    csr = get_csr(edge_index, num_src, num_dst)
     heads, dim = q.size(1), q.size(2)
+    if torch.compiler.is_compiling():
+        return _compiled_edge_attention(
+            q, k, v, edge_index, num_dst, edge_bias, edge_scale, scale, return_attention, backend
+        )
+    csr = get_csr(edge_index, num_src, num_dst)
     check_per_edge("edge_bias", edge_bias, csr.num_edges, heads, None)
     check_per_edge("edge_scale", edge_scale, csr.num_edges, heads, dim)
     for name, tensor in (("edge_bias", edge_bias), ("edge_scale", edge_scale)):
@@ -188,6 +192,27 @@ def edge_attention(
     if return_attention:
         return out, csr.to_caller_order(attention_sorted)
     return out
+
+
+def _compiled_edge_attention(
+    q: Tensor, k: Tensor, v: Tensor, edge_index: Tensor, num_dst: int, edge_bias: Tensor | None,
+    edge_scale: Tensor | None, scale: float | None, return_attention: bool, backend: str | None,
+) -> Tensor | tuple[Tensor, Tensor]:
+    """Inside torch.compile: value checks and the CSR cache happen in the op's eager body.
+
+    With ``return_attention=True`` (an inspection path) the plain-torch reference is traced
+    instead of the fused op.
+    """
+    if isinstance(edge_index, CSR):
+        raise TypeError("under torch.compile pass `edge_index` as a [2, E] tensor, not a CSR")
+    scale = 1.0 / math.sqrt(q.size(2)) if scale is None else float(scale)
+    module = resolve_backend(backend, q)
+    if module.NAME == "reference" or return_attention:
+        out, attention = _load("reference").edge_attention(q, k, v, edge_index, num_dst, edge_bias, edge_scale, scale)
+        return (out, attention) if return_attention else out
+    from ._ops import edge_attention_op
+
+    return edge_attention_op(q, k, v, edge_index, edge_bias, edge_scale, scale, module.NAME)[0]
 
 
 def _csr_edge_index(csr: CSR) -> Tensor:

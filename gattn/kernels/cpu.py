@@ -335,46 +335,95 @@ def _dummies(dtype: torch.dtype) -> tuple[Tensor, Tensor]:
     return _DUMMY[dtype]
 
 
+def _edge_operands(
+    q: Tensor, k: Tensor, v: Tensor, edge_bias: Tensor | None, edge_scale: Tensor | None
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, bool, int]:
+    """Contiguous compute-dtype operands, with placeholders so one compiled kernel serves
+    every case: bias [E, H] or [1, 1]; edge scale [E, H, 1] (mode 1), [E, H, D] (mode 2)
+    or [1, 1, 1] (mode 0)."""
+    work = _compute_dtype(q.dtype)
+    q, k, v = (t.to(work).contiguous() for t in (q, k, v))
+    dummy_bias, dummy_scale = _dummies(work)
+    bias = dummy_bias if edge_bias is None else edge_bias.to(work).contiguous()
+    if edge_scale is None:
+        escale, scale_mode = dummy_scale, 0
+    elif edge_scale.dim() == 2:
+        escale, scale_mode = edge_scale.to(work).unsqueeze(-1).contiguous(), 1
+    else:
+        escale, scale_mode = edge_scale.to(work).contiguous(), 2
+    return q, k, v, bias, escale, edge_bias is not None, scale_mode
+
+
+def edge_attention_forward(
+    q: Tensor, k: Tensor, v: Tensor, csr: CSR, edge_bias: Tensor | None, edge_scale: Tensor | None, scale: float
+) -> tuple[Tensor, Tensor]:
+    """out [N_dst, H, Dv] (in q's dtype) and the per-row log-sum-exp [N_dst, H] (no autograd)."""
+    dtype = q.dtype
+    q, k, v, bias, escale, has_bias, scale_mode = _edge_operands(q, k, v, edge_bias, edge_scale)
+    out = torch.empty(q.shape[0], q.shape[1], v.shape[2], dtype=q.dtype)
+    lse = torch.empty(q.shape[0], q.shape[1], dtype=q.dtype)
+    _edge_attention_fwd(
+        csr.bounds(_balanced_bounds), _np(csr.rowptr), _np(csr.col), _np(q), _np(k), _np(v), _np(bias),
+        _np(escale), has_bias, scale_mode, scale, out.numpy(), lse.numpy(),
+    )
+    return out.to(dtype), lse
+
+
+def edge_attention_backward(
+    q: Tensor, k: Tensor, v: Tensor, csr: CSR, edge_bias: Tensor | None, edge_scale: Tensor | None,
+    scale: float, out: Tensor, lse: Tensor, dout: Tensor, need_kv: bool = True,
+) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor | None, Tensor | None]:
+    """(dq, dk, dv, d edge_bias, d edge_scale) from the saved out and log-sum-exp.
+
+    Scores are recomputed; only [E, H] per-edge temporaries (P and dS) are stored.
+    """
+    dtype = q.dtype
+    q, k, v, bias, escale, has_bias, scale_mode = _edge_operands(q, k, v, edge_bias, edge_scale)
+    out, lse, dout = (t.to(q.dtype).contiguous() for t in (out, lse, dout))
+    dq = torch.empty_like(q)
+    probs = torch.empty(csr.num_edges, q.shape[1], dtype=q.dtype)
+    dscores = torch.empty(csr.num_edges, q.shape[1], dtype=q.dtype)
+    descale = torch.zeros_like(escale) if scale_mode else escale
+    _edge_attention_bwd_rows(
+        csr.bounds(_balanced_bounds), _np(csr.rowptr), _np(csr.col), _np(q), _np(k), _np(v), _np(bias),
+        _np(escale), has_bias, scale_mode, scale, _np(out), _np(lse), _np(dout),
+        dq.numpy(), probs.numpy(), dscores.numpy(), descale.numpy(),
+    )
+    dk = dv = None
+    if need_kv:
+        colptr, row, csc_pos = csr.csc()
+        dk, dv = torch.empty_like(k), torch.empty_like(v)
+        _edge_attention_bwd_cols(
+            csr.bounds(_balanced_bounds, transposed=True), _np(colptr), _np(row), _np(csc_pos),
+            _np(q), _np(escale), scale_mode, scale, _np(dout), probs.numpy(), dscores.numpy(),
+            dk.numpy(), dv.numpy(),
+        )
+    dbias = dscores.to(dtype) if has_bias else None
+    if scale_mode == 0:
+        descale = None
+    elif scale_mode == 1:
+        descale = descale.squeeze(-1).to(dtype)
+    else:
+        descale = descale.to(dtype)
+    cast = (lambda t: None if t is None else t.to(dtype))
+    return dq.to(dtype), cast(dk), cast(dv), dbias, descale
+
+
 class _EdgeAttention(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, q, k, v, bias, escale, rowptr, col, csr, scale, has_bias, scale_mode):
-        num_dst, heads = q.shape[0], q.shape[1]
-        out = torch.empty(num_dst, heads, v.shape[2], dtype=q.dtype)
-        lse = torch.empty(num_dst, heads, dtype=q.dtype)
-        _edge_attention_fwd(
-            csr.bounds(_balanced_bounds), _np(rowptr), _np(col), _np(q), _np(k), _np(v), _np(bias), _np(escale),
-            has_bias, scale_mode, scale, out.numpy(), lse.numpy(),
-        )
-        ctx.save_for_backward(q, k, v, bias, escale, rowptr, col, out, lse)
-        ctx.csr, ctx.scale, ctx.has_bias, ctx.scale_mode = csr, scale, has_bias, scale_mode
+    def forward(ctx, q, k, v, edge_bias, edge_scale, csr, scale):
+        out, lse = edge_attention_forward(q, k, v, csr, edge_bias, edge_scale, scale)
+        ctx.save_for_backward(q, k, v, edge_bias, edge_scale, out, lse)
+        ctx.csr, ctx.scale = csr, scale
         ctx.mark_non_differentiable(lse)
         return out, lse
 
     @staticmethod
     def backward(ctx, dout, _dlse):
-        q, k, v, bias, escale, rowptr, col, out, lse = ctx.saved_tensors
-        num_edges = col.shape[0]
-        heads = q.shape[1]
-        dq = torch.empty_like(q)
-        probs = torch.empty(num_edges, heads, dtype=q.dtype)
-        dscores = torch.empty(num_edges, heads, dtype=q.dtype)
-        descale = torch.zeros_like(escale) if ctx.scale_mode else escale
-        _edge_attention_bwd_rows(
-            ctx.csr.bounds(_balanced_bounds), _np(rowptr), _np(col), _np(q), _np(k), _np(v), _np(bias), _np(escale),
-            ctx.has_bias, ctx.scale_mode, ctx.scale, _np(out), _np(lse), _np(dout),
-            dq.numpy(), probs.numpy(), dscores.numpy(), descale.numpy(),
-        )
-        dk = dv = None
-        if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
-            colptr, row, csc_pos = ctx.csr.csc()
-            dk, dv = torch.empty_like(k), torch.empty_like(v)
-            _edge_attention_bwd_cols(
-                ctx.csr.bounds(_balanced_bounds, transposed=True), _np(colptr), _np(row), _np(csc_pos),
-                _np(q), _np(escale), ctx.scale_mode,
-                ctx.scale, _np(dout), probs.numpy(), dscores.numpy(), dk.numpy(), dv.numpy(),
-            )
-        dbias = dscores if ctx.has_bias else None
-        return dq, dk, dv, dbias, (descale if ctx.scale_mode else None), None, None, None, None, None, None
+        q, k, v, edge_bias, edge_scale, out, lse = ctx.saved_tensors
+        need_kv = ctx.needs_input_grad[1] or ctx.needs_input_grad[2]
+        grads = edge_attention_backward(q, k, v, ctx.csr, edge_bias, edge_scale, ctx.scale, out, lse, dout, need_kv)
+        return (*grads, None, None)
 
 
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -385,30 +434,21 @@ def edge_attention(
     q: Tensor, k: Tensor, v: Tensor, csr: CSR, edge_bias: Tensor | None,
     edge_scale: Tensor | None, scale: float, return_attention: bool,
 ) -> tuple[Tensor, Tensor | None]:
-    dtype = q.dtype
-    work = _compute_dtype(dtype)
-    q, k, v = (t.to(work).contiguous() for t in (q, k, v))
-    dummy_bias, dummy_scale = _dummies(work)
-    bias = dummy_bias if edge_bias is None else edge_bias.to(work).contiguous()
-    if edge_scale is None:
-        escale, scale_mode = dummy_scale, 0
-    elif edge_scale.dim() == 2:
-        escale, scale_mode = edge_scale.to(work).unsqueeze(-1).contiguous(), 1
-    else:
-        escale, scale_mode = edge_scale.to(work).contiguous(), 2
-    has_bias = edge_bias is not None
-    out, lse = _EdgeAttention.apply(
-        q, k, v, bias, escale, csr.rowptr, csr.col, csr, scale, has_bias, scale_mode
-    )
+    out, lse = _EdgeAttention.apply(q, k, v, edge_bias, edge_scale, csr, scale)
     attention = None
     if return_attention:
-        attention = torch.empty(csr.num_edges, q.shape[1], dtype=work)
-        _edge_probs(
-            csr.bounds(_balanced_bounds), _np(csr.rowptr), _np(csr.col), _np(q), _np(k), _np(bias), _np(escale),
-            has_bias, scale_mode, scale, lse.numpy(), attention.numpy(),
+        qc, kc, _, bias, escale, has_bias, scale_mode = _edge_operands(
+            q.detach(), k.detach(), v.detach(),
+            None if edge_bias is None else edge_bias.detach(),
+            None if edge_scale is None else edge_scale.detach(),
         )
-        attention = attention.to(dtype)
-    return out.to(dtype), attention
+        attention = torch.empty(csr.num_edges, q.shape[1], dtype=qc.dtype)
+        _edge_probs(
+            csr.bounds(_balanced_bounds), _np(csr.rowptr), _np(csr.col), _np(qc), _np(kc), _np(bias),
+            _np(escale), has_bias, scale_mode, scale, _np(lse), attention.numpy(),
+        )
+        attention = attention.to(q.dtype)
+    return out, attention
 
 
 class _SegmentSoftmax(torch.autograd.Function):

@@ -326,3 +326,18 @@ def test_segment_attention_pool_bad_input():
         K.segment_attention_pool(x, scores=torch.randn(4, 1), ptr=ptr)
     with pytest.raises(ValueError, match="`value` must have one row"):
         K.segment_attention_pool(x, torch.randn(1, 4), ptr=ptr, value=torch.randn(4, 2))
+
+
+def test_csr_cached_on_pyg_edge_index_and_data():
+    from torch_geometric.data import Data
+    from torch_geometric.edge_index import EdgeIndex
+
+    raw = awkward_graph(12, 12, 40)
+    for edge_index in (EdgeIndex(raw, sparse_size=(12, 12)), Data(edge_index=raw.clone()).edge_index):
+        csr = K.get_csr(edge_index, 12, 12)
+        assert K.get_csr(edge_index, 12, 12) is csr
+        q = torch.randn(12, 2, 4)
+        torch.testing.assert_close(
+            K.edge_attention(q, q, q, edge_index, backend="cpu"),
+            K.edge_attention(q, q, q, raw, backend="reference"),
+        )
