@@ -62,7 +62,7 @@ def test_edge_attention_matches_reference(backend, edge_term, shape):
         torch.testing.assert_close(got, want)
 
 
-@pytest.mark.parametrize("backend", FAST)
+@pytest.mark.parametrize("backend", ["reference", *FAST])
 @pytest.mark.parametrize("edge_term", ["none", "both", "scale_dim"])
 def test_edge_attention_gradcheck(backend, edge_term):
     edge_index, q, k, v, kw = _edge_inputs(7, 6, 2, 3, 2, 20, edge_term, hub=4)
@@ -160,7 +160,7 @@ def test_segment_softmax_ptr_and_index(backend, heads):
         torch.testing.assert_close(g, w)
 
 
-@pytest.mark.parametrize("backend", FAST)
+@pytest.mark.parametrize("backend", ["reference", *FAST])
 def test_segment_softmax_gradcheck(backend):
     ptr = ragged_ptr([2, 0, 4, 1])
     scores = _rand(7, 2)
@@ -213,7 +213,7 @@ def test_segment_attention_pool_matches_reference(backend, mode):
     torch.testing.assert_close(w_p, ref_w[perm])
 
 
-@pytest.mark.parametrize("backend", FAST)
+@pytest.mark.parametrize("backend", ["reference", *FAST])
 @pytest.mark.parametrize("mode", POOL_MODES)
 def test_segment_attention_pool_gradcheck(backend, mode):
     ptr, x, kw = _pool_inputs(mode, [2, 0, 3], dim=3)
