@@ -20,10 +20,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
-	$(VENV)/bin/ruff check gattn tests benchmarks examples
+	$(VENV)/bin/ruff check .
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check gattn tests benchmarks examples
+	$(VENV)/bin/ruff check .
 
 bench: $(STAMP)
 	$(PY) benchmarks/edge_attention.py
