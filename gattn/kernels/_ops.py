@@ -65,21 +65,20 @@ def edge_attention_backward_op(
         None if edge_scale is None else csr.to_sorted_order(edge_scale),
         scale, out, lse, dout.contiguous(),
     )
-    empty = q.new_empty(_EMPTY)
+    # a fresh empty tensor per absent slot: outputs of a custom op may not alias each other
     return [
         dq, dk, dv,
-        empty if dbias is None else csr.to_caller_order(dbias),
-        empty if dscale is None else csr.to_caller_order(dscale),
+        q.new_empty(_EMPTY) if dbias is None else csr.to_caller_order(dbias),
+        q.new_empty(_EMPTY) if dscale is None else csr.to_caller_order(dscale),
     ]
 
 
 @edge_attention_backward_op.register_fake
 def _(dout, q, k, v, edge_index, edge_bias, edge_scale, out, lse, scale, backend):
-    empty = q.new_empty(_EMPTY)
     return [
         torch.empty_like(q), torch.empty_like(k), torch.empty_like(v),
-        empty if edge_bias is None else torch.empty_like(edge_bias),
-        empty if edge_scale is None else torch.empty_like(edge_scale),
+        q.new_empty(_EMPTY) if edge_bias is None else torch.empty_like(edge_bias),
+        q.new_empty(_EMPTY) if edge_scale is None else torch.empty_like(edge_scale),
     ]
 
 

@@ -24,15 +24,18 @@ def _layer(x, weight, edge_index, bias, backend=None):
     return K.edge_attention(q, k, v, edge_index, edge_bias=bias, backend=backend).relu().sum(dim=1)
 
 
+@pytest.mark.parametrize("with_bias", [True, False])
 @pytest.mark.parametrize("compiler", ["aot_eager", pytest.param("inductor", marks=pytest.mark.slow)])
-def test_compiled_layer_matches_eager(compiler):
+def test_compiled_layer_matches_eager(compiler, with_bias):
     torch._dynamo.reset()
     edge_index, x, weight, bias = _layer_inputs()
+    if not with_bias:
+        bias = None
     eager = _layer(x, weight, edge_index, bias, backend="cpu")
     compiled_fn = torch.compile(_layer, fullgraph=True, backend=compiler)
     compiled = compiled_fn(x, weight, edge_index, bias)
     torch.testing.assert_close(compiled, eager)
-    leaves = (x, weight, bias)
+    leaves = (x, weight) if bias is None else (x, weight, bias)
     for got, want in zip(torch.autograd.grad(compiled.sum(), leaves), torch.autograd.grad(eager.sum(), leaves)):
         torch.testing.assert_close(got, want)
 
@@ -49,3 +52,28 @@ def test_custom_op_gradcheck_and_opcheck():
         lambda q, k, v, b, s: edge_attention_op(q, k, v, edge_index, b, s, 0.5, "cpu")[0],
         (q, k, v, bias, scale_per_dim),
     )
+
+
+def test_triton_explicit_forward_backward_match_cpu():
+    """The functions the custom op calls on CUDA, checked in Triton's interpreter."""
+    triton_backend = pytest.importorskip("gattn.kernels.triton_backend")
+    from gattn.kernels import cpu
+
+    edge_index, x, weight, bias = _layer_inputs(torch.float64)
+    q, k, v = (t.detach().contiguous() for t in (x @ weight).view(-1, 3, 2, 4).unbind(1))
+    csr = K.get_csr(edge_index, 30, 30)
+    sorted_bias = csr.to_sorted_order(bias.detach())
+    scale_dim = torch.randn(csr.num_edges, 2, 4, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    for escale in (None, scale_dim):
+        results = []
+        for backend in (cpu, triton_backend):
+            out, lse = backend.edge_attention_forward(q, k, v, csr, sorted_bias, escale, 0.5)
+            dout = torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view_as(out)
+            results.append((out, lse, *backend.edge_attention_backward(
+                q, k, v, csr, sorted_bias, escale, 0.5, out, lse, dout
+            )))
+        for got, want in zip(*results):
+            if want is None:
+                assert got is None
+            else:
+                torch.testing.assert_close(got, want)

@@ -1,0 +1,620 @@
+"""Triton backend: fused CSR kernels for CUDA (or CPU tensors under ``TRITON_INTERPRET=1``).
+
+Design (kernels in `_triton_kernels.py`):
+
+* **Chunks.** Every kernel walks segments (a destination's incoming edges, a source's
+  outgoing edges, a bag's rows) as *chunks* of at most :data:`ROW_SPLIT` rows. A longer
+  segment (a hub of a power-law graph) is cut into chunks that run in parallel, each
+  writing a partial result (running max, sum, accumulator) to a scratch slot; a merge
+  kernel then combines the slots of each split segment in order. Short segments are one
+  chunk and write their result directly. Chunks are sorted by length (longest first), so
+  the block of chunks one program takes holds rows of similar degree (degree bucketing
+  without buckets). The plan is built once per CSR / ptr and cached on it.
+* **Edge attention forward.** One program per (block of destination chunks, head); tiles
+  are [rows, ``BLOCK_E`` edges of each, D], with ``BLOCK_E`` from the mean degree and the
+  row count filling :data:`TILE_ELEMENTS`. It gathers the key and value rows of the edges
+  by their source index and keeps a FlashAttention-style online softmax per row (running
+  max, running sum, rescaled accumulator), with the optional per-edge bias and per-head or
+  per-dim scale. It writes ``out`` and the per-row log-sum-exp [N, H]; a row without
+  edges (or whose scores are all -inf) gets zeros and lse = -inf.
+* **Backward.** Scores are recomputed from the saved lse; ``D_i = <dO_i, O_i>``,
+  ``dS = P (dP - D_i)``; a pass over destination chunks gives dQ, the edge-bias gradient
+  (dS) and the edge-scale gradient. dK and dV come either from a second pass over the
+  transposed structure (CSC; deterministic, the default) or from atomic adds in the first
+  pass (``ATOMIC = True`` or env ``GATTN_TRITON_ATOMIC=1``; no CSC, no per-edge P/dS
+  buffers, but the summation order varies from run to run).
+* Segment softmax and pooling use the same chunks and blocks, with all heads / queries /
+  features of a row in the tile. Inputs in fp16/bf16 are read as such and accumulated in float32 (float64 stays
+  float64).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import NamedTuple
+
+import torch
+import triton.language as tl
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+from . import _triton_kernels as kern
+from .csr import CSR
+
+NAME = "triton"
+__all__ = [
+    "ATOMIC", "NAME", "ROW_SPLIT", "TILE_ELEMENTS",
+    "edge_attention", "segment_attention_pool", "segment_softmax", "unsupported",
+]
+
+#: Segments longer than this many rows (edges) are split into chunks computed in parallel.
+ROW_SPLIT: int = 512
+#: Elements of one tile: [rows, edges of each, head dim] in the edge kernels, [segments,
+#: rows of each, width] in the segment kernels; sets how many rows a program takes.
+TILE_ELEMENTS: int = 4096
+#: dK/dV by atomic adds instead of the deterministic CSC pass; None reads GATTN_TRITON_ATOMIC.
+ATOMIC: bool | None = None
+
+# triton.jit reads TRITON_INTERPRET when it decorates the kernels, i.e. at import time.
+_INTERPRETED = os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def unsupported(like: Tensor) -> str | None:
+    if like.is_cuda:
+        return None
+    if like.device.type == "cpu":
+        if _INTERPRETED:
+            return None
+        return (
+            "CPU tensors need TRITON_INTERPRET=1 in the environment before "
+            "gattn.kernels.triton_backend is imported (or use backend='cpu')"
+        )
+    return f"the triton backend takes CUDA tensors, got device {like.device}"
+
+
+def _use_atomic() -> bool:
+    if ATOMIC is not None:
+        return bool(ATOMIC)
+    return os.environ.get("GATTN_TRITON_ATOMIC", "0") == "1"
+
+
+# --------------------------------------------------------------------------------------
+# chunk plans
+# --------------------------------------------------------------------------------------
+
+class _Plan(NamedTuple):
+    seg: Tensor        # [C] segment of each chunk
+    start: Tensor      # [C] first row of the chunk
+    end: Tensor        # [C] one past its last row
+    slot: Tensor       # [C] scratch slot of a chunk of a split segment, -1 otherwise
+    split_seg: Tensor  # [S'] the split segments
+    split_ptr: Tensor  # [S'+1] their slots: split_ptr[r] .. split_ptr[r+1]
+    num_segments: int
+    num_chunks: int
+    num_slots: int
+
+
+def _build_plan(ptr: Tensor, split: int) -> _Plan:
+    ptr = ptr.long()
+    device = ptr.device
+    segments = ptr.numel() - 1
+    counts = ptr[1:] - ptr[:-1]
+    # an empty segment still gets one (empty) chunk, which writes its zeros / -inf
+    chunks_per_seg = torch.clamp_min((counts + split - 1) // split, 1)
+    is_split = chunks_per_seg > 1
+    num_chunks, num_slots = (
+        int(x) for x in torch.stack([chunks_per_seg.sum(), chunks_per_seg[is_split].sum()]).tolist()
+    )
+    seg = torch.repeat_interleave(
+        torch.arange(segments, device=device), chunks_per_seg, output_size=num_chunks
+    )
+    first_chunk = torch.cumsum(chunks_per_seg, 0) - chunks_per_seg
+    within = torch.arange(num_chunks, device=device) - first_chunk[seg]
+    start = ptr[seg] + within * split
+    end = torch.minimum(start + split, ptr[seg + 1])
+    chunk_is_split = is_split[seg]
+    slot = torch.where(chunk_is_split, torch.cumsum(chunk_is_split.long(), 0) - 1, -1)
+    split_seg = torch.nonzero(is_split).flatten()
+    split_ptr = torch.zeros(split_seg.numel() + 1, dtype=torch.long, device=device)
+    torch.cumsum(chunks_per_seg[split_seg], 0, out=split_ptr[1:])
+    # longest chunks first, so a block of chunks (one program) holds rows of similar length
+    # and the hub chunks start early; slots travel with their chunks
+    order = torch.argsort(end - start, descending=True, stable=True)
+    seg, start, end, slot = seg[order], start[order], end[order], slot[order]
+    return _Plan(seg, start, end, slot, split_seg, split_ptr, segments, num_chunks, num_slots)
+
+
+_PLAN_ATTR = "_gattn_triton_plans"
+
+
+def _plan_cached(owner: object, key: str, ptr: Tensor) -> _Plan:
+    """The chunk plan of `ptr`, cached on `owner` (a CSR, or the ptr tensor itself) and
+    rebuilt when `ROW_SPLIT` changes or the ptr is modified in place."""
+    stamp = (ROW_SPLIT, ptr._version, ptr.data_ptr(), ptr.numel())
+    plans = getattr(owner, _PLAN_ATTR, None)
+    if plans is not None and key in plans and plans[key][0] == stamp:
+        return plans[key][1]
+    plan = _build_plan(ptr, ROW_SPLIT)
+    try:
+        if plans is None:
+            plans = {}
+            setattr(owner, _PLAN_ATTR, plans)
+        plans[key] = (stamp, plan)
+    except (AttributeError, RuntimeError):  # owners that refuse attributes: no cache
+        pass
+    return plan
+
+
+def _row_plan(csr: CSR) -> _Plan:
+    return _plan_cached(csr, "rows", csr.rowptr)
+
+
+def _col_plan(csr: CSR, colptr: Tensor) -> _Plan:
+    return _plan_cached(csr, "cols", colptr)
+
+
+def _segment_plan(ptr: Tensor) -> _Plan:
+    return _plan_cached(ptr, "segments", ptr)
+
+
+# --------------------------------------------------------------------------------------
+# launch helpers
+# --------------------------------------------------------------------------------------
+
+def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _tl_acc(dtype: torch.dtype) -> tl.dtype:
+    return tl.float64 if dtype == torch.float64 else tl.float32
+
+
+def _pow2(n: int) -> int:
+    return 1 if n <= 1 else 1 << (int(n) - 1).bit_length()
+
+
+def _nonempty(tensor: Tensor) -> Tensor:
+    """Triton needs a valid pointer even for a buffer no program touches."""
+    return tensor if tensor.numel() else torch.zeros(1, dtype=tensor.dtype, device=tensor.device)
+
+
+def _scalar(value: float, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """A scalar argument as a [1] tensor: triton passes Python floats as float32."""
+    return torch.full((1,), value, dtype=dtype, device=device)
+
+
+def _scratch(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> Tensor:
+    return _nonempty(torch.empty(shape, dtype=dtype, device=device))
+
+
+def _cdiv(a: int, b: int) -> int:
+    return (a + b - 1) // b
+
+
+def _edge_blocks(dim: int, dim_v: int, num_edges: int, num_rows: int) -> dict[str, int]:
+    """Tile [BLOCK_R rows, BLOCK_E edges of each, BLOCK_D]: BLOCK_E follows the mean degree
+    (rows in a block have similar lengths: the plan sorts chunks by length), BLOCK_R fills
+    the tile up to TILE_ELEMENTS."""
+    block_d, block_dv = _pow2(dim), _pow2(dim_v)
+    widest = max(block_d, block_dv)
+    mean_degree = num_edges / max(num_rows, 1)
+    block_e = min(32, max(4, _pow2(math.ceil(mean_degree))), max(1, TILE_ELEMENTS // widest))
+    block_r = max(1, min(64, TILE_ELEMENTS // (block_e * widest)))
+    tile = block_r * block_e * widest
+    warps = 1 if tile <= 512 else 2 if tile <= 1024 else 4 if tile <= 4096 else 8
+    return dict(BLOCK_R=block_r, BLOCK_E=block_e, BLOCK_D=block_d, BLOCK_DV=block_dv,
+                num_warps=warps)
+
+
+def _segment_blocks(width: int, plan: _Plan, num_rows: int) -> tuple[int, dict[str, int]]:
+    """Grid size and tile [BLOCK_S segments, BLOCK_R rows of each, width] of the segment
+    kernels: BLOCK_R follows the mean segment length, BLOCK_S fills TILE_ELEMENTS."""
+    block_w = _pow2(width)
+    mean_length = num_rows / max(plan.num_segments, 1)
+    block_r = min(64, max(4, _pow2(math.ceil(mean_length))), max(1, TILE_ELEMENTS // block_w))
+    block_s = max(1, min(64, TILE_ELEMENTS // (block_r * block_w)))
+    tile = block_s * block_r * block_w
+    warps = 1 if tile <= 512 else 2 if tile <= 1024 else 4 if tile <= 4096 else 8
+    return _cdiv(plan.num_chunks, block_s), dict(BLOCK_S=block_s, BLOCK_R=block_r, num_warps=warps)
+
+
+def _sum_merge(part: Tensor, plan: _Plan, out: Tensor, width: int) -> None:
+    """out[split segment] = sum of its partial rows [slots, width]."""
+    if plan.num_slots == 0:
+        return
+    block_f = min(1024, _pow2(width))
+    grid = (plan.split_seg.numel(), _cdiv(width, block_f))
+    kern.sum_merge_kernel[grid](
+        part, plan.split_seg, plan.split_ptr, out, width,
+        BLOCK_F=block_f, ACC=_tl_acc(part.dtype), num_warps=4 if block_f >= 512 else 1,
+    )
+
+
+# --------------------------------------------------------------------------------------
+# edge attention
+# --------------------------------------------------------------------------------------
+
+class _EdgeInputs(NamedTuple):
+    """What every pass over destination rows reads (placeholders stand for absent terms)."""
+    q: Tensor
+    k: Tensor
+    v: Tensor
+    bias: Tensor
+    escale: Tensor
+    csr: CSR
+    scale: float
+    has_bias: bool
+    scale_mode: int  # 0 none, 1 per head [E, H], 2 per dim [E, H, D]
+
+
+def _launch_rows(pass_: int, inp: _EdgeInputs, plan: _Plan, **buffers: Tensor | bool | None) -> None:
+    """Launch `edge_rows_kernel` (PASS 0 forward, 1 probabilities, 2 backward) over `plan`;
+    buffers the pass does not use get a placeholder pointer."""
+    q, v = inp.q, inp.v
+    num_dst, heads, dim = q.shape
+    acc = _acc_dtype(q.dtype)
+    placeholder = _scratch((0,), acc, q.device)
+    names = ("out", "lse", "part_m", "part_l", "part_acc", "dout", "probs", "dscores",
+             "descale", "dq", "part_dq", "dk", "dv")
+    ptrs = [_nonempty(buffers.get(name)) if buffers.get(name) is not None else placeholder
+            for name in names]
+    blocks = _edge_blocks(dim, v.shape[2], inp.csr.num_edges, num_dst)
+    kern.edge_rows_kernel[(_cdiv(plan.num_chunks, blocks["BLOCK_R"]), heads)](
+        q, inp.k, v, inp.bias, inp.escale, _nonempty(inp.csr.col),
+        plan.seg, plan.start, plan.end, plan.slot, plan.num_chunks,
+        *ptrs,
+        heads, dim, v.shape[2], _scalar(inp.scale, acc, q.device),
+        PASS=pass_, HAS_BIAS=inp.has_bias, SCALE_MODE=inp.scale_mode,
+        STORE_PROBS=buffers.get("probs") is not None,
+        STORE_DS=buffers.get("dscores") is not None,
+        ATOMIC=bool(buffers.get("atomic", False)), ACC=_tl_acc(acc), **blocks,
+    )
+
+
+def _edge_forward(inp: _EdgeInputs) -> tuple[Tensor, Tensor]:
+    """out [N, H, Dv] (input dtype) and the per-row log-sum-exp [N, H] (accumulation dtype)."""
+    q, v = inp.q, inp.v
+    num_dst, heads = q.shape[:2]
+    dim_v = v.shape[2]
+    acc = _acc_dtype(q.dtype)
+    out = torch.empty(num_dst, heads, dim_v, dtype=q.dtype, device=q.device)
+    lse = torch.empty(num_dst, heads, dtype=acc, device=q.device)
+    plan = _row_plan(inp.csr)
+    if plan.num_chunks == 0 or heads == 0:
+        return out, lse
+    part_m = _scratch((plan.num_slots, heads), acc, q.device)
+    part_l = _scratch((plan.num_slots, heads), acc, q.device)
+    part_acc = _scratch((plan.num_slots, heads, dim_v), acc, q.device)
+    _launch_rows(0, inp, plan, out=out, lse=lse, part_m=part_m, part_l=part_l, part_acc=part_acc)
+    if plan.num_slots:
+        block_dv = _pow2(dim_v)
+        kern.softmax_merge_kernel[(plan.split_seg.numel(), heads)](
+            part_m, part_l, part_acc, plan.split_seg, plan.split_ptr, out, lse, heads, dim_v,
+            HAS_ACC=True, BLOCK_P=16, BLOCK_DV=block_dv, ACC=_tl_acc(acc),
+            num_warps=4 if block_dv >= 128 else 1,
+        )
+    return out, lse
+
+
+def _edge_probabilities(inp: _EdgeInputs, lse: Tensor) -> Tensor:
+    """Attention [E, H] in destination-sorted order, recomputed from the log-sum-exp."""
+    probs = torch.empty(inp.csr.num_edges, inp.q.shape[1], dtype=inp.q.dtype, device=inp.q.device)
+    plan = _row_plan(inp.csr)
+    if plan.num_chunks and inp.q.shape[1]:
+        _launch_rows(1, inp, plan, lse=lse, probs=probs)
+    return probs
+
+
+def _backward(inp: _EdgeInputs, out: Tensor, lse: Tensor, dout: Tensor, need_kv: bool):
+    """(dq, dk, dv, d bias, d edge_scale), in the accumulation dtype."""
+    q, k, v = inp.q, inp.k, inp.v
+    device, acc = q.device, _acc_dtype(q.dtype)
+    num_edges, heads = inp.csr.num_edges, q.shape[1]
+    atomic = need_kv and _use_atomic()
+    csc_pass = need_kv and not atomic
+    per_edge = lambda: torch.empty(num_edges, heads, dtype=acc, device=device)
+    # P and dS are kept per edge only for the CSC pass (and dS as the edge-bias gradient)
+    probs = per_edge() if csc_pass else None
+    dscores = per_edge() if csc_pass or inp.has_bias else None
+    descale = torch.empty(inp.escale.shape, dtype=acc, device=device) if inp.scale_mode else None
+    dk = dv = None
+    if atomic:
+        dk = torch.zeros(k.shape, dtype=acc, device=device)
+        dv = torch.zeros(v.shape, dtype=acc, device=device)
+    dq = torch.empty(q.shape, dtype=acc, device=device)
+    plan = _row_plan(inp.csr)
+    if plan.num_chunks and heads:
+        part_dq = _scratch((plan.num_slots, *q.shape[1:]), acc, device)
+        _launch_rows(
+            2, inp, plan, out=out, lse=lse, dout=dout, probs=probs,
+            dscores=dscores, descale=descale, dq=dq, part_dq=part_dq, dk=dk, dv=dv,
+            atomic=atomic,
+        )
+        _sum_merge(part_dq, plan, dq, q.shape[1] * q.shape[2])
+    if csc_pass:
+        dk, dv = _edge_cols_pass(inp, dout, probs, dscores)
+    return dq, dk, dv, (dscores if inp.has_bias else None), descale
+
+
+class _EdgeAttention(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q, k, v, bias, escale, csr, scale, has_bias, scale_mode):
+        out, lse = _edge_forward(_EdgeInputs(q, k, v, bias, escale, csr, scale, has_bias, scale_mode))
+        ctx.save_for_backward(q, k, v, bias, escale, out, lse)
+        ctx.csr, ctx.scale, ctx.has_bias, ctx.scale_mode = csr, scale, has_bias, scale_mode
+        ctx.mark_non_differentiable(lse)
+        return out, lse
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dout, _dlse):
+        q, k, v, bias, escale, out, lse = ctx.saved_tensors
+        inp = _EdgeInputs(q, k, v, bias, escale, ctx.csr, ctx.scale, ctx.has_bias, ctx.scale_mode)
+        need_kv = ctx.needs_input_grad[1] or ctx.needs_input_grad[2]
+        dq, dk, dv, dbias, descale = _backward(inp, out, lse, dout.contiguous(), need_kv)
+        cast = lambda grad, like: None if grad is None else grad.to(like.dtype)
+        return (cast(dq, q), cast(dk, k), cast(dv, v), cast(dbias, bias), cast(descale, escale),
+                None, None, None, None)
+
+
+def _edge_cols_pass(inp: _EdgeInputs, dout: Tensor, probs: Tensor, dscores: Tensor):
+    """dK, dV by walking each source's outgoing edges (CSC): no atomics, deterministic."""
+    q, k, v = inp.q, inp.k, inp.v
+    num_src, heads, dim = k.shape
+    dim_v = v.shape[2]
+    acc = _acc_dtype(q.dtype)
+    dk = torch.empty(num_src, heads, dim, dtype=acc, device=q.device)
+    dv = torch.empty(num_src, heads, dim_v, dtype=acc, device=q.device)
+    colptr, csc_row, csc_pos = inp.csr.csc()
+    plan = _col_plan(inp.csr, colptr)
+    if plan.num_chunks == 0 or heads == 0:
+        return dk, dv
+    part_dk = _scratch((plan.num_slots, heads, dim), acc, q.device)
+    part_dv = _scratch((plan.num_slots, heads, dim_v), acc, q.device)
+    blocks = _edge_blocks(dim, dim_v, inp.csr.num_edges, num_src)
+    kern.edge_cols_kernel[(_cdiv(plan.num_chunks, blocks["BLOCK_R"]), heads)](
+        q, inp.escale, dout, _nonempty(probs), _nonempty(dscores), _nonempty(csc_row),
+        _nonempty(csc_pos),
+        plan.seg, plan.start, plan.end, plan.slot, plan.num_chunks,
+        dk, dv, part_dk, part_dv,
+        heads, dim, dim_v, _scalar(inp.scale, acc, q.device),
+        SCALE_MODE=inp.scale_mode, ACC=_tl_acc(acc), **blocks,
+    )
+    _sum_merge(part_dk, plan, dk, heads * dim)
+    _sum_merge(part_dv, plan, dv, heads * dim_v)
+    return dk, dv
+
+
+
+def _edge_inputs(
+    q: Tensor, k: Tensor, v: Tensor, csr: CSR, edge_bias: Tensor | None, edge_scale: Tensor | None, scale: float
+) -> _EdgeInputs:
+    """Contiguous operands; a one-element placeholder stands for an absent edge term."""
+    q, k, v = (t.contiguous() for t in (q, k, v))
+    if csr.col.device != q.device:
+        raise ValueError(f"`edge_index` is on {csr.col.device} but q is on {q.device}")
+    placeholder = torch.zeros(1, dtype=q.dtype, device=q.device)
+    bias = placeholder if edge_bias is None else edge_bias.contiguous()
+    if edge_scale is None:
+        escale, scale_mode = placeholder, 0
+    else:
+        escale, scale_mode = edge_scale.contiguous(), edge_scale.dim() - 1
+    return _EdgeInputs(q, k, v, bias, escale, csr, scale, edge_bias is not None, scale_mode)
+
+
+def edge_attention_forward(
+    q: Tensor, k: Tensor, v: Tensor, csr: CSR, edge_bias: Tensor | None, edge_scale: Tensor | None, scale: float
+) -> tuple[Tensor, Tensor]:
+    """out [N_dst, H, Dv] and the per-row log-sum-exp (no autograd; used by the custom op)."""
+    return _edge_forward(_edge_inputs(q, k, v, csr, edge_bias, edge_scale, scale))
+
+
+def edge_attention_backward(
+    q: Tensor, k: Tensor, v: Tensor, csr: CSR, edge_bias: Tensor | None, edge_scale: Tensor | None,
+    scale: float, out: Tensor, lse: Tensor, dout: Tensor, need_kv: bool = True,
+) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor | None, Tensor | None]:
+    """(dq, dk, dv, d edge_bias, d edge_scale) in the inputs' dtypes (used by the custom op)."""
+    inp = _edge_inputs(q, k, v, csr, edge_bias, edge_scale, scale)
+    grads = _backward(inp, out, lse, dout.contiguous(), need_kv)
+    likes = (q, k, v, edge_bias, edge_scale)
+    return tuple(None if g is None else g.to(like.dtype) for g, like in zip(grads, likes))
+
+
+def edge_attention(
+    q: Tensor, k: Tensor, v: Tensor, csr: CSR, edge_bias: Tensor | None,
+    edge_scale: Tensor | None, scale: float, return_attention: bool,
+) -> tuple[Tensor, Tensor | None]:
+    inp = _edge_inputs(q, k, v, csr, edge_bias, edge_scale, scale)
+    out, lse = _EdgeAttention.apply(*inp)
+    attention = None
+    if return_attention:
+        with torch.no_grad():
+            attention = _edge_probabilities(inp, lse)
+    return out, attention
+
+
+# --------------------------------------------------------------------------------------
+# segment softmax
+# --------------------------------------------------------------------------------------
+
+def _softmax_forward(scores: Tensor, plan: _Plan) -> Tensor:
+    rows, width = scores.shape
+    acc = _acc_dtype(scores.dtype)
+    out = torch.empty_like(scores)
+    if plan.num_chunks == 0 or width == 0:
+        return out
+    num_segments = plan.num_segments
+    lse = torch.empty(num_segments, width, dtype=acc, device=scores.device)
+    part_m = _scratch((plan.num_slots, width), acc, scores.device)
+    part_l = _scratch((plan.num_slots, width), acc, scores.device)
+    programs, blocks = _segment_blocks(width, plan, rows)
+    kern.seg_softmax_stats_kernel[(programs,)](
+        scores, plan.seg, plan.start, plan.end, plan.slot, plan.num_chunks,
+        lse, part_m, part_l, width, BLOCK_F=_pow2(width), ACC=_tl_acc(acc), **blocks,
+    )
+    if plan.num_slots:
+        kern.softmax_merge_kernel[(plan.split_seg.numel(), width)](
+            part_m, part_l, part_m, plan.split_seg, plan.split_ptr, lse, lse, width, 1,
+            HAS_ACC=False, BLOCK_P=16, BLOCK_DV=1, ACC=_tl_acc(acc), num_warps=1,
+        )
+    if rows:
+        kern.seg_rows_kernel[(programs,)](
+            scores, scores, lse, out, plan.seg, plan.start, plan.end, plan.num_chunks, width,
+            MODE=0, BLOCK_F=_pow2(width), ACC=_tl_acc(acc), **blocks,
+        )
+    return out
+
+
+def _softmax_backward(probs: Tensor, grad: Tensor, plan: _Plan) -> Tensor:
+    rows, width = probs.shape
+    acc = _acc_dtype(probs.dtype)
+    dscores = torch.empty_like(probs)
+    if plan.num_chunks == 0 or width == 0 or rows == 0:
+        return dscores
+    num_segments = plan.num_segments
+    dot = torch.empty(num_segments, width, dtype=acc, device=probs.device)
+    part = _scratch((plan.num_slots, width), acc, probs.device)
+    programs, blocks = _segment_blocks(width, plan, rows)
+    kern.seg_dot_kernel[(programs,)](
+        probs, grad, plan.seg, plan.start, plan.end, plan.slot, plan.num_chunks, dot, part, width,
+        BLOCK_F=_pow2(width), ACC=_tl_acc(acc), **blocks,
+    )
+    _sum_merge(part, plan, dot, width)
+    kern.seg_rows_kernel[(programs,)](
+        probs, grad, dot, dscores, plan.seg, plan.start, plan.end, plan.num_chunks, width,
+        MODE=1, BLOCK_F=_pow2(width), ACC=_tl_acc(acc), **blocks,
+    )
+    return dscores
+
+
+class _SegmentSoftmax(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, scores, plan):
+        out = _softmax_forward(scores, plan)
+        ctx.save_for_backward(out)
+        ctx.plan = plan
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        (probs,) = ctx.saved_tensors
+        return _softmax_backward(probs, grad.contiguous(), ctx.plan), None
+
+
+def _work(tensor: Tensor) -> Tensor:
+    """Segment ops compute in float32 (float64 stays float64)."""
+    return tensor.to(_acc_dtype(tensor.dtype)).contiguous()
+
+
+def segment_softmax(scores: Tensor, ptr: Tensor) -> Tensor:
+    plan = _segment_plan(ptr)
+    return _SegmentSoftmax.apply(_work(scores), plan).to(scores.dtype)
+
+
+# --------------------------------------------------------------------------------------
+# segment attention pooling
+# --------------------------------------------------------------------------------------
+
+def _weighted_sum(weights: Tensor, value: Tensor, plan: _Plan, num_segments: int, mult: float = 1.0):
+    """out[s, q] = mult * sum_{r in s} weights[r, q] value[r]  ->  [S, Q, Dv]."""
+    nq, dim_v = weights.shape[1], value.shape[1]
+    out = torch.empty(num_segments, nq, dim_v, dtype=value.dtype, device=value.device)
+    if plan.num_chunks == 0 or nq == 0 or dim_v == 0:
+        return out.zero_()
+    part = _scratch((plan.num_slots, nq, dim_v), value.dtype, value.device)
+    programs, blocks = _segment_blocks(dim_v, plan, weights.shape[0])
+    kern.seg_weighted_sum_kernel[(programs, nq)](
+        _nonempty(weights), _nonempty(value), plan.seg, plan.start, plan.end, plan.slot,
+        plan.num_chunks, out, part, nq, dim_v, _scalar(mult, value.dtype, value.device),
+        BLOCK_DV=_pow2(dim_v), ACC=_tl_acc(value.dtype), **blocks,
+    )
+    _sum_merge(part, plan, out, nq * dim_v)
+    return out
+
+
+def _row_products(weights: Tensor | None, value: Tensor, grad: Tensor, plan: _Plan,
+                  want_dw: bool, want_dval: bool, mult: float = 1.0):
+    """dw[r, q] = mult <grad[s, q], value[r]>, dval[r] = mult sum_q weights[r, q] grad[s, q]."""
+    rows, dim_v = value.shape
+    nq = grad.shape[1]
+    dw = torch.empty(rows, nq, dtype=value.dtype, device=value.device) if want_dw else None
+    dval = torch.empty(rows, dim_v, dtype=value.dtype, device=value.device) if want_dval else None
+    if plan.num_chunks == 0 or rows == 0:
+        return dw, dval
+    if nq == 0 and dval is not None:
+        dval.zero_()
+        return dw, dval
+    programs, blocks = _segment_blocks(dim_v, plan, rows)
+    kern.seg_row_products_kernel[(programs,)](
+        _nonempty(value if weights is None else weights), value, grad,
+        plan.seg, plan.start, plan.end, plan.num_chunks,
+        value if dw is None else _nonempty(dw), value if dval is None else dval,
+        nq, dim_v, _scalar(mult, value.dtype, value.device),
+        WANT_DW=want_dw, WANT_DVAL=want_dval,
+        BLOCK_DV=_pow2(dim_v), ACC=_tl_acc(value.dtype), **blocks,
+    )
+    return dw, dval
+
+
+class _WeightedSegmentSum(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, weights, value, plan, num_segments):
+        ctx.save_for_backward(weights, value)
+        ctx.plan = plan
+        return _weighted_sum(weights, value, plan, num_segments)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dout):
+        weights, value = ctx.saved_tensors
+        dweights, dvalue = _row_products(
+            weights, value, dout.contiguous(), ctx.plan,
+            ctx.needs_input_grad[0], ctx.needs_input_grad[1],
+        )
+        return dweights, dvalue, None, None
+
+
+class _SegmentQueryScores(torch.autograd.Function):
+    """scores[r, q] = scale <x_r, query[segment(r), q]> without gathering the queries."""
+
+    @staticmethod
+    def forward(ctx, x, query, plan, scale):
+        ctx.save_for_backward(x, query)
+        ctx.plan, ctx.scale = plan, scale
+        scores, _ = _row_products(None, x, query, plan, True, False, scale)
+        return scores
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dscores):
+        x, query = ctx.saved_tensors
+        dscores = dscores.contiguous()
+        dx = dquery = None
+        if ctx.needs_input_grad[0]:
+            _, dx = _row_products(dscores, x, query, ctx.plan, False, True, ctx.scale)
+        if ctx.needs_input_grad[1]:
+            dquery = _weighted_sum(dscores, x, ctx.plan, query.shape[0], ctx.scale)
+        return dx, dquery, None, None
+
+
+def segment_attention_pool(
+    x: Tensor, value: Tensor, ptr: Tensor, query: Tensor | None, scores: Tensor | None,
+    normalize: bool, scale: float,
+) -> tuple[Tensor, Tensor]:
+    dtype = x.dtype
+    plan = _segment_plan(ptr)
+    num_segments = ptr.numel() - 1
+    x, value = _work(x), _work(value)
+    if scores is None:
+        query = _work(query)
+        if query.dim() == 2:
+            scores = (x @ query.t()) * scale  # shared queries: one dense matmul
+        else:
+            scores = _SegmentQueryScores.apply(x, query, plan, scale)
+    else:
+        scores = _work(scores)
+    weights = _SegmentSoftmax.apply(scores.contiguous(), plan) if normalize else scores
+    out = _WeightedSegmentSum.apply(weights.contiguous(), value, plan, num_segments)
+    return out.to(dtype), weights.to(dtype)

@@ -1,0 +1,18 @@
+"""Test-session set-up, run before any test module imports gattn.
+
+* Without CUDA, the Triton backend's kernels run in Triton's interpreter on CPU tensors.
+  TRITON_INTERPRET must be set before `triton.jit` decorates them, i.e. before
+  `gattn.kernels.triton_backend` is first imported: hence here, at the root.
+* One torch thread: the numba kernels bring their own threads, and on a 2-core machine
+  two torch threads fighting them (BatchNorm in training mode is the worst) cost far more
+  than they gain.
+"""
+
+import os
+
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+torch.set_num_threads(1)
