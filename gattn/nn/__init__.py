@@ -1,1 +1,5 @@
-"""gattn.nn."""
+"""Attention layers, one file per paper."""
+
+from .graph_transformer import GraphTransformerConv, GraphTransformerLayer
+
+__all__ = ["GraphTransformerConv", "GraphTransformerLayer"]

@@ -1,0 +1,360 @@
+"""The Graph Transformer model of Dwivedi & Bresson (2020) for graph- and node-level tasks.
+
+:class:`GraphTransformer` stacks :class:`gattn.nn.GraphTransformerLayer` blocks between an
+input embedding (features, integer ids, or OGB's atom/bond encoders, plus an optional
+Laplacian positional encoding) and the paper's MLP readout. :class:`BaseGraphModel` holds the
+parts every graph model here shares (input and edge encoders, positional encoding, pooling,
+readout), so that the baselines in :mod:`gattn.models.baselines` differ from it only in their
+layers.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch_geometric.nn import global_add_pool, global_max_pool, global_mean_pool
+
+from gattn.nn.graph_transformer import GraphTransformerLayer
+
+__all__ = ["BaseGraphModel", "GraphTransformer", "MLPReadout"]
+
+_POOLS = {"mean": global_mean_pool, "sum": global_add_pool, "max": global_max_pool}
+_TASKS = ("graph", "node")
+
+
+def _positive_int(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"`{name}` must be a positive int, got {value!r}")
+    return value
+
+
+class MLPReadout(nn.Sequential):
+    r"""The paper's readout MLP: ``num_layers`` hidden layers, each halving the width.
+
+    .. math::
+        y = W_{L} \,\mathrm{ReLU}(W_{L-1} \cdots \mathrm{ReLU}(W_0 h)), \qquad
+        W_\ell \in \mathbb{R}^{\lfloor c/2^{\ell+1}\rfloor \times \lfloor c/2^{\ell}\rfloor}
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, num_layers: int = 2) -> None:
+        if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers < 0:
+            raise ValueError(f"`num_layers` must be an int >= 0, got {num_layers!r}")
+        layers: list[nn.Module] = []
+        width = in_channels
+        for _ in range(num_layers):
+            layers += [nn.Linear(width, max(1, width // 2)), nn.ReLU()]
+            width = max(1, width // 2)
+        layers.append(nn.Linear(width, out_channels))
+        super().__init__(*layers)
+
+    def reset_parameters(self) -> None:
+        for module in self:
+            if isinstance(module, nn.Linear):
+                module.reset_parameters()
+
+
+class BaseGraphModel(nn.Module):
+    """Shared embedding, positional encoding, pooling and readout of the graph models.
+
+    Subclasses build their layers in :meth:`build_layers` and run them in
+    :meth:`apply_layers`; the rest (``forward(data)``) is common. See
+    :class:`GraphTransformer` for the meaning of the arguments.
+    """
+
+    def __init__(
+        self,
+        in_channels: int | nn.Module | None,
+        hidden_channels: int,
+        out_channels: int,
+        num_layers: int = 4,
+        *,
+        task: str = "graph",
+        pe_dim: int = 0,
+        edge_dim: int | None = None,
+        norm: str | None = "batch",
+        dropout: float = 0.0,
+        input_dropout: float = 0.0,
+        readout: str = "mean",
+        readout_layers: int = 2,
+        atom_encoder: bool = False,
+        num_embeddings: int | None = None,
+        num_edge_embeddings: int | None = None,
+        pe_attr: str = "pe",
+        pe_sign_flip: bool = True,
+    ) -> None:
+        super().__init__()
+        self.hidden_channels = _positive_int("hidden_channels", hidden_channels)
+        self.out_channels = _positive_int("out_channels", out_channels)
+        self.num_layers = _positive_int("num_layers", num_layers)
+        if task not in _TASKS:
+            raise ValueError(f"`task` must be one of {_TASKS}, got {task!r}")
+        if readout not in _POOLS:
+            raise ValueError(f"`readout` must be one of {tuple(_POOLS)}, got {readout!r}")
+        if isinstance(pe_dim, bool) or not isinstance(pe_dim, int) or pe_dim < 0:
+            raise ValueError(f"`pe_dim` must be an int >= 0, got {pe_dim!r}")
+        for name, value in (("dropout", dropout), ("input_dropout", input_dropout)):
+            if not 0.0 <= float(value) < 1.0:
+                raise ValueError(f"`{name}` must be in [0, 1), got {value!r}")
+        if atom_encoder and num_embeddings is not None:
+            raise ValueError("give at most one of `atom_encoder=True` and `num_embeddings`")
+        self.task, self.readout, self.norm = task, readout, norm
+        self.pe_dim, self.pe_attr, self.pe_sign_flip = pe_dim, pe_attr, bool(pe_sign_flip)
+        self.dropout, self.input_dropout = float(dropout), float(input_dropout)
+        self.edge_dim = None if edge_dim is None else _positive_int("edge_dim", edge_dim)
+
+        self.node_encoder = self._node_encoder(in_channels, atom_encoder, num_embeddings)
+        self.pe_encoder = nn.Linear(pe_dim, hidden_channels) if pe_dim else None
+        self.edge_encoder = None
+        if self.edge_dim is not None:
+            self.edge_encoder = self._edge_encoder(self.edge_dim, atom_encoder, num_edge_embeddings)
+        self.layers = self.build_layers()
+        self.head = MLPReadout(hidden_channels, out_channels, readout_layers)
+
+    def _node_encoder(
+        self, in_channels: int | nn.Module | None, atom_encoder: bool, num_embeddings: int | None
+    ) -> nn.Module:
+        hidden = self.hidden_channels
+        if atom_encoder or num_embeddings is not None:
+            if isinstance(in_channels, nn.Module):
+                raise ValueError(
+                    "`in_channels` is an encoder module, which conflicts with "
+                    "`atom_encoder`/`num_embeddings`: give one of them"
+                )
+            if atom_encoder:
+                from ogb.graphproppred.mol_encoder import AtomEncoder
+
+                return AtomEncoder(hidden)
+            return nn.Embedding(_positive_int("num_embeddings", num_embeddings), hidden)
+        if isinstance(in_channels, nn.Module):
+            return in_channels
+        return nn.Linear(_positive_int("in_channels", in_channels), hidden)
+
+    def _edge_encoder(
+        self, edge_dim: int, atom_encoder: bool, num_edge_embeddings: int | None
+    ) -> nn.Module:
+        hidden = self.hidden_channels
+        if atom_encoder:
+            from ogb.graphproppred.mol_encoder import BondEncoder
+
+            return BondEncoder(hidden)
+        if num_edge_embeddings is not None:
+            return nn.Embedding(_positive_int("num_edge_embeddings", num_edge_embeddings), hidden)
+        return nn.Linear(edge_dim, hidden)
+
+    # -- hooks for subclasses -------------------------------------------------------------
+
+    def build_layers(self) -> nn.ModuleList:
+        raise NotImplementedError
+
+    def apply_layers(
+        self, x: Tensor, edge_index: Tensor, edge_attr: Tensor | None
+    ) -> Tensor:
+        raise NotImplementedError
+
+    # -- shared ----------------------------------------------------------------------------
+
+    def reset_parameters(self) -> None:
+        for child in self.children():
+            _reset(child)
+
+    @staticmethod
+    def _embed(encoder: nn.Module, values: Tensor, name: str) -> Tensor:
+        """Apply an encoder, adapting the input to what it expects (ids or features)."""
+        if isinstance(encoder, nn.Embedding):
+            if values.is_floating_point():
+                raise TypeError(
+                    f"`data.{name}` must hold integer ids for nn.Embedding, got {values.dtype}"
+                )
+            if values.dim() == 2 and values.size(1) == 1:
+                values = values.squeeze(1)
+            if values.dim() != 1:
+                raise ValueError(
+                    f"`data.{name}` must be [N] or [N, 1] integer ids, got {tuple(values.shape)}"
+                )
+            return encoder(values.long())
+        if isinstance(encoder, nn.Linear):
+            if values.dim() == 1:
+                values = values.unsqueeze(1)
+            if values.dim() != 2 or values.size(1) != encoder.in_features:
+                raise ValueError(
+                    f"`data.{name}` must be [*, {encoder.in_features}], got {tuple(values.shape)}"
+                )
+            if not values.is_floating_point():
+                values = values.to(encoder.weight.dtype)
+            return encoder(values)
+        if not values.is_floating_point():
+            values = values.long()  # OGB's Atom/BondEncoder index embedding tables
+        return encoder(values)
+
+    def encode(self, data) -> tuple[Tensor, Tensor | None]:
+        """Input node (and edge) embeddings [N, hidden] ([E, hidden]), PE added."""
+        x = getattr(data, "x", None)
+        if x is None:
+            raise ValueError("`data.x` is missing: the model embeds node features or ids")
+        h = self._embed(self.node_encoder, x, "x")
+        if self.pe_encoder is not None:
+            pe = getattr(data, self.pe_attr, None)
+            if pe is None:
+                raise ValueError(
+                    f"`data.{self.pe_attr}` is missing: the model was built with "
+                    f"pe_dim={self.pe_dim} (add a Laplacian positional encoding, or pe_dim=0)"
+                )
+            if pe.dim() != 2 or pe.size(1) != self.pe_dim or pe.size(0) != h.size(0):
+                raise ValueError(
+                    f"`data.{self.pe_attr}` must be [N={h.size(0)}, pe_dim={self.pe_dim}], "
+                    f"got {tuple(pe.shape)}"
+                )
+            pe = pe.to(h.dtype)
+            if self.training and self.pe_sign_flip:
+                # eigenvectors are defined up to sign: flip each dimension at random, per batch
+                signs = torch.randint(0, 2, (1, self.pe_dim), device=pe.device) * 2 - 1
+                pe = pe * signs.to(pe.dtype)
+            h = h + self.pe_encoder(pe)
+        h = F.dropout(h, p=self.input_dropout, training=self.training)
+        edge_attr = None
+        if self.edge_encoder is not None:
+            raw = getattr(data, "edge_attr", None)
+            if raw is None:
+                raise ValueError(
+                    "`data.edge_attr` is missing: the model was built with "
+                    f"edge_dim={self.edge_dim} (edge_dim=None turns edge features off)"
+                )
+            edge_attr = self._embed(self.edge_encoder, raw, "edge_attr")
+        return h, edge_attr
+
+    def forward(self, data) -> Tensor:
+        """``data``: a PyG ``Data``/``Batch`` with ``x``, ``edge_index`` and, as configured,
+        ``edge_attr``, ``batch`` and the PE attribute. Returns [num_graphs, out] for
+        ``task="graph"`` and [N, out] for ``task="node"``."""
+        h, edge_attr = self.encode(data)
+        h = self.apply_layers(h, data.edge_index, edge_attr)
+        if self.task == "graph":
+            batch = getattr(data, "batch", None)
+            if batch is None:
+                batch = torch.zeros(h.size(0), dtype=torch.long, device=h.device)
+            num_graphs = getattr(data, "num_graphs", None)
+            h = _POOLS[self.readout](h, batch, size=num_graphs)
+        return self.head(h)
+
+    def __repr__(self) -> str:
+        return (
+            f"{self.__class__.__name__}(hidden={self.hidden_channels}, out={self.out_channels}, "
+            f"layers={self.num_layers}, task={self.task!r}, edge_dim={self.edge_dim}, "
+            f"pe_dim={self.pe_dim}, norm={self.norm!r})"
+        )
+
+
+def _reset(module: nn.Module) -> None:
+    """A module's own `reset_parameters` (which owns its children's init), else each child's."""
+    if hasattr(module, "reset_parameters"):
+        module.reset_parameters()
+    else:
+        for child in module.children():
+            _reset(child)
+
+
+class GraphTransformer(BaseGraphModel):
+    r"""Graph Transformer of Dwivedi & Bresson (2020): embedding, L blocks, MLP readout.
+
+    .. math::
+        h_i^{0} = A\alpha_i + a + C\lambda_i + c, \qquad
+        (h^{\ell+1}, e^{\ell+1}) = \mathrm{GTLayer}(h^{\ell}, e^{\ell}), \qquad
+        y = \mathrm{MLP}\Big(\tfrac{1}{|V|}\textstyle\sum_i h_i^{L}\Big)
+
+    with :math:`\alpha_i` the input features, :math:`\lambda_i` the Laplacian eigenvector
+    positional encoding (sign flipped at random per batch while training, as the paper), and
+    :class:`gattn.nn.GraphTransformerLayer` blocks (edge stream on when ``edge_dim`` is set).
+    Node tasks skip the pooling.
+
+    Args:
+        in_channels: input node feature size, or a module embedding ``data.x`` into
+            ``hidden_channels``; ignored with ``atom_encoder`` / ``num_embeddings`` (may be
+            ``None`` then).
+        hidden_channels: width of every block (divisible by ``heads``).
+        out_channels: output size (classes or targets).
+        num_layers: number of Graph Transformer blocks.
+        heads: attention heads per block.
+        task: ``"graph"`` (pooled, [num_graphs, out]) or ``"node"`` ([N, out]).
+        pe_dim: size of the Laplacian positional encoding in ``data.<pe_attr>``; 0 for none.
+        edge_dim: edge feature size; ``None`` turns edge features off (node-only blocks).
+            With ``atom_encoder`` or ``num_edge_embeddings`` any positive value turns them on.
+        norm: ``"batch"`` or ``"layer"`` (or ``None``).
+        dropout: dropout in the blocks; ``input_dropout`` on the input embedding.
+        readout: graph pooling, ``"mean"``, ``"sum"`` or ``"max"``.
+        readout_layers: hidden layers of the halving readout MLP (the paper uses 2).
+        atom_encoder: embed OGB molecule features with ogb's ``AtomEncoder``/``BondEncoder``.
+        num_embeddings: embed integer node ids (e.g. SBM node types, ZINC atom types) with an
+            ``nn.Embedding`` of this many rows; ``num_edge_embeddings`` likewise for edges.
+        ffn_ratio, residual, attention_dropout, backend: as in
+            :class:`gattn.nn.GraphTransformerLayer`.
+        pe_attr: name of the PE attribute of ``data`` (default ``"pe"``).
+        pe_sign_flip: flip PE signs at random while training.
+    """
+
+    def __init__(
+        self,
+        in_channels: int | nn.Module | None,
+        hidden_channels: int,
+        out_channels: int,
+        num_layers: int = 4,
+        heads: int = 8,
+        *,
+        task: str = "graph",
+        pe_dim: int = 0,
+        edge_dim: int | None = None,
+        norm: str | None = "batch",
+        dropout: float = 0.0,
+        input_dropout: float = 0.0,
+        readout: str = "mean",
+        readout_layers: int = 2,
+        atom_encoder: bool = False,
+        num_embeddings: int | None = None,
+        num_edge_embeddings: int | None = None,
+        ffn_ratio: int = 2,
+        residual: bool = True,
+        attention_dropout: float = 0.0,
+        pe_attr: str = "pe",
+        pe_sign_flip: bool = True,
+        backend: str | None = None,
+    ) -> None:
+        self.heads = _positive_int("heads", heads)
+        if hidden_channels % heads:
+            raise ValueError(
+                f"`hidden_channels` ({hidden_channels}) must be divisible by `heads` ({heads})"
+            )
+        self.ffn_ratio, self.residual = ffn_ratio, residual
+        self.attention_dropout, self.backend = attention_dropout, backend
+        super().__init__(
+            in_channels, hidden_channels, out_channels, num_layers, task=task, pe_dim=pe_dim,
+            edge_dim=edge_dim, norm=norm, dropout=dropout, input_dropout=input_dropout,
+            readout=readout, readout_layers=readout_layers, atom_encoder=atom_encoder,
+            num_embeddings=num_embeddings, num_edge_embeddings=num_edge_embeddings,
+            pe_attr=pe_attr, pe_sign_flip=pe_sign_flip,
+        )
+
+    def make_layer(self, last: bool) -> nn.Module:
+        """One block; :class:`gattn.models.baselines.PyGTransformer` swaps the attention.
+
+        The last block computes no edge output: nothing would read it."""
+        return GraphTransformerLayer(
+            self.hidden_channels, self.heads, dropout=self.dropout, norm=self.norm,
+            edge_dim=None if self.edge_dim is None else self.hidden_channels,
+            ffn_ratio=self.ffn_ratio, residual=self.residual,
+            attention_dropout=self.attention_dropout, update_edges=not last,
+            backend=self.backend,
+        )
+
+    def build_layers(self) -> nn.ModuleList:
+        return nn.ModuleList(
+            self.make_layer(last=position == self.num_layers - 1)
+            for position in range(self.num_layers)
+        )
+
+    def apply_layers(self, x: Tensor, edge_index: Tensor, edge_attr: Tensor | None) -> Tensor:
+        for layer in self.layers:
+            if getattr(layer, "updates_edges", False):
+                x, edge_attr = layer(x, edge_index, edge_attr)
+            else:
+                x = layer(x, edge_index, edge_attr)
+        return x

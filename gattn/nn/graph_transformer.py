@@ -1,0 +1,439 @@
+"""Graph Transformer layer of Dwivedi & Bresson, "A Generalization of Transformer Networks to
+Graphs" (AAAI DLG workshop, 2021; arXiv:2012.09699).
+
+Two modules:
+
+* :class:`GraphTransformerConv` - the sparse multi-head attention of the paper: every node
+  attends over its incoming edges only, optionally with edge features that scale the
+  query-key products elementwise (and that are updated in turn);
+* :class:`GraphTransformerLayer` - the paper's whole block: attention, output projection,
+  residual, BatchNorm/LayerNorm, feed-forward network, residual, norm, for nodes and (in the
+  edge variant) for edges.
+
+The node path runs on the fused :func:`gattn.kernels.edge_attention`, so no E x H x D tensor
+is built for the nodes. The edge output of the edge variant is per edge and per dimension by
+definition, so it is computed (by gathering) only when edge features are used.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from gattn.kernels import edge_attention, get_csr, segment_softmax
+
+__all__ = ["GraphTransformerConv", "GraphTransformerLayer"]
+
+
+def _check_positive_int(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"`{name}` must be a positive int, got {value!r}")
+    return value
+
+
+def _check_probability(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+        raise ValueError(f"`{name}` must be a float in [0, 1), got {value!r}")
+    return float(value)
+
+
+def _check_features(name: str, tensor: object, rows: int | None, columns: int) -> None:
+    if not isinstance(tensor, Tensor):
+        raise TypeError(f"`{name}` must be a torch.Tensor, got {type(tensor).__name__}")
+    if not tensor.is_floating_point():
+        raise TypeError(f"`{name}` must be a floating-point tensor, got dtype {tensor.dtype}")
+    if tensor.dim() != 2 or tensor.size(1) != columns:
+        raise ValueError(f"`{name}` must have shape [*, {columns}], got {tuple(tensor.shape)}")
+    if rows is not None and tensor.size(0) != rows:
+        raise ValueError(f"`{name}` must have {rows} rows (one per edge), got {tensor.size(0)}")
+
+
+class GraphTransformerConv(nn.Module):
+    r"""Sparse multi-head graph attention of the Graph Transformer (Dwivedi & Bresson, 2020).
+
+    Each destination node :math:`i` attends over the sources :math:`j` of its incoming edges.
+    Per head :math:`k` with head size :math:`d`, without edge features:
+
+    .. math::
+        w_{ij}^{k} = \operatorname{softmax}_{j \in \mathcal{N}(i)}\!\left(
+            \frac{Q^{k} h_i \cdot K^{k} h_j}{\sqrt{d}}\right), \qquad
+        \hat h_i = \big\Vert_{k=1}^{H} \sum_{j \in \mathcal{N}(i)} w_{ij}^{k}\, V^{k} h_j .
+
+    With edge features :math:`e_{ij}` (``edge_dim`` given), the scaled query-key product is a
+    :math:`d`-vector multiplied elementwise by the projected edge feature, and the attention is
+    the softmax of its sum over the :math:`d` dimensions:
+
+    .. math::
+        \hat w_{ij}^{k} = \left(\frac{Q^{k} h_i \odot K^{k} h_j}{\sqrt{d}}\right)
+            \odot E^{k} e_{ij} \in \mathbb{R}^{d}, \qquad
+        w_{ij}^{k} = \operatorname{softmax}_{j}\Big(\textstyle\sum_{c=1}^{d}
+            \hat w_{ij,c}^{k}\Big), \qquad
+        \hat e_{ij} = \big\Vert_{k=1}^{H} \hat w_{ij}^{k} .
+
+    The paper's output projections :math:`O_h` (nodes) and :math:`O_e` (edges) are applied by
+    :class:`GraphTransformerLayer`; this module returns the head outputs :math:`\hat h_i` and
+    :math:`\hat e_{ij}` concatenated (``concat=True``, size ``heads * out_channels``) or
+    averaged over heads (``concat=False``, size ``out_channels``), so it can stand in for PyG's
+    ``TransformerConv`` in any model.
+
+    Differences from the authors' DGL code: the softmax is the exact, max-subtracted softmax
+    (the DGL code clamps the summed scores to [-5, 5] before ``exp``); a destination with no
+    incoming edge gets zeros.
+
+    Args:
+        in_channels: size of the input node features, or ``(source, destination)`` sizes for
+            a bipartite graph (then ``x`` is a ``(x_src, x_dst)`` pair; queries come from the
+            destinations, keys and values from the sources).
+        out_channels: size :math:`d` of each head.
+        heads: number of heads :math:`H`.
+        concat: concatenate the heads (``True``) or average them (``False``).
+        dropout: dropout probability on the attention coefficients :math:`w_{ij}`. The fused
+            kernel has no attention dropout, so while training with ``dropout > 0`` this
+            module computes the attention unfused (gathered per-edge products, kernel segment
+            softmax, dropout, scatter-add): the result is the same in distribution but costs
+            E x H x D memory. In evaluation, or with ``dropout=0`` (the default and what
+            :class:`GraphTransformerLayer` uses), the fused kernel runs.
+        edge_dim: size of the edge features; ``None`` (default) for the node-only variant.
+        bias: whether the projections :math:`Q, K, V, E` have a bias.
+        update_edges: with ``edge_dim``, also return the edge output :math:`\hat e_{ij}`
+            (default ``True``, the paper's edge variant). ``False`` uses the edge features
+            only inside the attention and returns node features alone.
+        backend: kernel backend for :func:`gattn.kernels.edge_attention` (``None`` picks by
+            device).
+
+    Shapes:
+        - input: ``x`` [N, in] or ``([N_src, in_src], [N_dst, in_dst])``, ``edge_index``
+          [2, E] (source, destination), ``edge_attr`` [E, edge_dim] (edge variant).
+        - output: node features [N_dst, heads * out_channels] (or [N_dst, out_channels]); in
+          the edge variant with ``update_edges``, a pair ``(nodes, edges)`` with edges
+          [E, heads * out_channels] (or [E, out_channels]). With
+          ``return_attention_weights=True`` a last element ``(edge_index, alpha)`` is added,
+          ``alpha`` [E, heads] in the caller's edge order (detached from autograd when a
+          fused backend computed it).
+    """
+
+    def __init__(
+        self,
+        in_channels: int | tuple[int, int],
+        out_channels: int,
+        heads: int = 1,
+        concat: bool = True,
+        dropout: float = 0.0,
+        edge_dim: int | None = None,
+        bias: bool = True,
+        update_edges: bool = True,
+        backend: str | None = None,
+    ) -> None:
+        super().__init__()
+        if isinstance(in_channels, (tuple, list)):
+            if len(in_channels) != 2:
+                raise ValueError(
+                    "`in_channels` must be an int or a (source, destination) pair, "
+                    f"got {in_channels!r}"
+                )
+            src_channels = _check_positive_int("in_channels[0]", in_channels[0])
+            dst_channels = _check_positive_int("in_channels[1]", in_channels[1])
+            self.in_channels: int | tuple[int, int] = (src_channels, dst_channels)
+        else:
+            src_channels = dst_channels = _check_positive_int("in_channels", in_channels)
+            self.in_channels = src_channels
+        self.out_channels = _check_positive_int("out_channels", out_channels)
+        self.heads = _check_positive_int("heads", heads)
+        self.concat = bool(concat)
+        self.dropout = _check_probability("dropout", dropout)
+        self.edge_dim = None if edge_dim is None else _check_positive_int("edge_dim", edge_dim)
+        self.update_edges = bool(update_edges) and self.edge_dim is not None
+        self.backend = backend
+        inner = self.heads * self.out_channels
+        self.lin_query = nn.Linear(dst_channels, inner, bias=bias)
+        self.lin_key = nn.Linear(src_channels, inner, bias=bias)
+        self.lin_value = nn.Linear(src_channels, inner, bias=bias)
+        self.lin_edge = (
+            None if self.edge_dim is None else nn.Linear(self.edge_dim, inner, bias=bias)
+        )
+        self.reset_parameters()
+
+    @property
+    def output_channels(self) -> int:
+        """Size of the node (and edge) output: ``heads * out_channels`` or ``out_channels``."""
+        return self.heads * self.out_channels if self.concat else self.out_channels
+
+    def reset_parameters(self) -> None:
+        for lin in (self.lin_query, self.lin_key, self.lin_value, self.lin_edge):
+            if lin is None:
+                continue
+            nn.init.xavier_uniform_(lin.weight)
+            if lin.bias is not None:
+                nn.init.zeros_(lin.bias)
+
+    def _merge_heads(self, tensor: Tensor) -> Tensor:
+        """[R, H, D] -> [R, H * D] (concat) or [R, D] (mean over heads)."""
+        if self.concat:
+            return tensor.reshape(tensor.size(0), self.heads * self.out_channels)
+        return tensor.mean(dim=1)
+
+    def forward(
+        self,
+        x: Tensor | tuple[Tensor, Tensor],
+        edge_index: Tensor,
+        edge_attr: Tensor | None = None,
+        return_attention_weights: bool | None = None,
+    ) -> Tensor | tuple:
+        if isinstance(x, Tensor):
+            x_src = x_dst = x
+        elif isinstance(x, (tuple, list)) and len(x) == 2:
+            x_src, x_dst = x
+        else:
+            raise TypeError(
+                f"`x` must be a tensor or an (x_src, x_dst) pair, got {type(x).__name__}"
+            )
+        src_channels, dst_channels = (
+            self.in_channels if isinstance(self.in_channels, tuple) else (self.in_channels,) * 2
+        )
+        _check_features("x" if x_src is x_dst else "x[0] (sources)", x_src, None, src_channels)
+        if x_dst is not x_src:
+            _check_features("x[1] (destinations)", x_dst, None, dst_channels)
+        if not isinstance(edge_index, Tensor):
+            raise TypeError(
+                f"`edge_index` must be a [2, E] torch.Tensor, got {type(edge_index).__name__}"
+            )
+        heads, dim = self.heads, self.out_channels
+        query = self.lin_query(x_dst).view(-1, heads, dim)
+        key = self.lin_key(x_src).view(-1, heads, dim)
+        value = self.lin_value(x_src).view(-1, heads, dim)
+
+        edge_scale = None
+        if self.lin_edge is not None:
+            if edge_attr is None:
+                raise ValueError(
+                    f"`edge_attr` [E, {self.edge_dim}] is required: the layer was built with "
+                    f"edge_dim={self.edge_dim}"
+                )
+            num_edges = edge_index.size(1) if edge_index.dim() == 2 else None
+            _check_features("edge_attr", edge_attr, num_edges, self.edge_dim)
+            edge_scale = self.lin_edge(edge_attr).view(-1, heads, dim)
+        elif edge_attr is not None:
+            raise ValueError("`edge_attr` was given but the layer was built with edge_dim=None")
+
+        want_alpha = bool(return_attention_weights)
+        scale = 1.0 / math.sqrt(dim)
+        edge_scores = None  # the per-edge d-vectors \hat w_ij, only where they are needed
+        if self.training and self.dropout > 0.0:
+            out, alpha, edge_scores = self._attend_unfused(
+                query, key, value, edge_index, edge_scale, scale
+            )
+        else:
+            result = edge_attention(
+                query, key, value, edge_index, edge_scale=edge_scale, scale=scale,
+                return_attention=want_alpha, backend=self.backend,
+            )
+            out, alpha = result if want_alpha else (result, None)
+
+        outputs: list = [self._merge_heads(out)]
+        if self.update_edges:
+            if edge_scores is None:
+                src, dst = edge_index[0], edge_index[1]
+                edge_scores = query[dst] * key[src] * edge_scale * scale
+            outputs.append(self._merge_heads(edge_scores))
+        if want_alpha:
+            outputs.append((edge_index, alpha))
+        return outputs[0] if len(outputs) == 1 else tuple(outputs)
+
+    def _attend_unfused(
+        self, query: Tensor, key: Tensor, value: Tensor, edge_index: Tensor,
+        edge_scale: Tensor | None, scale: float,
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Attention with dropout on the coefficients (training only): gathered, E x H x D."""
+        num_src, num_dst = key.size(0), query.size(0)
+        get_csr(edge_index, num_src, num_dst)  # validates edge_index before any gather
+        src, dst = edge_index[0].long(), edge_index[1].long()
+        edge_scores = query[dst] * key[src] * scale
+        if edge_scale is not None:
+            edge_scores = edge_scores * edge_scale
+        alpha = segment_softmax(
+            edge_scores.sum(-1), index=dst, num_segments=num_dst, backend=self.backend
+        )
+        dropped = F.dropout(alpha, p=self.dropout, training=True)
+        out = value.new_zeros(num_dst, self.heads, value.size(-1))
+        out = out.index_add(0, dst, dropped.unsqueeze(-1) * value[src])
+        return out, alpha, edge_scores
+
+    def __repr__(self) -> str:
+        extra = "" if self.edge_dim is None else f", edge_dim={self.edge_dim}"
+        return (
+            f"{self.__class__.__name__}({self.in_channels}, {self.out_channels}, "
+            f"heads={self.heads}, concat={self.concat}{extra})"
+        )
+
+
+def _reset(module: nn.Module) -> None:
+    """Reset a module once: its own `reset_parameters` if it has one (which owns its
+    children's initialisation, e.g. the conv's Xavier init), else each child's."""
+    if hasattr(module, "reset_parameters"):
+        module.reset_parameters()
+    else:
+        for child in module.children():
+            _reset(child)
+
+
+def make_norm(kind: str | None, channels: int) -> nn.Module:
+    if kind == "batch":
+        return nn.BatchNorm1d(channels)
+    if kind == "layer":
+        return nn.LayerNorm(channels)
+    if kind is None or kind == "none":
+        return nn.Identity()
+    raise ValueError(f"`norm` must be 'batch', 'layer' or None, got {kind!r}")
+
+
+class _FeedForward(nn.Sequential):
+    """Linear -> ReLU -> dropout -> Linear, the FFN of a Transformer block."""
+
+    def __init__(self, channels: int, ratio: int, dropout: float) -> None:
+        super().__init__(
+            nn.Linear(channels, ratio * channels),
+            nn.ReLU(),
+            nn.Dropout(dropout),
+            nn.Linear(ratio * channels, channels),
+        )
+
+
+class GraphTransformerLayer(nn.Module):
+    r"""One Graph Transformer block (Dwivedi & Bresson, 2020), for nodes and optionally edges.
+
+    With :math:`\hat h_i, \hat e_{ij}` the outputs of :class:`GraphTransformerConv` (heads
+    concatenated) and :math:`\mathrm{Norm}` a BatchNorm or LayerNorm:
+
+    .. math::
+        h_i' = \mathrm{Norm}\big(h_i + O_h\,\mathrm{Dropout}(\hat h_i)\big), \qquad
+        h_i^{\ell+1} = \mathrm{Norm}\big(h_i' + W_2\,\mathrm{Dropout}(
+            \mathrm{ReLU}(W_1 h_i'))\big)
+
+    and, in the edge variant, the same for the edges with :math:`O_e`, its own FFN and norms:
+
+    .. math::
+        e_{ij}' = \mathrm{Norm}\big(e_{ij} + O_e\,\mathrm{Dropout}(\hat e_{ij})\big), \qquad
+        e_{ij}^{\ell+1} = \mathrm{Norm}\big(e_{ij}' + W_{e,2}\,\mathrm{Dropout}(
+            \mathrm{ReLU}(W_{e,1} e_{ij}'))\big).
+
+    The FFN's hidden size is ``ffn_ratio * channels`` (the paper uses 2). Dropout sits where
+    the authors' code has it (on the attention output before :math:`O`, and inside the FFN);
+    attention-coefficient dropout is ``attention_dropout`` (default 0, which keeps the fused
+    kernel; see :class:`GraphTransformerConv`).
+
+    Args:
+        channels: node feature size (input and output); must be divisible by ``heads``.
+        heads: number of attention heads; each has ``channels // heads`` dimensions.
+        dropout: dropout probability on the attention output and inside the FFNs.
+        norm: ``"batch"`` (BatchNorm, the paper's best setting), ``"layer"`` or ``None``.
+        edge_dim: edge feature size; given, the edge stream is on (edge features scale the
+            attention and are updated). ``None`` for the node-only block.
+        ffn_ratio: FFN hidden size as a multiple of the input size.
+        residual: add the residual connections.
+        attention_dropout: dropout on the attention coefficients.
+        bias: bias of the Q/K/V/E projections.
+        update_edges: with ``edge_dim``, run the edge stream (default ``True``). ``False``
+            lets the edge features scale the attention but computes no edge output and
+            returns ``x`` alone: what a model's last block needs, whose edge output would be
+            discarded (it also leaves no unused parameters).
+        backend: kernel backend (``None`` picks by device).
+
+    ``forward(x, edge_index, edge_attr=None)`` returns ``x`` [N, channels], or the pair
+    ``(x, edge_attr)`` [E, edge_dim] when the edge stream is on.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        heads: int = 8,
+        dropout: float = 0.0,
+        norm: str | None = "batch",
+        edge_dim: int | None = None,
+        ffn_ratio: int = 2,
+        residual: bool = True,
+        attention_dropout: float = 0.0,
+        bias: bool = True,
+        update_edges: bool = True,
+        backend: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.channels = _check_positive_int("channels", channels)
+        self.heads = _check_positive_int("heads", heads)
+        if channels % heads:
+            raise ValueError(f"`channels` ({channels}) must be divisible by `heads` ({heads})")
+        self.dropout = _check_probability("dropout", dropout)
+        self.edge_dim = None if edge_dim is None else _check_positive_int("edge_dim", edge_dim)
+        self.ffn_ratio = _check_positive_int("ffn_ratio", ffn_ratio)
+        self.residual = bool(residual)
+        self.norm_kind = norm
+        self.update_edges = bool(update_edges)
+        self.attention = self._build_attention(
+            channels, heads, _check_probability("attention_dropout", attention_dropout),
+            self.edge_dim, bias, backend,
+        )
+        self.lin_out = nn.Linear(channels, channels)
+        self.norm1 = make_norm(norm, channels)
+        self.ffn = _FeedForward(channels, self.ffn_ratio, self.dropout)
+        self.norm2 = make_norm(norm, channels)
+        if self.updates_edges:
+            self.lin_edge_out = nn.Linear(channels, self.edge_dim)
+            self.edge_norm1 = make_norm(norm, self.edge_dim)
+            self.edge_ffn = _FeedForward(self.edge_dim, self.ffn_ratio, self.dropout)
+            self.edge_norm2 = make_norm(norm, self.edge_dim)
+        self.reset_parameters()
+
+    def _build_attention(
+        self, channels: int, heads: int, attention_dropout: float, edge_dim: int | None,
+        bias: bool, backend: str | None,
+    ) -> nn.Module:
+        """The attention module; subclasses swap it (it must return [N, channels] features,
+        or a (nodes, edges [E, channels]) pair when :attr:`updates_edges`)."""
+        return GraphTransformerConv(
+            channels, channels // heads, heads=heads, concat=True, dropout=attention_dropout,
+            edge_dim=edge_dim, bias=bias, update_edges=self.update_edges, backend=backend,
+        )
+
+    @property
+    def updates_edges(self) -> bool:
+        """Whether the block has the edge stream (its attention returns edge outputs)."""
+        return bool(getattr(self.attention, "update_edges", False))
+
+    def reset_parameters(self) -> None:
+        for child in self.children():
+            _reset(child)
+
+    def _block(self, x: Tensor, attended: Tensor, out_proj: nn.Module, norm1: nn.Module,
+               ffn: nn.Module, norm2: nn.Module) -> Tensor:
+        """Residual + norm around the projected attention output, then around the FFN."""
+        h = out_proj(F.dropout(attended, p=self.dropout, training=self.training))
+        h = norm1(x + h if self.residual else h)
+        f = ffn(h)
+        return norm2(h + f if self.residual else f)
+
+    def forward(
+        self, x: Tensor, edge_index: Tensor, edge_attr: Tensor | None = None
+    ) -> Tensor | tuple[Tensor, Tensor]:
+        if self.edge_dim is None and edge_attr is not None:
+            raise ValueError("`edge_attr` was given but the layer was built with edge_dim=None")
+        result = self.attention(x, edge_index, edge_attr)
+        if self.updates_edges:
+            attended, edge_attended = result
+        else:
+            attended, edge_attended = result, None
+        x_out = self._block(x, attended, self.lin_out, self.norm1, self.ffn, self.norm2)
+        if edge_attended is None:
+            return x_out
+        edge_out = self._block(
+            edge_attr, edge_attended, self.lin_edge_out, self.edge_norm1, self.edge_ffn,
+            self.edge_norm2,
+        )
+        return x_out, edge_out
+
+    def __repr__(self) -> str:
+        extra = "" if self.edge_dim is None else f", edge_dim={self.edge_dim}"
+        return (
+            f"{self.__class__.__name__}({self.channels}, heads={self.heads}, "
+            f"norm={self.norm_kind!r}{extra})"
+        )
