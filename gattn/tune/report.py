@@ -1,0 +1,164 @@
+"""Reports of an Optuna study: a printed table, a JSON summary, plots as PNG files."""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import optuna
+
+__all__ = ["format_table", "summarize", "summary_table", "write_report"]
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        return f"{value:.4g}" if abs(value) < 1e-3 or abs(value) >= 1e5 else f"{value:.4f}"
+    return str(value)
+
+
+def format_table(rows: Sequence[Sequence[Any]] | Mapping[str, Any],
+                 header: Sequence[str] | None = None) -> str:
+    """A plain-text table: ``rows`` as a sequence of rows or a mapping ``name -> value``."""
+    if isinstance(rows, Mapping):
+        rows = [(k, v) for k, v in rows.items()]
+        header = header or ("name", "value")
+    cells = [[_fmt(c) for c in row] for row in rows]
+    if header is not None:
+        cells = [list(header)] + cells
+    if not cells:
+        return ""
+    ncol = max(len(r) for r in cells)
+    cells = [r + [""] * (ncol - len(r)) for r in cells]
+    widths = [max(len(r[i]) for r in cells) for i in range(ncol)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+             for r in cells]
+    if header is not None:
+        lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def summarize(study: optuna.Study) -> dict[str, Any]:
+    """Counts by state, the best trial's value, parameters and metrics, the stored config."""
+    from optuna.trial import TrialState
+
+    trials = study.get_trials(deepcopy=False)
+    counts = {state.name.lower(): 0 for state in TrialState}
+    for trial in trials:
+        counts[trial.state.name.lower()] += 1
+    summary: dict[str, Any] = {
+        "study_name": study.study_name,
+        "direction": study.direction.name.lower(),
+        "metric": study.user_attrs.get("metric"),
+        "trials": {k: v for k, v in counts.items() if v},
+        "config": study.user_attrs.get("config", {}),
+    }
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    if complete:
+        best = study.best_trial
+        summary.update(
+            best_trial=best.number,
+            best_value=best.value,
+            best_params=dict(best.params),
+            best_metrics={k: v for k, v in best.user_attrs.items()
+                          if isinstance(v, (int, float))},
+            best_duration_s=(best.duration.total_seconds() if best.duration else None),
+        )
+    return summary
+
+
+def _save_plot(name: str, plot: Any, out_dir: Path, study: optuna.Study) -> str:
+    import matplotlib.pyplot as plt
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ax = plot(study)
+    fig = ax.figure if hasattr(ax, "figure") else ax.flat[0].figure
+    fig.set_size_inches(8, 5)
+    fig.tight_layout()
+    path = out_dir / f"{name}.png"
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return str(path)
+
+
+def write_report(study: optuna.Study, out_dir: str | Path, plots: bool = True) -> dict[str, Any]:
+    """Write ``best.json``, ``trials.csv`` and PNG plots under ``out_dir``; return the summary.
+
+    Plots: ``optimization_history.png`` and ``intermediate_values.png`` (needs a complete
+    trial), ``param_importances.png`` (needs at least two complete trials whose parameters
+    vary; otherwise skipped, and the reason is recorded under ``"skipped_plots"``).
+    """
+    from optuna.trial import TrialState
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summary = summarize(study)
+    files: dict[str, str] = {}
+    skipped: dict[str, str] = {}
+
+    trials = study.get_trials(deepcopy=False)
+    if trials:
+        frame = study.trials_dataframe()
+        frame.to_csv(out_dir / "trials.csv", index=False)
+        files["trials"] = str(out_dir / "trials.csv")
+
+    if plots:
+        from optuna.visualization import matplotlib as ovm
+
+        complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if complete:
+            files["optimization_history"] = _save_plot(
+                "optimization_history", ovm.plot_optimization_history, out_dir, study)
+            if any(t.intermediate_values for t in trials):
+                files["intermediate_values"] = _save_plot(
+                    "intermediate_values", ovm.plot_intermediate_values, out_dir, study)
+        else:
+            skipped["optimization_history"] = "no complete trial"
+        varied = {
+            name for name in {p for t in complete for p in t.params}
+            if len({repr(t.params.get(name)) for t in complete}) > 1
+        }
+        if len(complete) < 2:
+            skipped["param_importances"] = f"needs >= 2 complete trials, have {len(complete)}"
+        elif not varied:
+            skipped["param_importances"] = "no parameter varies across the complete trials"
+        else:
+            try:
+                files["param_importances"] = _save_plot(
+                    "param_importances", ovm.plot_param_importances, out_dir, study)
+            except (RuntimeError, ValueError, ZeroDivisionError) as exc:
+                skipped["param_importances"] = f"{type(exc).__name__}: {exc}"
+    summary["files"] = files
+    if skipped:
+        summary["skipped_plots"] = skipped
+    path = out_dir / "best.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(summary, indent=2, default=str))
+    tmp.replace(path)
+    summary["files"]["summary"] = str(path)
+    return summary
+
+
+def summary_table(summary: Mapping[str, Any]) -> str:
+    """The summary of :func:`summarize` as printable tables."""
+    lines = [f"study {summary['study_name']} ({summary['direction']} "
+             f"{summary.get('metric') or 'value'})",
+             "trials: " + ", ".join(f"{k} {v}" for k, v in summary["trials"].items())]
+    if "best_value" in summary:
+        lines.append(f"best trial #{summary['best_trial']}: value {_fmt(summary['best_value'])}")
+        lines.append("")
+        lines.append(format_table(summary["best_params"], header=("parameter", "value")))
+        if summary.get("best_metrics"):
+            lines.append("")
+            lines.append(format_table(summary["best_metrics"], header=("metric", "value")))
+    else:
+        lines.append("no complete trial yet")
+    return "\n".join(lines)
+

@@ -1,0 +1,189 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from gattn.tune import (
+    create_study,
+    default_storage,
+    default_study_name,
+    finished_trials,
+    format_table,
+    make_storage,
+    optimize,
+    summarize,
+    summary_table,
+    write_report,
+)
+
+from . import fake_pipeline
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+CONFIG = {"epochs": 3, "interrupt_at": -1, "hang_at": -1, "dataset": "toy"}
+
+
+def _load(tmp_path, name="fake-toy"):
+    return optuna.load_study(study_name=name, storage=default_storage("fake", tmp_path))
+
+
+def test_default_storage_is_sqlite_under_runs(tmp_path):
+    url = default_storage("fake", tmp_path)
+    assert url == f"sqlite:///{(tmp_path / 'fake' / 'study.db').resolve()}"
+    assert (tmp_path / "fake").is_dir()
+    assert default_study_name("fake", {"dataset": "toy", "model": "m"}) == "fake-toy-m"
+    assert default_study_name("fake", {}) == "fake"
+
+
+def test_optimize_runs_n_trials_and_records_metrics(tmp_path):
+    study = optimize(fake_pipeline, CONFIG, 6, runs_dir=tmp_path, seed=1)
+    assert finished_trials(study) == 6
+    assert (tmp_path / "fake" / "study.db").is_file()
+    best = study.best_trial
+    assert best.user_attrs["val_score"] == best.value
+    assert best.user_attrs["test_score"] == best.value - 1.0
+    assert study.user_attrs["metric"] == "score"
+    assert study.user_attrs["config"]["dataset"] == "toy"
+    # every trial reported its intermediate values (what the pruner works on)
+    assert all(t.intermediate_values for t in study.trials)
+
+
+def test_same_seed_same_parameters(tmp_path):
+    a = optimize(fake_pipeline, CONFIG, 3, runs_dir=tmp_path / "a", seed=7)
+    b = optimize(fake_pipeline, CONFIG, 3, runs_dir=tmp_path / "b", seed=7)
+    assert [t.params for t in a.trials] == [t.params for t in b.trials]
+
+
+def test_resume_after_keyboard_interrupt_keeps_finished_trials(tmp_path):
+    with pytest.raises(KeyboardInterrupt):
+        optimize(fake_pipeline, {**CONFIG, "interrupt_at": 3}, 8, runs_dir=tmp_path)
+    study = _load(tmp_path)
+    states = [t.state for t in study.trials]
+    assert states[:3] == [s for s in states[:3] if s in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert states[3] == TrialState.FAIL
+    before = {t.number: (t.params, t.value) for t in study.trials if t.state in
+              (TrialState.COMPLETE, TrialState.PRUNED)}
+    assert len(before) == 3
+
+    study = optimize(fake_pipeline, CONFIG, 8, runs_dir=tmp_path)
+    assert finished_trials(study) == 8  # the count reaches N: 3 kept + 5 new
+    after = {t.number: (t.params, t.value) for t in study.trials}
+    for number, kept in before.items():
+        assert after[number] == kept  # nothing lost or changed
+    # running again with the target already reached does nothing
+    study = optimize(fake_pipeline, CONFIG, 8, runs_dir=tmp_path)
+    assert len(study.trials) == 9
+
+
+def test_failed_trials_do_not_count(tmp_path):
+    calls = {"n": 0}
+
+    class Flaky:
+        NAME, METRIC, DIRECTION = "fake", "score", "maximize"
+        search_space = staticmethod(fake_pipeline.search_space)
+
+        @staticmethod
+        def run(config, trial=None):
+            calls["n"] += 1
+            if calls["n"] == 2:
+                raise FloatingPointError("diverged")
+            return fake_pipeline.run(config, trial)
+
+    study = optimize(Flaky, CONFIG, 4, runs_dir=tmp_path)
+    assert finished_trials(study) == 4
+    assert [t.state for t in study.trials].count(TrialState.FAIL) == 1
+
+
+def test_direction_mismatch_and_bad_arguments(tmp_path):
+    create_study("fake", direction="maximize", runs_dir=tmp_path, study_name="s")
+    with pytest.raises(ValueError, match="direction"):
+        create_study("fake", direction="minimize", runs_dir=tmp_path, study_name="s")
+    with pytest.raises(ValueError, match="direction"):
+        create_study("fake", direction="up", runs_dir=tmp_path)
+    with pytest.raises(ValueError, match="n_trials"):
+        optimize(fake_pipeline, CONFIG, 0, runs_dir=tmp_path)
+    with pytest.raises(ValueError, match="storage"):
+        make_storage("not a url", "fake")
+
+
+def test_journal_storage(tmp_path):
+    url = f"journal:{tmp_path / 'j' / 'study.log'}"
+    optimize(fake_pipeline, CONFIG, 2, storage=url, runs_dir=tmp_path)
+    study = optimize(fake_pipeline, CONFIG, 4, storage=url, runs_dir=tmp_path)
+    assert finished_trials(study) == 4
+    assert (tmp_path / "j" / "study.log").is_file()
+
+
+def test_report_files_and_table(tmp_path):
+    study = optimize(fake_pipeline, CONFIG, 5, runs_dir=tmp_path, seed=3)
+    summary = write_report(study, tmp_path / "report")
+    for name in ("best.json", "trials.csv", "optimization_history.png",
+                 "param_importances.png", "intermediate_values.png"):
+        assert (tmp_path / "report" / name).stat().st_size > 0, name
+    saved = json.loads((tmp_path / "report" / "best.json").read_text())
+    assert saved["best_value"] == study.best_value
+    assert saved["best_params"] == study.best_params
+    assert saved["best_metrics"]["test_score"] == study.best_value - 1.0
+    text = summary_table(summary)
+    assert "best trial" in text and "test_score" in text and "x" in text
+
+
+def test_report_with_one_trial_skips_importances(tmp_path):
+    study = optimize(fake_pipeline, CONFIG, 1, runs_dir=tmp_path)
+    summary = write_report(study, tmp_path / "report")
+    assert "param_importances" in summary["skipped_plots"]
+    assert (tmp_path / "report" / "optimization_history.png").is_file()
+    assert not (tmp_path / "report" / "param_importances.png").exists()
+
+
+def test_report_of_empty_study(tmp_path):
+    study = create_study("fake", direction="maximize", runs_dir=tmp_path)
+    summary = write_report(study, tmp_path / "report")
+    assert "best_value" not in summary
+    assert "no complete trial" in summary_table(summary)
+
+
+def test_format_table():
+    text = format_table({"a": 1.0, "long_name": 0.123456}, header=("k", "v"))
+    lines = text.splitlines()
+    assert lines[0].split() == ["k", "v"] and set(lines[1]) <= {"-", " "}
+    assert lines[3].split() == ["long_name", "0.1235"]
+    assert summarize  # exported
+
+
+@pytest.mark.slow
+def test_resume_after_killed_process(tmp_path):
+    """A worker killed mid-trial (SIGKILL: no clean-up at all) loses only that trial."""
+    tests_dir = Path(__file__).resolve().parents[2]
+    code = (
+        "import sys; sys.path.insert(0, {root!r});"
+        "from tests.tune import fake_pipeline; from gattn.tune import optimize;"
+        "optimize(fake_pipeline, {cfg!r}, 6, runs_dir={runs!r})"
+    )
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    cfg = {**CONFIG, "hang_at": 2}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code.format(root=str(tests_dir), cfg=cfg, runs=str(tmp_path))],
+        stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.time() + 120
+        line = ""
+        while "HANGING" not in line and time.time() < deadline:
+            line = proc.stdout.readline()
+            if not line and proc.poll() is not None:
+                break
+        assert "HANGING" in line
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    study = _load(tmp_path)
+    assert finished_trials(study) == 2
+    assert study.trials[2].state == TrialState.RUNNING  # left behind by the dead worker
+    study = optimize(fake_pipeline, CONFIG, 6, runs_dir=tmp_path)
+    assert finished_trials(study) == 6
