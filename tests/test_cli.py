@@ -1,3 +1,4 @@
+import importlib
 import json
 import sys
 import types
@@ -118,6 +119,7 @@ def test_unavailable_pipeline_is_a_clear_error(monkeypatch, capsys):
 
 
 def test_datasets_lists_each_module(monkeypatch, tmp_path, capsys):
+    importlib.import_module("gattn.datasets")  # the real package first; fakes replace its loaders
     ogb = types.ModuleType("gattn.datasets.ogb")
     ogb.available = lambda root: [("ogbg-molbace", True, f"found in {root}"),
                                   ("ogbg-molhiv", False, "missing")]
