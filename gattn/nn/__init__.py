@@ -1,5 +1,20 @@
 """Attention layers, one file per paper."""
 
 from .graph_transformer import GraphTransformerConv, GraphTransformerLayer
+from .hopfield import Association, Hopfield, HopfieldLayer, HopfieldPooling
+from .mil import ABMIL, ACMIL, ACMILOutput, AttentionMILPooling, HopfieldMIL, diversity_loss
 
-__all__ = ["GraphTransformerConv", "GraphTransformerLayer"]
+__all__ = [
+    "ABMIL",
+    "ACMIL",
+    "ACMILOutput",
+    "Association",
+    "AttentionMILPooling",
+    "GraphTransformerConv",
+    "GraphTransformerLayer",
+    "Hopfield",
+    "HopfieldLayer",
+    "HopfieldMIL",
+    "HopfieldPooling",
+    "diversity_loss",
+]

@@ -1,0 +1,797 @@
+r"""Modern Hopfield layers (Ramsauer et al., "Hopfield Networks is All You Need", ICLR 2021).
+
+Three layers share one association core:
+
+* :class:`Hopfield` - state patterns :math:`\xi` retrieve from stored patterns :math:`Y`
+  (self-association when no state pattern is given);
+* :class:`HopfieldPooling` - learned state patterns (``quantity`` queries) pool every bag;
+* :class:`HopfieldLayer` - learned stored patterns: a lookup table every input queries.
+
+Inputs are either **ragged** (rows of all bags concatenated, bags given by a CSR ``ptr`` or
+a ``batch`` vector, no padding anywhere) or **padded** ``[B, N, D]`` with a mask in PyTorch
+semantics (``True`` = ignore this position). The padded form is packed into the ragged form
+before the core runs, so both give the same numbers and padding never costs compute.
+
+How the association runs on the kernels: the stored rows of a bag and the state rows of the
+same bag form a bipartite graph (an edge from every stored row to every state row of its
+bag); :func:`gattn.kernels.edge_attention` computes the per-head scores, the segment softmax
+over each state row's stored rows and the weighted sum of the projected patterns, fused, with
+nothing of size ``edges x heads x dim`` stored. For pooling with ``quantity`` queries the
+graph has ``instances x quantity`` edges: the work and memory are proportional to the number
+of instances, never to ``bags x longest bag``. Heads are native to ``edge_attention``, which
+is why it is used here rather than ``segment_attention_pool`` (one query set, no heads).
+Dropout on the association matrix needs the weights themselves, so in training with
+``dropout > 0`` the association runs unfused (per-edge scores, ``segment_softmax``, dropout,
+weighted sum); evaluation and ``dropout=0`` always run fused.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from gattn.kernels import edge_attention, ptr_from_index, segment_softmax
+
+__all__ = ["Association", "Hopfield", "HopfieldLayer", "HopfieldPooling", "bag_edges"]
+
+_MAX_UNBOUNDED_STEPS = 10_000
+
+
+class Association(NamedTuple):
+    """The association matrix of a ragged call, as a sparse matrix.
+
+    ``weights[e, h]`` is the softmax weight with which state row ``edge_index[1, e]`` reads
+    stored row ``edge_index[0, e]`` in head ``h`` (after the last update step).
+    """
+
+    weights: Tensor
+    edge_index: Tensor
+
+
+# ----------------------------------------------------------------------------- structure
+def _check_bool_mask(name: str, mask: Tensor, shape: tuple[int, int]) -> None:
+    if not isinstance(mask, Tensor) or mask.dtype != torch.bool:
+        raise TypeError(
+            f"`{name}` must be a bool tensor (True = ignore), got "
+            f"{getattr(mask, 'dtype', type(mask).__name__)}"
+        )
+    if tuple(mask.shape) != shape:
+        raise ValueError(
+            f"`{name}` must have shape {shape} (batch, positions), got {tuple(mask.shape)}"
+        )
+
+
+def _segments(
+    num_rows: int, ptr: Tensor | None, batch: Tensor | None, num_bags: int | None, what: str
+) -> tuple[Tensor, Tensor, int]:
+    """(bag-sorted row order, ptr over that order, number of bags) from `ptr` or `batch`."""
+    if (ptr is None) == (batch is None):
+        names = "`ptr` or `batch`" if what == "stored" else "`state_ptr` or `state_batch`"
+        raise ValueError(
+            f"ragged {what} patterns need exactly one of {names} (padded [B, N, D] "
+            "input takes `mask` instead)"
+        )
+    if ptr is not None:
+        if ptr.dtype not in (torch.int32, torch.int64) or ptr.dim() != 1 or ptr.numel() < 1:
+            raise ValueError(
+                f"`ptr` of the {what} patterns must be a 1-D integer row pointer [B+1], "
+                f"got dtype {ptr.dtype} shape {tuple(ptr.shape)}"
+            )
+        ptr = ptr.long()
+        if int(ptr[0]) != 0 or int(ptr[-1]) != num_rows or bool((ptr[1:] < ptr[:-1]).any()):
+            raise ValueError(f"`ptr` of the {what} patterns must rise from 0 to {num_rows} (rows)")
+        if num_bags is not None and num_bags != ptr.numel() - 1:
+            raise ValueError(f"`num_bags`={num_bags} disagrees with len(ptr)-1={ptr.numel() - 1}")
+        order = torch.arange(num_rows, device=ptr.device)
+        return order, ptr, ptr.numel() - 1
+    if (
+        batch.dtype not in (torch.int32, torch.int64)
+        or batch.dim() != 1
+        or batch.numel() != num_rows
+    ):
+        raise ValueError(
+            f"`batch` of the {what} patterns must be 1-D integer with one bag id per row "
+            f"({num_rows}), got dtype {batch.dtype} shape {tuple(batch.shape)}"
+        )
+    batch = batch.long()
+    if batch.numel() and int(batch.min()) < 0:
+        raise ValueError(f"`batch` of the {what} patterns has a negative bag id")
+    top = int(batch.max()) + 1 if batch.numel() else 0
+    if num_bags is None:
+        num_bags = top
+    elif top > num_bags:
+        raise ValueError(f"`batch` has bag id {top - 1}, out of range for num_bags={num_bags}")
+    order = torch.argsort(batch, stable=True)
+    return order, ptr_from_index(batch[order], num_bags), num_bags
+
+
+def bag_edges(stored_ptr: Tensor, state_bag: Tensor, stored_order: Tensor | None = None) -> Tensor:
+    """Edges ``[2, E]`` (stored row, state row) from every stored row to every state row of its bag.
+
+    ``stored_ptr`` [B+1] delimits the stored rows of each bag (in ``stored_order``, the
+    bag-sorted order of the caller's rows; identity by default); ``state_bag`` [M] is the bag
+    of each state row. Edges are grouped by state row (sorted destinations), so the CSR the
+    kernels build from them needs no sort.
+    """
+    counts = (stored_ptr[1:] - stored_ptr[:-1])[state_bag]
+    dst = torch.repeat_interleave(torch.arange(state_bag.numel(), device=state_bag.device), counts)
+    edge_ptr = torch.zeros(state_bag.numel() + 1, dtype=torch.long, device=state_bag.device)
+    torch.cumsum(counts, 0, out=edge_ptr[1:])
+    local = torch.arange(dst.numel(), device=dst.device) - edge_ptr[dst]
+    src = stored_ptr[state_bag[dst]] + local
+    if stored_order is not None:
+        src = stored_order[src]
+    return torch.stack([src, dst])
+
+
+def _change_norm(new: Tensor, old: Tensor, dst: Tensor, num_dst: int) -> float:
+    """max over state rows and heads of || A_new - A_old ||_2 (over the stored rows)."""
+    squared = torch.zeros(num_dst, new.size(1), dtype=new.dtype, device=new.device)
+    squared.index_add_(0, dst, (new - old) ** 2)
+    return float(squared.sqrt().max()) if squared.numel() else 0.0
+
+
+# -------------------------------------------------------------------------------- Hopfield
+class Hopfield(nn.Module):
+    r"""Modern Hopfield association: state patterns retrieve from stored patterns.
+
+    With stored patterns :math:`Y` (one bag), state patterns :math:`R` and pattern
+    projections :math:`Y_P` (the values; default :math:`Y`), per head
+
+    .. math::
+        Q = \mathrm{LN}(R)\,W_Q,\quad K = \mathrm{LN}(Y)\,W_K,\quad V = \mathrm{LN}(Y_P)\,W_V,
+
+    the state is updated ``update_steps_max`` times by the retrieval rule
+
+    .. math::
+        \xi^{\mathrm{new}} = \mathrm{softmax}\!\left(\beta\, \xi K^{\top}\right) K
+        \quad(\xi^{0} = Q),
+
+    stopping early once the association matrix changes by at most ``update_steps_eps`` (in
+    L2 norm, for every state row and head), and the output is
+
+    .. math::
+        Z = \mathrm{softmax}\!\left(\beta\, \xi K^{\top}\right) V\, W_O .
+
+    The softmax runs over the stored patterns of the state pattern's own bag only.
+
+    Args:
+        input_size: feature size of the inputs (all three, unless given separately below).
+        hidden_size: size of the association space per head (default ``input_size // num_heads``).
+        output_size: size of the output (default ``input_size``).
+        pattern_size: size of the projected patterns (values) per head (default ``hidden_size``).
+        num_heads: number of association heads.
+        scaling: :math:`\beta`, the inverse temperature (default ``1/sqrt(hidden_size)``).
+        update_steps_max: the most state updates before the read-out (0: the single-step layer,
+            the paper's default; ``None``: until converged).
+        update_steps_eps: convergence threshold of the association matrix between steps.
+        stored_pattern_size, state_pattern_size, pattern_projection_size: input sizes of
+            each kind of pattern (default ``input_size``).
+        normalize_stored_pattern, normalize_state_pattern, normalize_pattern_projection:
+            layer norm on each input before its projection (``*_affine``: with learned gain
+            and bias).
+        normalize_hopfield_space: layer norm (per head) on :math:`Q` and :math:`K` after
+            projection (``normalize_hopfield_space_affine``: learned gain and bias).
+        stored_pattern_as_static, state_pattern_as_static, pattern_projection_as_static:
+            use that input as it is, without a projection (its size must then be
+            ``num_heads * hidden_size``, or ``num_heads * pattern_size`` for the projection).
+        dropout: dropout probability on the association matrix (training only).
+        bias: whether the projections have a bias.
+        disable_out_projection: no :math:`W_O` (then ``output_size`` is
+            ``num_heads * pattern_size``).
+
+    Forward (ragged): ``stored [R, D]`` with ``ptr [B+1]`` or ``batch [R]``; ``state [M, D]``
+    with ``state_ptr`` / ``state_batch`` (``None``: self-association, the state rows are the
+    stored rows); ``projection [R, Dp]`` (``None``: the stored rows). Returns ``[M, output]``
+    (and an :class:`Association` with ``return_association=True``).
+
+    Forward (padded): ``stored [B, N, D]``, ``state [B, M, D]``, ``projection [B, N, Dp]``,
+    ``mask [B, N]`` bool (True = ignore that stored position). Returns ``[B, M, output]``
+    (and the dense association ``[B, H, M, N]``).
+
+    A state pattern whose bag has no stored pattern (an empty or fully masked bag) gets zeros.
+    """
+
+    def __init__(
+        self,
+        input_size: int | None = None,
+        hidden_size: int | None = None,
+        output_size: int | None = None,
+        pattern_size: int | None = None,
+        num_heads: int = 1,
+        scaling: float | None = None,
+        update_steps_max: int | None = 0,
+        update_steps_eps: float = 1e-4,
+        stored_pattern_size: int | None = None,
+        state_pattern_size: int | None = None,
+        pattern_projection_size: int | None = None,
+        normalize_stored_pattern: bool = True,
+        normalize_stored_pattern_affine: bool = True,
+        normalize_state_pattern: bool = True,
+        normalize_state_pattern_affine: bool = True,
+        normalize_pattern_projection: bool = True,
+        normalize_pattern_projection_affine: bool = True,
+        normalize_hopfield_space: bool = False,
+        normalize_hopfield_space_affine: bool = False,
+        stored_pattern_as_static: bool = False,
+        state_pattern_as_static: bool = False,
+        pattern_projection_as_static: bool = False,
+        dropout: float = 0.0,
+        bias: bool = True,
+        disable_out_projection: bool = False,
+    ) -> None:
+        super().__init__()
+        sizes = {
+            "stored_pattern_size": stored_pattern_size,
+            "state_pattern_size": state_pattern_size,
+            "pattern_projection_size": pattern_projection_size,
+        }
+        if input_size is None and any(v is None for v in sizes.values()):
+            raise ValueError(
+                "give `input_size`, or all of stored_pattern_size, state_pattern_size "
+                "and pattern_projection_size"
+            )
+        for name, value in {
+            "input_size": input_size,
+            "hidden_size": hidden_size,
+            "output_size": output_size,
+            "pattern_size": pattern_size,
+            **sizes,
+        }.items():
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ValueError(f"`{name}` must be a positive int or None, got {value!r}")
+        if not isinstance(num_heads, int) or num_heads < 1:
+            raise ValueError(f"`num_heads` must be a positive int, got {num_heads!r}")
+        if update_steps_max is not None and (
+            not isinstance(update_steps_max, int) or update_steps_max < 0
+        ):
+            raise ValueError(
+                f"`update_steps_max` must be an int >= 0 or None, got {update_steps_max!r}"
+            )
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"`dropout` must be in [0, 1), got {dropout!r}")
+        if scaling is not None and not scaling > 0:
+            raise ValueError(f"`scaling` (beta) must be positive, got {scaling!r}")
+        stored_size = stored_pattern_size or input_size
+        state_size = state_pattern_size or input_size
+        proj_size = pattern_projection_size or input_size
+        default_hidden = max(1, (input_size or stored_size) // num_heads)
+        self.num_heads = num_heads
+        self.hidden_size = hidden_size or default_hidden
+        self.pattern_size = pattern_size or self.hidden_size
+        self.stored_pattern_size, self.state_pattern_size = stored_size, state_size
+        self.pattern_projection_size = proj_size
+        self.update_steps_max = update_steps_max
+        self.update_steps_eps = float(update_steps_eps)
+        self.dropout = float(dropout)
+        self._scaling = scaling
+        self.stored_pattern_as_static = stored_pattern_as_static
+        self.state_pattern_as_static = state_pattern_as_static
+        self.pattern_projection_as_static = pattern_projection_as_static
+
+        assoc, value = num_heads * self.hidden_size, num_heads * self.pattern_size
+        for flag, size, want, name in (
+            (stored_pattern_as_static, stored_size, assoc, "stored_pattern_size"),
+            (state_pattern_as_static, state_size, assoc, "state_pattern_size"),
+            (pattern_projection_as_static, proj_size, value, "pattern_projection_size"),
+        ):
+            if flag and size != want:
+                raise ValueError(
+                    f"a static pattern is used without projection, so `{name}` ({size}) "
+                    f"must equal num_heads * {'pattern' if want == value else 'hidden'}_size "
+                    f"({want})"
+                )
+
+        def norm(flag: bool, size: int, affine: bool) -> nn.Module | None:
+            return nn.LayerNorm(size, elementwise_affine=affine) if flag else None
+
+        self.norm_stored = norm(
+            normalize_stored_pattern, stored_size, normalize_stored_pattern_affine
+        )
+        self.norm_state = norm(normalize_state_pattern, state_size, normalize_state_pattern_affine)
+        self.norm_projection = norm(
+            normalize_pattern_projection, proj_size, normalize_pattern_projection_affine
+        )
+        self.norm_hopfield = norm(
+            normalize_hopfield_space, self.hidden_size, normalize_hopfield_space_affine
+        )
+        self.proj_state = (
+            None if state_pattern_as_static else nn.Linear(state_size, assoc, bias=bias)
+        )
+        self.proj_stored = (
+            None if stored_pattern_as_static else nn.Linear(stored_size, assoc, bias=bias)
+        )
+        self.proj_value = (
+            None if pattern_projection_as_static else nn.Linear(proj_size, value, bias=bias)
+        )
+        if disable_out_projection:
+            if output_size is not None and output_size != value:
+                raise ValueError(
+                    f"with disable_out_projection, `output_size` must be num_heads * "
+                    f"pattern_size ({value}), got {output_size}"
+                )
+            self.proj_out = None
+            self.output_size = value
+        else:
+            self.output_size = output_size or input_size or value
+            self.proj_out = nn.Linear(value, self.output_size, bias=bias)
+        self.reset_parameters()
+
+    @property
+    def scaling(self) -> float:
+        """:math:`\\beta` (``1/sqrt(hidden_size)`` unless given)."""
+        return self._scaling if self._scaling is not None else 1.0 / math.sqrt(self.hidden_size)
+
+    def reset_parameters(self) -> None:
+        for module in (self.norm_stored, self.norm_state, self.norm_projection, self.norm_hopfield):
+            if module is not None:
+                module.reset_parameters()
+        for module in (self.proj_state, self.proj_stored, self.proj_value, self.proj_out):
+            if module is not None:
+                nn.init.xavier_uniform_(module.weight)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(stored={self.stored_pattern_size}, "
+            f"state={self.state_pattern_size}, projection={self.pattern_projection_size}, "
+            f"hidden={self.hidden_size}, pattern={self.pattern_size}, output={self.output_size}, "
+            f"heads={self.num_heads}, scaling={self.scaling:.4g}, "
+            f"update_steps_max={self.update_steps_max}, dropout={self.dropout})"
+        )
+
+    # ---------------------------------------------------------------- projections
+    def project_state(self, state: Tensor) -> Tensor:
+        """State patterns -> association space ``[M, H, hidden]``."""
+        return self._project(state, self.norm_state, self.proj_state, self.hidden_size, True)
+
+    def project_stored(self, stored: Tensor) -> Tensor:
+        """Stored patterns -> association space ``[R, H, hidden]``."""
+        return self._project(stored, self.norm_stored, self.proj_stored, self.hidden_size, True)
+
+    def project_value(self, projection: Tensor) -> Tensor:
+        """Pattern projections -> values ``[R, H, pattern]``."""
+        return self._project(
+            projection, self.norm_projection, self.proj_value, self.pattern_size, False
+        )
+
+    def _project(
+        self,
+        x: Tensor,
+        norm: nn.Module | None,
+        linear: nn.Module | None,
+        size: int,
+        hopfield_space: bool,
+    ) -> Tensor:
+        if norm is not None:
+            x = norm(x)
+        if linear is not None:
+            x = linear(x)
+        x = x.reshape(x.size(0), self.num_heads, size)
+        if hopfield_space and self.norm_hopfield is not None:
+            x = self.norm_hopfield(x)
+        return x
+
+    def read_out(self, pooled: Tensor) -> Tensor:
+        """``[M, H, pattern]`` -> ``[M, output]`` (the output projection)."""
+        out = pooled.reshape(pooled.size(0), -1)
+        return out if self.proj_out is None else self.proj_out(out)
+
+    # ---------------------------------------------------------------------- core
+    def _associate(
+        self, q: Tensor, k: Tensor, v: Tensor, edge_index: Tensor, with_weights: bool
+    ) -> tuple[Tensor, Tensor | None]:
+        """One association ``softmax(beta q k^T) v`` over the bipartite bag graph."""
+        if self.training and self.dropout > 0:
+            src, dst = edge_index[0], edge_index[1]
+            scores = (q[dst] * k[src]).sum(-1) * self.scaling  # [E, H]
+            edge_ptr = ptr_from_index(dst, q.size(0))
+            weights = segment_softmax(scores, ptr=edge_ptr)
+            dropped = nn.functional.dropout(weights, self.dropout, training=True)
+            out = torch.zeros(q.size(0), v.size(1), v.size(2), dtype=v.dtype, device=v.device)
+            out = out.index_add(0, dst, dropped.unsqueeze(-1) * v[src])
+            return out, (weights.detach() if with_weights else None)
+        num_nodes = (k.size(0), q.size(0))
+        if with_weights:
+            out, weights = edge_attention(
+                q, k, v, edge_index, num_nodes=num_nodes, scale=self.scaling, return_attention=True
+            )
+            return out, weights.detach()
+        out = edge_attention(q, k, v, edge_index, num_nodes=num_nodes, scale=self.scaling)
+        return out, None
+
+    def associate(
+        self, q: Tensor, k: Tensor, v: Tensor, edge_index: Tensor, return_association: bool = False
+    ) -> tuple[Tensor, Tensor | None]:
+        """The update steps and read-out on projected patterns.
+
+        ``q`` [M, H, hidden] state, ``k`` [R, H, hidden] stored, ``v`` [R, H, pattern];
+        ``edge_index`` [2, E] (stored row, state row), grouped by state row. Returns the
+        read-out ``[M, H, pattern]`` and the final association weights ``[E, H]`` (or None).
+        """
+        limit = _MAX_UNBOUNDED_STEPS if self.update_steps_max is None else self.update_steps_max
+        previous = None
+        for _ in range(limit):
+            retrieved, weights = self._associate(q, k, k, edge_index, with_weights=True)
+            if (
+                previous is not None
+                and _change_norm(weights, previous, edge_index[1], q.size(0))
+                <= self.update_steps_eps
+            ):
+                break  # the association of the current state has converged: no more updates
+            q, previous = retrieved, weights
+        return self._associate(q, k, v, edge_index, with_weights=return_association)
+
+    # ------------------------------------------------------------------- forward
+    def forward(
+        self,
+        stored: Tensor,
+        state: Tensor | None = None,
+        projection: Tensor | None = None,
+        *,
+        ptr: Tensor | None = None,
+        batch: Tensor | None = None,
+        state_ptr: Tensor | None = None,
+        state_batch: Tensor | None = None,
+        num_bags: int | None = None,
+        mask: Tensor | None = None,
+        return_association: bool = False,
+    ) -> Tensor | tuple[Tensor, Association | Tensor]:
+        for name, tensor in (("stored", stored), ("state", state), ("projection", projection)):
+            if tensor is not None and (
+                not isinstance(tensor, Tensor) or not tensor.is_floating_point()
+            ):
+                raise TypeError(f"`{name}` must be a floating-point tensor")
+        if stored.dim() == 3:
+            return self._forward_padded(
+                stored,
+                state,
+                projection,
+                mask,
+                return_association,
+                (ptr, batch, state_ptr, state_batch),
+            )
+        if stored.dim() != 2:
+            raise ValueError(
+                f"`stored` must be ragged [R, D] or padded [B, N, D], got {tuple(stored.shape)}"
+            )
+        if mask is not None:
+            raise ValueError(
+                "`mask` is for padded [B, N, D] input; ragged input uses `ptr`/`batch`"
+            )
+        return self._forward_ragged(
+            stored,
+            state,
+            projection,
+            ptr,
+            batch,
+            state_ptr,
+            state_batch,
+            num_bags,
+            return_association,
+        )
+
+    def _check_sizes(self, stored: Tensor, state: Tensor, projection: Tensor) -> None:
+        for name, tensor, size in (
+            ("stored", stored, self.stored_pattern_size),
+            ("state", state, self.state_pattern_size),
+            ("projection", projection, self.pattern_projection_size),
+        ):
+            if tensor.size(-1) != size:
+                raise ValueError(
+                    f"`{name}` must have feature size {size}, got {tuple(tensor.shape)}"
+                )
+        if projection.shape[:-1] != stored.shape[:-1]:
+            raise ValueError(
+                f"`projection` must have one row per stored row {tuple(stored.shape[:-1])}, "
+                f"got {tuple(projection.shape)}"
+            )
+
+    def _forward_ragged(
+        self,
+        stored,
+        state,
+        projection,
+        ptr,
+        batch,
+        state_ptr,
+        state_batch,
+        num_bags,
+        return_association,
+    ):
+        projection = stored if projection is None else projection
+        order, stored_ptr, bags = _segments(stored.size(0), ptr, batch, num_bags, "stored")
+        if state is None:
+            if state_ptr is not None or state_batch is not None:
+                raise ValueError(
+                    "`state_ptr`/`state_batch` need `state` (None means self-association)"
+                )
+            state = stored
+            state_bag = batch.long() if batch is not None else _bag_of_rows(stored_ptr)
+        else:
+            if state.dim() != 2:
+                raise ValueError(f"ragged `state` must be [M, D], got {tuple(state.shape)}")
+            state_order, sptr, sbags = _segments(
+                state.size(0), state_ptr, state_batch, bags, "state"
+            )
+            state_bag = torch.empty_like(state_order)
+            state_bag[state_order] = _bag_of_rows(sptr)
+        self._check_sizes(stored, state, projection)
+        edge_index = bag_edges(stored_ptr, state_bag, None if ptr is not None else order)
+        q, k, v = (
+            self.project_state(state),
+            self.project_stored(stored),
+            self.project_value(projection),
+        )
+        pooled, weights = self.associate(q, k, v, edge_index, return_association)
+        out = self.read_out(pooled)
+        out = _zero_empty(out, stored_ptr, state_bag)
+        if return_association:
+            return out, Association(weights, edge_index)
+        return out
+
+    def _forward_padded(self, stored, state, projection, mask, return_association, ragged_args):
+        if any(a is not None for a in ragged_args):
+            raise ValueError(
+                "padded [B, N, D] input takes `mask`, not `ptr`/`batch`/`state_ptr`/`state_batch`"
+            )
+        bsz, length = stored.size(0), stored.size(1)
+        state = stored if state is None else state
+        projection = stored if projection is None else projection
+        if state.dim() != 3 or state.size(0) != bsz:
+            raise ValueError(f"padded `state` must be [B={bsz}, M, D], got {tuple(state.shape)}")
+        if projection.dim() != 3:
+            raise ValueError(
+                f"padded `projection` must be [B, N, D], got {tuple(projection.shape)}"
+            )
+        self._check_sizes(stored, state, projection)
+        keep = torch.ones(bsz, length, dtype=torch.bool, device=stored.device)
+        if mask is not None:
+            _check_bool_mask("mask", mask, (bsz, length))
+            keep = ~mask
+        counts = keep.sum(1)
+        stored_ptr = torch.zeros(bsz + 1, dtype=torch.long, device=stored.device)
+        torch.cumsum(counts, 0, out=stored_ptr[1:])
+        num_state = state.size(1)
+        state_bag = torch.arange(bsz, device=stored.device).repeat_interleave(num_state)
+        edge_index = bag_edges(stored_ptr, state_bag)
+        q = self.project_state(state.reshape(bsz * num_state, -1))
+        k = self.project_stored(stored[keep])
+        v = self.project_value(projection[keep])
+        pooled, weights = self.associate(q, k, v, edge_index, return_association)
+        out = _zero_empty(self.read_out(pooled), stored_ptr, state_bag).view(bsz, num_state, -1)
+        if not return_association:
+            return out
+        # position of each kept stored row inside its padded bag
+        positions = keep.nonzero()[:, 1]
+        dense = torch.zeros(
+            bsz * num_state, length, self.num_heads, dtype=weights.dtype, device=weights.device
+        )
+        dense[edge_index[1], positions[edge_index[0]]] = weights
+        return out, dense.view(bsz, num_state, length, self.num_heads).permute(0, 3, 1, 2)
+
+
+def _bag_of_rows(ptr: Tensor) -> Tensor:
+    return torch.repeat_interleave(
+        torch.arange(ptr.numel() - 1, device=ptr.device), ptr[1:] - ptr[:-1]
+    )
+
+
+def _zero_empty(out: Tensor, stored_ptr: Tensor, state_bag: Tensor) -> Tensor:
+    """Zero the rows of state patterns whose bag has no stored pattern (bias included)."""
+    has_rows = (stored_ptr[1:] > stored_ptr[:-1])[state_bag]
+    if bool(has_rows.all()):
+        return out
+    return out * has_rows.unsqueeze(-1).to(out.dtype)
+
+
+# ------------------------------------------------------------------------ HopfieldPooling
+class HopfieldPooling(nn.Module):
+    r"""Pool every bag with ``quantity`` learned state patterns (Hopfield pooling).
+
+    .. math::
+        z_b = \mathrm{softmax}\!\left(\beta\, Q K_b^{\top}\right) V_b\, W_O,
+        \qquad K_b = \mathrm{LN}(Y_b) W_K,\ V_b = \mathrm{LN}(Y_b) W_V,
+
+    with :math:`Q` [quantity, H, hidden] a learned parameter (static in the association
+    space by default), shared by all bags. Takes the rows of all bags at once (``ptr`` or
+    ``batch``) or padded ``[B, N, D]`` with ``mask``. Returns ``[B, quantity * output_size]``
+    (a bag with no row gives zeros); with ``return_association=True`` also the weights
+    ``[R, H, quantity]`` of every instance (ragged) or ``[B, H, quantity, N]`` (padded).
+
+    Args:
+        input_size: feature size of the instances.
+        quantity: number of learned state patterns (pooled vectors per bag).
+        trainable: whether the state patterns are learned (else fixed at initialisation).
+        **kwargs: any :class:`Hopfield` option (``hidden_size``, ``num_heads``, ``scaling``,
+            ``dropout``, ``update_steps_max``, norms, ...). ``state_pattern_as_static`` is
+            True by default (the learned queries live in the association space); set it
+            False to learn them in input space and project them.
+    """
+
+    def __init__(
+        self, input_size: int, quantity: int = 1, trainable: bool = True, **kwargs
+    ) -> None:
+        super().__init__()
+        if not isinstance(quantity, int) or quantity < 1:
+            raise ValueError(f"`quantity` must be a positive int, got {quantity!r}")
+        kwargs.setdefault("state_pattern_as_static", True)
+        kwargs.setdefault("normalize_state_pattern", False)
+        heads = kwargs.get("num_heads", 1)
+        hidden = kwargs.get("hidden_size") or max(1, input_size // heads)
+        if kwargs["state_pattern_as_static"]:
+            kwargs["state_pattern_size"] = heads * hidden
+            kwargs["hidden_size"] = hidden
+        self.hopfield = Hopfield(input_size, **kwargs)
+        self.quantity = quantity
+        size = self.hopfield.state_pattern_size
+        self.state_pattern = nn.Parameter(torch.empty(quantity, size), requires_grad=trainable)
+        self.reset_parameters()
+
+    @property
+    def output_size(self) -> int:
+        return self.quantity * self.hopfield.output_size
+
+    def reset_parameters(self) -> None:
+        self.hopfield.reset_parameters()
+        nn.init.normal_(self.state_pattern, std=1.0 / math.sqrt(self.state_pattern.size(1)))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(quantity={self.quantity}, {self.hopfield!r})"
+
+    def forward(
+        self,
+        x: Tensor,
+        ptr: Tensor | None = None,
+        batch: Tensor | None = None,
+        *,
+        num_bags: int | None = None,
+        mask: Tensor | None = None,
+        return_association: bool = False,
+    ) -> Tensor | tuple[Tensor, Tensor]:
+        if not isinstance(x, Tensor) or not x.is_floating_point():
+            raise TypeError("`x` must be a floating-point tensor")
+        if x.dim() == 3:
+            if ptr is not None or batch is not None:
+                raise ValueError("padded [B, N, D] input takes `mask`, not `ptr`/`batch`")
+            bsz, length = x.size(0), x.size(1)
+            keep = torch.ones(bsz, length, dtype=torch.bool, device=x.device)
+            if mask is not None:
+                _check_bool_mask("mask", mask, (bsz, length))
+                keep = ~mask
+            counts = keep.sum(1)
+            rows_ptr = torch.zeros(bsz + 1, dtype=torch.long, device=x.device)
+            torch.cumsum(counts, 0, out=rows_ptr[1:])
+            result = self.forward(x[keep], rows_ptr, return_association=return_association)
+            if not return_association:
+                return result
+            out, weights = result
+            dense = torch.zeros(
+                bsz, length, *weights.shape[1:], dtype=weights.dtype, device=x.device
+            )
+            dense[keep] = weights
+            return out, dense.permute(0, 2, 3, 1)
+        if x.dim() != 2:
+            raise ValueError(f"`x` must be ragged [R, D] or padded [B, N, D], got {tuple(x.shape)}")
+        if mask is not None:
+            raise ValueError(
+                "`mask` is for padded [B, N, D] input; ragged input uses `ptr`/`batch`"
+            )
+        hop = self.hopfield
+        if x.size(1) != hop.stored_pattern_size:
+            raise ValueError(
+                f"`x` must have feature size {hop.stored_pattern_size}, got {tuple(x.shape)}"
+            )
+        order, rows_ptr, bags = _segments(x.size(0), ptr, batch, num_bags, "stored")
+        q = hop.project_state(self.state_pattern)  # [Q, H, hidden], the same for every bag
+        q = q.unsqueeze(0).expand(bags, -1, -1, -1).reshape(bags * self.quantity, hop.num_heads, -1)
+        state_bag = torch.arange(bags, device=x.device).repeat_interleave(self.quantity)
+        edge_index = bag_edges(rows_ptr, state_bag, None if ptr is not None else order)
+        pooled, weights = hop.associate(
+            q, hop.project_stored(x), hop.project_value(x), edge_index, return_association
+        )
+        out = _zero_empty(hop.read_out(pooled), rows_ptr, state_bag).view(bags, -1)
+        if not return_association:
+            return out
+        # every instance has exactly `quantity` edges, one per learned query of its bag
+        per_instance = torch.zeros(
+            x.size(0), self.quantity, hop.num_heads, dtype=weights.dtype, device=x.device
+        )
+        per_instance[edge_index[0], edge_index[1] % self.quantity] = weights
+        return out, per_instance.transpose(1, 2)
+
+
+# -------------------------------------------------------------------------- HopfieldLayer
+class HopfieldLayer(nn.Module):
+    r"""A learned lookup table: every input row retrieves from ``quantity`` learned patterns.
+
+    .. math::
+        z = \mathrm{softmax}\!\left(\beta\, \mathrm{LN}(x) W_Q\, W_K^{\top}\right) W_V\, W_O
+
+    where :math:`W_K` [quantity, H*hidden] are the learned stored patterns and :math:`W_V`
+    [quantity, H*pattern] the learned pattern projections (``lookup_targets_as_trainable``;
+    otherwise the stored patterns serve as values too). The stored patterns are static (no
+    projection). Input ``x`` of any shape ``[..., input_size]``; output ``[..., output_size]``.
+    ``return_association=True`` also gives the weights ``[..., H, quantity]``.
+
+    Args:
+        input_size: feature size of the input.
+        quantity: number of learned stored patterns (table rows).
+        lookup_targets_as_trainable: learn separate value patterns.
+        **kwargs: any :class:`Hopfield` option (``hidden_size``, ``num_heads``, ``scaling``,
+            ``output_size``, ``dropout``, ``update_steps_max``, norms, ...).
+    """
+
+    def __init__(
+        self, input_size: int, quantity: int = 1, lookup_targets_as_trainable: bool = True, **kwargs
+    ) -> None:
+        super().__init__()
+        if not isinstance(quantity, int) or quantity < 1:
+            raise ValueError(f"`quantity` must be a positive int, got {quantity!r}")
+        heads = kwargs.get("num_heads", 1)
+        hidden = kwargs.get("hidden_size") or max(1, input_size // heads)
+        kwargs["hidden_size"] = hidden
+        kwargs.setdefault("normalize_stored_pattern", False)
+        kwargs.setdefault("normalize_pattern_projection", False)
+        kwargs["stored_pattern_as_static"] = True
+        kwargs["stored_pattern_size"] = heads * hidden
+        if lookup_targets_as_trainable:
+            pattern = kwargs.get("pattern_size") or hidden
+            kwargs["pattern_size"] = pattern
+            kwargs["pattern_projection_as_static"] = True
+            kwargs["pattern_projection_size"] = heads * pattern
+        else:
+            kwargs["pattern_projection_size"] = heads * hidden
+        kwargs["state_pattern_size"] = input_size
+        self.hopfield = Hopfield(input_size, **kwargs)
+        self.quantity = quantity
+        self.lookup = nn.Parameter(torch.empty(quantity, heads * hidden))
+        self.targets = (
+            nn.Parameter(torch.empty(quantity, self.hopfield.pattern_projection_size))
+            if lookup_targets_as_trainable
+            else None
+        )
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        self.hopfield.reset_parameters()
+        nn.init.normal_(self.lookup, std=1.0 / math.sqrt(self.lookup.size(1)))
+        if self.targets is not None:
+            nn.init.normal_(self.targets, std=1.0 / math.sqrt(self.targets.size(1)))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(quantity={self.quantity}, {self.hopfield!r})"
+
+    def forward(
+        self, x: Tensor, return_association: bool = False
+    ) -> Tensor | tuple[Tensor, Tensor]:
+        if not isinstance(x, Tensor) or not x.is_floating_point():
+            raise TypeError("`x` must be a floating-point tensor")
+        if x.dim() < 1 or x.size(-1) != self.hopfield.state_pattern_size:
+            raise ValueError(
+                f"`x` must be [..., {self.hopfield.state_pattern_size}], got {tuple(x.shape)}"
+            )
+        lead = x.shape[:-1]
+        rows = x.reshape(-1, x.size(-1))
+        values = self.lookup if self.targets is None else self.targets
+        # one bag holding the whole table; every input row is a state pattern of it
+        table_ptr = torch.tensor([0, self.quantity], device=x.device)
+        state_bag = torch.zeros(rows.size(0), dtype=torch.long, device=x.device)
+        edge_index = bag_edges(table_ptr, state_bag)
+        hop = self.hopfield
+        pooled, weights = hop.associate(
+            hop.project_state(rows),
+            hop.project_stored(self.lookup),
+            hop.project_value(values),
+            edge_index,
+            return_association,
+        )
+        out = hop.read_out(pooled).view(*lead, -1)
+        if not return_association:
+            return out
+        table = weights.view(rows.size(0), self.quantity, hop.num_heads).transpose(1, 2)
+        return out, table.reshape(*lead, hop.num_heads, self.quantity)

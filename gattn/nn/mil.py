@@ -1,0 +1,463 @@
+r"""Attention-based multiple-instance learning on ragged bags.
+
+* :class:`AttentionMILPooling` - the attention (and gated attention) pooling of Ilse et al.,
+  "Attention-based Deep Multiple Instance Learning" (ICML 2018);
+* :class:`ABMIL` - the paper's whole model: instance encoder, attention pooling, classifier;
+* :class:`HopfieldMIL` - the MIL model of Ramsauer et al. (ICLR 2021): instance encoder,
+  :class:`~gattn.nn.hopfield.HopfieldPooling`, classifier;
+* :class:`ACMIL` - Zhang et al., "Attention-Challenging Multiple Instance Learning for Whole
+  Slide Image Classification" (ECCV 2024): multiple branch attention, stochastic top-K
+  instance masking, and the diversity loss between branches (:func:`diversity_loss`).
+
+All take the instances of a whole batch of bags of any sizes at once: rows ``x`` [R, D] and a
+CSR ``ptr`` [B+1] (or a ``batch`` vector [R]); nothing is padded. The attention scores come
+from a small MLP and are pooled by :func:`gattn.kernels.segment_attention_pool`; the weights
+are returned per instance (``[R, branches]``) for heatmaps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from gattn.kernels import ptr_from_index, segment_attention_pool
+
+from .hopfield import HopfieldPooling
+
+__all__ = [
+    "ABMIL",
+    "ACMIL",
+    "ACMILOutput",
+    "AttentionMILPooling",
+    "HopfieldMIL",
+    "diversity_loss",
+    "mil_encoder",
+    "stochastic_topk_mask",
+]
+
+
+def _check_instances(x: Tensor) -> None:
+    if not isinstance(x, Tensor) or not x.is_floating_point():
+        raise TypeError(f"`x` must be a floating-point tensor, got {type(x).__name__}")
+    if x.dim() != 2:
+        raise ValueError(f"`x` must be [R, D] (the instances of all bags), got {tuple(x.shape)}")
+
+
+def _to_ptr(
+    num_rows: int, ptr: Tensor | None, batch: Tensor | None, num_bags: int | None, device: torch.device
+) -> Tensor:
+    """A CSR row pointer from `ptr` or a *sorted* `batch` vector (validated by the kernels)."""
+    if (ptr is None) == (batch is None):
+        raise ValueError("give exactly one of `ptr` (CSR row pointer [B+1]) or `batch` (bag id per instance, sorted)")
+    if ptr is not None:
+        return ptr
+    if batch.dim() != 1 or batch.numel() != num_rows:
+        raise ValueError(
+            f"`batch` must be 1-D with one bag id per instance ({num_rows}), got shape {tuple(batch.shape)}"
+        )
+    if batch.numel() > 1 and bool((batch[1:] < batch[:-1]).any()):
+        raise ValueError("`batch` must be sorted (the instances of a bag contiguous); sort the rows or pass `ptr`")
+    bags = num_bags if num_bags is not None else (int(batch.max()) + 1 if batch.numel() else 0)
+    return ptr_from_index(batch.long(), bags).to(device)
+
+
+def mil_encoder(in_channels: int, hidden: Sequence[int], dropout: float = 0.0) -> nn.Sequential:
+    """The instance encoder of the MIL-benchmark models: (Linear, ReLU, Dropout) per layer."""
+    layers: list[nn.Module] = []
+    size = in_channels
+    for width in hidden:
+        layers += [nn.Linear(size, width), nn.ReLU()]
+        if dropout > 0:
+            layers.append(nn.Dropout(dropout))
+        size = width
+    return nn.Sequential(*layers)
+
+
+class AttentionMILPooling(nn.Module):
+    r"""Attention pooling of the instances of each bag (ABMIL), optionally gated.
+
+    .. math::
+        a_k = \frac{\exp\{w^\top \tanh(V h_k)\}}{\sum_j \exp\{w^\top \tanh(V h_j)\}},
+        \qquad z = \sum_k a_k h_k
+
+    and, gated,
+
+    .. math::
+        a_k = \mathrm{softmax}_k\!\left(w^\top\left(\tanh(V h_k)\odot
+        \mathrm{sigm}(U h_k)\right)\right).
+
+    With ``branches`` > 1, :math:`w` has one column per branch (the multiple branch attention
+    of ACMIL); :math:`V` and :math:`U` are shared.
+
+    Args:
+        in_channels: instance feature size :math:`D`.
+        attention_channels: hidden size :math:`L` of the attention MLP.
+        branches: number of attention branches (columns of :math:`w`).
+        gated: use the gated attention.
+        dropout: dropout on the hidden attention features (training only).
+
+    Forward: ``x`` [R, D] with ``ptr`` [B+1] or sorted ``batch`` [R]; ``score_mask`` [R,
+    branches] bool (True = exclude the instance from that branch). Returns the pooled bags
+    ``[B, D]`` (``[B, branches, D]`` when ``branches`` > 1) and the weights ``[R, branches]``.
+    A bag without instances pools to zeros.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        attention_channels: int = 128,
+        branches: int = 1,
+        gated: bool = False,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        for name, value in (
+            ("in_channels", in_channels),
+            ("attention_channels", attention_channels),
+            ("branches", branches),
+        ):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"`{name}` must be a positive int, got {value!r}")
+        self.in_channels, self.attention_channels = in_channels, attention_channels
+        self.branches, self.gated = branches, gated
+        self.attention_v = nn.Linear(in_channels, attention_channels)
+        self.attention_u = nn.Linear(in_channels, attention_channels) if gated else None
+        self.attention_w = nn.Linear(attention_channels, branches)
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        for layer in (self.attention_v, self.attention_u, self.attention_w):
+            if layer is not None:
+                layer.reset_parameters()
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}({self.in_channels}, attention_channels="
+            f"{self.attention_channels}, branches={self.branches}, gated={self.gated})"
+        )
+
+    def scores(self, x: Tensor) -> Tensor:
+        """The unnormalised attention scores ``[R, branches]``."""
+        hidden = torch.tanh(self.attention_v(x))
+        if self.attention_u is not None:
+            hidden = hidden * torch.sigmoid(self.attention_u(x))
+        return self.attention_w(self.dropout(hidden))
+
+    def forward(
+        self,
+        x: Tensor,
+        ptr: Tensor | None = None,
+        batch: Tensor | None = None,
+        *,
+        num_bags: int | None = None,
+        score_mask: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        _check_instances(x)
+        if x.size(1) != self.in_channels:
+            raise ValueError(f"`x` must have {self.in_channels} features, got {tuple(x.shape)}")
+        ptr = _to_ptr(x.size(0), ptr, batch, num_bags, x.device)
+        scores = self.scores(x)
+        if score_mask is not None:
+            if score_mask.dtype != torch.bool or score_mask.shape != scores.shape:
+                raise ValueError(f"`score_mask` must be bool [R, branches] = {tuple(scores.shape)}")
+            scores = scores.masked_fill(score_mask, float("-inf"))
+        pooled, weights = segment_attention_pool(x, scores=scores, ptr=ptr)
+        return (pooled.squeeze(1) if self.branches == 1 else pooled), weights
+
+
+class ABMIL(nn.Module):
+    r"""Attention-based deep MIL (Ilse et al. 2018): encoder, attention pooling, classifier.
+
+    .. math::
+        h_k = f_\psi(x_k),\quad z = \sum_k a_k h_k,\quad
+        a_k = \mathrm{softmax}_k\!\left(w^\top\tanh(V h_k)\right),\quad
+        \hat y = g_\phi(z)
+
+    (gated: :math:`w^\top(\tanh(V h_k)\odot\mathrm{sigm}(U h_k))`). The default sizes are the
+    paper's MIL-benchmark model (fc-256, fc-128, fc-64, attention with L=64, one logit).
+
+    Forward: ``x`` [R, D] with ``ptr`` [B+1] or sorted ``batch``; returns the bag logits
+    ``[B]`` (``[B, num_classes]`` for more than one class) and, with
+    ``return_attention=True``, the instance weights ``[R]``.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        hidden: Sequence[int] = (256, 128, 64),
+        attention_channels: int = 64,
+        gated: bool = False,
+        dropout: float = 0.0,
+        num_classes: int = 1,
+    ) -> None:
+        super().__init__()
+        self.encoder = mil_encoder(in_channels, hidden, dropout)
+        width = hidden[-1] if hidden else in_channels
+        self.pool = AttentionMILPooling(width, attention_channels, 1, gated)
+        self.classifier = nn.Linear(width, num_classes)
+        self.num_classes = num_classes
+
+    def reset_parameters(self) -> None:
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                module.reset_parameters()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(encoder={len(self.encoder)} layers, pool={self.pool!r})"
+
+    def forward(
+        self,
+        x: Tensor,
+        ptr: Tensor | None = None,
+        batch: Tensor | None = None,
+        *,
+        num_bags: int | None = None,
+        return_attention: bool = False,
+    ) -> Tensor | tuple[Tensor, Tensor]:
+        _check_instances(x)
+        pooled, weights = self.pool(self.encoder(x), ptr, batch, num_bags=num_bags)
+        logits = self.classifier(pooled)
+        logits = logits.squeeze(-1) if self.num_classes == 1 else logits
+        return (logits, weights.squeeze(-1)) if return_attention else logits
+
+
+class HopfieldMIL(nn.Module):
+    r"""Hopfield pooling for MIL (Ramsauer et al. 2021): encoder, Hopfield pooling, classifier.
+
+    .. math::
+        h_k = f_\psi(x_k),\quad
+        z = \mathrm{softmax}\!\left(\beta\, Q K^\top\right) V,\ K = \mathrm{LN}(H) W_K,\
+        V = \mathrm{LN}(H) W_V,\quad \hat y = g_\phi(z)
+
+    with ``quantity`` learned state patterns :math:`Q` (:class:`HopfieldPooling`).
+
+    Forward: ``x`` [R, D] with ``ptr`` [B+1] or sorted ``batch``; returns the bag logits
+    ``[B]`` and, with ``return_attention=True``, the instance weights ``[R]`` (the association
+    averaged over heads and state patterns).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        hidden: Sequence[int] = (256, 128, 64),
+        num_heads: int = 1,
+        hopfield_hidden: int = 32,
+        quantity: int = 1,
+        scaling: float | None = None,
+        dropout: float = 0.0,
+        association_dropout: float = 0.0,
+        num_classes: int = 1,
+    ) -> None:
+        super().__init__()
+        self.encoder = mil_encoder(in_channels, hidden, dropout)
+        width = hidden[-1] if hidden else in_channels
+        self.pool = HopfieldPooling(
+            width,
+            quantity=quantity,
+            num_heads=num_heads,
+            hidden_size=hopfield_hidden,
+            scaling=scaling,
+            dropout=association_dropout,
+        )
+        self.classifier = nn.Linear(self.pool.output_size, num_classes)
+        self.num_classes = num_classes
+
+    def reset_parameters(self) -> None:
+        for module in self.encoder:
+            if isinstance(module, nn.Linear):
+                module.reset_parameters()
+        self.pool.reset_parameters()
+        self.classifier.reset_parameters()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(encoder={len(self.encoder)} layers, pool={self.pool!r})"
+
+    def forward(
+        self,
+        x: Tensor,
+        ptr: Tensor | None = None,
+        batch: Tensor | None = None,
+        *,
+        num_bags: int | None = None,
+        return_attention: bool = False,
+    ) -> Tensor | tuple[Tensor, Tensor]:
+        _check_instances(x)
+        ptr = _to_ptr(x.size(0), ptr, batch, num_bags, x.device)
+        result = self.pool(self.encoder(x), ptr, return_association=return_attention)
+        pooled, weights = result if return_attention else (result, None)
+        logits = self.classifier(pooled)
+        logits = logits.squeeze(-1) if self.num_classes == 1 else logits
+        return (logits, weights.mean((1, 2))) if return_attention else logits
+
+
+def _segment_sum(values: Tensor, ptr: Tensor) -> Tensor:
+    """Sum of `values` [R, ...] over each segment of `ptr`."""
+    index = torch.repeat_interleave(torch.arange(ptr.numel() - 1, device=ptr.device), ptr[1:] - ptr[:-1])
+    out = torch.zeros(ptr.numel() - 1, *values.shape[1:], dtype=values.dtype, device=values.device)
+    return out.index_add(0, index, values)
+
+
+def diversity_loss(weights: Tensor, ptr: Tensor, eps: float = 1e-8) -> Tensor:
+    r"""ACMIL's diversity loss: the mean pairwise cosine similarity of the branch attentions.
+
+    .. math::
+        \mathcal{L}_{div} = \frac{2}{M(M-1)}\sum_{i<j}\frac{1}{B}\sum_b
+        \cos\!\left(a^{(i)}_b, a^{(j)}_b\right)
+
+    ``weights`` [R, M] are the (normalised) attention weights of M branches over the
+    instances of the bags of ``ptr``. Empty bags count as zero similarity. Zero when M = 1.
+    """
+    if weights.dim() != 2:
+        raise ValueError(f"`weights` must be [R, branches], got {tuple(weights.shape)}")
+    branches = weights.size(1)
+    bags = ptr.numel() - 1
+    if branches < 2 or bags == 0:
+        return weights.sum() * 0
+    gram = _segment_sum(weights.unsqueeze(2) * weights.unsqueeze(1), ptr)  # [B, M, M]
+    norms = torch.diagonal(gram, dim1=1, dim2=2).clamp_min(eps).sqrt()
+    cosine = gram / (norms.unsqueeze(2) * norms.unsqueeze(1))
+    upper = torch.triu_indices(branches, branches, offset=1, device=weights.device)
+    return cosine[:, upper[0], upper[1]].mean()
+
+
+def stochastic_topk_mask(
+    scores: Tensor, ptr: Tensor, top_k: int, ratio: float, generator: torch.Generator | None = None
+) -> Tensor:
+    """ACMIL's stochastic top-K instance mask ``[R, M]`` (True = masked).
+
+    For every bag and branch, among the ``min(top_k, n_b)`` instances of highest score, a
+    random ``floor(ratio * min(top_k, n_b))`` are masked. Fully vectorised over bags: two
+    stable sorts give each row its rank within its bag.
+    """
+    rows, branches = scores.shape
+    if rows == 0 or top_k < 1 or ratio <= 0:
+        return torch.zeros_like(scores, dtype=torch.bool)
+    counts = ptr[1:] - ptr[:-1]
+    bag = torch.repeat_interleave(torch.arange(counts.numel(), device=scores.device), counts)
+    kept = torch.clamp(counts, max=top_k)[bag]  # top-K size of each row's bag
+    n_masked = torch.floor(kept.to(torch.float64) * ratio).long()
+
+    def rank_in_bag(key: Tensor) -> Tensor:
+        """Rank (0 = largest key) of every row inside its bag, per branch: [R, M]."""
+        order = torch.argsort(key, dim=0, descending=True, stable=True)
+        order = torch.gather(order, 0, torch.argsort(bag[order], dim=0, stable=True))
+        rank = torch.empty_like(order)
+        positions = torch.arange(rows, device=scores.device).unsqueeze(1).expand(-1, branches)
+        rank.scatter_(0, order, positions - ptr[bag[order]])
+        return rank
+
+    top = rank_in_bag(scores.detach()) < kept.unsqueeze(1)
+    noise = torch.rand(rows, branches, generator=generator, device=scores.device)
+    noise = torch.where(top, noise, torch.full_like(noise, -1.0))  # others rank last
+    return top & (rank_in_bag(noise) < n_masked.unsqueeze(1))
+
+
+class ACMILOutput(NamedTuple):
+    """What :class:`ACMIL` returns.
+
+    ``bag_logits`` [B] (or [B, C]) from the bag classifier; ``branch_logits`` [B, M] (or
+    [B, M, C]) from each branch's classifier; ``weights`` [R, M] every branch's attention per
+    instance (after the training-time masking); ``bag_weights`` [R] the mean of the branch
+    attentions (the heatmap of the bag prediction); ``ptr`` [B+1] the bags.
+    """
+
+    bag_logits: Tensor
+    branch_logits: Tensor
+    weights: Tensor
+    bag_weights: Tensor
+    ptr: Tensor
+
+
+class ACMIL(nn.Module):
+    r"""Attention-challenging MIL (Zhang et al.): multiple branch attention (MBA) with
+    stochastic top-K instance masking (STKIM) and a diversity loss.
+
+    With :math:`M` gated attention branches over encoded instances :math:`h_k`,
+
+    .. math::
+        a^{(m)}_k = \mathrm{softmax}_k\!\left(\tilde s^{(m)}_k\right),\quad
+        z^{(m)} = \sum_k a^{(m)}_k h_k,\quad \hat y^{(m)} = g_m(z^{(m)}),
+
+    .. math::
+        \bar a_k = \frac1M\sum_m a^{(m)}_k,\quad \hat y = g\!\left(\sum_k \bar a_k h_k\right),
+
+    where in training :math:`\tilde s^{(m)}` is the score :math:`s^{(m)}` with a random
+    fraction ``mask_ratio`` of each bag's top-``top_k`` instances (by :math:`s^{(m)}`) set to
+    :math:`-\infty`. The loss (:meth:`loss`) is the bag loss, plus the mean of the branch
+    losses, plus ``diversity_weight`` times :func:`diversity_loss` of the :math:`a^{(m)}`.
+
+    Forward: ``x`` [R, D] with ``ptr`` [B+1] or sorted ``batch``; returns an
+    :class:`ACMILOutput`.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        hidden: Sequence[int] = (256, 128, 64),
+        attention_channels: int = 64,
+        branches: int = 5,
+        top_k: int = 10,
+        mask_ratio: float = 0.6,
+        gated: bool = True,
+        dropout: float = 0.0,
+        num_classes: int = 1,
+        diversity_weight: float = 1.0,
+    ) -> None:
+        super().__init__()
+        if not isinstance(top_k, int) or top_k < 0:
+            raise ValueError(f"`top_k` must be an int >= 0, got {top_k!r}")
+        if not 0.0 <= mask_ratio < 1.0:
+            raise ValueError(f"`mask_ratio` must be in [0, 1), got {mask_ratio!r}")
+        self.encoder = mil_encoder(in_channels, hidden, dropout)
+        width = hidden[-1] if hidden else in_channels
+        self.pool = AttentionMILPooling(width, attention_channels, branches, gated)
+        self.branch_classifiers = nn.ModuleList(nn.Linear(width, num_classes) for _ in range(branches))
+        self.classifier = nn.Linear(width, num_classes)
+        self.branches, self.top_k, self.mask_ratio = branches, top_k, mask_ratio
+        self.num_classes, self.diversity_weight = num_classes, diversity_weight
+
+    def reset_parameters(self) -> None:
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                module.reset_parameters()
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(branches={self.branches}, top_k={self.top_k}, "
+            f"mask_ratio={self.mask_ratio}, pool={self.pool!r})"
+        )
+
+    def forward(
+        self, x: Tensor, ptr: Tensor | None = None, batch: Tensor | None = None, *, num_bags: int | None = None
+    ) -> ACMILOutput:
+        _check_instances(x)
+        ptr = _to_ptr(x.size(0), ptr, batch, num_bags, x.device)
+        h = self.encoder(x)
+        mask = None
+        if self.training and self.top_k > 0 and self.mask_ratio > 0:
+            mask = stochastic_topk_mask(self.pool.scores(h), ptr, self.top_k, self.mask_ratio)
+        pooled, weights = self.pool(h, ptr, score_mask=mask)
+        pooled = pooled.view(pooled.size(0), self.branches, -1)
+        branch_logits = torch.stack([head(pooled[:, m]) for m, head in enumerate(self.branch_classifiers)], dim=1)
+        bag_weights = weights.mean(1, keepdim=True)
+        bag_feat, _ = segment_attention_pool(h, scores=bag_weights, ptr=ptr, normalize=False)
+        bag_logits = self.classifier(bag_feat.squeeze(1))
+        if self.num_classes == 1:
+            bag_logits, branch_logits = bag_logits.squeeze(-1), branch_logits.squeeze(-1)
+        return ACMILOutput(bag_logits, branch_logits, weights, bag_weights.squeeze(1), ptr)
+
+    def loss(self, output: ACMILOutput, target: Tensor, criterion: nn.Module | None = None) -> Tensor:
+        """Bag loss + mean branch loss + ``diversity_weight`` * diversity loss."""
+        if criterion is None:
+            criterion = nn.BCEWithLogitsLoss() if self.num_classes == 1 else nn.CrossEntropyLoss()
+        bag = criterion(output.bag_logits, target)
+        if self.num_classes == 1:
+            branch_target = target.unsqueeze(1).expand_as(output.branch_logits)
+            branches = criterion(output.branch_logits, branch_target)
+        else:
+            branches = criterion(output.branch_logits.flatten(0, 1), target.repeat_interleave(self.branches))
+        return bag + branches + self.diversity_weight * diversity_loss(output.weights, output.ptr)
