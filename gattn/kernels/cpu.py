@@ -19,6 +19,7 @@ import torch
 from numba import njit, prange
 from torch import Tensor
 
+from ._compose import attention_pool
 from .csr import CSR
 
 NAME = "cpu"
@@ -513,20 +514,13 @@ def segment_attention_pool(
     x: Tensor, value: Tensor, ptr: Tensor, query: Tensor | None, scores: Tensor | None,
     normalize: bool, scale: float,
 ) -> tuple[Tensor, Tensor]:
-    dtype = x.dtype
-    work = _compute_dtype(dtype)
-    x, value = x.to(work).contiguous(), value.to(work).contiguous()
-    if scores is None:
-        query = query.to(work).contiguous()
-        if query.dim() == 2:
-            scores = (x @ query.t()) * scale  # shared queries: one dense matmul
-        else:
-            scores = _SegmentQueryScores.apply(x, query, ptr, scale)
-    else:
-        scores = scores.to(work).contiguous()
-    weights = _SegmentSoftmax.apply(scores, ptr) if normalize else scores
-    out = _WeightedSegmentSum.apply(weights, value, ptr)
-    return out.to(dtype), weights.to(dtype)
+    return attention_pool(
+        x, value, query, scores, normalize, scale,
+        work=lambda t: t.to(_compute_dtype(t.dtype)).contiguous(),
+        query_scores=lambda x, query, scale: _SegmentQueryScores.apply(x, query, ptr, scale),
+        softmax=lambda scores: _SegmentSoftmax.apply(scores, ptr),
+        weighted_sum=lambda weights, value: _WeightedSegmentSum.apply(weights, value, ptr),
+    )
 
 
 def set_num_threads(threads: int) -> None:

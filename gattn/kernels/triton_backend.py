@@ -40,6 +40,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from . import _triton_kernels as kern
+from ._compose import attention_pool
 from .csr import CSR
 
 NAME = "triton"
@@ -603,18 +604,12 @@ def segment_attention_pool(
     x: Tensor, value: Tensor, ptr: Tensor, query: Tensor | None, scores: Tensor | None,
     normalize: bool, scale: float,
 ) -> tuple[Tensor, Tensor]:
-    dtype = x.dtype
     plan = _segment_plan(ptr)
     num_segments = ptr.numel() - 1
-    x, value = _work(x), _work(value)
-    if scores is None:
-        query = _work(query)
-        if query.dim() == 2:
-            scores = (x @ query.t()) * scale  # shared queries: one dense matmul
-        else:
-            scores = _SegmentQueryScores.apply(x, query, plan, scale)
-    else:
-        scores = _work(scores)
-    weights = _SegmentSoftmax.apply(scores.contiguous(), plan) if normalize else scores
-    out = _WeightedSegmentSum.apply(weights.contiguous(), value, plan, num_segments)
-    return out.to(dtype), weights.to(dtype)
+    return attention_pool(
+        x, value, query, scores, normalize, scale,
+        work=_work,
+        query_scores=lambda x, query, scale: _SegmentQueryScores.apply(x, query, plan, scale),
+        softmax=lambda scores: _SegmentSoftmax.apply(scores, plan),
+        weighted_sum=lambda weights, value: _WeightedSegmentSum.apply(weights, value, plan, num_segments),
+    )
