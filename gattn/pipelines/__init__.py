@@ -42,7 +42,9 @@ from the parser defaults alone (``vars(parser.parse_args([]))`` plus the CLI key
 
 from __future__ import annotations
 
+import argparse
 import importlib
+from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
@@ -103,3 +105,18 @@ def pipeline_direction(module: ModuleType, config: dict[str, Any]) -> str:
             "'minimize'"
         )
     return value
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def parser_defaults(add_arguments: Callable[[argparse.ArgumentParser], None]) -> dict[str, Any]:
+    """The config made of a pipeline's parser defaults alone (what ``run`` gets with no option)."""
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    return vars(parser.parse_args([]))

@@ -49,6 +49,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from gattn.pipelines import parser_defaults, positive_int
+
 NAME = "graph_transformer"
 METRIC = "weighted_accuracy"  # for the default data set; see metric(config)
 DIRECTION = "maximize"
@@ -101,16 +103,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     data = parser.add_argument_group("data")
     data.add_argument("--dataset", choices=DATASETS, default="CLUSTER",
                       help="data set (default CLUSTER)")
-    data.add_argument("--num-graphs", type=_positive_int, default=None,
+    data.add_argument("--num-graphs", type=positive_int, default=None,
                       help="SBM: graphs to generate over the three splits, shared as the "
                            "published splits (default: PATTERN 14000, CLUSTER 12000)")
     data.add_argument("--data-seed", type=int, default=0,
                       help="SBM: seed of the generated graphs (default 0)")
     model = parser.add_argument_group("model")
     model.add_argument("--model", choices=MODELS, default="gattn", help="default gattn")
-    model.add_argument("--layers", type=_positive_int, default=None)
-    model.add_argument("--hidden", type=_positive_int, default=None)
-    model.add_argument("--heads", type=_positive_int, default=None)
+    model.add_argument("--layers", type=positive_int, default=None)
+    model.add_argument("--hidden", type=positive_int, default=None)
+    model.add_argument("--heads", type=positive_int, default=None)
     model.add_argument("--norm", choices=("batch", "layer"), default=None)
     model.add_argument("--dropout", type=float, default=None)
     model.add_argument("--pe-dim", type=int, default=None,
@@ -120,11 +122,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       default=None, help="use bond features (OGB molecules; default on)")
     edge.add_argument("--no-edge-features", dest="edge_features", action="store_false")
     train = parser.add_argument_group("training")
-    train.add_argument("--epochs", type=_positive_int, default=None)
-    train.add_argument("--batch-size", type=_positive_int, default=None)
+    train.add_argument("--epochs", type=positive_int, default=None)
+    train.add_argument("--batch-size", type=positive_int, default=None)
     train.add_argument("--lr", type=float, default=None)
     train.add_argument("--weight-decay", type=float, default=None)
-    train.add_argument("--patience", type=_positive_int, default=None,
+    train.add_argument("--patience", type=positive_int, default=None,
                        help="early stopping patience in epochs (SBM preset: none)")
     train.add_argument("--scheduler", choices=("plateau", "cosine", "none"), default=None)
     train.add_argument("--lr-factor", type=float, default=None,
@@ -135,30 +137,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="stop when the learning rate falls below this")
     train.add_argument("--max-time", type=float, default=None,
                        help="stop training after this many seconds (benchmarking-gnns' max_time)")
-    train.add_argument("--threads", type=_positive_int, default=None,
+    train.add_argument("--threads", type=positive_int, default=None,
                        help="torch CPU threads (default: torch's choice)")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default auto)")
     train.add_argument("--verbose", action="store_true", help="print one line per epoch")
     search = parser.add_argument_group("search space (gattn tune)")
-    search.add_argument("--search-max-layers", type=_positive_int, default=6,
+    search.add_argument("--search-max-layers", type=positive_int, default=6,
                         help="largest number of layers tried (default 6)")
     search.add_argument("--search-hidden", default="32,64,80",
                         help="comma-separated widths tried (default 32,64,80)")
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
-
 def defaults() -> dict[str, Any]:
     """The config of the parser defaults alone (what ``run`` gets with no option)."""
-    parser = argparse.ArgumentParser()
-    add_arguments(parser)
-    return vars(parser.parse_args([]))
+    return parser_defaults(add_arguments)
 
 
 def resolve_config(config: dict[str, Any]) -> dict[str, Any]:

@@ -38,18 +38,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from gattn.pipelines import parser_defaults, positive_int
+
 NAME = "mil"
 METRIC = "rocauc"
 DIRECTION = "maximize"
 DATASETS = ("musk1", "musk2", "elephant", "fox", "tiger", "digit-bags")
 POOLINGS = ("hopfield", "abmil", "gated", "acmil")
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
 
 
 def _widths(text: str) -> tuple[int, ...]:
@@ -65,12 +60,12 @@ def _widths(text: str) -> tuple[int, ...]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     data = parser.add_argument_group("data")
     data.add_argument("--dataset", choices=DATASETS, default="musk1", help="default musk1")
-    data.add_argument("--folds", type=_positive_int, default=10, help="CV folds (default 10)")
+    data.add_argument("--folds", type=positive_int, default=10, help="CV folds (default 10)")
     data.add_argument(
-        "--repeats", type=_positive_int, default=1, help="repetitions of the CV with different seeds (default 1)"
+        "--repeats", type=positive_int, default=1, help="repetitions of the CV with different seeds (default 1)"
     )
     data.add_argument(
-        "--max-folds", type=_positive_int, default=None, help="run only the first N folds (quick runs, tuning)"
+        "--max-folds", type=positive_int, default=None, help="run only the first N folds (quick runs, tuning)"
     )
     data.add_argument(
         "--val-fraction",
@@ -85,27 +80,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     model.add_argument(
         "--attention",
-        type=_positive_int,
+        type=positive_int,
         default=64,
         help="attention MLP size / Hopfield association size per head (default 64)",
     )
-    model.add_argument("--heads", type=_positive_int, default=1, help="Hopfield heads")
-    model.add_argument("--quantity", type=_positive_int, default=1, help="Hopfield learned state patterns (default 1)")
+    model.add_argument("--heads", type=positive_int, default=1, help="Hopfield heads")
+    model.add_argument("--quantity", type=positive_int, default=1, help="Hopfield learned state patterns (default 1)")
     model.add_argument(
         "--beta", type=float, default=None, help="Hopfield inverse temperature (default 1/sqrt(attention))"
     )
-    model.add_argument("--branches", type=_positive_int, default=5, help="ACMIL branches")
+    model.add_argument("--branches", type=positive_int, default=5, help="ACMIL branches")
     model.add_argument("--top-k", type=int, default=10, help="ACMIL masked top-K (default 10)")
     model.add_argument(
         "--mask-ratio", type=float, default=0.6, help="ACMIL share of the top-K masked in training (default 0.6)"
     )
     model.add_argument("--dropout", type=float, default=0.0, help="encoder dropout")
     train = parser.add_argument_group("training")
-    train.add_argument("--epochs", type=_positive_int, default=100)
-    train.add_argument("--batch-size", type=_positive_int, default=4, help="bags per step")
+    train.add_argument("--epochs", type=positive_int, default=100)
+    train.add_argument("--batch-size", type=positive_int, default=4, help="bags per step")
     train.add_argument("--lr", type=float, default=5e-4)
     train.add_argument("--weight-decay", type=float, default=1e-4)
-    train.add_argument("--patience", type=_positive_int, default=20)
+    train.add_argument("--patience", type=positive_int, default=20)
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--device", default="auto", help="cpu, cuda, ... (default auto)")
     train.add_argument("--verbose", action="store_true", help="print one line per fold")
@@ -113,9 +108,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def defaults() -> dict[str, Any]:
-    parser = argparse.ArgumentParser()
-    add_arguments(parser)
-    return vars(parser.parse_args([]))
+    """The config of the parser defaults alone (what ``run`` gets with no option)."""
+    return parser_defaults(add_arguments)
 
 
 def resolve_config(config: dict[str, Any]) -> dict[str, Any]:
