@@ -36,3 +36,28 @@ def ragged_ptr(sizes: list[int]) -> torch.Tensor:
     ptr = torch.zeros(len(sizes) + 1, dtype=torch.long)
     ptr[1:] = torch.cumsum(torch.tensor(sizes, dtype=torch.long), 0)
     return ptr
+
+
+def rand_leaf(*shape, dtype=torch.float64, seed=0, grad=True, device="cpu") -> torch.Tensor:
+    """A seeded random leaf tensor (drawn in float64 on the CPU, then cast and moved)."""
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(*shape, generator=gen, dtype=torch.float64).to(device, dtype).requires_grad_(grad)
+
+
+def pool_inputs(mode: str, sizes: list[int], dim=5, nq=2, dtype=torch.float64, device="cpu"):
+    """(ptr, x, kwargs) for `segment_attention_pool` in one of the pooling modes:
+    shared_query, segment_query, scores (softmax), scores_raw (DIN-style), value."""
+    ptr = ragged_ptr(sizes).to(device)
+    rows, segs = int(ptr[-1]), len(sizes)
+    x = rand_leaf(rows, dim, dtype=dtype, seed=1, device=device)
+    kw = {}
+    if mode in ("shared_query", "value"):
+        kw["query"] = rand_leaf(nq, dim, dtype=dtype, seed=2, device=device)
+    elif mode == "segment_query":
+        kw["query"] = rand_leaf(segs, nq, dim, dtype=dtype, seed=2, device=device)
+    else:
+        kw["scores"] = rand_leaf(rows, nq, dtype=dtype, seed=2, device=device)
+        kw["normalize"] = mode == "scores"
+    if mode == "value":
+        kw["value"] = rand_leaf(rows, 3, dtype=dtype, seed=4, device=device)
+    return ptr, x, kw

@@ -9,16 +9,12 @@ from hypothesis import strategies as st
 
 from gattn import kernels as K
 
-from .graphs import awkward_graph, ragged_ptr
+from .graphs import awkward_graph, pool_inputs, ragged_ptr
+from .graphs import rand_leaf as _rand
 
 # The Triton interpreter runs this whole file in ~8 minutes: on CPU the Triton backend has
 # its own, smaller suite (test_triton.py); on a GPU it runs here too.
 FAST = ["cpu", *(["triton"] if torch.cuda.is_available() else [])]
-
-
-def _rand(*shape, dtype=torch.float64, seed=0, grad=True):
-    gen = torch.Generator().manual_seed(seed)
-    return torch.randn(*shape, generator=gen, dtype=torch.float64).to(dtype).requires_grad_(grad)
 
 
 def _grads(out, inputs, seed=1):
@@ -174,28 +170,11 @@ def test_segment_softmax_gradcheck(backend):
 POOL_MODES = ["shared_query", "segment_query", "scores", "scores_raw", "value"]
 
 
-def _pool_inputs(mode, sizes, dim=5, nq=2, dtype=torch.float64):
-    ptr = ragged_ptr(sizes)
-    rows, segs = int(ptr[-1]), len(sizes)
-    x = _rand(rows, dim, dtype=dtype, seed=1)
-    kw = {}
-    if mode in ("shared_query", "value"):
-        kw["query"] = _rand(nq, dim, dtype=dtype, seed=2)
-    elif mode == "segment_query":
-        kw["query"] = _rand(segs, nq, dim, dtype=dtype, seed=2)
-    else:
-        kw["scores"] = _rand(rows, nq, dtype=dtype, seed=2)
-        kw["normalize"] = mode == "scores"
-    if mode == "value":
-        kw["value"] = _rand(rows, 3, dtype=dtype, seed=4)
-    return ptr, x, kw
-
-
 @pytest.mark.parametrize("backend", FAST)
 @pytest.mark.parametrize("mode", POOL_MODES)
 def test_segment_attention_pool_matches_reference(backend, mode):
     sizes = [4, 0, 1, 9, 0, 3]
-    ptr, x, kw = _pool_inputs(mode, sizes)
+    ptr, x, kw = pool_inputs(mode, sizes)
     out, w = K.segment_attention_pool(x, ptr=ptr, backend=backend, **kw)
     ref_out, ref_w = K.segment_attention_pool(x, ptr=ptr, backend="reference", **kw)
     torch.testing.assert_close(out, ref_out)
@@ -218,7 +197,7 @@ def test_segment_attention_pool_matches_reference(backend, mode):
 @pytest.mark.parametrize("backend", ["reference", *FAST])
 @pytest.mark.parametrize("mode", POOL_MODES)
 def test_segment_attention_pool_gradcheck(backend, mode):
-    ptr, x, kw = _pool_inputs(mode, [2, 0, 3], dim=3)
+    ptr, x, kw = pool_inputs(mode, [2, 0, 3], dim=3)
     tensors = {key: val for key, val in kw.items() if isinstance(val, torch.Tensor)}
     flags = {key: val for key, val in kw.items() if not isinstance(val, torch.Tensor)}
 

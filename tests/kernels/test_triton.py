@@ -13,7 +13,7 @@ import torch
 
 from gattn import kernels as K
 
-from .graphs import awkward_graph, ragged_ptr
+from .graphs import awkward_graph, pool_inputs, ragged_ptr, rand_leaf
 
 TB = pytest.importorskip("gattn.kernels.triton_backend")
 CUDA = torch.cuda.is_available()
@@ -34,8 +34,7 @@ def small_split(monkeypatch):
 
 
 def _rand(*shape, dtype=torch.float64, seed=0, grad=True):
-    gen = torch.Generator().manual_seed(seed)
-    return torch.randn(*shape, generator=gen, dtype=torch.float64).to(DEVICE, dtype).requires_grad_(grad)
+    return rand_leaf(*shape, dtype=dtype, seed=seed, grad=grad, device=DEVICE)
 
 
 def _grads(outs, inputs, seed=1):
@@ -239,27 +238,10 @@ def test_segment_softmax_gradcheck():
 POOL_MODES = ["shared_query", "segment_query", "scores", "scores_raw", "value"]
 
 
-def _pool_inputs(mode, sizes, dim=5, nq=2, dtype=torch.float64):
-    ptr = ragged_ptr(sizes).to(DEVICE)
-    rows, segs = int(ptr[-1]), len(sizes)
-    x = _rand(rows, dim, dtype=dtype, seed=1)
-    kw = {}
-    if mode in ("shared_query", "value"):
-        kw["query"] = _rand(nq, dim, dtype=dtype, seed=2)
-    elif mode == "segment_query":
-        kw["query"] = _rand(segs, nq, dim, dtype=dtype, seed=2)
-    else:
-        kw["scores"] = _rand(rows, nq, dtype=dtype, seed=2)
-        kw["normalize"] = mode == "scores"
-    if mode == "value":
-        kw["value"] = _rand(rows, 3, dtype=dtype, seed=4)
-    return ptr, x, kw
-
-
 @pytest.mark.parametrize("mode", POOL_MODES)
 def test_segment_attention_pool_matches_reference(mode):
     sizes = [4, 0, 1, 35, 0, 3]
-    ptr, x, kw = _pool_inputs(mode, sizes)
+    ptr, x, kw = pool_inputs(mode, sizes, device=DEVICE)
     out, w = K.segment_attention_pool(x, ptr=ptr, backend="triton", **kw)
     ref_out, ref_w = K.segment_attention_pool(x, ptr=ptr, backend="reference", **kw)
     torch.testing.assert_close(out, ref_out)
@@ -281,7 +263,7 @@ def test_segment_attention_pool_matches_reference(mode):
 
 @pytest.mark.parametrize("mode", ["segment_query", "scores_raw"])
 def test_segment_attention_pool_gradcheck(mode):
-    ptr, x, kw = _pool_inputs(mode, [2, 0, 18], dim=3)
+    ptr, x, kw = pool_inputs(mode, [2, 0, 18], dim=3, device=DEVICE)
     tensors = {key: val for key, val in kw.items() if isinstance(val, torch.Tensor)}
     flags = {key: val for key, val in kw.items() if not isinstance(val, torch.Tensor)}
 
@@ -351,7 +333,7 @@ def test_gpu_segment_ops_long_segments(monkeypatch):
     monkeypatch.setattr(TB, "ROW_SPLIT", 512)
     sizes = [0, 5, 3000, 1, 700, *([7] * 200)]
     for mode in POOL_MODES:
-        ptr, x, kw = _pool_inputs(mode, sizes, dim=64, nq=4, dtype=torch.float32)
+        ptr, x, kw = pool_inputs(mode, sizes, dim=64, nq=4, dtype=torch.float32, device=DEVICE)
         out, w = K.segment_attention_pool(x, ptr=ptr, backend="triton", **kw)
         ref_out, ref_w = K.segment_attention_pool(x, ptr=ptr, backend="reference", **kw)
         # raw (unnormalised) weights over 3000 rows give outputs of size ~50: an absolute
