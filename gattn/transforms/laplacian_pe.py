@@ -65,6 +65,10 @@ __all__ = ["LaplacianPE", "RandomSignFlip", "laplacian_pe", "random_sign_flip"]
 
 _TRIVIAL_CHOICES = ("all", "first")
 _CHUNK_ELEMENTS = 1 << 20  # matrix entries per dense eigensolver call (8 MB in float64)
+# Units of at most this many nodes use the numba solver of ``_small_eigen`` (only the
+# wanted eigenpairs; faster than LAPACK's eigh up to a few hundred nodes); larger dense
+# units use batched torch.linalg.eigh.
+_SMALL_LIMIT = 256
 
 
 def _check_k(k: object) -> int:
@@ -160,6 +164,17 @@ def _solve_units(
         return values_out, vectors_out
 
     edge_unit = unit_of[u]
+    small = (sizes > 0) & (sizes <= min(_SMALL_LIMIT, sparse_threshold))
+    if bool(small.any()):
+        _solve_small_units(
+            sizes, edge_unit, local[u], local[v], unit_ptr, unit_nodes, skip, k,
+            num_workers, values_out, vectors_out,
+        )
+        if bool(small.all()):
+            return values_out, vectors_out
+        keep = ~small[edge_unit]
+        u, v, edge_unit = u[keep], v[keep], edge_unit[keep]
+        sizes = sizes.masked_fill(small, 0)  # solved: skipped below
     edge_size = sizes[edge_unit]
     # Sort edges by the size of their unit so each size group is one contiguous slice.
     order = torch.argsort(edge_size, stable=True)
@@ -245,6 +260,41 @@ def _solve_units(
         for done_units, done_size, future in pending:
             store(done_units, done_size, *future.result())
     return values_out, vectors_out
+
+
+def _solve_small_units(
+    sizes: Tensor,
+    edge_unit: Tensor,
+    local_u: Tensor,
+    local_v: Tensor,
+    unit_ptr: Tensor,
+    unit_nodes: Tensor,
+    skip: Tensor,
+    k: int,
+    num_workers: int,
+    values_out: Tensor,
+    vectors_out: Tensor,
+) -> None:
+    """Units of at most _SMALL_LIMIT nodes: the numba solver, LANES units at a time."""
+    import numba
+
+    from . import _small_eigen
+
+    groups, group_size = _small_eigen.group_units(
+        sizes.numpy(), _SMALL_LIMIT, _small_eigen.LANES
+    )
+    edge_ptr, eu, ev = _small_eigen.edges_by_unit(
+        edge_unit.numpy(), local_u.numpy(), local_v.numpy(), sizes.numel()
+    )
+    before = numba.get_num_threads()
+    numba.set_num_threads(max(1, min(num_workers, numba.config.NUMBA_NUM_THREADS)))
+    try:
+        _small_eigen.laplacian_units(
+            groups, group_size, unit_ptr.numpy(), unit_nodes.numpy(), edge_ptr, eu, ev,
+            skip.numpy(), k, values_out.numpy(), vectors_out.numpy(),
+        )
+    finally:
+        numba.set_num_threads(before)
 
 
 def _solve_sparse_units(

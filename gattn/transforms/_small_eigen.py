@@ -1,0 +1,458 @@
+"""The lowest eigenpairs of many small symmetric matrices, in numba, without LAPACK.
+
+LAPACK spends most of its time on call overhead and scalar code for matrices of a few
+dozen rows: ``torch.linalg.eigh`` (MKL) takes 110-150 us on one 34 x 34 matrix, and it
+computes every eigenvector. Laplacian encodings need only the ``k + 1`` smallest. Here
+matrices of the same size are solved ``LANES`` at a time, interleaved in memory
+(``a[row, col, lane]``), so every arithmetic step of the algorithm is one SIMD operation
+over the lanes; lane-dependent choices (pivoting, zero columns) are selects, not branches.
+For each matrix:
+
+1. Householder reduction to tridiagonal form, ``T = Q^T A Q`` (reflectors kept in place);
+2. bisection with Sturm counts for exactly the wanted eigenvalues (the count is exact, so
+   the i-th eigenvalue is found by its index: nothing is missed or found twice; all of
+   them are bisected together so the divisions overlap);
+3. inverse iteration on ``T`` for each eigenvalue (tridiagonal LU with partial pivoting, as
+   LAPACK's ``dgttrf``); each vector is orthogonalised against the previous ones, which
+   also gives an orthonormal basis of a repeated eigenvalue's eigenspace;
+4. the back-transformation ``z = Q y`` of only those vectors.
+
+This is LAPACK's ``dsytrd`` + ``dstebz`` + ``dstein`` + ``dormtr`` path: eigenvalues to a
+few ulps of ``||A||``, residuals ``||A z - lambda z||`` and loss of orthogonality of order
+``eps ||A||`` (``tests/transforms/test_small_eigen.py`` checks both against LAPACK).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+LANES = 4  # matrices per SIMD group (one AVX2 register of float64)
+_EPS = float(np.finfo(np.float64).eps)
+_SAFE_MIN = float(np.finfo(np.float64).tiny)
+_FAST = {"nsz", "contract", "reassoc", "arcp"}
+_jit = dict(cache=True, nogil=True, fastmath=_FAST, error_model="numpy")
+
+
+@njit(**_jit)
+def _tridiagonalize(a, diag, off, tau, v, p):
+    """Reduce symmetric ``a`` [n, n] in place to tridiagonal (diag, off).
+
+    Reflector j is ``H_j = I - tau_j v v^T`` with ``v = (1, a[j, j+2:])`` on indices
+    ``j+1 .. n-1``, and ``Q = H_0 H_1 ... H_{n-3}``. The whole trailing block is updated
+    (both triangles) so the inner loops are contiguous row operations. Indices in the hot
+    loops are unsigned: numba then emits no negative-index wraparound and LLVM vectorises.
+    """
+    n = a.shape[0]
+    end = np.uint64(n)
+    for j in range(n - 2):
+        row = np.uint64(j)
+        first = np.uint64(j + 1)
+        alpha = a[row, first]
+        sigma = 0.0
+        for c in range(first + np.uint64(1), end):
+            sigma += a[row, c] * a[row, c]
+        if sigma == 0.0:  # the column is already reduced: H_j = I
+            tau[j] = 0.0
+            off[j] = alpha
+            continue
+        norm = np.sqrt(alpha * alpha + sigma)
+        beta = -norm if alpha >= 0.0 else norm
+        t = (beta - alpha) / beta
+        scale = 1.0 / (alpha - beta)
+        v[first] = 1.0
+        for c in range(first + np.uint64(1), end):
+            v[c] = a[row, c] * scale
+            a[row, c] = v[c]
+        off[j] = beta
+        tau[j] = t
+        # p = tau B v over the trailing block B = a[j+1:, j+1:], then w = p - (tau/2)(v.p) v
+        dot = 0.0
+        for r in range(first, end):
+            total = 0.0
+            for c in range(first, end):
+                total += a[r, c] * v[c]
+            p[r] = t * total
+            dot += v[r] * p[r]
+        half = 0.5 * t * dot
+        for r in range(first, end):
+            p[r] -= half * v[r]
+        for r in range(first, end):
+            v_r = v[r]
+            p_r = p[r]
+            for c in range(first, end):
+                a[r, c] -= v_r * p[c] + p_r * v[c]
+    for i in range(n):
+        diag[i] = a[i, i]
+    if n >= 2:
+        off[n - 2] = a[n - 2, n - 1]
+        tau[n - 2] = 0.0
+
+
+@njit(**_jit)
+def _bisect_lowest(diag, off, count, values, norm):
+    """The ``count`` smallest eigenvalues of each lane's tridiagonal, ascending.
+
+    Every (eigenvalue, lane) pair is one slot ``s * LANES + lane`` of flat arrays, so one
+    Sturm-count step over all slots is a single contiguous, vectorisable loop.
+    """
+    n = diag.shape[1]
+    slots = count * LANES
+    diag_t = np.empty((n, slots))  # diag_t[i, slot] = diag[i, lane of slot]
+    off2_t = np.zeros((n, slots))
+    lo = np.empty(slots)
+    hi = np.empty(slots)
+    tol = np.empty(slots)
+    pivmin = np.empty(slots)
+    for b in range(LANES):
+        low_bound = diag[b, 0]
+        high_bound = diag[b, 0]
+        largest = 0.0
+        for i in range(n):
+            radius = 0.0
+            if i > 0:
+                radius += abs(off[b, i - 1])
+            if i < n - 1:
+                radius += abs(off[b, i])
+            low_bound = min(low_bound, diag[b, i] - radius)
+            high_bound = max(high_bound, diag[b, i] + radius)
+            largest = max(largest, abs(diag[b, i]) + radius)
+        largest = max(largest, _SAFE_MIN)
+        norm[b] = largest
+        lane_pivmin = _EPS * largest  # relative pivot floor (no underflow in products)
+        lane_tol = 2.0 * _EPS * largest
+        for s in range(count):
+            slot = s * LANES + b
+            pivmin[slot] = lane_pivmin
+            tol[slot] = lane_tol
+            lo[slot] = low_bound - 2.0 * lane_tol - lane_pivmin
+            hi[slot] = high_bound + 2.0 * lane_tol + lane_pivmin
+            for i in range(n):
+                diag_t[i, slot] = diag[b, i]
+                if i < n - 1:
+                    off2_t[i, slot] = off[b, i] * off[b, i]
+    mid = np.empty(slots)
+    prev = np.empty(slots)
+    cur = np.empty(slots)
+    below = np.empty(slots)
+    rank = np.empty(slots)  # the eigenvalue index of each slot
+    for slot in range(slots):
+        rank[slot] = slot // LANES
+    for _ in range(128):
+        active = 0
+        for slot in range(slots):
+            mid[slot] = 0.5 * (lo[slot] + hi[slot])
+            width = hi[slot] - lo[slot]
+            limit = tol[slot] + 2.0 * _EPS * max(abs(lo[slot]), abs(hi[slot]))
+            active += 1 if width > limit else 0
+        if active == 0:
+            break
+        # Sturm counts: the number of negative pivots q_i of T - mid I is the number of
+        # eigenvalues below mid. The pivots are carried as ratios of the leading minors
+        # p_i = (d_i - mid) p_{i-1} - e_{i-1}^2 p_{i-2} (q_i = p_i / p_{i-1}), which needs
+        # no division; a pivot smaller than eps*||T|| is replaced by -eps*||T|| (LAPACK
+        # does the same with its pivmin), and the pair is rescaled every 16 rows.
+        for slot in range(slots):
+            value = diag_t[0, slot] - mid[slot]
+            value = -pivmin[slot] if abs(value) < pivmin[slot] else value
+            prev[slot] = 1.0
+            cur[slot] = value
+            below[slot] = 1.0 if value < 0.0 else 0.0
+        one = np.uint64(1)
+        for i in range(one, np.uint64(n)):
+            for slot in range(np.uint64(slots)):
+                c = cur[slot]
+                value = (diag_t[i, slot] - mid[slot]) * c - off2_t[i - one, slot] * prev[slot]
+                value = -pivmin[slot] * c if abs(value) < pivmin[slot] * abs(c) else value
+                below[slot] += 1.0 if value * c < 0.0 else 0.0
+                prev[slot] = c
+                cur[slot] = value
+            if i % 16 == 0:
+                for slot in range(slots):
+                    scale = 1.0 / abs(cur[slot])
+                    prev[slot] *= scale
+                    cur[slot] *= scale
+        for slot in range(slots):
+            # more than `rank` eigenvalues below mid: eigenvalue number `rank` is below it
+            take_low = below[slot] > rank[slot]
+            hi[slot] = mid[slot] if take_low else hi[slot]
+            lo[slot] = lo[slot] if take_low else mid[slot]
+    for s in range(count):
+        for b in range(LANES):
+            slot = s * LANES + b
+            values[b, s] = 0.5 * (lo[slot] + hi[slot])
+
+
+@njit(**_jit)
+def _inverse_iteration(diag, off, values, count, norm, vectors):
+    """Eigenvectors of the tridiagonal (diag, off) for ``values`` into ``vectors[:count]``."""
+    n = diag.shape[0]
+    end = np.uint64(n)
+    low = np.empty(n)  # L multipliers
+    dg = np.empty(n)  # U diagonal
+    up1 = np.empty(n)  # U first superdiagonal
+    up2 = np.zeros(n)  # U second superdiagonal
+    swap = np.zeros(n, np.bool_)  # rows i and i+1 interchanged
+    x = np.empty(n)
+    pivmin = max(_EPS * norm, _SAFE_MIN)
+    state = np.uint64(0x9E3779B97F4A7C15)
+    cluster = 0  # first vector of the current cluster of close eigenvalues
+    for s in range(count):
+        if s > 0 and values[s] - values[s - 1] > 1e-3 * norm:
+            cluster = s
+        # LU with partial pivoting of T - lambda_s I (as LAPACK's dgttrf).
+        for i in range(n):
+            dg[i] = diag[i] - values[s]
+            up1[i] = off[i] if i < n - 1 else 0.0
+            low[i] = up1[i]
+            up2[i] = 0.0
+        for i in range(n - 1):
+            d_i = dg[i]
+            l_i = low[i]
+            if abs(d_i) >= abs(l_i):
+                if abs(d_i) < pivmin:
+                    d_i = pivmin if d_i >= 0.0 else -pivmin
+                    dg[i] = d_i
+                factor = l_i / d_i
+                dg[i + 1] -= factor * up1[i]
+                swap[i] = False
+            else:
+                factor = d_i / l_i
+                dg[i] = l_i
+                held = up1[i]
+                up1[i] = dg[i + 1]
+                dg[i + 1] = held - factor * dg[i + 1]
+                if i < n - 2:
+                    up2[i] = up1[i + 1]
+                    up1[i + 1] = -factor * up1[i + 1]
+                swap[i] = True
+            low[i] = factor
+        if abs(dg[n - 1]) < pivmin:
+            dg[n - 1] = pivmin if dg[n - 1] >= 0.0 else -pivmin
+        # Deterministic pseudo-random start (xorshift64).
+        for i in range(n):
+            state ^= state << np.uint64(13)
+            state ^= state >> np.uint64(7)
+            state ^= state << np.uint64(17)
+            x[i] = np.float64(state >> np.uint64(11)) / 9007199254740992.0 - 0.5
+        for sweep in range(2):
+            # Solve L U x = b: forward with the recorded interchanges, then backward.
+            for i in range(n - 1):
+                if swap[i]:
+                    held = x[i]
+                    x[i] = x[i + 1]
+                    x[i + 1] = held - low[i] * x[i + 1]
+                else:
+                    x[i + 1] -= low[i] * x[i]
+            x[n - 1] /= dg[n - 1]
+            if n >= 2:
+                x[n - 2] = (x[n - 2] - up1[n - 2] * x[n - 1]) / dg[n - 2]
+            for i in range(n - 3, -1, -1):
+                x[i] = (x[i] - up1[i] * x[i + 1] - up2[i] * x[i + 2]) / dg[i]
+            # Scale; orthogonalise against the vectors of close eigenvalues (those farther
+            # apart than 1e-3 ||T|| come out orthogonal, as in LAPACK's dstein; twice on
+            # the last sweep); normalise.
+            largest = 0.0
+            for i in range(end):
+                largest = max(largest, abs(x[i]))
+            inv = 1.0 / largest
+            for i in range(end):
+                x[i] *= inv
+            for _ in range(2 if sweep == 1 else 1):
+                for r in range(cluster, s):
+                    dot = 0.0
+                    for i in range(end):
+                        dot += x[i] * vectors[r, i]
+                    for i in range(end):
+                        x[i] -= dot * vectors[r, i]
+            total = 0.0
+            for i in range(end):
+                total += x[i] * x[i]
+            inv = 1.0 / np.sqrt(total)
+            for i in range(end):
+                x[i] *= inv
+        for i in range(end):
+            vectors[s, i] = x[i]
+
+
+@njit(**_jit)
+def _back_transform(a, tau, vectors, count):
+    """``vectors[s] <- Q vectors[s]`` with the reflectors left by _tridiagonalize."""
+    n = a.shape[0]
+    end = np.uint64(n)
+    for j in range(n - 3, -1, -1):
+        t = tau[j]
+        if t == 0.0:
+            continue
+        row = np.uint64(j)
+        first = np.uint64(j + 1)
+        for s in range(count):
+            dot = vectors[s, first]
+            for i in range(first + np.uint64(1), end):
+                dot += a[row, i] * vectors[s, i]
+            dot *= t
+            vectors[s, first] -= dot
+            for i in range(first + np.uint64(1), end):
+                vectors[s, i] -= dot * a[row, i]
+
+
+@njit(**_jit)
+def lowest_eigenpairs(a, count, values, vectors):
+    """The ``count`` smallest eigenpairs of each symmetric ``a[lane]`` [n, n].
+
+    ``a`` [LANES, n, n] is overwritten. ``values[lane, :count]`` ascending;
+    ``vectors[lane, :count]`` orthonormal rows.
+    """
+    n = a.shape[1]
+    diag = np.empty((LANES, n))
+    off = np.zeros((LANES, n))
+    tau = np.zeros((LANES, n))
+    v = np.empty(n)
+    p = np.empty(n)
+    norm = np.empty(LANES)
+    for b in range(LANES):
+        _tridiagonalize(a[b], diag[b], off[b], tau[b], v, p)
+    _bisect_lowest(diag, off, count, values, norm)
+    for b in range(LANES):
+        _inverse_iteration(diag[b], off[b], values[b], count, norm[b], vectors[b])
+        _back_transform(a[b], tau[b], vectors[b], count)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def eigenpairs_of_matrices(matrices, count):
+    """Test and benchmark entry: the lowest eigenpairs of G symmetric [n, n] matrices."""
+    total, n = matrices.shape[0], matrices.shape[1]
+    values_out = np.zeros((total, count))
+    vectors_out = np.zeros((total, count, n))
+    for group in range(0, total, LANES):
+        a = np.zeros((LANES, n, n))
+        for b in range(LANES):
+            g = group + b
+            if g < total:
+                a[b] = matrices[g]
+            else:
+                for i in range(n):
+                    a[b, i, i] = 1.0  # padding lane: the identity
+        values = np.empty((LANES, count))
+        vectors = np.empty((LANES, count, n))
+        lowest_eigenpairs(a, count, values, vectors)
+        for b in range(min(LANES, total - group)):
+            values_out[group + b] = values[b]
+            vectors_out[group + b] = vectors[b]
+    return values_out, vectors_out
+
+
+@njit(cache=True, parallel=True, nogil=True, error_model="numpy")
+def laplacian_units(
+    groups, group_size, unit_ptr, unit_nodes, edge_ptr, edge_u, edge_v, skip, k,
+    values_out, vectors_out,
+):
+    """Normalised-Laplacian encodings of independent node sets ("units"), LANES at a time.
+
+    ``groups`` [num_groups, LANES]: units of equal size ``group_size[group]`` solved
+    together (-1 pads a group). Unit ``g`` has nodes ``unit_nodes[unit_ptr[g]:
+    unit_ptr[g+1]]`` and edges ``edge_ptr[g]:edge_ptr[g+1]`` of (edge_u, edge_v), given as
+    positions inside the unit (either direction, duplicates allowed, no self-loops). The
+    eigenpairs ``skip[g] .. skip[g]+k-1`` are written to ``values_out[g]`` and to the rows of
+    ``vectors_out`` of the unit's nodes, each vector with its largest entry positive.
+    """
+    for group in prange(groups.shape[0]):
+        n = group_size[group]
+        first = 0
+        for b in range(LANES):
+            if groups[group, b] >= 0:
+                first = max(first, skip[groups[group, b]])
+        count = min(first + k, n)
+        if count == 0:
+            continue
+        a = np.zeros((LANES, n, n))
+        inv_sqrt = np.empty(n)
+        for b in range(LANES):
+            g = groups[group, b]
+            lap = a[b]
+            if g < 0:
+                for i in range(n):
+                    lap[i, i] = 1.0  # padding lane: the identity
+                continue
+            for e in range(edge_ptr[g], edge_ptr[g + 1]):
+                lap[edge_u[e], edge_v[e]] = 1.0
+                lap[edge_v[e], edge_u[e]] = 1.0
+            for i in range(n):
+                degree = 0.0
+                for j in range(n):
+                    degree += lap[i, j]
+                inv_sqrt[i] = 1.0 / np.sqrt(max(degree, 1.0))  # isolated node: L_ii = 1
+            for i in range(n):
+                for j in range(n):
+                    lap[i, j] = -lap[i, j] * inv_sqrt[i] * inv_sqrt[j]
+                lap[i, i] += 1.0
+        values = np.empty((LANES, count))
+        vectors = np.empty((LANES, count, n))
+        lowest_eigenpairs(a, count, values, vectors)
+        for b in range(LANES):
+            g = groups[group, b]
+            if g < 0:
+                continue
+            start = unit_ptr[g]
+            for s in range(skip[g], min(skip[g] + k, n)):
+                best = 0
+                for i in range(1, n):
+                    if abs(vectors[b, s, i]) > abs(vectors[b, s, best]):
+                        best = i
+                sign = -1.0 if vectors[b, s, best] < 0.0 else 1.0
+                column = s - skip[g]
+                values_out[g, column] = values[b, s]
+                for i in range(n):
+                    vectors_out[unit_nodes[start + i], column] = sign * vectors[b, s, i]
+
+
+@njit(cache=True, nogil=True)
+def group_units(sizes, limit, lanes):
+    """Units with 1..limit nodes, sorted by size and cut into groups of ``lanes`` units.
+
+    Returns ``groups`` [num_groups, lanes] (-1 pads the last group of a size) and the size
+    of each group.
+    """
+    counts = np.zeros(limit + 1, np.int64)
+    for size in sizes:
+        if 0 < size <= limit:
+            counts[size] += 1
+    num_groups = 0
+    for size in range(limit + 1):
+        num_groups += (counts[size] + lanes - 1) // lanes
+    groups = np.full((num_groups, lanes), -1, np.int64)
+    group_size = np.zeros(num_groups, np.int64)
+    first_group = np.zeros(limit + 1, np.int64)
+    position = 0
+    for size in range(limit + 1):
+        first_group[size] = position
+        for g in range((counts[size] + lanes - 1) // lanes):
+            group_size[position + g] = size
+        position += (counts[size] + lanes - 1) // lanes
+    filled = np.zeros(limit + 1, np.int64)
+    for unit in range(sizes.size):
+        size = sizes[unit]
+        if 0 < size <= limit:
+            slot = filled[size]
+            groups[first_group[size] + slot // lanes, slot % lanes] = unit
+            filled[size] += 1
+    return groups, group_size
+
+
+@njit(cache=True, nogil=True)
+def edges_by_unit(edge_unit, local_u, local_v, num_units):
+    """Counting sort of the edges by unit: (edge_ptr, u, v) with positions inside units."""
+    edge_ptr = np.zeros(num_units + 1, np.int64)
+    for unit in edge_unit:
+        edge_ptr[unit + 1] += 1
+    for unit in range(num_units):
+        edge_ptr[unit + 1] += edge_ptr[unit]
+    fill = edge_ptr[:-1].copy()
+    u = np.empty(edge_unit.size, np.int64)
+    v = np.empty(edge_unit.size, np.int64)
+    for e in range(edge_unit.size):
+        slot = fill[edge_unit[e]]
+        u[slot] = local_u[e]
+        v[slot] = local_v[e]
+        fill[edge_unit[e]] = slot + 1
+    return edge_ptr, u, v
