@@ -90,14 +90,19 @@ def _tridiagonalize(a, diag, off, tau, v, p):
 
 
 @njit(**_jit)
-def _bisect_lowest(diag, off, count, values, norm):
+def _bisect_lowest(diag, off, count, values, norm, known_zero):
     """The ``count`` smallest eigenvalues of each lane's tridiagonal, ascending.
 
-    Every (eigenvalue, lane) pair is one slot ``s * LANES + lane`` of flat arrays, so one
-    Sturm-count step over all slots is a single contiguous, vectorisable loop.
+    Every (eigenvalue, lane) pair is one slot ``(s - first) * LANES + lane`` of flat
+    arrays, so one Sturm-count step over all slots is a single contiguous, vectorisable
+    loop. With ``known_zero`` the smallest eigenvalue of every lane is known to be exactly
+    0 (a connected Laplacian) and is not searched. Eigenvalues are found to an absolute
+    accuracy of ``1e-12 ||T||``: the inverse iteration that follows converges from there,
+    and eigenvalues closer together than that form one eigenspace to working accuracy.
     """
     n = diag.shape[1]
-    slots = count * LANES
+    first = 1 if known_zero and count > 0 else 0
+    slots = (count - first) * LANES
     diag_t = np.empty((n, slots))  # diag_t[i, slot] = diag[i, lane of slot]
     off2_t = np.zeros((n, slots))
     lo = np.empty(slots)
@@ -120,9 +125,9 @@ def _bisect_lowest(diag, off, count, values, norm):
         largest = max(largest, _SAFE_MIN)
         norm[b] = largest
         lane_pivmin = _EPS * largest  # relative pivot floor (no underflow in products)
-        lane_tol = 2.0 * _EPS * largest
-        for s in range(count):
-            slot = s * LANES + b
+        lane_tol = max(2.0 * _EPS, 1e-12) * largest
+        for s in range(first, count):
+            slot = (s - first) * LANES + b
             pivmin[slot] = lane_pivmin
             tol[slot] = lane_tol
             lo[slot] = low_bound - 2.0 * lane_tol - lane_pivmin
@@ -137,7 +142,7 @@ def _bisect_lowest(diag, off, count, values, norm):
     below = np.empty(slots)
     rank = np.empty(slots)  # the eigenvalue index of each slot
     for slot in range(slots):
-        rank[slot] = slot // LANES
+        rank[slot] = first + slot // LANES
     for _ in range(128):
         active = 0
         for slot in range(slots):
@@ -177,102 +182,140 @@ def _bisect_lowest(diag, off, count, values, norm):
             take_low = below[slot] > rank[slot]
             hi[slot] = mid[slot] if take_low else hi[slot]
             lo[slot] = lo[slot] if take_low else mid[slot]
-    for s in range(count):
-        for b in range(LANES):
-            slot = s * LANES + b
+    for b in range(LANES):
+        if first:
+            values[b, 0] = 0.0
+        for s in range(first, count):
+            slot = (s - first) * LANES + b
             values[b, s] = 0.5 * (lo[slot] + hi[slot])
 
 
 @njit(**_jit)
 def _inverse_iteration(diag, off, values, count, norm, vectors):
-    """Eigenvectors of the tridiagonal (diag, off) for ``values`` into ``vectors[:count]``."""
-    n = diag.shape[0]
-    end = np.uint64(n)
-    low = np.empty(n)  # L multipliers
-    dg = np.empty(n)  # U diagonal
-    up1 = np.empty(n)  # U first superdiagonal
-    up2 = np.zeros(n)  # U second superdiagonal
-    swap = np.zeros(n, np.bool_)  # rows i and i+1 interchanged
-    x = np.empty(n)
-    pivmin = max(_EPS * norm, _SAFE_MIN)
-    state = np.uint64(0x9E3779B97F4A7C15)
-    cluster = 0  # first vector of the current cluster of close eigenvalues
+    """Eigenvectors of each lane's tridiagonal for ``values`` into ``vectors[lane, :count]``.
+
+    All (eigenvalue, lane) slots are iterated together, so the dependent divisions of the
+    LU factorisations and solves of different slots overlap; the pivoting choice of each
+    slot is a select. Vectors of close eigenvalues (closer than 1e-3 ||T||, as in LAPACK's
+    dstein; farther ones come out orthogonal) are orthogonalised in order after each sweep.
+    """
+    n = diag.shape[1]
+    slots = count * LANES
+    low = np.empty((n, slots))  # L multipliers
+    dg = np.empty((n, slots))  # U diagonal (inverted after the factorisation)
+    up1 = np.empty((n, slots))  # U first superdiagonal
+    up2 = np.zeros((n, slots))  # U second superdiagonal
+    swap = np.zeros((n, slots))  # 1.0 where rows i and i+1 were interchanged
+    x = np.empty((n, slots))
+    pivmin = np.empty(slots)
     for s in range(count):
-        if s > 0 and values[s] - values[s - 1] > 1e-3 * norm:
-            cluster = s
-        # LU with partial pivoting of T - lambda_s I (as LAPACK's dgttrf).
-        for i in range(n):
-            dg[i] = diag[i] - values[s]
-            up1[i] = off[i] if i < n - 1 else 0.0
-            low[i] = up1[i]
-            up2[i] = 0.0
-        for i in range(n - 1):
-            d_i = dg[i]
-            l_i = low[i]
-            if abs(d_i) >= abs(l_i):
-                if abs(d_i) < pivmin:
-                    d_i = pivmin if d_i >= 0.0 else -pivmin
-                    dg[i] = d_i
-                factor = l_i / d_i
-                dg[i + 1] -= factor * up1[i]
-                swap[i] = False
-            else:
-                factor = d_i / l_i
-                dg[i] = l_i
-                held = up1[i]
-                up1[i] = dg[i + 1]
-                dg[i + 1] = held - factor * dg[i + 1]
-                if i < n - 2:
-                    up2[i] = up1[i + 1]
-                    up1[i + 1] = -factor * up1[i + 1]
-                swap[i] = True
-            low[i] = factor
-        if abs(dg[n - 1]) < pivmin:
-            dg[n - 1] = pivmin if dg[n - 1] >= 0.0 else -pivmin
-        # Deterministic pseudo-random start (xorshift64).
+        for b in range(LANES):
+            slot = s * LANES + b
+            pivmin[slot] = max(_EPS * norm[b], _SAFE_MIN)
+            for i in range(n):
+                dg[i, slot] = diag[b, i] - values[b, s]
+                up1[i, slot] = off[b, i] if i < n - 1 else 0.0
+                low[i, slot] = up1[i, slot]
+    # LU with partial pivoting of T - lambda I (as LAPACK's dgttrf), every slot at once.
+    for i in range(n - 1):
+        for slot in range(np.uint64(slots)):
+            d_i = dg[i, slot]
+            l_i = low[i, slot]
+            u_i = up1[i, slot]
+            d_next = dg[i + 1, slot]
+            u_next = up1[i + 1, slot]
+            keep = abs(d_i) >= abs(l_i)
+            if abs(d_i) < pivmin[slot]:
+                d_i = pivmin[slot] if d_i >= 0.0 else -pivmin[slot]
+            factor = (l_i if keep else d_i) / (d_i if keep else l_i)
+            dg[i, slot] = d_i if keep else l_i
+            up1[i, slot] = u_i if keep else d_next
+            dg[i + 1, slot] = d_next - factor * u_i if keep else u_i - factor * d_next
+            up2[i, slot] = 0.0 if keep else u_next
+            up1[i + 1, slot] = u_next if keep else -factor * u_next
+            low[i, slot] = factor
+            swap[i, slot] = 0.0 if keep else 1.0
+    for i in range(n):
+        for slot in range(slots):
+            value = dg[i, slot]
+            if abs(value) < pivmin[slot]:
+                value = pivmin[slot] if value >= 0.0 else -pivmin[slot]
+            dg[i, slot] = 1.0 / value
+    # Deterministic pseudo-random start (xorshift64), the same for every lane.
+    state = np.uint64(0x9E3779B97F4A7C15)
+    for s in range(count):
         for i in range(n):
             state ^= state << np.uint64(13)
             state ^= state >> np.uint64(7)
             state ^= state << np.uint64(17)
-            x[i] = np.float64(state >> np.uint64(11)) / 9007199254740992.0 - 0.5
-        for sweep in range(2):
-            # Solve L U x = b: forward with the recorded interchanges, then backward.
-            for i in range(n - 1):
-                if swap[i]:
-                    held = x[i]
-                    x[i] = x[i + 1]
-                    x[i + 1] = held - low[i] * x[i + 1]
-                else:
-                    x[i + 1] -= low[i] * x[i]
-            x[n - 1] /= dg[n - 1]
+            start = np.float64(state >> np.uint64(11)) / 9007199254740992.0 - 0.5
+            for b in range(LANES):
+                x[i, s * LANES + b] = start
+    scale = np.empty(slots)
+    for sweep in range(2):
+        # Solve L U x = b: forward with the recorded interchanges, then backward.
+        for i in range(n - 1):
+            for slot in range(np.uint64(slots)):
+                x_i = x[i, slot]
+                x_next = x[i + 1, slot]
+                swapped = swap[i, slot] != 0.0
+                x[i, slot] = x_next if swapped else x_i
+                x[i + 1, slot] = (x_i - low[i, slot] * x_next) if swapped else (
+                    x_next - low[i, slot] * x_i
+                )
+        for slot in range(slots):
+            x[n - 1, slot] *= dg[n - 1, slot]
             if n >= 2:
-                x[n - 2] = (x[n - 2] - up1[n - 2] * x[n - 1]) / dg[n - 2]
-            for i in range(n - 3, -1, -1):
-                x[i] = (x[i] - up1[i] * x[i + 1] - up2[i] * x[i + 2]) / dg[i]
-            # Scale; orthogonalise against the vectors of close eigenvalues (those farther
-            # apart than 1e-3 ||T|| come out orthogonal, as in LAPACK's dstein; twice on
-            # the last sweep); normalise.
-            largest = 0.0
-            for i in range(end):
-                largest = max(largest, abs(x[i]))
-            inv = 1.0 / largest
-            for i in range(end):
-                x[i] *= inv
-            for _ in range(2 if sweep == 1 else 1):
-                for r in range(cluster, s):
-                    dot = 0.0
-                    for i in range(end):
-                        dot += x[i] * vectors[r, i]
-                    for i in range(end):
-                        x[i] -= dot * vectors[r, i]
-            total = 0.0
-            for i in range(end):
-                total += x[i] * x[i]
-            inv = 1.0 / np.sqrt(total)
-            for i in range(end):
-                x[i] *= inv
-        for i in range(end):
-            vectors[s, i] = x[i]
+                x[n - 2, slot] = (x[n - 2, slot] - up1[n - 2, slot] * x[n - 1, slot]) * dg[
+                    n - 2, slot
+                ]
+        for i in range(n - 3, -1, -1):
+            for slot in range(np.uint64(slots)):
+                x[i, slot] = (
+                    x[i, slot] - up1[i, slot] * x[i + 1, slot] - up2[i, slot] * x[i + 2, slot]
+                ) * dg[i, slot]
+        # Scale by the largest entry (no overflow), then orthogonalise and normalise.
+        for slot in range(slots):
+            scale[slot] = 0.0
+        for i in range(n):
+            for slot in range(slots):
+                scale[slot] = max(scale[slot], abs(x[i, slot]))
+        for i in range(n):
+            for slot in range(slots):
+                x[i, slot] /= scale[slot]
+        for b in range(LANES):
+            cluster = 0
+            for s in range(count):
+                slot = s * LANES + b
+                if s > 0 and values[b, s] - values[b, s - 1] > 1e-3 * norm[b]:
+                    cluster = s
+                for _ in range(2 if sweep == 1 else 1):
+                    for r in range(cluster, s):
+                        other = r * LANES + b
+                        dot = 0.0
+                        for i in range(n):
+                            dot += x[i, slot] * x[i, other]
+                        for i in range(n):
+                            x[i, slot] -= dot * x[i, other]
+                total = 0.0
+                for i in range(n):
+                    total += x[i, slot] * x[i, slot]
+                inv = 1.0 / np.sqrt(total)
+                for i in range(n):
+                    x[i, slot] *= inv
+    # The Rayleigh quotients x^T T x refine the eigenvalues from the bisection tolerance
+    # to working accuracy (their error is of the order of the squared residual).
+    for b in range(LANES):
+        for s in range(count):
+            slot = s * LANES + b
+            quotient = 0.0
+            for i in range(n):
+                quotient += diag[b, i] * x[i, slot] * x[i, slot]
+                vectors[b, s, i] = x[i, slot]
+            for i in range(n - 1):
+                quotient += 2.0 * off[b, i] * x[i, slot] * x[i + 1, slot]
+            if values[b, s] != 0.0 or s > 0:  # an exact zero (known_zero) stays exact
+                values[b, s] = quotient
 
 
 @njit(**_jit)
@@ -297,8 +340,11 @@ def _back_transform(a, tau, vectors, count):
 
 
 @njit(**_jit)
-def lowest_eigenpairs(a, count, values, vectors):
+def lowest_eigenpairs(a, count, values, vectors, known_zero=False):
     """The ``count`` smallest eigenpairs of each symmetric ``a[lane]`` [n, n].
+
+    ``known_zero``: every matrix is the Laplacian of a connected graph, so its smallest
+    eigenvalue is exactly 0 (it is then not searched, only its vector computed).
 
     ``a`` [LANES, n, n] is overwritten. ``values[lane, :count]`` ascending;
     ``vectors[lane, :count]`` orthonormal rows.
@@ -312,9 +358,9 @@ def lowest_eigenpairs(a, count, values, vectors):
     norm = np.empty(LANES)
     for b in range(LANES):
         _tridiagonalize(a[b], diag[b], off[b], tau[b], v, p)
-    _bisect_lowest(diag, off, count, values, norm)
+    _bisect_lowest(diag, off, count, values, norm, known_zero)
+    _inverse_iteration(diag, off, values, count, norm, vectors)
     for b in range(LANES):
-        _inverse_iteration(diag[b], off[b], values[b], count, norm[b], vectors[b])
         _back_transform(a[b], tau[b], vectors[b], count)
 
 
@@ -345,7 +391,7 @@ def eigenpairs_of_matrices(matrices, count):
 @njit(cache=True, parallel=True, nogil=True, error_model="numpy")
 def laplacian_units(
     groups, group_size, unit_ptr, unit_nodes, edge_ptr, edge_u, edge_v, skip, k,
-    values_out, vectors_out,
+    values_out, vectors_out, connected,
 ):
     """Normalised-Laplacian encodings of independent node sets ("units"), LANES at a time.
 
@@ -355,6 +401,7 @@ def laplacian_units(
     positions inside the unit (either direction, duplicates allowed, no self-loops). The
     eigenpairs ``skip[g] .. skip[g]+k-1`` are written to ``values_out[g]`` and to the rows of
     ``vectors_out`` of the unit's nodes, each vector with its largest entry positive.
+    ``connected``: every unit is connected (its smallest eigenvalue is exactly 0).
     """
     for group in prange(groups.shape[0]):
         n = group_size[group]
@@ -388,7 +435,7 @@ def laplacian_units(
                 lap[i, i] += 1.0
         values = np.empty((LANES, count))
         vectors = np.empty((LANES, count, n))
-        lowest_eigenpairs(a, count, values, vectors)
+        lowest_eigenpairs(a, count, values, vectors, connected and n >= 2)
         for b in range(LANES):
             g = groups[group, b]
             if g < 0:

@@ -144,8 +144,12 @@ def _solve_units(
     k: int,
     sparse_threshold: int,
     num_workers: int = 1,
+    connected: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """Eigenpairs for independent node sets ("units": graphs or connected components).
+
+    ``connected``: the units are connected components (so each one of two or more nodes
+    has exactly one zero eigenvalue).
 
     ``u``/``v``: the edges (global node ids, no self-loops; either or both directions,
     duplicates allowed: the graph is symmetrised and unweighted); ``unit_of``: unit of
@@ -168,7 +172,7 @@ def _solve_units(
     if bool(small.any()):
         _solve_small_units(
             sizes, edge_unit, local[u], local[v], unit_ptr, unit_nodes, skip, k,
-            num_workers, values_out, vectors_out,
+            num_workers, values_out, vectors_out, connected,
         )
         if bool(small.all()):
             return values_out, vectors_out
@@ -274,6 +278,7 @@ def _solve_small_units(
     num_workers: int,
     values_out: Tensor,
     vectors_out: Tensor,
+    connected: bool,
 ) -> None:
     """Units of at most _SMALL_LIMIT nodes: the numba solver, LANES units at a time."""
     import numba
@@ -291,7 +296,7 @@ def _solve_small_units(
     try:
         _small_eigen.laplacian_units(
             groups, group_size, unit_ptr.numpy(), unit_nodes.numpy(), edge_ptr, eu, ev,
-            skip.numpy(), k, values_out.numpy(), vectors_out.numpy(),
+            skip.numpy(), k, values_out.numpy(), vectors_out.numpy(), connected,
         )
     finally:
         numba.set_num_threads(before)
@@ -445,7 +450,8 @@ def _solve_by_components(
     local = position - unit_ptr[labels]
     skip = (sizes > 1).long()  # a component with an edge has exactly one zero eigenvalue
     values, vectors = _solve_units(
-        u, v, labels, local, unit_ptr, unit_nodes, skip, k, sparse_threshold, num_workers
+        u, v, labels, local, unit_ptr, unit_nodes, skip, k, sparse_threshold, num_workers,
+        connected=True,
     )
 
     unit_graph = torch.zeros(num_units, dtype=torch.long)
@@ -609,9 +615,21 @@ class LaplacianPE(BaseTransform):
         if device.type != "cpu":
             pe, values = pe.to(device), values.to(device)
         out = []
-        for data, block, value in zip(graphs, torch.split(pe, sizes), values.split(1)):
-            copy = data.clone() if self.attr_name is None else data.__copy__()
-            out.append(self._store(copy, block, value))
+        blocks = torch.split(pe, sizes)
+        if self.attr_name is None or self.eigenvalue_attr is not None:
+            for data, block, value in zip(graphs, blocks, values.split(1)):
+                copy = data.clone() if self.attr_name is None else data.__copy__()
+                out.append(self._store(copy, block, value))
+            return out
+        for data, block in zip(graphs, blocks):
+            copy = data.__copy__()
+            # The storage's own dict: Data.__setitem__ costs several times the copy.
+            mapping = getattr(copy._store, "_mapping", None) if type(data) is Data else None
+            if isinstance(mapping, dict):
+                mapping[self.attr_name] = block
+            else:
+                copy[self.attr_name] = block
+            out.append(copy)
         return out
 
     def __repr__(self) -> str:
