@@ -35,53 +35,106 @@ _jit = dict(cache=True, nogil=True, fastmath=_FAST, error_model="numpy")
 
 
 @njit(**_jit)
+def _reflector(a, j, v):
+    """Householder vector of row j of ``a`` into ``v[j+1:]``; returns (tau, beta).
+
+    ``tau == 0`` when the row is already reduced (``H_j = I``, beta = a[j, j+1]).
+    """
+    n = a.shape[0]
+    end = np.uint64(n)
+    row = np.uint64(j)
+    first = np.uint64(j + 1)
+    alpha = a[row, first]
+    sigma = 0.0
+    for c in range(first + np.uint64(1), end):
+        sigma += a[row, c] * a[row, c]
+    if sigma == 0.0:
+        return 0.0, alpha
+    norm = np.sqrt(alpha * alpha + sigma)
+    beta = -norm if alpha >= 0.0 else norm
+    scale = 1.0 / (alpha - beta)
+    v[first] = 1.0
+    for c in range(first + np.uint64(1), end):
+        v[c] = a[row, c] * scale
+    return (beta - alpha) / beta, beta
+
+
+@njit(**_jit)
 def _tridiagonalize(a, diag, off, tau, v, p):
     """Reduce symmetric ``a`` [n, n] in place to tridiagonal (diag, off).
 
     Reflector j is ``H_j = I - tau_j v v^T`` with ``v = (1, a[j, j+2:])`` on indices
     ``j+1 .. n-1``, and ``Q = H_0 H_1 ... H_{n-3}``. The whole trailing block is updated
-    (both triangles) so the inner loops are contiguous row operations. Indices in the hot
-    loops are unsigned: numba then emits no negative-index wraparound and LLVM vectorises.
+    (both triangles) so the inner loops are contiguous row operations, and the product
+    ``B v`` that the next step needs is accumulated while each row is updated (one pass
+    over the matrix per step, not two). Indices in the hot loops are unsigned: numba then
+    emits no negative-index wraparound and LLVM vectorises them.
     """
     n = a.shape[0]
     end = np.uint64(n)
+    v_next = np.empty(n)
+    p_next = np.empty(n)
+    ready = False  # p holds B v for the current step (accumulated by the previous one)
     for j in range(n - 2):
         row = np.uint64(j)
         first = np.uint64(j + 1)
-        alpha = a[row, first]
-        sigma = 0.0
-        for c in range(first + np.uint64(1), end):
-            sigma += a[row, c] * a[row, c]
-        if sigma == 0.0:  # the column is already reduced: H_j = I
-            tau[j] = 0.0
-            off[j] = alpha
-            continue
-        norm = np.sqrt(alpha * alpha + sigma)
-        beta = -norm if alpha >= 0.0 else norm
-        t = (beta - alpha) / beta
-        scale = 1.0 / (alpha - beta)
-        v[first] = 1.0
-        for c in range(first + np.uint64(1), end):
-            v[c] = a[row, c] * scale
-            a[row, c] = v[c]
+        if not ready:
+            t, beta = _reflector(a, j, v)
         off[j] = beta
         tau[j] = t
-        # p = tau B v over the trailing block B = a[j+1:, j+1:], then w = p - (tau/2)(v.p) v
+        if t == 0.0:
+            ready = False
+            continue
+        for c in range(first + np.uint64(1), end):
+            a[row, c] = v[c]  # kept for the back-transformation
+        if not ready:
+            for r in range(first, end):
+                total = 0.0
+                for c in range(first, end):
+                    total += a[r, c] * v[c]
+                p[r] = total
+        # w = tau B v - (tau^2 / 2)(v . B v) v
         dot = 0.0
         for r in range(first, end):
-            total = 0.0
-            for c in range(first, end):
-                total += a[r, c] * v[c]
-            p[r] = t * total
+            p[r] *= t
             dot += v[r] * p[r]
         half = 0.5 * t * dot
         for r in range(first, end):
             p[r] -= half * v[r]
-        for r in range(first, end):
-            v_r = v[r]
-            p_r = p[r]
-            for c in range(first, end):
-                a[r, c] -= v_r * p[c] + p_r * v[c]
+        # B -= v w^T + w v^T; row j+1 first, since it defines the next reflector.
+        v_r = v[first]
+        p_r = p[first]
+        for c in range(first, end):
+            a[first, c] -= v_r * p[c] + p_r * v[c]
+        ready = False
+        second = first + np.uint64(1)
+        if j + 1 < n - 2:
+            t_next, beta_next = _reflector(a, j + 1, v_next)
+            ready = t_next != 0.0
+        if ready:
+            # Update the remaining rows and accumulate (B' v_next)[r] on the way.
+            for r in range(second, end):
+                v_r = v[r]
+                p_r = p[r]
+                updated = a[r, first] - (v_r * p[first] + p_r * v[first])
+                a[r, first] = updated
+                total = 0.0
+                for c in range(second, end):
+                    updated = a[r, c] - (v_r * p[c] + p_r * v[c])
+                    a[r, c] = updated
+                    total += updated * v_next[c]
+                p_next[r] = total
+            for c in range(second, end):
+                v[c] = v_next[c]
+                p[c] = p_next[c]
+            t = t_next
+            beta = beta_next
+        else:
+            for r in range(second, end):
+                v_r = v[r]
+                p_r = p[r]
+                for c in range(first, end):
+                    a[r, c] -= v_r * p[c] + p_r * v[c]
     for i in range(n):
         diag[i] = a[i, i]
     if n >= 2:

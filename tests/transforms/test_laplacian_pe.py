@@ -85,6 +85,14 @@ def check_against_dense(pe: torch.Tensor, values: torch.Tensor, data: Data, k: i
             np.testing.assert_allclose(projector @ ours, ours, atol=1e-6)
 
 
+@pytest.fixture(params=["numba", "lapack"])
+def solver(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run a test with the small-graph numba solver and with batched LAPACK eigh."""
+    if request.param == "lapack":
+        monkeypatch.setattr(lap, "_SMALL_LIMIT", 0)
+    return request.param
+
+
 GRAPHS = [
     (12, 0.35, 0),  # connected
     (20, 0.12, 1),  # disconnected, some isolated nodes
@@ -97,14 +105,16 @@ GRAPHS = [
 
 @pytest.mark.parametrize("trivial", ["all", "first"])
 @pytest.mark.parametrize("n, p, seed", GRAPHS)
-def test_single_graph_matches_dense_eigh(n: int, p: float, seed: int, trivial: str) -> None:
+def test_single_graph_matches_dense_eigh(
+    n: int, p: float, seed: int, trivial: str, solver: str
+) -> None:
     data = random_graph(n, p, seed)
     pe, values = laplacian_pe(data.edge_index, n, k=5, trivial=trivial, dtype=torch.float64,
                               return_eigenvalues=True)
     check_against_dense(pe, values, data, 5, trivial)
 
 
-def test_repeated_eigenvalues_star_and_cycle() -> None:
+def test_repeated_eigenvalues_star_and_cycle(solver: str) -> None:
     # A star has eigenvalue 1 with multiplicity n - 2; a cycle has pairs of equal ones.
     star = torch.tensor([[0] * 7 + list(range(1, 8)), list(range(1, 8)) + [0] * 7])
     ring = torch.arange(10)
@@ -116,7 +126,7 @@ def test_repeated_eigenvalues_star_and_cycle() -> None:
         check_against_dense(pe, values, data, 6, "all")
 
 
-def test_batch_of_graphs_matches_dense_eigh_per_graph() -> None:
+def test_batch_of_graphs_matches_dense_eigh_per_graph(solver: str) -> None:
     graphs = [random_graph(n, p, seed) for n, p, seed in GRAPHS] + [
         random_graph(n, 0.3, 10 + n) for n in (1, 2, 3, 12, 12, 12)
     ]
@@ -218,7 +228,9 @@ def test_large_sparse_graph_default_threshold() -> None:
     check_against_dense(pe, values, data, 4, "all")
 
 
-def test_threads_and_chunks_give_the_same_result(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_threads_and_chunks_give_the_same_result(
+    monkeypatch: pytest.MonkeyPatch, solver: str
+) -> None:
     graphs = [random_graph(n, 0.3, seed) for seed, n in enumerate([9, 9, 9, 9, 14, 14, 20])]
     reference = LaplacianPE(3, num_workers=1).apply(graphs)
     monkeypatch.setattr(lap, "_CHUNK_ELEMENTS", 200)  # split every size group into pieces
