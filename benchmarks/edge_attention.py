@@ -69,7 +69,7 @@ def build(method: str, channels: int, heads: int, dim: int) -> nn.Module:
         from torch_geometric.nn import TransformerConv
 
         return TransformerConv(channels, dim, heads=heads, root_weight=False)
-    backend = {"gattn": None, "reference": "reference"}[method]
+    backend = {"gattn": None, "reference": "reference", "triton": "triton"}[method]
     return FusedAttention(channels, heads, dim, backend)
 
 
@@ -110,6 +110,26 @@ def measure(spec: dict) -> dict:
     return result
 
 
+def benchmark_cases(device: str, quick: bool = False) -> list[tuple[str, int, int, int, int]]:
+    """(graph kind, nodes, edges, heads, dim) of every benchmarked case."""
+    if device == "cpu":
+        if quick:
+            return [("random", 5_000, 100_000, 4, 32), ("powerlaw", 5_000, 100_000, 4, 32)]
+        return [
+            ("random", 5_000, 100_000, 4, 32),
+            ("powerlaw", 50_000, 1_000_000, 4, 32),
+            ("random", 50_000, 1_000_000, 4, 32),
+        ]
+    cases = []  # GPU: the random and power-law 1M-edge graphs and an ogbn-arxiv-sized graph
+    for heads, dim in ((4, 32), (8, 64)):
+        cases += [
+            ("random", 50_000, 1_000_000, heads, dim),
+            ("powerlaw", 50_000, 1_000_000, heads, dim),
+            ("random", ARXIV_NODES, ARXIV_EDGES, heads, dim),
+        ]
+    return cases
+
+
 def warm_numba_cache() -> None:
     """Compile (or load) the numba kernels once, so child processes only load the cache."""
     edge_index = make_graph("random", 64, 256)
@@ -122,7 +142,8 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--quick", action="store_true", help="small graphs only (a ~1 minute run)")
     parser.add_argument("--repeats", type=int, default=None)
-    parser.add_argument("--methods", default="gattn,reference,pyg")
+    parser.add_argument("--methods", default="gattn,reference,pyg",
+                        help="comma-separated: gattn (backend by device), reference, pyg, triton")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -130,25 +151,11 @@ def main() -> None:
         return
 
     methods = args.methods.split(",")
+    cases = benchmark_cases(args.device, args.quick)
     if args.device == "cpu":
-        if args.quick:
-            cases = [("random", 5_000, 100_000, 4, 32), ("powerlaw", 5_000, 100_000, 4, 32)]
-        else:
-            cases = [
-                ("random", 5_000, 100_000, 4, 32),
-                ("powerlaw", 50_000, 1_000_000, 4, 32),
-                ("random", 50_000, 1_000_000, 4, 32),
-            ]
         repeats = args.repeats or (5 if args.quick else 3)
         warm_numba_cache()
     else:
-        cases = []
-        for heads, dim in ((4, 32), (8, 64)):
-            cases += [
-                ("random", 50_000, 1_000_000, heads, dim),
-                ("powerlaw", 50_000, 1_000_000, heads, dim),
-                ("random", ARXIV_NODES, ARXIV_EDGES, heads, dim),
-            ]
         repeats = args.repeats or 10
 
     rows = []

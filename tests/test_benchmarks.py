@@ -1,0 +1,63 @@
+"""The benchmark scripts' measuring code on tiny inputs (the timings themselves are not checked).
+
+The GPU rows of ``benchmarks/edge_attention.py`` can only be produced on a machine with a
+GPU; here the same ``measure`` code runs on CPU for every method, the Triton method under
+the interpreter, and on CUDA when one is present.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from benchmarks import edge_attention
+from benchmarks import laplacian_pe as lappe_bench
+
+
+def tiny_spec(method: str, device: str = "cpu", graph: str = "random") -> dict:
+    return dict(device=device, method=method, graph=graph, nodes=60, edges=300,
+                heads=2, dim=4, repeats=1)
+
+
+@pytest.mark.parametrize("method", ["gattn", "reference", "pyg", "triton"])
+def test_edge_attention_measure_runs_every_method(method: str) -> None:
+    result = edge_attention.measure(tiny_spec(method, graph="powerlaw"))
+    assert result["fwd_s"] > 0 and result["fwdbwd_s"] > 0 and result["peak_mb"] > 0
+
+
+@pytest.mark.parametrize("method", ["gattn", "reference"])
+def test_fused_layer_matches_pyg_transformer_conv(method: str) -> None:
+    """The benchmarked layers compute the same function (same weights, same graph)."""
+    torch.manual_seed(0)
+    heads, dim = 2, 4
+    edge_index = edge_attention.make_graph("powerlaw", 40, 200)
+    x = torch.randn(40, heads * dim)
+    pyg = edge_attention.build("pyg", heads * dim, heads, dim)
+    ours = edge_attention.build(method, heads * dim, heads, dim)
+    with torch.no_grad():
+        for name in ("lin_query", "lin_key", "lin_value"):
+            getattr(ours, name).weight.copy_(getattr(pyg, name).weight)
+            getattr(ours, name).bias.copy_(getattr(pyg, name).bias)
+    torch.testing.assert_close(ours(x, edge_index), pyg(x, edge_index), atol=1e-5, rtol=1e-5)
+
+
+def test_gpu_cases_cover_the_issue_graphs() -> None:
+    cases = edge_attention.benchmark_cases("cuda")
+    assert {(h, d) for *_, h, d in cases} == {(4, 32), (8, 64)}
+    graphs = {(kind, nodes, edges) for kind, nodes, edges, _, _ in cases}
+    assert ("random", 50_000, 1_000_000) in graphs
+    assert ("powerlaw", 50_000, 1_000_000) in graphs
+    assert ("random", 169_343, 1_166_243) in graphs  # ogbn-arxiv sized
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("method", ["gattn", "reference", "pyg"])
+def test_edge_attention_measure_on_cuda(method: str) -> None:
+    result = edge_attention.measure(tiny_spec(method, device="cuda"))
+    assert result["fwd_s"] > 0 and result["peak_mb"] >= 0
+
+
+def test_laplacian_pe_benchmark_agreement_check() -> None:
+    graphs = lappe_bench.random_molecules(12, seed=0)
+    assert lappe_bench.check_agreement(graphs, 4) < 1e-5
