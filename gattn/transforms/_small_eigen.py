@@ -146,23 +146,23 @@ def _tridiagonalize(a, diag, off, tau, v, p):
 def _bisect_lowest(diag, off, count, values, norm, known_zero):
     """The ``count`` smallest eigenvalues of each lane's tridiagonal, ascending.
 
-    Every (eigenvalue, lane) pair is one slot ``(s - first) * LANES + lane`` of flat
+    Every (eigenvalue, lane) pair is one slot ``(s - first) * lanes + lane`` of flat
     arrays, so one Sturm-count step over all slots is a single contiguous, vectorisable
     loop. With ``known_zero`` the smallest eigenvalue of every lane is known to be exactly
     0 (a connected Laplacian) and is not searched. Eigenvalues are found to an absolute
     accuracy of ``1e-12 ||T||``: the inverse iteration that follows converges from there,
     and eigenvalues closer together than that form one eigenspace to working accuracy.
     """
-    n = diag.shape[1]
+    lanes, n = diag.shape
     first = 1 if known_zero and count > 0 else 0
-    slots = (count - first) * LANES
+    slots = (count - first) * lanes
     diag_t = np.empty((n, slots))  # diag_t[i, slot] = diag[i, lane of slot]
     off2_t = np.zeros((n, slots))
     lo = np.empty(slots)
     hi = np.empty(slots)
     tol = np.empty(slots)
     pivmin = np.empty(slots)
-    for b in range(LANES):
+    for b in range(lanes):
         low_bound = diag[b, 0]
         high_bound = diag[b, 0]
         largest = 0.0
@@ -180,7 +180,7 @@ def _bisect_lowest(diag, off, count, values, norm, known_zero):
         lane_pivmin = _EPS * largest  # relative pivot floor (no underflow in products)
         lane_tol = max(2.0 * _EPS, 1e-12) * largest
         for s in range(first, count):
-            slot = (s - first) * LANES + b
+            slot = (s - first) * lanes + b
             pivmin[slot] = lane_pivmin
             tol[slot] = lane_tol
             lo[slot] = low_bound - 2.0 * lane_tol - lane_pivmin
@@ -195,7 +195,7 @@ def _bisect_lowest(diag, off, count, values, norm, known_zero):
     below = np.empty(slots)
     rank = np.empty(slots)  # the eigenvalue index of each slot
     for slot in range(slots):
-        rank[slot] = first + slot // LANES
+        rank[slot] = first + slot // lanes
     for _ in range(128):
         active = 0
         for slot in range(slots):
@@ -235,11 +235,11 @@ def _bisect_lowest(diag, off, count, values, norm, known_zero):
             take_low = below[slot] > rank[slot]
             hi[slot] = mid[slot] if take_low else hi[slot]
             lo[slot] = lo[slot] if take_low else mid[slot]
-    for b in range(LANES):
+    for b in range(lanes):
         if first:
             values[b, 0] = 0.0
         for s in range(first, count):
-            slot = (s - first) * LANES + b
+            slot = (s - first) * lanes + b
             values[b, s] = 0.5 * (lo[slot] + hi[slot])
 
 
@@ -252,8 +252,8 @@ def _inverse_iteration(diag, off, values, count, norm, vectors):
     slot is a select. Vectors of close eigenvalues (closer than 1e-3 ||T||, as in LAPACK's
     dstein; farther ones come out orthogonal) are orthogonalised in order after each sweep.
     """
-    n = diag.shape[1]
-    slots = count * LANES
+    lanes, n = diag.shape
+    slots = count * lanes
     low = np.empty((n, slots))  # L multipliers
     dg = np.empty((n, slots))  # U diagonal (inverted after the factorisation)
     up1 = np.empty((n, slots))  # U first superdiagonal
@@ -262,8 +262,8 @@ def _inverse_iteration(diag, off, values, count, norm, vectors):
     x = np.empty((n, slots))
     pivmin = np.empty(slots)
     for s in range(count):
-        for b in range(LANES):
-            slot = s * LANES + b
+        for b in range(lanes):
+            slot = s * lanes + b
             pivmin[slot] = max(_EPS * norm[b], _SAFE_MIN)
             for i in range(n):
                 dg[i, slot] = diag[b, i] - values[b, s]
@@ -302,8 +302,8 @@ def _inverse_iteration(diag, off, values, count, norm, vectors):
             state ^= state >> np.uint64(7)
             state ^= state << np.uint64(17)
             start = np.float64(state >> np.uint64(11)) / 9007199254740992.0 - 0.5
-            for b in range(LANES):
-                x[i, s * LANES + b] = start
+            for b in range(lanes):
+                x[i, s * lanes + b] = start
     scale = np.empty(slots)
     for sweep in range(2):
         # Solve L U x = b: forward with the recorded interchanges, then backward.
@@ -336,15 +336,15 @@ def _inverse_iteration(diag, off, values, count, norm, vectors):
         for i in range(n):
             for slot in range(slots):
                 x[i, slot] /= scale[slot]
-        for b in range(LANES):
+        for b in range(lanes):
             cluster = 0
             for s in range(count):
-                slot = s * LANES + b
+                slot = s * lanes + b
                 if s > 0 and values[b, s] - values[b, s - 1] > 1e-3 * norm[b]:
                     cluster = s
                 for _ in range(2 if sweep == 1 else 1):
                     for r in range(cluster, s):
-                        other = r * LANES + b
+                        other = r * lanes + b
                         dot = 0.0
                         for i in range(n):
                             dot += x[i, slot] * x[i, other]
@@ -358,9 +358,9 @@ def _inverse_iteration(diag, off, values, count, norm, vectors):
                     x[i, slot] *= inv
     # The Rayleigh quotients x^T T x refine the eigenvalues from the bisection tolerance
     # to working accuracy (their error is of the order of the squared residual).
-    for b in range(LANES):
+    for b in range(lanes):
         for s in range(count):
-            slot = s * LANES + b
+            slot = s * lanes + b
             quotient = 0.0
             for i in range(n):
                 quotient += diag[b, i] * x[i, slot] * x[i, slot]
@@ -399,21 +399,21 @@ def lowest_eigenpairs(a, count, values, vectors, known_zero=False):
     ``known_zero``: every matrix is the Laplacian of a connected graph, so its smallest
     eigenvalue is exactly 0 (it is then not searched, only its vector computed).
 
-    ``a`` [LANES, n, n] is overwritten. ``values[lane, :count]`` ascending;
+    ``a`` [lanes, n, n] is overwritten (any number of lanes). ``values[lane, :count]`` ascending;
     ``vectors[lane, :count]`` orthonormal rows.
     """
-    n = a.shape[1]
-    diag = np.empty((LANES, n))
-    off = np.zeros((LANES, n))
-    tau = np.zeros((LANES, n))
+    lanes, n = a.shape[0], a.shape[1]
+    diag = np.empty((lanes, n))
+    off = np.zeros((lanes, n))
+    tau = np.zeros((lanes, n))
     v = np.empty(n)
     p = np.empty(n)
-    norm = np.empty(LANES)
-    for b in range(LANES):
+    norm = np.empty(lanes)
+    for b in range(lanes):
         _tridiagonalize(a[b], diag[b], off[b], tau[b], v, p)
     _bisect_lowest(diag, off, count, values, norm, known_zero)
     _inverse_iteration(diag, off, values, count, norm, vectors)
-    for b in range(LANES):
+    for b in range(lanes):
         _back_transform(a[b], tau[b], vectors[b], count)
 
 
@@ -556,3 +556,107 @@ def edges_by_unit(edge_unit, local_u, local_v, num_units):
         v[slot] = local_v[e]
         fill[edge_unit[e]] = slot + 1
     return edge_ptr, u, v
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def encode_small_graph(n, src, dst, k, split_components, values_out, vectors_out):
+    """Laplacian encoding of one small graph, everything in one compiled call.
+
+    ``src``/``dst``: the edges (any direction, duplicates and self-loops allowed: the graph
+    is symmetrised, unweighted, without loops). With ``split_components`` every connected
+    component is solved on its own, its zero eigenvalue dropped, and the k smallest
+    eigenvalues over all components kept (ties in component order, components numbered by
+    their smallest node); otherwise the whole graph is one unit whose smallest eigenvalue
+    is dropped. Writes ``values_out`` [k] (``inf`` where missing) and ``vectors_out`` [n, k]
+    (zero where missing); this is what the batched path computes for a one-graph batch.
+    """
+    adjacency = np.zeros((n, n))
+    for e in range(src.size):
+        if src[e] != dst[e]:
+            adjacency[src[e], dst[e]] = 1.0
+            adjacency[dst[e], src[e]] = 1.0
+    label = np.full(n, -1, np.int64)
+    order = np.empty(n, np.int64)  # nodes grouped by component, each in ascending order
+    comp_ptr = np.zeros(n + 1, np.int64)
+    components = 0
+    if split_components:
+        filled = 0
+        for root in range(n):
+            if label[root] >= 0:
+                continue
+            start = filled
+            label[root] = components
+            order[filled] = root
+            filled += 1
+            head = start
+            while head < filled:  # breadth-first search over the dense adjacency
+                node = order[head]
+                head += 1
+                for other in range(n):
+                    if adjacency[node, other] != 0.0 and label[other] < 0:
+                        label[other] = components
+                        order[filled] = other
+                        filled += 1
+            order[start:filled].sort()
+            components += 1
+            comp_ptr[components] = filled
+    else:
+        for i in range(n):
+            order[i] = i
+        components = 1 if n > 0 else 0
+        comp_ptr[1] = n
+    # Candidates (value, component, column) from every component.
+    capacity = components * k
+    cand_value = np.empty(capacity)
+    cand_comp = np.empty(capacity, np.int64)
+    cand_column = np.empty(capacity, np.int64)
+    solved = []
+    taken = 0
+    for c in range(components):
+        start = comp_ptr[c]
+        m = comp_ptr[c + 1] - start
+        skip = (1 if m > 1 else 0) if split_components else 1
+        count = min(skip + k, m)
+        lap = np.zeros((1, m, m))
+        inv_sqrt = np.empty(m)
+        for i in range(m):
+            degree = 0.0
+            for j in range(m):
+                degree += adjacency[order[start + i], order[start + j]]
+            inv_sqrt[i] = 1.0 / np.sqrt(max(degree, 1.0))  # isolated node: L_ii = 1
+        for i in range(m):
+            for j in range(m):
+                lap[0, i, j] = -adjacency[order[start + i], order[start + j]] * inv_sqrt[i] * inv_sqrt[j]
+            lap[0, i, i] += 1.0
+        values = np.empty((1, max(count, 1)))
+        vectors = np.empty((1, max(count, 1), m))
+        if count > skip:
+            known_zero = split_components and m >= 2  # as the batched path decides
+            lowest_eigenpairs(lap, count, values, vectors, known_zero)
+            for s in range(skip, count):
+                cand_value[taken] = values[0, s]
+                cand_comp[taken] = c
+                cand_column[taken] = s
+                taken += 1
+        solved.append(vectors[0])
+    if components > 1:  # stable: equal values keep component order
+        ranking = np.argsort(cand_value[:taken], kind="mergesort")
+    else:  # one unit: the solver's (ascending) order, as the batched path keeps it
+        ranking = np.arange(taken)
+    for column in range(k):
+        values_out[column] = np.inf
+    for column in range(min(k, taken)):
+        pick = ranking[column]
+        c = cand_comp[pick]
+        s = cand_column[pick]
+        vector = solved[c][s]
+        start = comp_ptr[c]
+        m = comp_ptr[c + 1] - start
+        best = 0
+        for i in range(1, m):
+            if abs(vector[i]) > abs(vector[best]):
+                best = i
+        sign = -1.0 if vector[best] < 0.0 else 1.0
+        values_out[column] = cand_value[pick]
+        for i in range(m):
+            vectors_out[order[start + i], column] = sign * vector[i]

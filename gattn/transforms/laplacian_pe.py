@@ -51,7 +51,8 @@ graphs up to ``sparse_threshold`` nodes are grouped by node count into batched d
 larger ones use ``scipy.sparse.linalg.eigsh`` for only the eigenpairs needed (Lanczos,
 falling back to shift-invert when the small eigenvalues are too close together to
 converge). On the 1,513 molecules of ogbg-molbace this is more than 10x faster than PyG's
-per-graph transform on one thread (``benchmarks/laplacian_pe.py``).
+per-graph transform on one thread (``benchmarks/laplacian_pe.py``); applied graph by graph
+(one small graph: one compiled call that also finds the components) about 4x.
 """
 
 from __future__ import annotations
@@ -382,9 +383,13 @@ def laplacian_pe(
     if ptr is None:
         if num_nodes is None:
             num_nodes = int(edge_index.max()) + 1 if edge_index.numel() else 0
+        num_nodes = int(num_nodes)
         if num_nodes < 0:
             raise ValueError(f"num_nodes must be >= 0, got {num_nodes}")
-        ptr = torch.tensor([0, int(num_nodes)])
+        if num_nodes <= min(_SMALL_LIMIT, sparse_threshold):
+            return _small_graph(edge_index, num_nodes, k, trivial, device, dtype,
+                                return_eigenvalues)
+        ptr = torch.tensor([0, num_nodes])
     else:
         ptr = ptr.detach().to("cpu", torch.long).flatten()
         if ptr.numel() < 1 or int(ptr[0]) != 0 or bool((ptr.diff() < 0).any()):
@@ -392,6 +397,8 @@ def laplacian_pe(
     total = int(ptr[-1])
     num_graphs = ptr.numel() - 1
     counts = ptr.diff()
+    if num_graphs == 1 and total <= min(_SMALL_LIMIT, sparse_threshold):
+        return _small_graph(edge_index, total, k, trivial, device, dtype, return_eigenvalues)
     if edge_index.numel() and (int(edge_index.min()) < 0 or int(edge_index.max()) >= total):
         raise ValueError(f"edge_index has node ids outside [0, {total})")
     graph_of = torch.repeat_interleave(torch.arange(num_graphs), counts)
@@ -417,6 +424,37 @@ def laplacian_pe(
             u, v, graph_of, num_graphs, k, sparse_threshold, num_workers
         )
 
+    return _finish(vectors, values, device, dtype, return_eigenvalues)
+
+
+def _small_graph(
+    edge_index: Tensor, num_nodes: int, k: int, trivial: str, device: torch.device,
+    dtype: torch.dtype, return_eigenvalues: bool,
+) -> Tensor | tuple[Tensor, Tensor]:
+    """One small graph (a transform applied graph by graph) in one compiled call.
+
+    Same eigenvalues and eigenspaces as the batched path (inside a repeated eigenvalue the
+    basis, and the sign where two entries tie in magnitude, may differ in the last bits).
+    """
+    from . import _small_eigen
+
+    src, dst = edge_index.numpy()
+    if src.size and (min(src.min(), dst.min()) < 0 or max(src.max(), dst.max()) >= num_nodes):
+        raise ValueError(f"edge_index has node ids outside [0, {num_nodes})")
+    values = np.empty((1, k))
+    vectors = np.zeros((num_nodes, k))
+    _small_eigen.encode_small_graph(num_nodes, src, dst, k, trivial == "all", values[0], vectors)
+    pe = torch.from_numpy(vectors).to(device=device, dtype=dtype)
+    if return_eigenvalues:
+        values[np.isinf(values)] = 0.0
+        return pe, torch.from_numpy(values).to(device=device, dtype=dtype)
+    return pe
+
+
+def _finish(
+    vectors: Tensor, values: Tensor, device: torch.device, dtype: torch.dtype,
+    return_eigenvalues: bool,
+) -> Tensor | tuple[Tensor, Tensor]:
     pe = vectors.to(device=device, dtype=dtype)
     if return_eigenvalues:
         values = values.masked_fill(torch.isinf(values), 0.0)
@@ -502,12 +540,17 @@ class LaplacianPE(BaseTransform):
 
     Use it three ways:
 
-    * ``LaplacianPE(k)(data)`` on one :class:`~torch_geometric.data.Data`;
+    * ``LaplacianPE(k)(data)`` on one :class:`~torch_geometric.data.Data` (so also as a
+      data set's ``transform`` / ``pre_transform``); a graph of up to 256 nodes is encoded
+      in one compiled call (about 4x faster than PyG's transform on ogbg-molbace);
     * on a collated :class:`~torch_geometric.data.Batch` (from a ``DataLoader``): every
       graph of the batch is encoded separately, all in one batched solve;
     * ``LaplacianPE(k).apply(graphs)`` on a list or dataset of graphs: returns new ``Data``
-      objects, computed with one batched eigensolver call per distinct node count. This is
-      the fast way to pre-process a data set (``pre_transform`` runs graph by graph).
+      objects, all computed together (equal-sized graphs four at a time, in parallel).
+      This is the fastest way to pre-process a data set (over 10x PyG's transform).
+
+    All three give the same eigenvalues and eigenspaces; inside a repeated eigenvalue the
+    basis (and the sign where two entries tie in magnitude) may differ in the last bits.
 
     The signs are deterministic; flip them at random during training with
     :class:`RandomSignFlip`.
@@ -554,9 +597,11 @@ class LaplacianPE(BaseTransform):
         self.dtype = dtype
         self.eigenvalue_attr = eigenvalue_attr
 
-    def _compute(self, edge_index: Tensor, ptr: Tensor) -> tuple[Tensor, Tensor]:
+    def _compute(
+        self, edge_index: Tensor, ptr: Tensor | None, num_nodes: int | None = None
+    ) -> tuple[Tensor, Tensor]:
         return laplacian_pe(
-            edge_index, k=self.k, ptr=ptr, trivial=self.trivial,
+            edge_index, num_nodes, k=self.k, ptr=ptr, trivial=self.trivial,
             sparse_threshold=self.sparse_threshold, dtype=self.dtype, return_eigenvalues=True,
             num_workers=self.num_workers,
         )
@@ -580,11 +625,8 @@ class LaplacianPE(BaseTransform):
         num_nodes = data.num_nodes
         if num_nodes is None:
             raise ValueError("data.num_nodes is unknown")
-        if isinstance(data, Batch) and getattr(data, "ptr", None) is not None:
-            ptr = data.ptr
-        else:
-            ptr = torch.tensor([0, int(num_nodes)])
-        pe, values = self._compute(data.edge_index, ptr)
+        ptr = data.ptr if isinstance(data, Batch) and getattr(data, "ptr", None) is not None else None
+        pe, values = self._compute(data.edge_index, ptr, int(num_nodes))
         return self._store(data, pe.to(data.edge_index.device), values)
 
     def apply(self, graphs: Iterable[Data]) -> list[Data]:
