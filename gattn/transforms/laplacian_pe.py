@@ -57,6 +57,7 @@ per-graph transform on one thread (``benchmarks/laplacian_pe.py``); applied grap
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Iterable
 
 import numpy as np
@@ -659,8 +660,20 @@ class LaplacianPE(BaseTransform):
         device = pieces[0].device
         if device.type != "cpu":
             pe, values = pe.to(device), values.to(device)
+        # Thousands of new Data objects (no reference cycles among them) would set off the
+        # cyclic garbage collector's full passes over the whole heap; hold it meanwhile.
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            return self._copies_with_encoding(graphs, torch.split(pe, sizes), values)
+        finally:
+            if collecting:
+                gc.enable()
+
+    def _copies_with_encoding(
+        self, graphs: list[Data], blocks: tuple[Tensor, ...], values: Tensor
+    ) -> list[Data]:
         out = []
-        blocks = torch.split(pe, sizes)
         if self.attr_name is None or self.eigenvalue_attr is not None:
             for data, block, value in zip(graphs, blocks, values.split(1)):
                 copy = data.clone() if self.attr_name is None else data.__copy__()

@@ -143,3 +143,18 @@ def test_graph_by_graph_equals_batched(trivial: str) -> None:
                 assert min((x - y).abs().max(), (x + y).abs().max()) < 1e-9
             elif value == 0.0 and not together.pe[:, column].any():  # padded column
                 assert not x.any()
+
+
+def test_apply_restores_the_garbage_collector_state() -> None:
+    import gc
+
+    graphs = [Data(edge_index=torch.tensor([[0, 1], [1, 0]]), num_nodes=2)] * 3
+    assert gc.isenabled()
+    LaplacianPE(1).apply(graphs)
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        LaplacianPE(1).apply(graphs)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
