@@ -2,16 +2,16 @@
 
 LAPACK spends most of its time on call overhead and scalar code for matrices of a few
 dozen rows: ``torch.linalg.eigh`` (MKL) takes 110-150 us on one 34 x 34 matrix, and it
-computes every eigenvector. Laplacian encodings need only the ``k + 1`` smallest. Here
-matrices of the same size are solved ``LANES`` at a time, interleaved in memory
-(``a[row, col, lane]``), so every arithmetic step of the algorithm is one SIMD operation
-over the lanes; lane-dependent choices (pivoting, zero columns) are selects, not branches.
+computes every eigenvector. Laplacian encodings need only the ``k + 1`` smallest. Here up
+to ``LANES`` matrices of the same size are solved together (``a[lane, row, col]``): each is
+tridiagonalised on its own, with row loops that LLVM vectorises, and the bisection and
+inverse iteration then run over all (eigenvalue, lane) slots at once, so one vectorised
+loop advances every slot and slot-dependent choices (pivoting) are selects, not branches.
 For each matrix:
 
 1. Householder reduction to tridiagonal form, ``T = Q^T A Q`` (reflectors kept in place);
 2. bisection with Sturm counts for exactly the wanted eigenvalues (the count is exact, so
-   the i-th eigenvalue is found by its index: nothing is missed or found twice; all of
-   them are bisected together so the divisions overlap);
+   the i-th eigenvalue is found by its index: nothing is missed or found twice);
 3. inverse iteration on ``T`` for each eigenvalue (tridiagonal LU with partial pivoting, as
    LAPACK's ``dgttrf``); each vector is orthogonalised against the previous ones, which
    also gives an orthonormal basis of a repeated eigenvalue's eigenspace;
@@ -417,6 +417,35 @@ def lowest_eigenpairs(a, count, values, vectors, known_zero=False):
         _back_transform(a[b], tau[b], vectors[b], count)
 
 
+@njit(**_jit)
+def _normalise_laplacian(lap):
+    """Turn a 0/1 adjacency [n, n] into ``I - D^-1/2 A D^-1/2`` in place.
+
+    An isolated node has its degree clipped to 1, so ``L_ii = 1``.
+    """
+    n = lap.shape[0]
+    inv_sqrt = np.empty(n)
+    for i in range(n):
+        degree = 0.0
+        for j in range(n):
+            degree += lap[i, j]
+        inv_sqrt[i] = 1.0 / np.sqrt(max(degree, 1.0))
+    for i in range(n):
+        for j in range(n):
+            lap[i, j] = -lap[i, j] * inv_sqrt[i] * inv_sqrt[j]
+        lap[i, i] += 1.0
+
+
+@njit(**_jit)
+def _sign_of_largest(vector):
+    """+1 or -1: the sign that makes the entry of largest magnitude positive."""
+    best = 0
+    for i in range(1, vector.size):
+        if abs(vector[i]) > abs(vector[best]):
+            best = i
+    return -1.0 if vector[best] < 0.0 else 1.0
+
+
 @njit(cache=True, nogil=True, error_model="numpy")
 def eigenpairs_of_matrices(matrices, count):
     """Test and benchmark entry: the lowest eigenpairs of G symmetric [n, n] matrices."""
@@ -424,20 +453,13 @@ def eigenpairs_of_matrices(matrices, count):
     values_out = np.zeros((total, count))
     vectors_out = np.zeros((total, count, n))
     for group in range(0, total, LANES):
-        a = np.zeros((LANES, n, n))
-        for b in range(LANES):
-            g = group + b
-            if g < total:
-                a[b] = matrices[g]
-            else:
-                for i in range(n):
-                    a[b, i, i] = 1.0  # padding lane: the identity
-        values = np.empty((LANES, count))
-        vectors = np.empty((LANES, count, n))
+        lanes = min(LANES, total - group)
+        a = matrices[group:group + lanes].copy()
+        values = np.empty((lanes, count))
+        vectors = np.empty((lanes, count, n))
         lowest_eigenpairs(a, count, values, vectors)
-        for b in range(min(LANES, total - group)):
-            values_out[group + b] = values[b]
-            vectors_out[group + b] = vectors[b]
+        values_out[group:group + lanes] = values
+        vectors_out[group:group + lanes] = vectors
     return values_out, vectors_out
 
 
@@ -449,7 +471,7 @@ def laplacian_units(
     """Normalised-Laplacian encodings of independent node sets ("units"), LANES at a time.
 
     ``groups`` [num_groups, LANES]: units of equal size ``group_size[group]`` solved
-    together (-1 pads a group). Unit ``g`` has nodes ``unit_nodes[unit_ptr[g]:
+    together (a group's units come first in its row, -1 fills the rest). Unit ``g`` has nodes ``unit_nodes[unit_ptr[g]:
     unit_ptr[g+1]]`` and edges ``edge_ptr[g]:edge_ptr[g+1]`` of (edge_u, edge_v), given as
     positions inside the unit (either direction, duplicates allowed, no self-loops). The
     eigenpairs ``skip[g] .. skip[g]+k-1`` are written to ``values_out[g]`` and to the rows of
@@ -458,48 +480,29 @@ def laplacian_units(
     """
     for group in prange(groups.shape[0]):
         n = group_size[group]
+        lanes = 0  # the units of a group fill a prefix of its row
         first = 0
-        for b in range(LANES):
-            if groups[group, b] >= 0:
-                first = max(first, skip[groups[group, b]])
+        while lanes < LANES and groups[group, lanes] >= 0:
+            first = max(first, skip[groups[group, lanes]])
+            lanes += 1
         count = min(first + k, n)
         if count == 0:
             continue
-        a = np.zeros((LANES, n, n))
-        inv_sqrt = np.empty(n)
-        for b in range(LANES):
+        a = np.zeros((lanes, n, n))
+        for b in range(lanes):
             g = groups[group, b]
-            lap = a[b]
-            if g < 0:
-                for i in range(n):
-                    lap[i, i] = 1.0  # padding lane: the identity
-                continue
             for e in range(edge_ptr[g], edge_ptr[g + 1]):
-                lap[edge_u[e], edge_v[e]] = 1.0
-                lap[edge_v[e], edge_u[e]] = 1.0
-            for i in range(n):
-                degree = 0.0
-                for j in range(n):
-                    degree += lap[i, j]
-                inv_sqrt[i] = 1.0 / np.sqrt(max(degree, 1.0))  # isolated node: L_ii = 1
-            for i in range(n):
-                for j in range(n):
-                    lap[i, j] = -lap[i, j] * inv_sqrt[i] * inv_sqrt[j]
-                lap[i, i] += 1.0
-        values = np.empty((LANES, count))
-        vectors = np.empty((LANES, count, n))
+                a[b, edge_u[e], edge_v[e]] = 1.0
+                a[b, edge_v[e], edge_u[e]] = 1.0
+            _normalise_laplacian(a[b])
+        values = np.empty((lanes, count))
+        vectors = np.empty((lanes, count, n))
         lowest_eigenpairs(a, count, values, vectors, connected and n >= 2)
-        for b in range(LANES):
+        for b in range(lanes):
             g = groups[group, b]
-            if g < 0:
-                continue
             start = unit_ptr[g]
             for s in range(skip[g], min(skip[g] + k, n)):
-                best = 0
-                for i in range(1, n):
-                    if abs(vectors[b, s, i]) > abs(vectors[b, s, best]):
-                        best = i
-                sign = -1.0 if vectors[b, s, best] < 0.0 else 1.0
+                sign = _sign_of_largest(vectors[b, s])
                 column = s - skip[g]
                 values_out[g, column] = values[b, s]
                 for i in range(n):
@@ -617,17 +620,11 @@ def encode_small_graph(n, src, dst, k, split_components, values_out, vectors_out
         m = comp_ptr[c + 1] - start
         skip = (1 if m > 1 else 0) if split_components else 1
         count = min(skip + k, m)
-        lap = np.zeros((1, m, m))
-        inv_sqrt = np.empty(m)
-        for i in range(m):
-            degree = 0.0
-            for j in range(m):
-                degree += adjacency[order[start + i], order[start + j]]
-            inv_sqrt[i] = 1.0 / np.sqrt(max(degree, 1.0))  # isolated node: L_ii = 1
+        lap = np.empty((1, m, m))
         for i in range(m):
             for j in range(m):
-                lap[0, i, j] = -adjacency[order[start + i], order[start + j]] * inv_sqrt[i] * inv_sqrt[j]
-            lap[0, i, i] += 1.0
+                lap[0, i, j] = adjacency[order[start + i], order[start + j]]
+        _normalise_laplacian(lap[0])
         values = np.empty((1, max(count, 1)))
         vectors = np.empty((1, max(count, 1), m))
         if count > skip:
@@ -651,12 +648,7 @@ def encode_small_graph(n, src, dst, k, split_components, values_out, vectors_out
         s = cand_column[pick]
         vector = solved[c][s]
         start = comp_ptr[c]
-        m = comp_ptr[c + 1] - start
-        best = 0
-        for i in range(1, m):
-            if abs(vector[i]) > abs(vector[best]):
-                best = i
-        sign = -1.0 if vector[best] < 0.0 else 1.0
+        sign = _sign_of_largest(vector)
         values_out[column] = cand_value[pick]
-        for i in range(m):
+        for i in range(vector.size):
             vectors_out[order[start + i], column] = sign * vector[i]
