@@ -61,3 +61,27 @@ def pool_inputs(mode: str, sizes: list[int], dim=5, nq=2, dtype=torch.float64, d
     if mode == "value":
         kw["value"] = rand_leaf(rows, 3, dtype=dtype, seed=4, device=device)
     return ptr, x, kw
+
+
+def edge_inputs(num_src, num_dst, heads, dim, dim_v, num_edges, edge_term,
+                dtype=torch.float64, hub=0, seed=0, device="cpu"):
+    """(edge_index, q, k, v, kwargs) for `edge_attention` on an awkward graph; `edge_term`
+    adds an edge bias ("bias"), a per-head or per-dim edge scale ("scale_head",
+    "scale_dim"), both bias and per-head scale ("both") or nothing ("none")."""
+    edge_index = awkward_graph(num_src, num_dst, num_edges, seed=seed, hub_degree=hub).to(device)
+    e = edge_index.size(1)
+
+    def leaf(*shape, offset):
+        return rand_leaf(*shape, dtype=dtype, seed=seed + offset, device=device)
+
+    q = leaf(num_dst, heads, dim, offset=1)
+    k = leaf(num_src, heads, dim, offset=2)
+    v = leaf(num_src, heads, dim_v, offset=3)
+    kwargs = {}
+    if edge_term in ("bias", "both"):
+        kwargs["edge_bias"] = leaf(e, heads, offset=4)
+    if edge_term in ("scale_head", "both"):
+        kwargs["edge_scale"] = leaf(e, heads, offset=5)
+    if edge_term == "scale_dim":
+        kwargs["edge_scale"] = leaf(e, heads, dim, offset=5)
+    return edge_index, q, k, v, kwargs

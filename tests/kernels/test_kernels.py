@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from gattn import kernels as K
 
 from .graphs import awkward_graph, pool_inputs, ragged_ptr
+from .graphs import edge_inputs as _edge_inputs
 from .graphs import rand_leaf as _rand
 
 # The Triton interpreter runs this whole file in ~8 minutes: on CPU the Triton backend has
@@ -23,20 +24,6 @@ def _grads(out, inputs, seed=1):
     return torch.autograd.grad(out, inputs, cotangent)
 
 
-def _edge_inputs(num_src, num_dst, heads, dim, dim_v, num_edges, edge_term, dtype=torch.float64, hub=0, seed=0):
-    edge_index = awkward_graph(num_src, num_dst, num_edges, seed=seed, hub_degree=hub)
-    e = edge_index.size(1)
-    q = _rand(num_dst, heads, dim, dtype=dtype, seed=seed + 1)
-    k = _rand(num_src, heads, dim, dtype=dtype, seed=seed + 2)
-    v = _rand(num_src, heads, dim_v, dtype=dtype, seed=seed + 3)
-    kwargs = {}
-    if edge_term in ("bias", "both"):
-        kwargs["edge_bias"] = _rand(e, heads, dtype=dtype, seed=seed + 4)
-    if edge_term in ("scale_head", "both"):
-        kwargs["edge_scale"] = _rand(e, heads, dtype=dtype, seed=seed + 5)
-    if edge_term == "scale_dim":
-        kwargs["edge_scale"] = _rand(e, heads, dim, dtype=dtype, seed=seed + 5)
-    return edge_index, q, k, v, kwargs
 
 
 EDGE_TERMS = ["none", "bias", "scale_head", "scale_dim", "both"]

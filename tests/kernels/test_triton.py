@@ -13,7 +13,7 @@ import torch
 
 from gattn import kernels as K
 
-from .graphs import awkward_graph, pool_inputs, ragged_ptr, rand_leaf
+from .graphs import edge_inputs, pool_inputs, ragged_ptr, rand_leaf
 
 TB = pytest.importorskip("gattn.kernels.triton_backend")
 CUDA = torch.cuda.is_available()
@@ -48,21 +48,8 @@ def _grads(outs, inputs, seed=1):
     return torch.autograd.grad(outs, inputs, cotangents)
 
 
-def _edge_inputs(num_src, num_dst, heads, dim, dim_v, num_edges, edge_term,
-                 dtype=torch.float64, hub=0, seed=0):
-    edge_index = awkward_graph(num_src, num_dst, num_edges, seed=seed, hub_degree=hub).to(DEVICE)
-    e = edge_index.size(1)
-    q = _rand(num_dst, heads, dim, dtype=dtype, seed=seed + 1)
-    k = _rand(num_src, heads, dim, dtype=dtype, seed=seed + 2)
-    v = _rand(num_src, heads, dim_v, dtype=dtype, seed=seed + 3)
-    kwargs = {}
-    if edge_term in ("bias", "both"):
-        kwargs["edge_bias"] = _rand(e, heads, dtype=dtype, seed=seed + 4)
-    if edge_term in ("scale_head", "both"):
-        kwargs["edge_scale"] = _rand(e, heads, dtype=dtype, seed=seed + 5)
-    if edge_term == "scale_dim":
-        kwargs["edge_scale"] = _rand(e, heads, dim, dtype=dtype, seed=seed + 5)
-    return edge_index, q, k, v, kwargs
+def _edge_inputs(*args, **kwargs):
+    return edge_inputs(*args, device=DEVICE, **kwargs)
 
 
 def _check_edge_attention(edge_index, q, k, v, kw, tol=None):

@@ -14,16 +14,6 @@ from gattn.nn.graph_transformer import GraphTransformerLayer
 IN, EDGE, PE = 5, 3, 4
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """Tiny tensors: one intra-op thread. On a loaded 2-core machine an OpenMP region (e.g.
-    BatchNorm in training mode) otherwise waits ~100 ms per call for a descheduled thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def toy_batch(seed: int = 0, sizes=(5, 7, 4, 6), classes: int = 0) -> Batch:
     """Small random graphs with float node/edge features, a PE, graph and node targets."""
     gen = torch.Generator().manual_seed(seed)

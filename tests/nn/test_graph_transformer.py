@@ -15,16 +15,6 @@ from gattn.nn.graph_transformer import GraphTransformerConv, GraphTransformerLay
 BACKENDS = [name for name in ("reference", "cpu") if name in available_backends()]
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """Tiny tensors: one intra-op thread. On a loaded 2-core machine an OpenMP region (e.g.
-    BatchNorm in training mode) otherwise waits ~100 ms per call for a descheduled thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def random_graph(num_src: int, num_dst: int, num_edges: int, seed: int) -> torch.Tensor:
     """[2, E] (source, destination) with isolated destinations, duplicates and self-loops."""
     gen = torch.Generator().manual_seed(seed)
