@@ -169,7 +169,24 @@ class AttentionMILPooling(nn.Module):
         return (pooled.squeeze(1) if self.branches == 1 else pooled), weights
 
 
-class ABMIL(nn.Module):
+class _BagClassifier(nn.Module):
+    """Encoder -> bag pooling -> linear classifier: the parts ABMIL and HopfieldMIL share."""
+
+    encoder: nn.Sequential
+    pool: nn.Module
+    classifier: nn.Linear
+    num_classes: int
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(encoder={len(self.encoder)} layers, pool={self.pool!r})"
+
+    def _logits(self, pooled: Tensor) -> Tensor:
+        """Bag logits [B] for one class, [B, num_classes] otherwise."""
+        logits = self.classifier(pooled)
+        return logits.squeeze(-1) if self.num_classes == 1 else logits
+
+
+class ABMIL(_BagClassifier):
     r"""Attention-based deep MIL (Ilse et al. 2018): encoder, attention pooling, classifier.
 
     .. math::
@@ -206,9 +223,6 @@ class ABMIL(nn.Module):
             if isinstance(module, nn.Linear):
                 module.reset_parameters()
 
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(encoder={len(self.encoder)} layers, pool={self.pool!r})"
-
     def forward(
         self,
         x: Tensor,
@@ -220,12 +234,11 @@ class ABMIL(nn.Module):
     ) -> Tensor | tuple[Tensor, Tensor]:
         _check_instances(x)
         pooled, weights = self.pool(self.encoder(x), ptr, batch, num_bags=num_bags)
-        logits = self.classifier(pooled)
-        logits = logits.squeeze(-1) if self.num_classes == 1 else logits
+        logits = self._logits(pooled)
         return (logits, weights.squeeze(-1)) if return_attention else logits
 
 
-class HopfieldMIL(nn.Module):
+class HopfieldMIL(_BagClassifier):
     r"""Hopfield pooling for MIL (Ramsauer et al. 2021): encoder, Hopfield pooling, classifier.
 
     .. math::
@@ -273,9 +286,6 @@ class HopfieldMIL(nn.Module):
         self.pool.reset_parameters()
         self.classifier.reset_parameters()
 
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(encoder={len(self.encoder)} layers, pool={self.pool!r})"
-
     def forward(
         self,
         x: Tensor,
@@ -289,8 +299,7 @@ class HopfieldMIL(nn.Module):
         ptr = _to_ptr(x.size(0), ptr, batch, num_bags, x.device)
         result = self.pool(self.encoder(x), ptr, return_association=return_attention)
         pooled, weights = result if return_attention else (result, None)
-        logits = self.classifier(pooled)
-        logits = logits.squeeze(-1) if self.num_classes == 1 else logits
+        logits = self._logits(pooled)
         return (logits, weights.mean((1, 2))) if return_attention else logits
 
 
