@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -68,3 +69,45 @@ def fmt(value: float | None, digits: int = 3) -> str:
 def cuda_sync() -> None:
     if torch.cuda.is_available():
         torch.cuda.synchronize()
+
+
+def write_ratio_chart(
+    path: str,
+    title: str,
+    cases: list[str],
+    series: dict[str, list[float | None]],
+    ylabel: str = "x peer (higher is better)",
+) -> str:
+    """A grouped bar chart of ratios against a peer (1.0 = the peer), written as a PNG.
+
+    ``cases`` label the groups on the x axis (one per benchmark case); ``series`` maps a bar
+    name (e.g. ``"speed vs PyG"``, ``"memory vs PyG"``) to one ratio per case (None: no bar).
+    Returns the path written. Needs matplotlib (the ``pipelines`` extra).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    width = 0.8 / max(len(series), 1)
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.2 * len(cases) + 2), 3.6))
+    for n, (name, values) in enumerate(series.items()):
+        xs = [i + (n - (len(series) - 1) / 2) * width for i in range(len(cases))]
+        heights = [v if v is not None else 0.0 for v in values]
+        bars = ax.bar(xs, heights, width, label=name)
+        for bar, value in zip(bars, values):
+            if value is not None:
+                ax.annotate(f"{value:.1f}x", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                            ha="center", va="bottom", fontsize=7)
+    ax.axhline(1.0, color="black", linewidth=0.8, linestyle="--")
+    ax.set_xticks(range(len(cases)))
+    ax.set_xticklabels(cases, fontsize=7, rotation=15, ha="right")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    tmp = f"{path}.tmp.png"
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
