@@ -2,5 +2,7 @@
 
 from .baselines import GINE, PyGTransformer
 from .graph_transformer import BaseGraphModel, GraphTransformer, MLPReadout
+from .transicd import TransICD
 
 __all__ = ["GINE", "BaseGraphModel", "GraphTransformer", "MLPReadout", "PyGTransformer"]
+__all__ += ["TransICD"]

@@ -3,6 +3,7 @@
 from .graph_transformer import GraphTransformerConv, GraphTransformerLayer
 from .hopfield import Association, Hopfield, HopfieldLayer, HopfieldPooling
 from .mil import ABMIL, ACMIL, ACMILOutput, AttentionMILPooling, HopfieldMIL, diversity_loss
+from .transicd import CodeWiseAttention, LabelWiseLinear, sinusoidal_position_encoding
 
 __all__ = [
     "ABMIL",
@@ -17,4 +18,7 @@ __all__ = [
     "HopfieldMIL",
     "HopfieldPooling",
     "diversity_loss",
+    "CodeWiseAttention",
+    "LabelWiseLinear",
+    "sinusoidal_position_encoding",
 ]
