@@ -1,0 +1,140 @@
+r"""Losses shared by the pipelines (torch only: this module stays as light as the layers).
+
+* :class:`LDAMLoss` - the **label-distribution-aware margin** loss of Cao, Wei, Gaidon,
+  Arechiga and Ma, "Learning Imbalanced Datasets with Label-Distribution-Aware Margin Loss"
+  (NeurIPS 2019), in the multi-label binary cross-entropy form TransICD trains with.
+  Not to be confused with :class:`gattn.models.LabelDependentAttention`, the *label dependent
+  attention model* of Niu et al. (2022), which its authors also abbreviate LDAM.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["LDAMLoss", "ldam_margins"]
+
+_REDUCTIONS = ("mean", "sum", "none")
+
+
+def ldam_margins(label_counts: Tensor | Sequence[int], max_margin: float) -> Tensor:
+    r"""Cao et al.'s per-label margins from the number of training positives per label.
+
+    .. math::
+        m_j = C\,\frac{n_j^{-1/4}}{\max_{k:\,n_k>0} n_k^{-1/4}}
+            = C \left(\frac{n_{\min}}{n_j}\right)^{1/4}
+
+    so the rarest label seen in training gets the largest margin, exactly :math:`C`
+    (``max_margin``). A label with **no** positive in training gets :math:`C` too: its
+    :math:`n^{-1/4}` is unbounded, and :math:`C` is the value that normalisation caps it at
+    (the same as the rarest seen label). Its margin only acts when a positive of it appears
+    in a batch. Returns float32 ``[K]``.
+    """
+    counts = torch.as_tensor(label_counts)
+    if counts.dim() != 1 or counts.numel() == 0:
+        raise ValueError(f"`label_counts` must be 1-D [K] with K >= 1, got shape {tuple(counts.shape)}")
+    if counts.dtype == torch.bool or counts.is_complex():
+        raise TypeError(f"`label_counts` must hold numbers of positives, got dtype {counts.dtype}")
+    counts = counts.to(torch.float64)
+    if not bool(torch.isfinite(counts).all()) or bool((counts < 0).any()):
+        raise ValueError("`label_counts` must be finite and >= 0 (positives per label in the training set)")
+    if not isinstance(max_margin, (int, float)) or isinstance(max_margin, bool) or not max_margin > 0:
+        raise ValueError(f"`max_margin` must be a positive number, got {max_margin!r}")
+    seen = counts > 0
+    if not bool(seen.any()):
+        return torch.full(counts.shape, float(max_margin), dtype=torch.float32)
+    raw = torch.where(seen, counts, counts[seen].min()).pow(-0.25)
+    return (max_margin * raw / raw.max()).to(torch.float32)
+
+
+class LDAMLoss(nn.Module):
+    r"""Label-distribution-aware margin loss (Cao et al. 2019) for multi-label targets.
+
+    Each label :math:`j` has a margin :math:`m_j` (:func:`ldam_margins`: proportional to
+    :math:`n_j^{-1/4}` for :math:`n_j` training positives, the largest equal to
+    :math:`C` = ``max_margin``). The margin is subtracted from the logit of every
+    **positive** target before a binary cross-entropy:
+
+    .. math::
+        \mathcal{L} = \mathrm{BCE}\!\left(s\,(z_{ij} - y_{ij}\, m_j),\ y_{ij}\right)
+
+    so rare labels must be predicted with a larger logit before the loss is satisfied. This
+    is the multi-label form TransICD (Biswas et al. 2021) trains with. The scale :math:`s`
+    is Cao et al.'s logit scale for normalised features (they use 30 with a cosine
+    classifier); TransICD uses none, ``scale=1``. Predictions use the raw logits
+    :math:`z`, never the shifted ones.
+
+    Not :class:`gattn.models.LabelDependentAttention` (Niu et al.'s "label dependent
+    attention model", also abbreviated LDAM).
+
+    Args:
+        label_counts: positives per label in the **training** set, ``[K]``
+            (:meth:`from_targets` counts them from a target matrix).
+        max_margin: :math:`C`, the largest margin. Default 0.5, Cao et al.'s value. (The
+            authors' TransICD code uses ``C * n^{-1/4}`` with C = 3 without this
+            normalisation, so its largest margin is :math:`3\,n_{\min}^{-1/4}`; pass that
+            value to match it.)
+        scale: :math:`s`. Default 1.
+        reduction: ``"mean"`` (over all entries, as ``BCEWithLogitsLoss``), ``"sum"`` or
+            ``"none"`` (``[N, K]``).
+
+    Forward: ``logits`` [N, K] float, ``target`` [N, K] of 0/1 (bool, int or float).
+    """
+
+    margins: Tensor
+
+    def __init__(
+        self,
+        label_counts: Tensor | Sequence[int],
+        max_margin: float = 0.5,
+        scale: float = 1.0,
+        reduction: str = "mean",
+    ) -> None:
+        super().__init__()
+        if reduction not in _REDUCTIONS:
+            raise ValueError(f"`reduction` must be one of {_REDUCTIONS}, got {reduction!r}")
+        if not isinstance(scale, (int, float)) or isinstance(scale, bool) or not scale > 0:
+            raise ValueError(f"`scale` must be a positive number, got {scale!r}")
+        self.register_buffer("margins", ldam_margins(label_counts, max_margin))
+        self.max_margin, self.scale, self.reduction = float(max_margin), float(scale), reduction
+
+    @classmethod
+    def from_targets(cls, targets: Tensor, **kwargs) -> LDAMLoss:
+        """The loss with the label counts of a training target matrix ``[N, K]`` of 0/1."""
+        targets = torch.as_tensor(targets)
+        if targets.dim() != 2:
+            raise ValueError(f"`targets` must be [N, K] (documents x labels), got shape {tuple(targets.shape)}")
+        _check_binary("targets", targets)
+        return cls(targets.to(torch.float64).sum(0), **kwargs)
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(num_labels={self.margins.numel()}, max_margin={self.max_margin}, "
+            f"scale={self.scale}, reduction={self.reduction!r})"
+        )
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        if not isinstance(logits, Tensor) or not logits.is_floating_point():
+            raise TypeError(f"`logits` must be a floating-point tensor, got {getattr(logits, 'dtype', type(logits))}")
+        labels = self.margins.numel()
+        if logits.dim() != 2 or logits.size(1) != labels:
+            raise ValueError(f"`logits` must be [N, {labels}] (one column per label), got {tuple(logits.shape)}")
+        if not isinstance(target, Tensor) or target.shape != logits.shape:
+            raise ValueError(
+                f"`target` must be a tensor of the shape of logits {tuple(logits.shape)}, "
+                f"got {tuple(getattr(target, 'shape', ()))}"
+            )
+        _check_binary("target", target)
+        target = target.to(logits.dtype)
+        shifted = self.scale * (logits - target * self.margins.to(logits.dtype))
+        return F.binary_cross_entropy_with_logits(shifted, target, reduction=self.reduction)
+
+
+def _check_binary(name: str, values: Tensor) -> None:
+    if values.dtype == torch.bool:
+        return
+    if values.is_complex() or not bool(((values == 0) | (values == 1)).all()):
+        raise ValueError(f"`{name}` must hold 0/1 labels only")
