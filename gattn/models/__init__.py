@@ -2,7 +2,8 @@
 
 from .baselines import GINE, PyGTransformer
 from .graph_transformer import BaseGraphModel, GraphTransformer, MLPReadout
+from .label_dependent_attention import LabelDependentAttention, LabelDependentAttentionOutput
 from .transicd import TransICD
 
 __all__ = ["GINE", "BaseGraphModel", "GraphTransformer", "MLPReadout", "PyGTransformer"]
-__all__ += ["TransICD"]
+__all__ += ["TransICD", "LabelDependentAttention", "LabelDependentAttentionOutput"]

@@ -2,6 +2,7 @@
 
 from .graph_transformer import GraphTransformerConv, GraphTransformerLayer
 from .hopfield import Association, Hopfield, HopfieldLayer, HopfieldPooling
+from .label_attention import LabelCompatibilityAttention
 from .mil import ABMIL, ACMIL, ACMILOutput, AttentionMILPooling, HopfieldMIL, diversity_loss
 from .transicd import CodeWiseAttention, LabelWiseLinear, sinusoidal_position_encoding
 
@@ -21,4 +22,5 @@ __all__ = [
     "CodeWiseAttention",
     "LabelWiseLinear",
     "sinusoidal_position_encoding",
+    "LabelCompatibilityAttention",
 ]
