@@ -77,10 +77,12 @@ class LabelCompatibilityAttention(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        # nn.Conv1d's default for one input channel: U(-1/sqrt(window), 1/sqrt(window)).
+        # The weights as nn.Conv1d draws them for one input channel; the bias starts at zero,
+        # since a negative one can silence every score behind the ReLU: the attention is
+        # then uniform and receives no gradient at all.
         bound = 1.0 / math.sqrt(self.ngram)
         nn.init.uniform_(self.phrase_weight, -bound, bound)
-        nn.init.uniform_(self.phrase_bias, -bound, bound)
+        nn.init.zeros_(self.phrase_bias)
 
     def __repr__(self) -> str:
         return (

@@ -16,6 +16,8 @@ from gattn.models import LabelDependentAttention, LabelDependentAttentionOutput
 from gattn.nn import LabelCompatibilityAttention
 from gattn.nn._ragged import pad_segments, position_in_segment, segment_conv1d
 
+from .clinical import presence_batch, train_and_score
+
 SIZES = [4, 0, 1, 6, 3]
 
 
@@ -346,3 +348,16 @@ def test_time_series_errors_name_the_argument():
 def test_model_constructor_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):
         LabelDependentAttention(LABELS, VOCAB, DIM, **kwargs)
+
+
+@pytest.mark.slow
+def test_label_dependent_attention_learns_a_presence_task_and_attends_to_the_code_token():
+    torch.manual_seed(0)
+    model = LabelDependentAttention(5, 40, 32, hidden_channels=32, dropout=0.0,
+                                    label_descriptions=[[c] for c in range(5)])
+    assert train_and_score(model, steps=300, vocab=40, codes=5) > 0.95
+    ids, ptr, target = presence_batch(torch.Generator().manual_seed(1), 32, 40, 5)
+    attention = model(ids, ptr, return_attention=True).word_attention
+    hits = [ids[int(ptr[b]) + int(attention[int(ptr[b]):int(ptr[b + 1]), c].argmax())] == c
+            for b, c in target.nonzero().tolist()]
+    assert sum(map(bool, hits)) / len(hits) > 0.9

@@ -13,6 +13,8 @@ from gattn.kernels import segment_attention_pool
 from gattn.models import TransICD
 from gattn.nn import CodeWiseAttention, LabelWiseLinear, sinusoidal_position_encoding
 
+from .clinical import train_and_score
+
 SIZES = [4, 0, 1, 6, 3]
 
 
@@ -229,3 +231,10 @@ def test_forward_errors_name_the_argument():
         CodeWiseAttention(4, 2)(torch.randn(3, 5), ptr)
     with pytest.raises(ValueError, match="`num_codes` must be a positive int"):
         CodeWiseAttention(4, 0)
+
+
+@pytest.mark.slow
+def test_transicd_learns_a_presence_task():
+    torch.manual_seed(0)
+    model = TransICD(5, vocab_size=40, embedding_dim=32, num_heads=4, dropout=0.0)
+    assert train_and_score(model, steps=150, vocab=40, codes=5) > 0.95
