@@ -61,3 +61,13 @@ def test_edge_attention_measure_on_cuda(method: str) -> None:
 def test_laplacian_pe_benchmark_agreement_check() -> None:
     graphs = lappe_bench.random_molecules(12, seed=0)
     assert lappe_bench.check_agreement(graphs, 4) < 1e-5
+
+
+def test_code_attention_benchmark_methods_agree_and_measure() -> None:
+    from benchmarks import code_attention
+
+    code_attention.check_against_padded()
+    for method in code_attention.METHODS:
+        result = code_attention.measure(dict(method=method, notes=3, median=20, sigma=0.5, max_len=40, codes=4,
+                                             dim=8, repeats=1, seed=0))
+        assert result["ms"] > 0 and result["peak_mb"] >= 0
