@@ -43,3 +43,16 @@ def train_and_score(model: torch.nn.Module, steps: int, vocab: int, codes: int, 
     ids, ptr, target = presence_batch(gen, 64, vocab, codes)
     with torch.no_grad():
         return float(((model(ids, ptr) > 0).float() == target).float().mean())
+
+
+def assert_same_parameter_gradients(model: torch.nn.Module, fast, reference, weight: torch.Tensor, must_have: str):
+    """The gradients of ``(out * weight).sum()`` w.r.t. every parameter agree between two ways
+    of computing ``out`` (the ragged model and a per-document reference)."""
+    grads = []
+    for run in (fast, reference):
+        model.zero_grad()
+        (run() * weight).sum().backward()
+        grads.append({name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys() and must_have in grads[0]
+    for name in grads[0]:
+        torch.testing.assert_close(grads[0][name], grads[1][name], msg=name)

@@ -16,7 +16,7 @@ from gattn.models import LabelDependentAttention, LabelDependentAttentionOutput
 from gattn.nn import LabelCompatibilityAttention
 from gattn.nn._ragged import pad_segments, position_in_segment, segment_conv1d
 
-from .clinical import presence_batch, train_and_score
+from .clinical import assert_same_parameter_gradients, presence_batch, train_and_score
 
 SIZES = [4, 0, 1, 6, 3]
 
@@ -200,15 +200,13 @@ def test_model_matches_per_patient_reference(pooling, fusion, channels):
         assert out.step_attention.shape == (int(lengths.sum()), width)
     else:
         assert out.step_attention is None and out.step_ptr is None
-    # gradients: ragged model against the reference
-    grads = []
-    for run in (lambda: model(ids, ptr, *series), lambda: reference_model(model, ids, ptr, values, mask, lengths)):
-        model.zero_grad()
-        (run() * torch.linspace(-1, 1, LABELS, dtype=torch.float64)).sum().backward()
-        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
-    assert grads[0].keys() == grads[1].keys() and "label_embedding" in grads[0]
-    for name in grads[0]:
-        torch.testing.assert_close(grads[0][name], grads[1][name], msg=name)
+    assert_same_parameter_gradients(
+        model,
+        lambda: model(ids, ptr, *series),
+        lambda: reference_model(model, ids, ptr, values, mask, lengths),
+        torch.linspace(-1, 1, LABELS, dtype=torch.float64),
+        "label_embedding",
+    )
 
 
 def test_unobserved_entries_and_padding_steps_are_ignored():

@@ -13,7 +13,7 @@ from gattn.kernels import segment_attention_pool
 from gattn.models import TransICD
 from gattn.nn import CodeWiseAttention, LabelWiseLinear, sinusoidal_position_encoding
 
-from .clinical import train_and_score
+from .clinical import assert_same_parameter_gradients, train_and_score
 
 SIZES = [4, 0, 1, 6, 3]
 
@@ -158,14 +158,9 @@ def test_transicd_matches_unpadded_reference_values_and_gradients():
 
     model.train()  # dropout=0: training mode changes nothing but the encoder's code path
     target = torch.randn(len(SIZES), 5, dtype=torch.float64)
-    grads = []
-    for run in (lambda: model(ids, ptr), lambda: reference_transicd(model, ids, ptr)[0]):
-        model.zero_grad()
-        (run() * target).sum().backward()
-        grads.append({name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None})
-    assert grads[0].keys() == grads[1].keys() and "embedding.weight" in grads[0]
-    for name in grads[0]:
-        torch.testing.assert_close(grads[0][name], grads[1][name], msg=name)
+    assert_same_parameter_gradients(
+        model, lambda: model(ids, ptr), lambda: reference_transicd(model, ids, ptr)[0], target, "embedding.weight"
+    )
 
 
 def test_empty_documents_give_bias_logits_and_finite_gradients():
