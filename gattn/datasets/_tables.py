@@ -178,6 +178,7 @@ def iter_delimited(
     skip_rows: int = 0,
     required: Sequence[str] = (),
     block_size: int = 1 << 24,
+    encoding: str = "utf8",
 ) -> Iterator[tuple[pa.RecordBatch, np.ndarray]]:
     """Stream a delimited text file as validated record batches.
 
@@ -191,6 +192,7 @@ def iter_delimited(
         skip_rows: header lines to skip.
         required: columns that may not be empty.
         block_size: bytes per parsed block (memory is bounded by a few blocks).
+        encoding: the file's text encoding (MovieLens' item files are latin-1).
 
     Yields:
         ``(batch, lines)``: the valid rows converted, and their physical line numbers (int64).
@@ -210,7 +212,7 @@ def iter_delimited(
     reader = pa_csv.open_csv(
         path,
         read_options=pa_csv.ReadOptions(column_names=names, skip_rows=skip_rows, block_size=block_size,
-                                        use_threads=False),
+                                        use_threads=False, encoding=encoding),
         parse_options=pa_csv.ParseOptions(delimiter=delimiter, quote_char=False, ignore_empty_lines=False,
                                           invalid_row_handler=on_invalid),
         convert_options=pa_csv.ConvertOptions(column_types={n: pa.string() for n in names},
