@@ -3,8 +3,9 @@
 Formats read (detected from the first line):
 
 * the original files, tab separated, no header: ``label``, 13 integer columns ``I1``-``I13``,
-  26 hashed categorical columns ``C1``-``C26`` (8 hex digits each); the Kaggle challenge's
-  45M-row ``train.txt`` and the 1 TB click logs' ``day_0`` ... ``day_23``;
+  26 hashed categorical columns ``C1``-``C26`` (8 hex digits each, read as 64-bit integers:
+  1-16 hex digits are accepted, anything else is malformed); the Kaggle challenge's 45M-row
+  ``train.txt`` and the 1 TB click logs' ``day_0`` ... ``day_23``;
 * CSV samples with a header naming those 40 columns (in any order), such as
   ``criteo/criteo_sample.txt``; integer columns may be written as integral floats (``260.0``).
 
@@ -16,8 +17,9 @@ in memory; no Python loop over lines):
 1. **Parse** the text into a parsed-rows parquet file. Malformed lines are counted and
    reported with their line numbers, never dropped silently: a wrong number of fields, a
    label that is not 0 or 1, a value of an integer column that is not an integer (``2.5``,
-   ``abc``). ``on_malformed="warn"`` (default) leaves them out and warns with the count and
-   the first few line numbers (also in ``info["malformed"]``); ``"raise"`` raises instead.
+   ``abc``), a categorical value that is not hexadecimal. ``on_malformed="warn"`` (default)
+   leaves them out and warns with the count and the first few line numbers (also in
+   ``info["malformed"]``); ``"raise"`` raises instead.
 2. **Count** the values of every field in the training split and build one vocabulary per
    field: the values seen at least ``min_count`` times, ordered by descending count (ties by
    value), get ids 1, 2, ...; every other value gets id 0, the out-of-vocabulary index
@@ -290,13 +292,13 @@ def _log_scaled(values: pa.Array) -> np.ndarray:
 
 # --------------------------------------------------------------------------------- passes
 def _parse(path: Path, target: Path, block_size: int) -> dict:
-    """Pass 1: text -> parsed-rows parquet (label int8, I int64, C string; nulls for missing)."""
+    """Pass 1: text -> parsed-rows parquet (label int8, I int64, C int64 from hex; nulls for missing)."""
     delimiter, header = _sniff(path)
     names = header or COLUMNS
-    kinds = {name: "str" if name.startswith("C") else "binary" if name == "label" else "int" for name in names}
+    kinds = {name: "hex" if name.startswith("C") else "binary" if name == "label" else "int" for name in names}
     report = MalformedRows(path)
     schema = pa.schema(
-        [("label", pa.int8())] + [(n, pa.int64()) for n in INTEGER] + [(n, pa.string()) for n in CATEGORICAL]
+        [("label", pa.int8())] + [(n, pa.int64()) for n in [*INTEGER, *CATEGORICAL]]
     )
     rows = 0
     with pq.ParquetWriter(target, schema) as writer:
@@ -340,7 +342,7 @@ def _count(parsed: Path, numeric: str, split: Sequence[float], seed: int, min_co
                 pending[name] = partial[name][0].num_rows
     vocab = {}
     for name in names:
-        counts = _reduce(partial[name]) if partial[name] else pa.table({"value": pa.array([], pa.string()),
+        counts = _reduce(partial[name]) if partial[name] else pa.table({"value": pa.array([], pa.int64()),
                                                                          "count": pa.array([], pa.int64())})
         counts = counts.filter(pc.greater_equal(counts.column("count"), min_count))
         counts = counts.sort_by([("count", "descending"), ("value", "ascending")])

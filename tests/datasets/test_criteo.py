@@ -10,10 +10,12 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pytest
 import torch
 
 from gattn.datasets import criteo
+from gattn.datasets._tables import hex_to_int
 from gattn.datasets.criteo import CATEGORICAL, COLUMNS, INTEGER, load_criteo, prepare_criteo
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
@@ -169,24 +171,27 @@ def test_malformed_lines_counted_with_line_numbers(tmp_path):
     f[0] = "2"                                                     # line 201: label not 0/1
     rows[200] = "\t".join(f)
     rows[250] = ""                                                 # line 251: blank line
+    f = rows[260].split("\t")
+    f[20] = "zz12"                                                 # line 261: C7 not hexadecimal
+    rows[260] = "\t".join(f)
     rows[299] = "\t".join(rows[299].split("\t")[:3])               # last line: 3 fields
     path = _write(tmp_path / "bad.txt", "\n".join(rows) + "\n")
-    with pytest.warns(UserWarning, match="7 malformed row") as record:
+    with pytest.warns(UserWarning, match="8 malformed row") as record:
         data = load_criteo(path, min_count=1, cache_dir=tmp_path / "c", block_size=4096)
     message = str(record[0].message)
     for line in (5, 10, 21, 151, 201):
         assert f"line {line}:" in message
     assert "41 field(s), expected 40" in message and "I3 is not an integer: 'abc'" in message
-    assert "and 2 more" in message
+    assert "and 3 more" in message
     malformed = data.info["malformed"]
-    assert malformed["count"] == 7 and malformed["rows_read"] == 300
-    assert sum(data.info["split_sizes"].values()) == 293
+    assert malformed["count"] == 8 and malformed["rows_read"] == 300
+    assert sum(data.info["split_sizes"].values()) == 292
     # the kept rows are exactly the good ones: same result as a file without the bad lines
-    bad_lines = {5, 10, 21, 151, 201, 251, 300}
+    bad_lines = {5, 10, 21, 151, 201, 251, 261, 300}
     clean = _write(tmp_path / "clean.txt", "".join(r + "\n" for i, r in enumerate(good, 1) if i not in bad_lines))
     reference_data = load_criteo(clean, min_count=1, cache_dir=tmp_path / "c")
     assert torch.equal(data.train.sparse, reference_data.train.sparse)
-    with pytest.raises(ValueError, match=r"7 malformed row.*line 5: 41 field"):
+    with pytest.raises(ValueError, match=r"8 malformed row.*line 5: 41 field"):
         load_criteo(path, min_count=1, cache_dir=tmp_path / "c", on_malformed="raise")
 
 
@@ -205,6 +210,23 @@ def test_line_numbers_across_blocks(tmp_path):
     path = _write(tmp_path / "g.txt", "\n".join(rows))
     with pytest.raises(ValueError, match=r"line 1801: I13 is not an integer: 'x'"):
         prepare_criteo(path, cache_dir=tmp_path / "c", on_malformed="raise", block_size=4096)
+
+
+def test_hex_values_read_as_integers():
+    values, bad = hex_to_int(pa.array(["0a1b2c3d", None, "ffffffff", "xyz", "F", "ffffffffffffffff", "1" * 17, ""]))
+    assert values.to_pylist() == [0x0A1B2C3D, None, 2**32 - 1, None, 15, -1, None, None]
+    assert bad.tolist() == [3, 6, 7]
+    fixed, bad = hex_to_int(pa.array(["0000000a", None, "FFFFFFFF"]).slice(1))  # the 8-digit fast path
+    assert fixed.to_pylist() == [None, 2**32 - 1] and bad.size == 0
+
+
+def test_generated_benchmark_file_reports_its_malformed_lines(tmp_path):
+    from benchmarks.criteo_loader import generate, malformed_lines
+
+    valid = generate(tmp_path / "synthetic.txt", 3000, chunk=1000)
+    with pytest.warns(UserWarning, match=f"{len(malformed_lines())} malformed row"):
+        data = prepare_criteo(tmp_path / "synthetic.txt", cache_dir=tmp_path / "c")
+    assert data.info["rows"] == valid == 3000
 
 
 def test_cache_hit_reprocess_and_reparse(tmp_path, monkeypatch):
