@@ -17,6 +17,24 @@ from .ogb import OGBGraphPropDataset
 from .ogb import evaluator as ogb_evaluator
 from .sbm import SBMDataset, generate_sbm
 
+# isort: split
+# CTR loaders (Criteo; behaviour sequences for DIN/DARE), kept apart so merges stay append-only
+from .behaviour import (
+    BehaviourData,
+    BehaviourSplit,
+    Interactions,
+    build_behaviour_data,
+    collate_behaviour,
+    export_din_parquet,
+    load_amazon,
+    load_movielens,
+    load_taobao,
+    read_amazon,
+    read_movielens,
+    read_taobao,
+)
+from .criteo import CriteoData, CriteoProcessed, CriteoSplit, load_criteo, prepare_criteo
+
 __all__ = [
     "BagLoader",
     "MILBags",
@@ -30,4 +48,22 @@ __all__ = [
     "read_mil_csv",
     "read_mil_mat",
     "read_musk_data",
+    # CTR loaders
+    "BehaviourData",
+    "BehaviourSplit",
+    "CriteoData",
+    "CriteoProcessed",
+    "CriteoSplit",
+    "Interactions",
+    "build_behaviour_data",
+    "collate_behaviour",
+    "export_din_parquet",
+    "load_amazon",
+    "load_criteo",
+    "load_movielens",
+    "load_taobao",
+    "prepare_criteo",
+    "read_amazon",
+    "read_movielens",
+    "read_taobao",
 ]
