@@ -362,6 +362,9 @@ def build_behaviour_data(
     _check_int(min_history, "min_history", 0)
     if max_history is not None:
         _check_int(max_history, "max_history", 1)
+        if min_history > max_history:
+            raise ValueError(f"`min_history`={min_history} is more than `max_history`={max_history}: no target "
+                             f"would be kept")
     _check_int(seed, "seed", 0)
     fractions = tuple(float(f) for f in time_split)
     if len(fractions) != 3 or min(fractions) < 0 or not math.isclose(sum(fractions), 1.0, abs_tol=1e-9):

@@ -349,7 +349,8 @@ def test_bad_options_named(tmp_path):
     inter = read_movielens(write_ml100k(tmp_path / "ml", make_log()))
     for kwargs, name in [({"label": "x"}, "label"), ({"split": "random"}, "split"), ({"holdout": 0}, "holdout"),
                          ({"max_history": 0}, "max_history"), ({"time_split": (0.5, 0.6, 0.1)}, "time_split"),
-                         ({"num_negatives": 0}, "num_negatives")]:
+                         ({"num_negatives": 0}, "num_negatives"),
+                         ({"min_history": 5, "max_history": 3}, "min_history")]:
         with pytest.raises(ValueError, match=name):
             build_behaviour_data(inter, **kwargs)
 
