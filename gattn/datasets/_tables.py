@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import os
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -22,15 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
-__all__ = [
-    "FieldInfo",
-    "MalformedRows",
-    "default_cache_dir",
-    "find_first",
-    "iter_delimited",
-    "require_file",
-    "resolve_root",
-]
+__all__ = ["FieldInfo", "MalformedRows", "hex_to_int", "iter_delimited", "to_float", "to_int"]
 
 MALFORMED_POLICIES = ("warn", "raise")
 #: how many line numbers a malformed-row summary shows
@@ -317,37 +308,3 @@ def _fill_lines(start: int, count: int, taken: np.ndarray) -> np.ndarray:
         return np.arange(start, start + count, dtype=np.int64)
     span = np.arange(start, start + count + taken.size, dtype=np.int64)
     return span[~np.isin(span, taken)][:count]
-
-
-# ------------------------------------------------------------------------------ files
-def require_file(path: str | os.PathLike, what: str) -> Path:
-    """`path` as a Path, or a FileNotFoundError naming the file and the folder searched."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"{what} file {path.name!r} not found (looked in {path.parent.resolve()})")
-    return path
-
-
-def find_first(folder: Path, candidates: Sequence[str], what: str) -> Path:
-    """The first of `candidates` (names relative to `folder`) that exists, else a
-    FileNotFoundError naming them all and the folder."""
-    for name in candidates:
-        if (folder / name).is_file():
-            return folder / name
-    raise FileNotFoundError(f"{what}: none of {', '.join(candidates)} found in {folder.resolve()}")
-
-
-def default_cache_dir() -> Path:
-    """Where processed data is cached: ``$GATTN_CACHE``, else ``~/.cache/gattn``."""
-    env = os.environ.get("GATTN_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "gattn"
-
-
-def resolve_root(root: str | os.PathLike | None) -> Path:
-    """The data root: ``root``, else ``$GATTN_DATA``, else ``../shared/data``."""
-    if root is not None:
-        return Path(root).expanduser()
-    env = os.environ.get("GATTN_DATA")
-    if env:
-        return Path(env).expanduser()
-    return Path("..") / "shared" / "data"

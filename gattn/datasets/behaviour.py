@@ -96,7 +96,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from ._tables import FieldInfo, MalformedRows, find_first, iter_delimited, require_file, resolve_root
+from ._paths import find_first, require_file, resolve_root
+from ._tables import FieldInfo, MalformedRows, iter_delimited
 
 __all__ = [
     "BehaviourData",

@@ -35,6 +35,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ._paths import resolve_root as _resolve
+
 __all__ = [
     "BagLoader",
     "MILBags",
@@ -457,15 +459,6 @@ def digit_bags(
 
 
 # -------------------------------------------------------------------------------- loading
-def _resolve(root: str | os.PathLike | None) -> Path:
-    if root is not None:
-        return Path(root).expanduser()
-    env = os.environ.get("GATTN_DATA")
-    if env:
-        return Path(env).expanduser()
-    return Path("..") / "shared" / "data"
-
-
 def _find(name: str, root: Path) -> Path | None:
     for candidate in MIL_DATASETS[name][1]:
         if (root / candidate).is_file():
