@@ -68,6 +68,11 @@ chronological, most recent last) with ``hist_ptr`` (int64 [B+1]). A split is a t
 Dataset (one sample per item, :func:`collate_behaviour` builds the ragged batch) and has a
 vectorised :meth:`BehaviourSplit.batches`; both yield dicts with those keys.
 
+Memory: every sample stores its own history, 16 bytes per history entry (item and category
+ids), so a split takes ``16 x sum(history lengths)`` bytes: about 160 MB for ml-100k in
+``label="rating"`` mode (10M entries), but quadratic in the users' interaction counts, so
+large logs (ml-20m, Taobao) need ``max_history`` (at most ``16 x L`` bytes per sample).
+
 Export for the peers (DeepCTR-Torch, FuxiCTR) on the same split: :func:`export_din_parquet`
 writes ``<folder>/{train,val,test}.parquet`` with columns ``user_id``, ``item_id`` (target),
 ``cate_id`` (target), ``hist_item_id`` and ``hist_cate_id`` (list<int64>, chronological, most
