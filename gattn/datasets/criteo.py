@@ -72,7 +72,7 @@ import math
 import os
 import shutil
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -382,19 +382,46 @@ def _map(parsed: Path, folder: Path, vocab: dict[str, pa.Array], numeric: str, s
     return sizes
 
 
+def _process(parsed: Path, folder: Path, source: Path, options: dict, parse_info: dict) -> dict:
+    """Passes 2 and 3 into `folder`; returns the processed data's metadata."""
+    numeric, fractions, seed = options["numeric"], options["split"], options["seed"]
+    vocab = _count(parsed, numeric, fractions, seed, options["min_count"])
+    return {
+        "source": str(source.resolve()),
+        "options": options,
+        "rows": parse_info["rows"],
+        "split_sizes": _map(parsed, folder, vocab, numeric, fractions, seed),
+        "vocab_sizes": {name: len(values) for name, values in vocab.items()},
+        "format": {"delimiter": parse_info["delimiter"], "header": parse_info["header"]},
+        "malformed": parse_info["malformed"],
+        "summary": parse_info["summary"],
+    }
+
+
 # -------------------------------------------------------------------------------- caching
 def _digest(payload: dict) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _publish(tmp: Path, final: Path) -> None:
-    """Move a finished cache folder into place (another process may have won the race)."""
+def _build_folder(final: Path, build: Callable[[Path], dict]) -> None:
+    """Fill a cache folder: `build(tmp)` writes its files into a temporary folder and returns
+    the metadata; ``meta.json`` is written last and the folder moved into place, so a
+    crashed or concurrent run never leaves a half-written folder behind `final`."""
+    tmp = Path(f"{final}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
     try:
+        meta = build(tmp)
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
         os.replace(tmp, final)
     except OSError:
-        if not (final / "meta.json").is_file():
+        if not (final / "meta.json").is_file():  # not another process winning the race
+            shutil.rmtree(tmp, ignore_errors=True)
             raise
+    except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _check_options(min_count: int, numeric: str, split: Sequence[float], seed: int, block_size: int) -> tuple:
@@ -463,40 +490,11 @@ def prepare_criteo(
         outcome = "processed"
         if not (parsed_dir / "meta.json").is_file():
             outcome = "parsed"
-            tmp = Path(f"{parsed_dir}.tmp-{os.getpid()}")
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir()
-            try:
-                # the report is stored and applied below, the same way for every outcome
-                parse_info = _parse(path, tmp / "rows.parquet", block_size)
-                (tmp / "meta.json").write_text(json.dumps(parse_info))
-            except BaseException:
-                shutil.rmtree(tmp, ignore_errors=True)
-                raise
-            _publish(tmp, parsed_dir)
+            # the malformed-row report is stored and applied below, the same way for every outcome
+            _build_folder(parsed_dir, lambda tmp: _parse(path, tmp / "rows.parquet", block_size))
         parse_info = json.loads((parsed_dir / "meta.json").read_text())
         _raise_or_warn(parse_info, on_malformed)
-        tmp = Path(f"{folder}.tmp-{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
-        try:
-            vocab = _count(parsed_dir / "rows.parquet", numeric, fractions, seed, min_count)
-            sizes = _map(parsed_dir / "rows.parquet", tmp, vocab, numeric, fractions, seed)
-            meta = {
-                "source": str(path.resolve()),
-                "options": options,
-                "rows": parse_info["rows"],
-                "split_sizes": sizes,
-                "vocab_sizes": {name: len(values) for name, values in vocab.items()},
-                "format": {"delimiter": parse_info["delimiter"], "header": parse_info["header"]},
-                "malformed": parse_info["malformed"],
-                "summary": parse_info["summary"],
-            }
-            (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        _publish(tmp, folder)
+        _build_folder(folder, lambda tmp: _process(parsed_dir / "rows.parquet", tmp, path, options, parse_info))
         if not keep_parsed:
             shutil.rmtree(parsed_dir, ignore_errors=True)
     meta = json.loads((folder / "meta.json").read_text())
