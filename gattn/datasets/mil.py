@@ -20,12 +20,16 @@ Data sets (:func:`load_mil`): ``musk1``, ``musk2``, ``elephant``, ``fox``, ``tig
 the data root (``<root>/mil/<name>.csv`` or ``.mat``, or the UCI Musk files), and the embedded
 ``digit-bags`` (:func:`digit_bags`, built from scikit-learn's bundled handwritten digits, no
 download). The evaluation protocol of the papers is :func:`cross_validation_folds`: 10-fold
-cross-validation stratified by bag label, seeded.
+cross-validation stratified by bag label, seeded. :meth:`MILBags.standardize` scales the
+features per fold with statistics of the training bags only; constant columns map to 0 and
+sparse or spiky ones are scaled by their range, so no standardised feature exceeds a stated
+bound (20 by default) even when a column is constant in the training bags of a fold.
 """
 
 from __future__ import annotations
 
 import csv
+import math
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -38,6 +42,7 @@ from torch import Tensor
 from ._paths import resolve_root as _resolve
 
 __all__ = [
+    "STANDARDIZE_BOUND",
     "BagLoader",
     "MILBags",
     "available",
@@ -69,6 +74,26 @@ MIL_DATASETS: dict[str, tuple[str, tuple[str, ...]]] = {
     "tiger": ("Tiger: 200 images, 1,220 segments, 230 features", ("mil/tiger.csv", "mil/tiger.mat", "tiger.mat")),
 }
 EMBEDDED = "digit-bags"
+
+
+#: Default bound of :meth:`MILBags.standardize`: no standardised feature exceeds it.
+STANDARDIZE_BOUND = 20.0
+#: A column whose training range is at most this share of its magnitude is constant.
+_CONSTANT_RTOL = 1e-6
+
+
+def _fit_scaling(instances: Tensor, bound: float) -> tuple[Tensor, Tensor]:
+    """Per-column mean and scale of :meth:`MILBags.standardize` (float64; scale inf = constant)."""
+    x = instances.double()
+    if x.size(0) == 0:
+        raise ValueError("cannot fit the standardisation on bags without instances")
+    mean = x.mean(0)
+    sigma = x.std(0, unbiased=False)
+    low, high = x.amin(0), x.amax(0)
+    spread = high - low
+    constant = spread <= _CONSTANT_RTOL * torch.maximum(low.abs(), high.abs())
+    scale = torch.maximum(sigma, spread / bound)
+    return mean, scale.masked_fill(constant, math.inf)
 
 
 # ------------------------------------------------------------------------------ container
@@ -151,16 +176,61 @@ class MILBags:
         self,
         mean: Tensor | None = None,
         std: Tensor | None = None,
+        *,
+        bound: float = STANDARDIZE_BOUND,
     ) -> tuple[MILBags, Tensor, Tensor]:
-        """Features scaled to zero mean, unit variance (statistics of these instances unless
-        given: fit them on the training folds and pass them to the test fold)."""
-        if mean is None or std is None:
-            mean = self.instances.mean(0)
-            std = self.instances.std(0, unbiased=False).clamp_min(1e-6)
-        scaled = MILBags(
-            (self.instances - mean) / std, self.ptr, self.labels, self.bag_ids, self.instance_labels, self.name
-        )
-        return scaled, mean, std
+        r"""Features scaled per column, robust to constant, near-constant and spiky columns.
+
+        Fit the statistics on the training bags (``mean`` and ``std`` None) and pass the
+        returned ``mean`` and ``std`` to the validation and test bags: nothing is computed
+        from the bags being transformed then. The rule, per column :math:`j`, with
+        :math:`\mu_j`, :math:`\sigma_j` (population), :math:`lo_j`, :math:`hi_j` the mean,
+        standard deviation, minimum and maximum over the training instances:
+
+        * *constant* when :math:`hi_j - lo_j \le 10^{-6}\max(|lo_j|, |hi_j|)` (exactly equal,
+          or equal to float32 precision): the column maps to 0 in every bag (its scale is
+          ``inf``). A model trained on these bags never saw the column vary and cannot have
+          learned anything from it, so a test value off the constant would only send noise
+          through untrained weights; it is also what makes the result independent of the
+          constant's magnitude.
+        * otherwise :math:`z = \mathrm{clip}((x - \mu_j) / s_j, -b, b)` with the scale
+          :math:`s_j = \max(\sigma_j, (hi_j - lo_j) / b)` and :math:`b` = ``bound``. A column
+          whose training values lie within :math:`b` standard deviations of each other is the
+          ordinary z-score; the floor :math:`(hi_j - lo_j)/b` on the scale only acts on
+          sparse or spiky columns (a few non-zero values among many equal ones), whose
+          standard deviation is tiny next to their range.
+
+        Every training value then lies in :math:`[-b, b]` without clipping (the transform is
+        affine on the training data), and every validation or test value is clipped to it: no
+        standardised feature exceeds ``bound`` in absolute value. The rule is invariant to
+        rescaling a column (:math:`x \to c\,x`, :math:`c > 0`). Statistics are computed in
+        float64; ``mean`` and ``std`` are returned as float64 [D] tensors (``std`` = the scale
+        :math:`s_j`, ``inf`` for constant columns), the features as float32.
+
+        Args:
+            mean: [D] column means from :meth:`standardize` on the training bags (with
+                ``std``), or None to fit them on these bags.
+            std: [D] column scales from the same call (positive; ``inf`` = constant column).
+            bound: the largest absolute standardised value :math:`b` (default 20: larger
+                than the range, in standard deviations, of every column of Musk1/Musk2, so
+                those are plain z-scores).
+        """
+        if not (isinstance(bound, (int, float)) and math.isfinite(bound) and bound > 0):
+            raise ValueError(f"`bound` must be a positive finite number, got {bound!r}")
+        if (mean is None) != (std is None):
+            raise ValueError("give both `mean` and `std` (from standardize() on the training bags) or neither")
+        if mean is None:
+            mean, std = _fit_scaling(self.instances, float(bound))
+        else:
+            for name, value in (("mean", mean), ("std", std)):
+                if not isinstance(value, Tensor) or value.shape != (self.num_features,):
+                    shape = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
+                    raise ValueError(f"`{name}` must be a tensor of shape [{self.num_features}], got {shape}")
+            if not bool((std > 0).all()) or bool(torch.isnan(std).any()):
+                raise ValueError("`std` must be positive (inf for a constant column), as standardize() returns it")
+        scaled = ((self.instances.double() - mean.double()) / std.double()).clamp_(-bound, bound)
+        bags = MILBags(scaled.float(), self.ptr, self.labels, self.bag_ids, self.instance_labels, self.name)
+        return bags, mean, std
 
     def batches(
         self,

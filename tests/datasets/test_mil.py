@@ -7,8 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from torch import Tensor
 
 from gattn.datasets.mil import (
+    STANDARDIZE_BOUND,
     BagLoader,
     MILBags,
     available,
@@ -127,9 +129,99 @@ def test_subset_batches_and_standardize(tmp_path):
     scaled, mean, std = bags.standardize()
     torch.testing.assert_close(scaled.instances.mean(0), torch.zeros(2), atol=1e-6, rtol=0)
     again, _, _ = part.standardize(mean, std)
-    torch.testing.assert_close(again.instances, (part.instances - mean) / std)
+    torch.testing.assert_close(again.instances, ((part.instances - mean) / std).float())
     loader = BagLoader(bags, batch_size=2, shuffle=True, seed=1)
     assert len(loader) == 2 and sum(y.numel() for _, _, y in loader) == 3
+
+
+def write_awkward_csv(path: Path, constant_scale: float = 1.0, seed: int = 0) -> Path:
+    """80 bags in the `mil` CSV layout with the columns that broke the old standardisation.
+
+    0: Gaussian; 1: constant (7.5 x ``constant_scale``); 2: near-constant (1000 plus noise at
+    float32 precision); 3: one spike among zeros; 4: sparse (4 non-zero values, so some
+    folds' training bags see only zeros: constant there, varying in the test bags, and scaled
+    by ``constant_scale`` too); 5: heavy-tailed (standard Cauchy).
+    """
+    gen = np.random.default_rng(seed)
+    sizes = gen.integers(5, 16, 80)
+    rows = int(sizes.sum())
+    x = np.zeros((rows, 6))
+    x[:, 0] = gen.normal(3.0, 2.0, rows)
+    x[:, 1] = 7.5 * constant_scale
+    x[:, 2] = 1000.0 + gen.normal(0.0, 1e-5, rows)
+    x[gen.integers(rows), 3] = 0.25
+    x[: sizes[0], 4] = gen.normal(40.0, 5.0, sizes[0]) * constant_scale
+    x[:, 5] = gen.standard_cauchy(rows)
+    bag = np.repeat(np.arange(80), sizes)
+    lines = [f"{b % 2},bag{b},{','.join(repr(float(v)) for v in row)}" for b, row in zip(bag, x)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def naive_standardize(train: MILBags, test: MILBags) -> Tensor:
+    """The old rule: z-score with the training std floored at 1e-6 (test features exploded)."""
+    mean, std = train.instances.mean(0), train.instances.std(0, unbiased=False).clamp_min(1e-6)
+    return (test.instances - mean) / std
+
+
+def test_standardize_survives_constant_sparse_and_heavy_tailed_columns(tmp_path):
+    from sklearn.preprocessing import StandardScaler
+
+    bags = read_mil_csv(write_awkward_csv(tmp_path / "awkward.csv"))
+    bound = STANDARDIZE_BOUND
+    naive_worst, constant_in_training = 0.0, 0
+    for train_idx, test_idx in cross_validation_folds(bags.labels, 5, seed=0):
+        train, test = bags.subset(train_idx), bags.subset(test_idx)
+        train_z, mean, std = train.standardize()
+        test_z, _, _ = test.standardize(mean, std)
+        naive_worst = max(naive_worst, float(naive_standardize(train, test).abs().max()))
+        # the stated bound: no standardised feature, training or test, exceeds it
+        assert train_z.instances.abs().max() <= bound and test_z.instances.abs().max() <= bound
+        assert torch.isfinite(test_z.instances).all()
+        # an ordinary column is the plain z-score of its training values
+        reference = StandardScaler().fit_transform(train.instances[:, :1].double().numpy())
+        np.testing.assert_allclose(train_z.instances[:, 0].numpy(), reference[:, 0], rtol=1e-5, atol=1e-5)
+        # constant and float-noise columns carry nothing: zeros in every bag
+        assert torch.isinf(std[1:3]).all()
+        assert (train_z.instances[:, 1:3] == 0).all() and (test_z.instances[:, 1:3] == 0).all()
+        if torch.isinf(std[4]):  # the sparse column: constant in training, not in test
+            constant_in_training += 1
+            assert test.instances[:, 4].abs().max() > 10 and (test_z.instances[:, 4] == 0).all()
+        # the spike is scaled by its range (the floor), not by its standard deviation, which
+        # would put it sqrt(rows) > bound deviations out
+        if train.instances[:, 3].any():
+            assert train.instances.size(0) > bound**2
+            assert float(std[3]) == pytest.approx(0.25 / bound)
+    # the file does exercise the failure: the old rule sent test features past 10^6
+    assert constant_in_training == 1 and naive_worst > 1e6
+
+
+def test_standardize_does_not_depend_on_the_scale_of_a_constant_column(tmp_path):
+    """Columns 1 (constant everywhere) and 4 (constant in some folds' training bags) scaled by
+    10^6: every standardised feature is unchanged, so is everything a model computes."""
+    small = read_mil_csv(write_awkward_csv(tmp_path / "small.csv"))
+    large = read_mil_csv(write_awkward_csv(tmp_path / "large.csv", constant_scale=1e6))
+    assert not torch.equal(small.instances, large.instances)
+    for train_idx, test_idx in cross_validation_folds(small.labels, 5, seed=0):
+        out = []
+        for bags in (small, large):
+            train_z, mean, std = bags.subset(train_idx).standardize()
+            out.append((train_z.instances, bags.subset(test_idx).standardize(mean, std)[0].instances))
+        torch.testing.assert_close(out[0][0], out[1][0], rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(out[0][1], out[1][1], rtol=1e-6, atol=1e-6)
+
+
+def test_standardize_rejects_bad_statistics():
+    bags = digit_bags(num_bags=10)
+    _, mean, std = bags.standardize()
+    with pytest.raises(ValueError, match="both `mean` and `std`"):
+        bags.standardize(mean)
+    with pytest.raises(ValueError, match=r"`std` must be a tensor of shape \[64\]"):
+        bags.standardize(mean, std[:3])
+    with pytest.raises(ValueError, match="`std` must be positive"):
+        bags.standardize(mean, torch.zeros(64))
+    with pytest.raises(ValueError, match="`bound` must be a positive finite number"):
+        bags.standardize(bound=0)
 
 
 def test_cross_validation_is_stratified_and_seeded():
