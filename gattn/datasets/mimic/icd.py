@@ -121,11 +121,12 @@ def _notes_of(notes: MimicNotes, hadm: np.ndarray, missing_notes: str, split: st
     if missing and missing_notes == "raise":
         raise KeyError(f"{missing} of the {hadm.size} {split} admissions have no note in NOTEEVENTS "
                        f"(HADM_ID {', '.join(map(str, hadm[~has][:5]))}); pass missing_notes='drop' or 'empty'")
-    if missing_notes == "drop":
-        hadm = hadm[has]
-    texts = notes.read(hadm[has], columns=["TEXT"]).column("TEXT").combine_chunks() if has.any() else pa.array(
+    found = hadm[has]
+    texts = notes.read(found, columns=["TEXT"]).column("TEXT").combine_chunks() if found.size else pa.array(
         [], pa.large_string())
-    if missing_notes == "empty" and missing:
+    if missing_notes == "drop":
+        hadm = found
+    elif missing:
         full = np.full(hadm.size, "", dtype=object)
         full[has] = np.asarray(texts.to_pylist(), dtype=object)
         texts = pa.array(full.tolist(), type=pa.large_string())

@@ -27,12 +27,11 @@ import pyarrow.compute as pc
 __all__ = ["clean_text", "clean_texts", "tokenize"]
 
 _WORD = re.compile(r"\w+")
-_LETTER = re.compile(r"[^\W\d_]")
 
 
 def tokenize(text: str) -> list[str]:
     """The cleaned words of one text (module docstring for the rule)."""
-    return [word for word in _WORD.findall(text.lower()) if _LETTER.search(word)]
+    return [word for word in _WORD.findall(text.lower()) if any(c.isalpha() for c in word)]
 
 
 def clean_text(text: str) -> str:
