@@ -35,6 +35,10 @@ from .behaviour import (
 )
 from .criteo import CriteoData, CriteoProcessed, CriteoSplit, load_criteo, prepare_criteo
 
+# isort: split
+# clinical loaders (MIMIC-III), kept apart so merges stay append-only
+from .mimic import MimicDocuments, MimicICD, load_icd_coding, load_notes, load_time_series
+
 __all__ = [
     "BagLoader",
     "MILBags",
@@ -66,4 +70,10 @@ __all__ = [
     "read_amazon",
     "read_movielens",
     "read_taobao",
+    # clinical loaders
+    "MimicDocuments",
+    "MimicICD",
+    "load_icd_coding",
+    "load_notes",
+    "load_time_series",
 ]

@@ -409,7 +409,7 @@ def write_noteevents(
 
     Categories and note lengths follow ``mix`` (default :data:`CATEGORY_MIX`); 10 % of the
     radiology, ECG and echo notes have no ``HADM_ID`` (outpatient), 8 % of discharge summaries
-    are addenda. Text is drawn from a 32 MB pool of invented words, numbers, de-identification
+    are addenda. Text is drawn from a pool (up to 32 MB) of invented words, numbers, de-identification
     brackets, punctuation and line breaks, so that a multi-GB file takes minutes to write.
 
     Args:
@@ -433,7 +433,9 @@ def write_noteevents(
     vocabulary = np.array(pool + ["[**2151-7-16**]", "[**Hospital1 18**]", "2", "10", "125", "0.5", "mg", "q.d.",
                                   "s/p", "x3", "\n", "\n\n", '"', ",", ".", ":", "-", "(", ")"])
     weights = np.r_[zipf / zipf.sum() * 0.8, np.full(len(vocabulary) - len(pool), 0.2 / (len(vocabulary) - len(pool)))]
-    corpus = " ".join(rng.choice(vocabulary, size=6_000_000, p=weights / weights.sum()).tolist())
+    words = vocabulary.tolist()
+    corpus_words = min(6_000_000, max(300_000, 50 * num_notes))  # ~32 MB of text for a large file
+    corpus = " ".join([words[i] for i in rng.choice(len(words), size=corpus_words, p=weights / weights.sum())])
     stats = {"bytes": 0, "notes": 0, "discharge_notes": 0}
     discharge_hadm = set()
     chunk = 50_000

@@ -156,7 +156,8 @@ class _Buckets:
         if not self.buffers[bucket]:
             return
         if bucket not in self.writers:
-            self.writers[bucket] = pq.ParquetWriter(self.path(bucket), _PART_SCHEMA)
+            # temporary files, read back once: not worth compressing
+            self.writers[bucket] = pq.ParquetWriter(self.path(bucket), _PART_SCHEMA, compression="none")
         self.writers[bucket].write_table(pa.concat_tables(self.buffers[bucket]))
         self.buffers[bucket], self.sizes[bucket] = [], 0
 
