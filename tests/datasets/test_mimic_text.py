@@ -122,7 +122,7 @@ def test_notes_cache_is_keyed_by_the_options(fx, tmp_path):
     again = load_notes(fx.mimic_dir, cache_dir=tmp_path)
     assert again.from_cache and again.path == first.path and as_dict(again) == as_dict(first)
     assert str(again.report) == str(first.report)
-    other = load_notes(fx.mimic_dir, cache_dir=tmp_path, categories=("Discharge summary", "Radiology"))
+    other = load_notes(fx.mimic_dir, cache_dir=tmp_path, categories=("Discharge summary", " Radiology "))
     assert not other.from_cache and other.path != first.path
     expected = reference_notes(fx, ("Discharge summary", "Radiology"))
     assert {h: v[:2] for h, v in as_dict(other).items()} == expected

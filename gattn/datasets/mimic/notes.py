@@ -104,7 +104,7 @@ class MimicNotes:
 
 def _prepare(batch: pa.Table, categories: pa.Array, drop_error_notes: bool, wanted: pa.Array | None,
              report: TableReport) -> pa.Table | None:
-    keep = pc.fill_null(pc.is_in(batch.column("CATEGORY"), value_set=categories), False)
+    keep = pc.fill_null(pc.is_in(pc.utf8_trim_whitespace(batch.column("CATEGORY")), value_set=categories), False)
     report.skip("other CATEGORY", batch.num_rows - int(pc.sum(keep).as_py() or 0))
     if drop_error_notes:
         error = pc.and_(keep, pc.fill_null(pc.equal(pc.utf8_trim_whitespace(batch.column("ISERROR")), "1"), False))
@@ -208,7 +208,8 @@ def load_notes(
     Args:
         mimic_dir: the MIMIC-III directory (holding ``NOTEEVENTS.csv`` or ``.csv.gz``).
         categories: the ``CATEGORY`` values kept (default ``("Discharge summary",)``, the
-            ICD-coding setting of CAML and TransICD).
+            ICD-coding setting of CAML and TransICD), compared without surrounding spaces
+            (MIMIC-III spells some with a trailing one: ``"Physician "``, ``"Respiratory "``).
         drop_error_notes: leave out notes with ``ISERROR = 1`` (default True).
         hadm_ids: keep only these admissions (default: all).
         cache_dir: where the parquet cache lives (default :func:`.cache.default_cache_dir`).
@@ -225,7 +226,8 @@ def load_notes(
     source = find_table(mimic_dir, "NOTEEVENTS")
     wanted = None if hadm_ids is None else np.unique(np.asarray(hadm_ids, dtype=np.int64))
     options = {
-        "source": file_identity(source), "categories": sorted(categories), "drop_error_notes": bool(drop_error_notes),
+        "source": file_identity(source), "categories": sorted({c.strip() for c in categories}),
+        "drop_error_notes": bool(drop_error_notes),
         "hadm_ids": None if wanted is None else hashlib.sha256(wanted.tobytes()).hexdigest(),
         "on_malformed": on_malformed,
     }
@@ -242,7 +244,7 @@ def load_notes(
     work.mkdir(parents=True)
     try:
         buckets = _Buckets(work, max(1, math.ceil(size / _BYTES_PER_BUCKET)))
-        category_set = pa.array(list(categories), type=pa.string())
+        category_set = pa.array(sorted({c.strip() for c in categories}), type=pa.string())
         wanted_arr = None if wanted is None else pa.array(wanted)
         for batch in iter_table(mimic_dir, "NOTEEVENTS", _COLUMNS, on_malformed=on_malformed,
                                 block_size=block_size, report=report):
