@@ -194,6 +194,11 @@ def test_icd_coding_label_options_and_missing_notes(fx, tmp_path):
     data = load_icd_coding(fx.mimic_dir, fx.splits_dir, labels=explicit, embedding_dim=None, cache_dir=tmp_path)
     assert data.codes == explicit and data.embeddings is None
     assert data.report["codes_without_description"] == ["999.99"]
+    with pytest.raises(ValueError, match="999.99 has no description"):
+        data.description_tokens()
+    tokens = data.description_tokens(empty="unk")
+    assert tokens[2].tolist() == [1] and len(tokens) == 3
+    assert tokens[0].tolist() == data.description_ids[data.description_ptr[0]:data.description_ptr[1]].tolist()
     assert data.train.hadm_ids.tolist() == fx.splits["train_50"]
     everything = load_icd_coding(fx.mimic_dir, fx.splits_dir, setting="full", embedding_dim=None,
                                  cache_dir=tmp_path)
@@ -240,3 +245,25 @@ def test_demo_structured_tables_through_the_same_code(tmp_path):
     assert data.report["splits"]["train"]["no_note"] == len(data.train)
     rows = np.flatnonzero(np.isin(data.train.hadm_ids.numpy(), splits["train"]))
     assert torch.equal(data.train.multi_hot(torch.from_numpy(rows)), _dense(ptr, index, 50))
+
+
+# ------------------------------------------------------- the models take these batches
+def test_batches_feed_the_clinical_models(fx, tmp_path):
+    """The data's contract with gattn.models: ragged ids + ptr, multi-hot labels, series with a
+    True-is-observed mask, descriptions as token lists, training label counts for LDAM."""
+    from gattn.losses import LDAMLoss
+    from gattn.models import LabelDependentAttention, TransICD
+
+    data = load_icd_coding(fx.mimic_dir, fx.splits_dir, labels=6, embedding_dim=8, embedding_epochs=1,
+                           min_count=2, cache_dir=tmp_path, time_series=DEFAULT_FEATURES[:4], max_hours=6)
+    batch = next(iter(data.train.loader(batch_size=4)))
+    torch.manual_seed(0)
+    transicd = TransICD(data.num_labels, pretrained_embeddings=data.embeddings, num_heads=2, num_layers=1)
+    logits = transicd(batch.token_ids, batch.ptr)
+    loss = LDAMLoss(data.train_label_counts)(logits, batch.labels)
+    assert logits.shape == batch.labels.shape and torch.isfinite(loss)
+    lda = LabelDependentAttention(data.num_labels, pretrained_embeddings=data.embeddings,
+                                  label_descriptions=data.description_tokens(empty="unk"),
+                                  time_series_channels=4, hidden_channels=8)
+    out = lda(batch.token_ids, batch.ptr, batch.series, batch.series_mask)
+    assert out.shape == batch.labels.shape and torch.isfinite(out).all()

@@ -43,7 +43,7 @@ from .splits import SPLITS, read_caml_splits, split_file
 from .tables import find_table
 from .text import clean_texts
 from .timeseries import SeriesFeature, load_time_series
-from .vocab import Vocabulary, build_vocabulary, train_word2vec
+from .vocab import UNK, Vocabulary, build_vocabulary, train_word2vec
 
 __all__ = ["MimicICD", "load_icd_coding"]
 
@@ -85,6 +85,27 @@ class MimicICD:
     @property
     def num_labels(self) -> int:
         return len(self.codes)
+
+    def description_tokens(self, empty: str = "raise") -> list[Tensor]:
+        """One int64 tensor of token ids per code, its description (the form
+        :class:`gattn.models.LabelDependentAttention`'s ``label_descriptions`` takes).
+
+        Args:
+            empty: a code whose description is empty (no source had one, see
+                ``report["codes_without_description"]``): ``"raise"`` (default) or ``"unk"``
+                (the single token ``<unk>``).
+        """
+        if empty not in ("raise", "unk"):
+            raise ValueError(f"`empty` must be 'raise' or 'unk', got {empty!r}")
+        out = []
+        for c, code in enumerate(self.codes):
+            tokens = self.description_ids[self.description_ptr[c]: self.description_ptr[c + 1]]
+            if tokens.numel() == 0:
+                if empty == "raise":
+                    raise ValueError(f"code {code} has no description; pass empty='unk' to use <unk>")
+                tokens = torch.tensor([UNK], dtype=torch.long)
+            out.append(tokens)
+        return out
 
     @property
     def train_label_counts(self) -> Tensor:
