@@ -260,3 +260,12 @@ def test_demo_codes_and_admissions():
     admissions = read_admissions(DEMO)
     assert len(admissions) == 129 and admissions.index.is_unique
     assert np.isin(df["HADM_ID"].unique(), admissions.index).all()
+
+
+def test_available_lists_table_and_split_folders(fx):
+    from gattn.datasets.mimic import available
+
+    rows = {name: (present, detail) for name, present, detail in available(fx.mimic_dir.parent)}
+    assert rows["mimic"][0] and "NOTEEVENTS" in rows["mimic"][1] and "missing" not in rows["mimic"][1]
+    assert rows["splits"][0] and "6 CAML split files" in rows["splits"][1]
+    assert available(fx.mimic_dir.parent / "absent") == []
