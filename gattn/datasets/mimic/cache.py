@@ -14,6 +14,8 @@ import json
 import os
 from pathlib import Path
 
+from .. import _paths
+
 __all__ = ["FORMAT_VERSION", "CacheEntry", "default_cache_dir", "file_identity"]
 
 #: bumped whenever a stage's output format or processing changes
@@ -21,11 +23,8 @@ FORMAT_VERSION = 1
 
 
 def default_cache_dir() -> Path:
-    """``$GATTN_CACHE/mimic3``, else ``$XDG_CACHE_HOME/gattn/mimic3``, else ``~/.cache/gattn/mimic3``."""
-    if os.environ.get("GATTN_CACHE"):
-        return Path(os.environ["GATTN_CACHE"]).expanduser() / "mimic3"
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "gattn" / "mimic3"
+    """``mimic3`` under the loaders' cache (``$GATTN_CACHE``, else ``~/.cache/gattn``)."""
+    return _paths.default_cache_dir() / "mimic3"
 
 
 def file_identity(path: str | os.PathLike) -> dict:

@@ -24,6 +24,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from .._paths import require_file
 from .tables import TableReport, find_table, read_table
 
 __all__ = [
@@ -223,10 +224,7 @@ def read_code_descriptions(
                 if title:
                     out.setdefault(code, title)
     if descriptions_file is not None:
-        path = Path(descriptions_file)
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"ICD-9 descriptions file {path.name!r} not found (looked in {path.parent.resolve()})")
+        path = require_file(descriptions_file, "ICD-9 descriptions")
         for code, text in _read_description_file(path).items():
             out.setdefault(code, text)
     return out

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.compute as pc
 
+from .._paths import find_first
 from .tables import TableReport, read_table
 
 __all__ = ["SPLITS", "read_admissions", "read_caml_splits", "split_file"]
@@ -34,10 +35,7 @@ def split_file(splits_dir: str | os.PathLike, split: str, setting: str) -> Path:
     if not directory.is_dir():
         raise FileNotFoundError(f"CAML splits directory {str(directory)!r} does not exist")
     names = [f"{split}_{setting}_hadm_ids.csv", f"mimic3_{split}_{setting}_hadm_ids.csv"]
-    for name in names:
-        if (directory / name).is_file():
-            return directory / name
-    raise FileNotFoundError(f"CAML split file not found: looked for {' or '.join(names)} in {directory.resolve()}")
+    return find_first(directory, names, f"CAML {split} split ({setting})")
 
 
 def _read_ids(path: Path) -> np.ndarray:

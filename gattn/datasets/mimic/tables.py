@@ -35,6 +35,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
+from .._paths import find_first
+
 __all__ = [
     "SCHEMAS",
     "TableReport",
@@ -164,14 +166,7 @@ def _candidates(table: str) -> list[str]:
 def find_table(mimic_dir: str | os.PathLike, table: str) -> Path:
     """The file of MIMIC-III ``table`` in ``mimic_dir``: ``TABLE.csv``, ``TABLE.csv.gz`` or the
     lower-case names. Raises ``FileNotFoundError`` naming the names tried and the directory."""
-    directory = resolve_mimic_dir(mimic_dir)
-    names = _candidates(table.upper())
-    for name in names:
-        if (directory / name).is_file():
-            return directory / name
-    raise FileNotFoundError(
-        f"MIMIC-III table {table.upper()} not found: looked for {', '.join(names)} in {directory.resolve()}"
-    )
+    return find_first(resolve_mimic_dir(mimic_dir), _candidates(table.upper()), f"MIMIC-III table {table.upper()}")
 
 
 def _open_text(path: Path) -> io.TextIOBase:
