@@ -7,3 +7,8 @@ from .transicd import TransICD
 
 __all__ = ["GINE", "BaseGraphModel", "GraphTransformer", "MLPReadout", "PyGTransformer"]
 __all__ += ["TransICD", "LabelDependentAttention", "LabelDependentAttentionOutput"]
+
+# Click-through-rate models.
+from .ctr import DARE, DIN, CategoricalFeature, Hiformer, NumericFeature, SequenceFeature  # noqa: E402
+
+__all__ += ["DARE", "DIN", "CategoricalFeature", "Hiformer", "NumericFeature", "SequenceFeature"]

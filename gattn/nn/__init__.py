@@ -24,3 +24,18 @@ __all__ = [
     "sinusoidal_position_encoding",
     "LabelCompatibilityAttention",
 ]
+
+# Click-through-rate attention (DIN, DARE, Hiformer).
+from .dare import DAREAttention  # noqa: E402
+from .din import Dice, DINAttention, LocalActivationUnit, minibatch_aware_l2  # noqa: E402
+from .hiformer import HeterogeneousAttention, HiformerLayer  # noqa: E402
+
+__all__ += [
+    "DAREAttention",
+    "DINAttention",
+    "Dice",
+    "HeterogeneousAttention",
+    "HiformerLayer",
+    "LocalActivationUnit",
+    "minibatch_aware_l2",
+]
