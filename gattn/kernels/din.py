@@ -8,6 +8,8 @@ elementwise work around them, each op a full pass over ``[R, C]``. Three fused o
   of ``[q, k, q - k, q * k]`` that depends on the behaviour; backward sums the query's
   gradient per segment (no ``index_add`` over R rows);
 * :func:`segment_broadcast` - ``x[s]`` for every row of segment s; backward is a segment sum;
+* :func:`gather_rows` - embedding lookup of the history rows; backward is one serial
+  scatter-add pass into the table's gradient (torch's sorts the R indices first);
 * :func:`dice` - the Dice activation ``x * (alpha + (1 - alpha) * sigmoid(bn(x)))`` with its
   batch statistics, optionally adding a per-segment bias first (the target's share of the
   first layer), in two passes forward and two backward instead of a dozen.
@@ -19,8 +21,6 @@ the oracle of the tests). ``None`` picks ``"cpu"`` for CPU tensors.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 from numba import njit, prange
@@ -28,7 +28,7 @@ from torch import Tensor
 
 from .cpu import _balanced_bounds, _np
 
-__all__ = ["dice", "segment_broadcast", "target_pair"]
+__all__ = ["dice", "gather_rows", "segment_broadcast", "target_pair"]
 
 _FASTMATH = {"nsz", "contract", "reassoc", "arcp"}
 _jit = dict(parallel=True, cache=True, fastmath=_FASTMATH, nogil=True)
@@ -96,9 +96,21 @@ def _dice_stats(bounds, ptr, x, bias, sums, squares):
 
 
 @njit(**_jit)
-def _dice_fwd(bounds, ptr, x, bias, mean, rstd, alpha, out, gate):
-    """out = v * (alpha + (1 - alpha) p), p = sigmoid((v - mean) rstd); p kept for backward
-    (the exponential is the costly part, and it does not vectorise here)."""
+def _dice_normalise(bounds, ptr, x, bias, mean, rstd, out):
+    """out = (v - mean) * rstd, v = x + bias[segment]."""
+    channels = x.shape[1]
+    for chunk in prange(bounds.shape[0] - 1):
+        for s in range(bounds[chunk], bounds[chunk + 1]):
+            b = bias[s]
+            for r in range(ptr[s], ptr[s + 1]):
+                row, out_row = x[r], out[r]
+                for j in range(channels):
+                    out_row[j] = (row[j] + b[j] - mean[j]) * rstd[j]
+
+
+@njit(**_jit)
+def _dice_fwd(bounds, ptr, x, bias, alpha, gate, out):
+    """out = v * (alpha + (1 - alpha) * gate)."""
     channels = x.shape[1]
     for chunk in prange(bounds.shape[0] - 1):
         for s in range(bounds[chunk], bounds[chunk + 1]):
@@ -106,10 +118,7 @@ def _dice_fwd(bounds, ptr, x, bias, mean, rstd, alpha, out, gate):
             for r in range(ptr[s], ptr[s + 1]):
                 row, out_row, gate_row = x[r], out[r], gate[r]
                 for j in range(channels):
-                    v = row[j] + b[j]
-                    p = 1.0 / (1.0 + math.exp((mean[j] - v) * rstd[j]))
-                    gate_row[j] = p
-                    out_row[j] = v * (alpha[j] + (1.0 - alpha[j]) * p)
+                    out_row[j] = (row[j] + b[j]) * (alpha[j] + (1.0 - alpha[j]) * gate_row[j])
 
 
 @njit(**_jit)
@@ -152,6 +161,17 @@ def _dice_bwd(bounds, ptr, x, bias, mean, rstd, alpha, gate, dout, mean_grad, me
                     grad = dout_row[j] * (a + (1.0 - a) * p) + rstd[j] * (g - mean_grad[j] - n * mean_grad_norm[j])
                     dx_row[j] = grad
                     db[j] += grad
+
+
+@njit(cache=True, nogil=True, fastmath=_FASTMATH)
+def _scatter_rows(index, rows, out):
+    """out[index[r]] += rows[r]: serial, so repeated ids need no atomics."""
+    dim = rows.shape[1]
+    for r in range(index.shape[0]):
+        target = out[index[r]]
+        source = rows[r]
+        for d in range(dim):
+            target[d] += source[d]
 
 
 # ------------------------------------------------------------------------------ helpers
@@ -239,6 +259,33 @@ def segment_broadcast(x: Tensor, ptr: Tensor, *, backend: str | None = None) -> 
     return _SegmentBroadcast.apply(x.to(work).contiguous(), ptr.long().contiguous(), num_rows).to(x.dtype)
 
 
+# ------------------------------------------------------------------------------ gather_rows
+class _GatherRows(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, weight, index):
+        ctx.save_for_backward(index)
+        ctx.num_rows = weight.size(0)
+        return weight.index_select(0, index)
+
+    @staticmethod
+    def backward(ctx, dout):
+        (index,) = ctx.saved_tensors
+        grad = torch.zeros(ctx.num_rows, dout.size(1), dtype=dout.dtype)
+        _scatter_rows(_np(index), _np(dout), grad.numpy())
+        return grad, None
+
+
+def gather_rows(weight: Tensor, index: Tensor, *, backend: str | None = None) -> Tensor:
+    """``weight[index]`` ([V, D] table, [R] int64 ids -> [R, D]), differentiable in ``weight``.
+
+    Same values and gradient as :func:`torch.nn.functional.embedding`; on CPU the gradient is
+    accumulated in one pass over the R rows. Inputs are trusted (ids validated by the caller).
+    """
+    if _resolve(backend, weight) == "reference" or weight.dtype not in (torch.float32, torch.float64):
+        return torch.nn.functional.embedding(index, weight)
+    return _GatherRows.apply(weight, index.long().contiguous())
+
+
 # ------------------------------------------------------------------------------ dice
 class _Dice(torch.autograd.Function):
     """Dice of x + bias[segment]; ``bias`` [S, C] is zeros (not differentiated) without one."""
@@ -246,7 +293,10 @@ class _Dice(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, alpha, bias, ptr, bounds, mean, rstd, training):
         out, gate = torch.empty_like(x), torch.empty_like(x)
-        _dice_fwd(bounds, _np(ptr), _np(x), _np(bias), _np(mean), _np(rstd), _np(alpha), out.numpy(), gate.numpy())
+        _dice_normalise(bounds, _np(ptr), _np(x), _np(bias), _np(mean), _np(rstd), gate.numpy())
+        # torch's sigmoid is vectorised; numba's exp is not (no SVML): this pass costs least here
+        torch.sigmoid_(gate)
+        _dice_fwd(bounds, _np(ptr), _np(x), _np(bias), _np(alpha), _np(gate), out.numpy())
         ctx.save_for_backward(x, alpha, bias, ptr, mean, rstd, gate)
         ctx.bounds, ctx.training = bounds, training
         return out

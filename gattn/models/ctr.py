@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from gattn.kernels.din import gather_rows
 from gattn.kernels.topk import segment_lookup_scores, segment_topk
 from gattn.nn._history import History, resolve_history
 from gattn.nn.dare import DAREAttention
@@ -289,7 +290,7 @@ class _TargetAttentionCTR(nn.Module):
         for seq in self.sequences:
             ids = rows[seq.name] if kept is None else rows[seq.name][kept]
             table = self._attention_table(seq.target) if attention else self.embedding.tables[seq.target]
-            parts.append(table(ids))
+            parts.append(gather_rows(table.weight, ids))
         return torch.cat(parts, dim=1)
 
     def _query(self, ids: Mapping[str, Tensor], embedded: Mapping[str, Tensor], attention: bool) -> Tensor:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from gattn.kernels.din import dice, segment_broadcast, target_pair
+from gattn.kernels.din import dice, gather_rows, segment_broadcast, target_pair
 from gattn.kernels.topk import _segment_topk_sorted, segment_lookup_scores, segment_topk
 
 from .graphs import ragged_ptr
@@ -153,3 +153,15 @@ def test_dice_single_row_and_empty():
         assert torch.equal(mean, torch.zeros(4, dtype=x.dtype)) and torch.equal(var, torch.ones(4, dtype=x.dtype))
         empty, _ = run_dice(x[:0], alpha, None, None, True, backend)
         assert empty.shape == (0, 4)
+
+
+def test_gather_rows_matches_embedding():
+    gen = torch.Generator().manual_seed(3)
+    weight = torch.randn(9, 4, generator=gen, dtype=torch.float64, requires_grad=True)
+    index = torch.tensor([3, 0, 3, 8, 3, 1])
+    out = gather_rows(weight, index, backend="cpu")
+    want = torch.nn.functional.embedding(index, weight)
+    torch.testing.assert_close(out, want)
+    grad = torch.randn_like(want)
+    torch.testing.assert_close(torch.autograd.grad(out, weight, grad), torch.autograd.grad(want, weight, grad))
+    assert torch.autograd.gradcheck(lambda w: gather_rows(w, index, backend="cpu"), (weight,))
