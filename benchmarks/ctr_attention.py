@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 from subprocess import TimeoutExpired
 
@@ -147,6 +148,24 @@ def run(spec: dict, timeout: float) -> dict:
         return {"error": f"timed out after {timeout:.0f} s"}
 
 
+def run_rounds(specs: dict[str, dict], rounds: int, timeout: float) -> dict[str, dict]:
+    """Each spec ``rounds`` times, interleaved (A B C A B C ...), so a change in the machine's
+    load hits every method alike; the median of each number over the rounds."""
+    runs: dict[str, list[dict]] = {name: [] for name in specs}
+    for _ in range(rounds):
+        for name, spec in specs.items():
+            runs[name].append(run(spec, timeout))
+    out = {}
+    for name, results in runs.items():
+        good = [r for r in results if "error" not in r]
+        if not good:
+            out[name] = results[0]
+            continue
+        out[name] = {key: statistics.median(r[key] for r in good) for key in good[0] if key != "rounds"}
+        out[name]["rounds"] = len(good)
+    return out
+
+
 def note(result: dict) -> str:
     error = result.get("error")
     return "" if error is None else (error if isinstance(error, str) else " ".join(error))
@@ -172,6 +191,7 @@ def main() -> None:
     parser.add_argument("--rank", type=int, default=32, help="Hiformer low-rank size")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--batches", type=int, default=3, help="distinct batches cycled through")
+    parser.add_argument("--rounds", type=int, default=1, help="interleaved repetitions of every measurement")
     parser.add_argument("--threads", type=int, default=2, help="torch (and numba) threads, every method")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per measurement")
     parser.add_argument("--peers", default="deepctr,fuxictr")
@@ -208,7 +228,8 @@ def main() -> None:
     if "din" in sections:
         for length in (int(v) for v in args.lengths.split(",")):
             spec = dict(common, batch=args.batch, max_len=length)
-            results = {m: run(dict(spec, method=m), args.timeout) for m in ["gattn-din", *args.peers.split(",")]}
+            methods = ["gattn-din", *args.peers.split(",")]
+            results = run_rounds({m: dict(spec, method=m) for m in methods}, args.rounds, args.timeout)
             raw += [{"section": "din", "max_len": length, "method": m, **r} for m, r in results.items()]
             for peer in args.peers.split(","):
                 record(f"DIN train L={length:,}", "gattn", PEER_NAMES[peer], results["gattn-din"], results[peer],
@@ -217,7 +238,8 @@ def main() -> None:
         for length in (int(v) for v in args.dare_lengths.split(",")):
             batch = args.batch if length < 5_000 else args.long_batch
             spec = dict(common, batch=batch, max_len=length)
-            results = {m: run(dict(spec, method=m), args.timeout) for m in ("gattn-dare", "gattn-din")}
+            methods = ("gattn-dare", "gattn-din")
+            results = run_rounds({m: dict(spec, method=m) for m in methods}, args.rounds, args.timeout)
             raw += [{"section": "dare", "max_len": length, "batch": batch, "method": m, **r}
                     for m, r in results.items()]
             record(f"train L={length:,} B={batch}", f"DARE K={args.top_k}", "DIN (all)", results["gattn-dare"],
@@ -225,7 +247,7 @@ def main() -> None:
     if "hiformer" in sections:
         spec = dict(common, batch=args.batch, dim=args.hiformer_dim, rank=args.rank)
         variants = ("hiformer-full", "hiformer-lowrank", "hiformer-pruned", "hiformer-lowrank-pruned")
-        results = {v: run(dict(spec, method=v), args.timeout) for v in variants}
+        results = run_rounds({v: dict(spec, method=v) for v in variants}, args.rounds, args.timeout)
         raw += [{"section": "hiformer", "method": v, **r} for v, r in results.items()]
         for variant in variants[1:]:
             name = variant.removeprefix("hiformer-").replace("lowrank", f"low-rank r={args.rank}")

@@ -76,8 +76,8 @@ def test_padded_history_and_padding_is_never_retrieved():
 
 
 def test_gradcheck_float64():
-    query, keys, value, ptr = inputs([6, 0, 2], dtype=torch.float64)
-    layer = DAREAttention(4, top_k=3)
+    query, keys, value, ptr = inputs([5, 0, 2], dim=2, value_dim=2, dtype=torch.float64)
+    layer = DAREAttention(2, top_k=3)
     args = tuple(t.clone().requires_grad_() for t in (query, keys, value))
     assert torch.autograd.gradcheck(lambda q, k, v: layer(q, k, ptr, value=v), args)
 

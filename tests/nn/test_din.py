@@ -145,8 +145,8 @@ def test_local_activation_unit_equals_concatenated_mlp():
 
 @pytest.mark.parametrize("softmax", [False, True])
 def test_gradcheck_float64(softmax):
-    query, keys, ptr = ragged([3, 0, 2, 1], 3, dtype=torch.float64)
-    layer = DINAttention(3, hidden_channels=(4, 2), softmax=softmax).double()
+    query, keys, ptr = ragged([2, 0, 1], 2, dtype=torch.float64)  # small: two evaluations per element
+    layer = DINAttention(2, hidden_channels=(3, 2), softmax=softmax).double()
     value = torch.randn(keys.size(0), 2, dtype=torch.float64)
     inputs = tuple(t.clone().requires_grad_() for t in (query, keys, value))
     # training mode: Dice's batch statistics are part of the function (the running ones are not)
