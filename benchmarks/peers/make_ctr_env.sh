@@ -8,7 +8,7 @@
 #     benchmarks/peers/.venv-ctr/bin/python -c "import deepctr_torch, fuxictr"
 #
 # Versions checked with torch 2.13.0 (CPU): deepctr-torch 0.3.0, fuxictr 2.3.10
-# (see benchmarks/peers/README.md for what imports and what does not).
+# (benchmarks/peers/README.md says what each needs and runs).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
