@@ -243,6 +243,13 @@ class _TargetAttentionCTR(nn.Module):
             if module is not self.head and hasattr(module, "reset_parameters"):
                 module.reset_parameters()
 
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(features={[f.name for f in self.embedding.features]}, "
+            f"sequences={[s.name for s in self.sequences]}, attention={self.attention!r}, "
+            f"hidden_channels={self.hidden_channels}, decoupled={self.decoupled})"
+        )
+
     def _attention_table(self, target: str) -> nn.Embedding:
         return self.attention_tables[target] if self.decoupled else self.embedding.tables[target]
 
@@ -421,13 +428,6 @@ class DIN(_TargetAttentionCTR):
         super().reset_parameters()
         self.attention.reset_parameters()
 
-    def __repr__(self) -> str:
-        return (
-            f"{type(self).__name__}(features={[f.name for f in self.embedding.features]}, "
-            f"sequences={[s.name for s in self.sequences]}, attention={self.attention!r}, "
-            f"hidden_channels={self.hidden_channels}, decoupled={self.decoupled})"
-        )
-
     def interest(self, query: Tensor, rows: Mapping[str, Tensor], segments: History) -> tuple[Tensor, Tensor]:
         keys = self._history_embedding(rows, attention=True)
         value = self._history_embedding(rows, attention=False) if self.decoupled else None
@@ -479,13 +479,6 @@ class DARE(_TargetAttentionCTR):
             hidden_channels, activation, dropout, interest_product,
         )
         self.attention = DAREAttention(self.query_channels, top_k=top_k, softmax=softmax)
-
-    def __repr__(self) -> str:
-        return (
-            f"{type(self).__name__}(features={[f.name for f in self.embedding.features]}, "
-            f"sequences={[s.name for s in self.sequences]}, attention={self.attention!r}, "
-            f"decoupled={self.decoupled})"
-        )
 
     def interest(self, query: Tensor, rows: Mapping[str, Tensor], segments: History) -> tuple[Tensor, Tensor]:
         attention = self.attention

@@ -27,7 +27,7 @@ __all__ = [
 
 # Click-through-rate attention (DIN, DARE, Hiformer).
 from .dare import DAREAttention  # noqa: E402
-from .din import Dice, DINAttention, LocalActivationUnit, minibatch_aware_l2  # noqa: E402
+from .din import Dice, DINAttention, LocalActivationUnit, TargetAttention, minibatch_aware_l2  # noqa: E402
 from .hiformer import HeterogeneousAttention, HiformerLayer  # noqa: E402
 
 __all__ += [
@@ -37,5 +37,6 @@ __all__ += [
     "HeterogeneousAttention",
     "HiformerLayer",
     "LocalActivationUnit",
+    "TargetAttention",
     "minibatch_aware_l2",
 ]

@@ -21,17 +21,17 @@ from __future__ import annotations
 import math
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from gattn.kernels import segment_attention_pool
 from gattn.kernels.topk import segment_lookup_scores, segment_topk
 
-from .din import history_rows
+from .din import TargetAttention
 
 __all__ = ["DAREAttention"]
 
 
-class DAREAttention(nn.Module):
+class DAREAttention(TargetAttention):
     r"""Retrieve the top-K behaviours by attention score, then attend over them.
 
     .. math::
@@ -90,27 +90,9 @@ class DAREAttention(nn.Module):
         )
         return out.squeeze(1), weights.squeeze(1)
 
-    def forward(
-        self,
-        query: Tensor,
-        keys: Tensor,
-        ptr: Tensor | None = None,
-        lengths: Tensor | None = None,
-        padding_mask: Tensor | None = None,
-        *,
-        value: Tensor | None = None,
-        return_attention_weights: bool = False,
-    ) -> Tensor | tuple[Tensor, Tensor]:
-        history, key_rows, value_rows = history_rows(
-            query, keys, value, ptr, lengths, padding_mask, self.in_channels
-        )
+    def pool(self, query: Tensor, keys: Tensor, value: Tensor, ptr: Tensor) -> tuple[Tensor, Tensor]:
         if self.top_k is None:
-            out, weights = self.attend(query, key_rows, value_rows, history.ptr)
-        else:
-            kept, kept_ptr = self.select(query, key_rows, history.ptr)
-            out, kept_weights = self.attend(query, key_rows[kept], value_rows[kept], kept_ptr)
-            if return_attention_weights:
-                weights = kept_weights.new_zeros(key_rows.size(0)).index_copy(0, kept, kept_weights)
-        if return_attention_weights:
-            return out, history.unpack(weights)
-        return out
+            return self.attend(query, keys, value, ptr)
+        kept, kept_ptr = self.select(query, keys, ptr)
+        out, kept_weights = self.attend(query, keys[kept], value[kept], kept_ptr)
+        return out, kept_weights.new_zeros(keys.size(0)).index_copy(0, kept, kept_weights)

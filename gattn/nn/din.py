@@ -32,7 +32,7 @@ from gattn.kernels.din import dice, segment_broadcast, target_pair
 
 from ._history import History, resolve_history
 
-__all__ = ["DINAttention", "Dice", "LocalActivationUnit", "make_activation", "minibatch_aware_l2"]
+__all__ = ["DINAttention", "Dice", "LocalActivationUnit", "TargetAttention", "make_activation", "minibatch_aware_l2"]
 
 
 class Dice(nn.Module):
@@ -231,7 +231,42 @@ def history_rows(
     return history, key_rows, value_rows
 
 
-class DINAttention(nn.Module):
+class TargetAttention(nn.Module):
+    """Base of the target-attention layers (one query per user over that user's history).
+
+    :meth:`forward` is the one boundary check: it turns ragged (``ptr`` / ``lengths``) or padded
+    (``padding_mask`` / ``lengths``) histories into packed rows and segments, and hands them to
+    :meth:`pool`, which subclasses implement on validated rows only; weights come back in the
+    caller's layout.
+    """
+
+    in_channels: int
+
+    def pool(self, query: Tensor, keys: Tensor, value: Tensor, ptr: Tensor) -> tuple[Tensor, Tensor]:
+        """Pooled [B, Dv] and the weight of every row [R], on validated rows."""
+        raise NotImplementedError
+
+    def forward(
+        self,
+        query: Tensor,
+        keys: Tensor,
+        ptr: Tensor | None = None,
+        lengths: Tensor | None = None,
+        padding_mask: Tensor | None = None,
+        *,
+        value: Tensor | None = None,
+        return_attention_weights: bool = False,
+    ) -> Tensor | tuple[Tensor, Tensor]:
+        history, key_rows, value_rows = history_rows(
+            query, keys, value, ptr, lengths, padding_mask, self.in_channels
+        )
+        out, weights = self.pool(query, key_rows, value_rows, history.ptr)
+        if return_attention_weights:
+            return out, history.unpack(weights)
+        return out
+
+
+class DINAttention(TargetAttention):
     r"""DIN's target attention over ragged behaviour histories.
 
     .. math::
@@ -279,28 +314,12 @@ class DINAttention(nn.Module):
             f"activation={self.unit.activation!r}, softmax={self.softmax})"
         )
 
-    def forward(
-        self,
-        query: Tensor,
-        keys: Tensor,
-        ptr: Tensor | None = None,
-        lengths: Tensor | None = None,
-        padding_mask: Tensor | None = None,
-        *,
-        value: Tensor | None = None,
-        return_attention_weights: bool = False,
-    ) -> Tensor | tuple[Tensor, Tensor]:
-        history, key_rows, value_rows = history_rows(
-            query, keys, value, ptr, lengths, padding_mask, self.in_channels
-        )
-        scores = self.unit(query, key_rows, history.ptr)
+    def pool(self, query: Tensor, keys: Tensor, value: Tensor, ptr: Tensor) -> tuple[Tensor, Tensor]:
+        scores = self.unit(query, keys, ptr)
         out, weights = segment_attention_pool(
-            key_rows, scores=scores.unsqueeze(1), ptr=history.ptr, value=value_rows, normalize=self.softmax
+            keys, scores=scores.unsqueeze(1), ptr=ptr, value=value, normalize=self.softmax
         )
-        out = out.squeeze(1)
-        if return_attention_weights:
-            return out, history.unpack(weights.squeeze(1))
-        return out
+        return out.squeeze(1), weights.squeeze(1)
 
 
 def minibatch_aware_l2(weight: Tensor, ids: Tensor, frequency: Tensor) -> Tensor:
