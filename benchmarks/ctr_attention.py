@@ -105,7 +105,7 @@ def measure(spec: dict) -> dict:
             base = rss_mb()
             run = lambda: model(inputs)
             run()
-            peak = peak_rss_mb() - base
+            peak = max(0.0, peak_rss_mb() - base)  # maxrss and statm count pages apart: no growth may read < 0
             seconds = median_time(run, spec["repeats"])
         return {"step_s": seconds, "ms": seconds * 1e3, "peak_mb": peak}
     model = din_model(method, spec["dim"], spec["top_k"])
@@ -130,7 +130,7 @@ def measure(spec: dict) -> dict:
     counter = iter(range(10**9))
     step = lambda: train_step(inputs[next(counter) % len(inputs)])
     step()
-    peak = peak_rss_mb() - base
+    peak = max(0.0, peak_rss_mb() - base)  # maxrss and statm count pages apart: no growth may read < 0
     seconds = median_time(step, spec["repeats"])
     return {"step_s": seconds, "samples_per_s": spec["batch"] / seconds, "peak_mb": peak,
             "rows": int(sum(s["hist_offsets"][-1] for s in splits) / len(splits))}
