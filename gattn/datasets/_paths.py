@@ -33,10 +33,8 @@ def default_cache_dir() -> Path:
 
 
 def resolve_root(root: str | os.PathLike | None) -> Path:
-    """The data root: ``root``, else ``$GATTN_DATA``, else ``../shared/data``."""
-    if root is not None:
-        return Path(root).expanduser()
-    env = os.environ.get("GATTN_DATA")
-    if env:
-        return Path(env).expanduser()
-    return Path("..") / "shared" / "data"
+    """The data root (:func:`gattn.datasets.root.resolve_root`: ``root``, else ``$GATTN_DATA``,
+    else ``~/.local/share/gattn``)."""
+    from .root import resolve_root as resolve
+
+    return resolve(root)

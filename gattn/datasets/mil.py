@@ -45,6 +45,7 @@ import torch
 from torch import Tensor
 
 from ._paths import resolve_root as _resolve
+from .root import register_source
 
 __all__ = [
     "STANDARDIZE_BOUND",
@@ -599,8 +600,8 @@ def _find(name: str, root: Path) -> Path | None:
 
 
 def load_mil(name: str, root: str | os.PathLike | None = None, **kwargs) -> MILBags:
-    """Load a MIL benchmark by name from the data root (``root``, else ``$GATTN_DATA``, else
-    ``../shared/data``), or build the embedded ``digit-bags`` (``kwargs`` go to
+    """Load a MIL benchmark by name from the data root (:func:`gattn.datasets.root.resolve_root`),
+    or build the embedded ``digit-bags`` (``kwargs`` go to
     :func:`digit_bags`)."""
     key = name.lower()
     if key == EMBEDDED:
@@ -621,6 +622,7 @@ def load_mil(name: str, root: str | os.PathLike | None = None, **kwargs) -> MILB
     return read_musk_data(path, key)
 
 
+@register_source("mil")
 def available(root: str | os.PathLike | None = None) -> list[tuple[str, bool, str]]:
     """``(name, present, where or what is missing)`` for every MIL data set."""
     base = _resolve(root)

@@ -37,6 +37,8 @@ import torch
 from torch import Tensor
 from torch_geometric.data import Data, InMemoryDataset
 
+from .root import register_source
+
 __all__ = ["OGBGraphPropDataset", "available", "canonical_name", "evaluator", "master_table"]
 
 RAW_FILES = (
@@ -107,6 +109,7 @@ def _missing_files(folder: Path, split: str) -> list[str]:
     return [relative for relative in wanted if not (folder / relative).is_file()]
 
 
+@register_source("ogb", folder="ogb")
 def available(root: str | Path) -> list[tuple[str, bool, str]]:
     """Which OGB graph property data sets are present under ``root``.
 

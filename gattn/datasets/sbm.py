@@ -50,6 +50,8 @@ import numpy as np
 import torch
 from torch_geometric.data import Data, InMemoryDataset
 
+from .root import register_source
+
 __all__ = [
     "CLUSTER_SETTINGS",
     "PATTERN_SETTINGS",
@@ -314,6 +316,7 @@ class SBMDataset(InMemoryDataset):
         return f"{self.__class__.__name__}({self.task!r}, split={self.split!r}, graphs={len(self)})"
 
 
+@register_source("sbm")
 def available(root: str | Path | None = None) -> list[tuple[str, bool, str]]:
     """PATTERN and CLUSTER are always available: they are generated, nothing is read."""
     return [(task, True, "generated locally (gattn.datasets.sbm)") for task in TASKS]
