@@ -1,39 +1,66 @@
-"""Evaluation metrics: thin wrappers over scikit-learn / numpy.
+"""Evaluation metrics: one registry, name -> (function, direction), used by every pipeline and
+by ``gattn tune``. The computations are scikit-learn's; this module adapts their inputs.
 
 Every function takes ``y_true`` and ``y_pred`` as torch tensors or array-likes and returns a
-Python ``float``. Only the metrics the pipelines use live here:
+Python ``float``. Binary and multi-label scores are **logits** (or any monotone score: the
+ranking metrics do not care); the metrics that need probabilities (log loss, F1 at 0.5) apply
+the sigmoid themselves, and F1 thresholds logits at 0 (probability 0.5).
 
-=====================  ===========  =====================================================
-name                   direction    used by
-=====================  ===========  =====================================================
-``rocauc``             maximize     OGB binary molecule tasks (``ogbg-molbace``), MIL
-``rmse``               minimize     OGB regression tasks (``ogbg-molesol``)
-``accuracy``           maximize     MIL bag classification
-``weighted_accuracy``  maximize     PATTERN / CLUSTER node classification
-``f1``                 maximize     MIL bag classification
-=====================  ===========  =====================================================
+======================  ===========  ========================================================
+name                    direction    what
+======================  ===========  ========================================================
+``rocauc``              maximize     mean ROC-AUC over tasks, NaN labels ignored (OGB)
+``ap``                  maximize     mean average precision over tasks (OGB's ``ap``)
+``rmse``                minimize     root mean squared error, mean over tasks (OGB)
+``accuracy``            maximize     class accuracy (labels, scores [N, C] or one logit)
+``weighted_accuracy``   maximize     PATTERN / CLUSTER mean per-class accuracy
+``f1``                  maximize     binary F1 of class 1
+``f1_micro``            maximize     micro F1: multi-class labels, or multi-label at 0.5
+``f1_macro``            maximize     macro F1: multi-class labels, or multi-label at 0.5
+``rocauc_micro``        maximize     multi-label ROC-AUC over all (row, label) pairs
+``rocauc_macro``        maximize     multi-label ROC-AUC per label, mean over labels with both classes
+``precision_at_5/8/15`` maximize     multi-label precision of the k top-scored labels per row
+``logloss``             minimize     binary cross-entropy of sigmoid(logits) (CTR)
+``gauc``                maximize     grouped AUC: impression-weighted mean of per-group AUC
+======================  ===========  ========================================================
 
-:func:`get_metric` looks a metric up by name and :func:`metric_direction` says whether it is
-maximised or minimised (what :func:`gattn.train.fit` and the Optuna studies need).
+``gauc`` needs the group of every row (the user, for click-through-rate data): the registry
+marks it (``Metric.needs_groups``) and :func:`compute` passes ``groups=``.
+
+:func:`register_metric` adds a metric; :func:`get_metric` / :func:`metric_direction` look
+one up, :func:`compute` evaluates one by name.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
-from sklearn.metrics import f1_score, roc_auc_score
+from sklearn.metrics import average_precision_score, f1_score, log_loss, roc_auc_score
 
 __all__ = [
     "METRICS",
+    "Metric",
     "accuracy",
+    "ap",
+    "compute",
     "f1",
+    "f1_macro",
+    "f1_micro",
+    "gauc",
     "get_metric",
+    "logloss",
     "metric_direction",
+    "precision_at_k",
+    "register_metric",
     "rmse",
     "rocauc",
+    "rocauc_macro",
+    "rocauc_micro",
     "weighted_accuracy",
 ]
 
@@ -109,7 +136,8 @@ def rmse(y_true: Any, y_pred: Any) -> float:
 
 
 def _class_labels(y_true: Any, y_pred: Any) -> tuple[np.ndarray, np.ndarray]:
-    """Integer class labels: ``y_pred`` may be labels ``[N]`` or scores ``[N, C]`` (argmax)."""
+    """Integer class labels from ``y_pred``: integer labels ``[N]``; scores ``[N, C]`` (argmax);
+    or one binary logit per row, ``[N]`` or ``[N, 1]`` floating point (positive when > 0)."""
     true = _to_numpy(y_true, "y_true")
     pred = _to_numpy(y_pred, "y_pred")
     if true.ndim == 2 and true.shape[1] == 1:
@@ -117,12 +145,9 @@ def _class_labels(y_true: Any, y_pred: Any) -> tuple[np.ndarray, np.ndarray]:
     if true.ndim != 1:
         raise ValueError(f"y_true must hold one class label per row, got shape {true.shape}")
     if pred.ndim == 2:
-        if pred.shape[1] == 1:
-            # One binary logit / probability column.
-            threshold = 0.5 if pred.min() >= 0 and pred.max() <= 1 else 0.0
-            pred = (pred[:, 0] > threshold).astype(np.int64)
-        else:
-            pred = pred.argmax(axis=1)
+        pred = (pred[:, 0] > 0).astype(np.int64) if pred.shape[1] == 1 else pred.argmax(axis=1)
+    elif pred.ndim == 1 and np.issubdtype(pred.dtype, np.floating):
+        pred = (pred > 0).astype(np.int64)  # binary logits (the module's convention)
     if pred.ndim != 1 or pred.shape[0] != true.shape[0]:
         raise ValueError(
             f"y_pred must be labels [N] or scores [N, C] with N = {true.shape[0]}, "
@@ -136,8 +161,9 @@ def _class_labels(y_true: Any, y_pred: Any) -> tuple[np.ndarray, np.ndarray]:
 def accuracy(y_true: Any, y_pred: Any) -> float:
     """Fraction of rows whose predicted class equals the label.
 
-    ``y_pred`` is either class labels ``[N]`` or scores ``[N, C]`` (the argmax is taken); a
-    single score column ``[N, 1]`` is thresholded at 0.5 for probabilities, else at 0 (logits).
+    ``y_pred`` is integer class labels ``[N]``, scores ``[N, C]`` (the argmax is taken), or one
+    binary logit per row (floating point ``[N]`` or ``[N, 1]``, positive when > 0: threshold a
+    probability ``p`` by passing ``p - 0.5``).
     """
     true, pred = _class_labels(y_true, y_pred)
     return float(np.mean(true == pred))
@@ -182,25 +208,199 @@ def f1(y_true: Any, y_pred: Any, average: str = "binary") -> float:
     return float(f1_score(true, pred, average=average, zero_division=0))
 
 
-#: name -> (function, direction)
-METRICS: dict[str, tuple[Callable[[Any, Any], float], str]] = {
-    "rocauc": (rocauc, "maximize"),
-    "rmse": (rmse, "minimize"),
-    "accuracy": (accuracy, "maximize"),
-    "weighted_accuracy": (weighted_accuracy, "maximize"),
-    "f1": (f1, "maximize"),
-}
+def ap(y_true: Any, y_pred: Any) -> float:
+    """Mean average precision over tasks, the OGB way (NaN labels ignored, tasks with both
+    classes only); ``y_true`` / ``y_pred`` as for :func:`rocauc`."""
+    true, pred = _as_2d(y_true, y_pred)
+    scores = []
+    for task in range(true.shape[1]):
+        labelled = ~np.isnan(true[:, task])
+        labels = true[labelled, task]
+        if labels.size and labels.min() < labels.max():
+            scores.append(average_precision_score(labels, pred[labelled, task]))
+    if not scores:
+        raise ValueError("ap needs at least one task with both positive and negative labels")
+    return float(np.mean(scores))
 
 
-def get_metric(name: str) -> Callable[[Any, Any], float]:
-    """The metric function registered under ``name`` (see :data:`METRICS`)."""
+def _sigmoid(logits: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.clip(logits, -60.0, 60.0)))
+
+
+def _binary(y_true: Any, y_pred: Any) -> tuple[np.ndarray, np.ndarray]:
+    """0/1 labels [N] and logits [N] (a trailing dimension of one is dropped)."""
+    true, pred = _as_2d(y_true, y_pred)
+    if true.shape[1] != 1:
+        raise ValueError(f"expected one binary label per row, got shape {tuple(true.shape)}")
+    true, pred = true[:, 0], pred[:, 0]
+    if not np.isin(true, (0.0, 1.0)).all():
+        raise ValueError("y_true must hold 0/1 labels")
+    return true, pred
+
+
+def logloss(y_true: Any, y_pred: Any) -> float:
+    """Binary cross-entropy (natural log) of ``sigmoid(y_pred)`` against 0/1 ``y_true``."""
+    true, pred = _binary(y_true, y_pred)
+    return float(log_loss(true, _sigmoid(pred), labels=[0, 1]))
+
+
+def gauc(y_true: Any, y_pred: Any, groups: Any = None) -> float:
+    r"""Grouped AUC (DIN, Zhou et al. 2018): per-group ROC-AUC averaged with the number of rows
+    (impressions) of each group as its weight,
+
+    .. math:: \mathrm{GAUC} = \frac{\sum_u n_u\,\mathrm{AUC}_u}{\sum_u n_u},
+
+    over the groups (users) whose rows hold both a positive and a negative label; the other
+    groups are skipped, as in the paper.
+
+    Raises:
+        ValueError: ``groups`` is missing or of another length, or no group has both classes.
+    """
+    true, pred = _binary(y_true, y_pred)
+    if groups is None:
+        raise ValueError("gauc needs `groups` (the user of every row)")
+    group = _to_numpy(groups, "groups").reshape(-1)
+    if group.shape[0] != true.shape[0]:
+        raise ValueError(f"`groups` must have one entry per row ({true.shape[0]}), got {group.shape[0]}")
+    order = np.argsort(group, kind="stable")
+    group, true, pred = group[order], true[order], pred[order]
+    starts = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
+    ends = np.r_[starts[1:], group.shape[0]]
+    total, weight = 0.0, 0
+    for lo, hi in zip(starts, ends):
+        labels = true[lo:hi]
+        if labels.min() < labels.max():
+            total += (hi - lo) * roc_auc_score(labels, pred[lo:hi])
+            weight += hi - lo
+    if weight == 0:
+        raise ValueError("gauc: no group has both a positive and a negative label")
+    return float(total / weight)
+
+
+def _multilabel(y_true: Any, y_pred: Any) -> tuple[np.ndarray, np.ndarray]:
+    true = _to_numpy(y_true, "y_true")
+    pred = _to_numpy(y_pred, "y_pred").astype(np.float64)
+    if true.ndim != 2 or true.shape != pred.shape:
+        raise ValueError(
+            "multi-label metrics need y_true and y_pred of the same shape [N, C], "
+            f"got {tuple(true.shape)} and {tuple(pred.shape)}"
+        )
+    if true.shape[0] == 0:
+        raise ValueError("y_true is empty: no rows to evaluate")
+    if not np.isin(true, (0, 1)).all():
+        raise ValueError("multi-label y_true must hold 0/1 entries")
+    return true.astype(np.int64), pred
+
+
+def rocauc_micro(y_true: Any, y_pred: Any) -> float:
+    """Multi-label ROC-AUC over all (row, label) pairs pooled together (micro average)."""
+    true, pred = _multilabel(y_true, y_pred)
+    if true.min() == true.max():
+        raise ValueError("rocauc_micro needs both positive and negative entries")
+    return float(roc_auc_score(true.ravel(), pred.ravel()))
+
+
+def rocauc_macro(y_true: Any, y_pred: Any) -> float:
+    """Multi-label ROC-AUC per label, averaged over the labels with both classes among the rows
+    (as the ICD-coding literature does: a label never or always present is not scored)."""
+    true, pred = _multilabel(y_true, y_pred)
+    scorable = (true.min(axis=0) < true.max(axis=0)).nonzero()[0]
+    if scorable.size == 0:
+        raise ValueError("rocauc_macro: no label has both positive and negative rows")
+    return float(roc_auc_score(true[:, scorable], pred[:, scorable], average="macro"))
+
+
+def _f1_averaged(y_true: Any, y_pred: Any, average: str) -> float:
+    true = _to_numpy(y_true, "y_true")
+    if true.ndim == 2 and true.shape[1] > 1:  # multi-label: threshold the logits at 0
+        true, pred = _multilabel(y_true, y_pred)
+        return float(f1_score(true, (pred > 0).astype(np.int64), average=average, zero_division=0))
+    labels, pred = _class_labels(y_true, y_pred)
+    return float(f1_score(labels, pred, average=average, zero_division=0))
+
+
+def f1_micro(y_true: Any, y_pred: Any) -> float:
+    """Micro-averaged F1: multi-class (labels [N], scores [N, C] or labels) or multi-label
+    (0/1 [N, C] against logits [N, C], thresholded at 0)."""
+    return _f1_averaged(y_true, y_pred, "micro")
+
+
+def f1_macro(y_true: Any, y_pred: Any) -> float:
+    """Macro-averaged F1 (inputs as :func:`f1_micro`); a class never predicted nor present scores 0."""
+    return _f1_averaged(y_true, y_pred, "macro")
+
+
+def precision_at_k(y_true: Any, y_pred: Any, k: int) -> float:
+    """Mean over rows of the share of the ``k`` top-scored labels that are true (CAML's P@k)."""
+    true, pred = _multilabel(y_true, y_pred)
+    if not isinstance(k, int) or not 1 <= k <= true.shape[1]:
+        raise ValueError(f"`k` must be an int in [1, {true.shape[1]}], got {k!r}")
+    top = np.argpartition(-pred, k - 1, axis=1)[:, :k]
+    return float(np.take_along_axis(true, top, axis=1).sum(axis=1).mean() / k)
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A registered metric: ``fn(y_true, y_pred[, groups=])`` and whether higher is better."""
+
+    name: str
+    fn: Callable[..., float]
+    direction: str
+    needs_groups: bool = False
+
+
+#: name -> :class:`Metric`
+METRICS: dict[str, Metric] = {}
+
+
+def register_metric(name: str, fn: Callable[..., float], direction: str, needs_groups: bool = False) -> Metric:
+    """Add ``fn`` to the registry as ``name`` (``direction``: ``"maximize"`` or ``"minimize"``)."""
+    if direction not in ("maximize", "minimize"):
+        raise ValueError(f"direction must be 'maximize' or 'minimize', got {direction!r}")
+    if name in METRICS and METRICS[name].fn is not fn:
+        raise ValueError(f"metric {name!r} is already registered")
+    METRICS[name] = Metric(name, fn, direction, needs_groups)
+    return METRICS[name]
+
+
+for _name, _fn, _direction in (
+    ("rocauc", rocauc, "maximize"),
+    ("ap", ap, "maximize"),
+    ("rmse", rmse, "minimize"),
+    ("accuracy", accuracy, "maximize"),
+    ("weighted_accuracy", weighted_accuracy, "maximize"),
+    ("f1", f1, "maximize"),
+    ("f1_micro", f1_micro, "maximize"),
+    ("f1_macro", f1_macro, "maximize"),
+    ("rocauc_micro", rocauc_micro, "maximize"),
+    ("rocauc_macro", rocauc_macro, "maximize"),
+    ("logloss", logloss, "minimize"),
+):
+    register_metric(_name, _fn, _direction)
+for _k in (5, 8, 15):
+    register_metric(f"precision_at_{_k}", functools.partial(precision_at_k, k=_k), "maximize")
+register_metric("gauc", gauc, "maximize", needs_groups=True)
+
+
+def _lookup(name: str) -> Metric:
     if name not in METRICS:
         raise ValueError(f"metric must be one of {sorted(METRICS)}, got {name!r}")
-    return METRICS[name][0]
+    return METRICS[name]
+
+
+def get_metric(name: str) -> Callable[..., float]:
+    """The metric function registered under ``name`` (see :data:`METRICS`)."""
+    return _lookup(name).fn
 
 
 def metric_direction(name: str) -> str:
     """``"maximize"`` or ``"minimize"`` for the metric registered under ``name``."""
-    if name not in METRICS:
-        raise ValueError(f"metric must be one of {sorted(METRICS)}, got {name!r}")
-    return METRICS[name][1]
+    return _lookup(name).direction
+
+
+def compute(name: str, y_true: Any, y_pred: Any, groups: Any = None) -> float:
+    """Evaluate the metric ``name``; ``groups`` is passed to the metrics that need it."""
+    metric = _lookup(name)
+    if metric.needs_groups:
+        return float(metric.fn(y_true, y_pred, groups=groups))
+    return float(metric.fn(y_true, y_pred))
