@@ -1,5 +1,8 @@
 r"""Losses shared by the pipelines (torch only: this module stays as light as the layers).
 
+* :func:`masked_bce_with_logits` - binary / multi-task BCE over the labelled entries (OGB);
+* :func:`masked_mse` - mean squared error over the labelled entries (OGB regression);
+* :func:`weighted_cross_entropy` - benchmarking-gnns' class-weighted cross-entropy (SBM);
 * :class:`LDAMLoss` - the **label-distribution-aware margin** loss of Cao, Wei, Gaidon,
   Arechiga and Ma, "Learning Imbalanced Datasets with Label-Distribution-Aware Margin Loss"
   (NeurIPS 2019), in the multi-label binary cross-entropy form TransICD trains with.
@@ -15,9 +18,45 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["LDAMLoss", "ldam_margins"]
+__all__ = ["LDAMLoss", "ldam_margins", "masked_bce_with_logits", "masked_mse", "weighted_cross_entropy"]
 
 _REDUCTIONS = ("mean", "sum", "none")
+
+
+def masked_bce_with_logits(output: Tensor, target: Tensor) -> Tensor:
+    """BCE with logits over the labelled entries of ``target`` (NaN labels ignored, as OGB).
+
+    ``target`` is reshaped to ``output``'s shape. With no labelled entry the loss is 0 (and
+    still connected to ``output``'s graph), not NaN.
+    """
+    target = target.reshape(output.shape).to(output.dtype)
+    labelled = ~torch.isnan(target)
+    if not bool(labelled.any()):
+        return output.sum() * 0.0
+    return F.binary_cross_entropy_with_logits(output[labelled], target[labelled])
+
+
+def masked_mse(output: Tensor, target: Tensor) -> Tensor:
+    """Mean squared error over the labelled entries (NaN labels ignored; none labelled: 0)."""
+    target = target.reshape(output.shape).to(output.dtype)
+    labelled = ~torch.isnan(target)
+    if not bool(labelled.any()):
+        return output.sum() * 0.0
+    return F.mse_loss(output[labelled], target[labelled])
+
+
+def weighted_cross_entropy(output: Tensor, target: Tensor) -> Tensor:
+    r"""benchmarking-gnns' SBM loss: cross-entropy with class weights from the batch,
+
+    .. math:: w_c = \frac{V - n_c}{V}\,[n_c > 0],
+
+    :math:`V` the number of nodes of the batch and :math:`n_c` those of class :math:`c`.
+    """
+    target = target.reshape(-1).long()
+    counts = torch.bincount(target, minlength=output.size(1)).to(output.dtype)
+    total = target.numel()
+    weight = (total - counts) / total * (counts > 0).to(output.dtype)
+    return F.cross_entropy(output, target, weight=weight)
 
 
 def ldam_margins(label_counts: Tensor | Sequence[int], max_margin: float) -> Tensor:
