@@ -1,23 +1,24 @@
 """Graph Transformer results: OGB molecules against two baselines, and PATTERN / CLUSTER.
 
-Part ``ogb``: ogbg-molbace (ROC-AUC) and ogbg-molesol (RMSE) on the scaffold split, scored by
-OGB's Evaluator, mean +- std over seeds, for ``gattn`` (our Graph Transformer), ``gine`` and
-``pyg_transformer`` (the same block with PyG's TransformerConv), all with the same budget
-(epochs, early-stopping patience, the molecule preset of
-:mod:`gattn.pipelines.graph_transformer`) in the same harness. The test score is that of the
-epoch with the best validation score.
+Part ``ogb``: the runs of ``configs/graph_transformer_ogbg-molbace.yaml`` and
+``configs/graph_transformer_ogbg-molesol.yaml`` (ROC-AUC / RMSE on the scaffold split, scored by
+OGB's Evaluator), mean +- std over seeds, for ``gattn`` (our Graph Transformer), ``gine`` and
+``pyg_transformer`` (the same block with PyG's TransformerConv), all with the same budget in
+the same harness (the ``graph_transformer`` pipeline). The test score is that of the epoch
+with the best validation score.
 
 Part ``sbm``: PATTERN and CLUSTER, generated locally, in the paper's sparse graph + LapPE +
-BatchNorm configuration (10 layers, hidden 80, 8 heads, PE dim 2 / 10, batch 26 / 32,
-lr 5e-4 halved on plateau, stop at lr < 1e-6) within a wall-clock budget per run.
-Dwivedi & Bresson (2020), Table 1, same configuration, test weighted accuracy (%):
-PATTERN 84.808 +- 0.068, CLUSTER 73.169 +- 0.622 (four seeds, trained to convergence on a GPU).
+BatchNorm configuration (``configs/graph_transformer_PATTERN.yaml`` / ``_CLUSTER.yaml``: 10
+layers, hidden 80, 8 heads, PE dim 2 / 10, batch 26 / 32, lr 5e-4 halved on plateau, stop at
+lr < 1e-6) within a wall-clock budget per run. Dwivedi & Bresson (2020), Table 1, same
+configuration, test weighted accuracy (%): PATTERN 84.808 +- 0.068, CLUSTER 73.169 +- 0.622
+(four seeds, trained to convergence on a GPU).
 
-    python benchmarks/graph_transformer_results.py --part ogb --seeds 3 --epochs 50
-    python benchmarks/graph_transformer_results.py --part sbm --sbm-max-time 600 --device cuda
-    python benchmarks/graph_transformer_results.py --jobs 6 --device cuda --json runs/gt.json
+    python benchmarks/graph_transformer_results.py --part ogb --seeds 3
+    python benchmarks/graph_transformer_results.py --part sbm --sbm-max-time 600 --accelerator gpu
+    python benchmarks/graph_transformer_results.py --jobs 6 --accelerator gpu --json runs/gt.json
     # the paper's full SBM configuration, to convergence (hours on a GPU):
-    gattn train graph_transformer --dataset PATTERN --device cuda
+    gattn train --config configs/graph_transformer_PATTERN.yaml --accelerator gpu
 """
 
 from __future__ import annotations
@@ -36,22 +37,33 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from gattn.pipelines import graph_transformer as gt
+from gattn.pipelines import get_pipeline, make_config
+from gattn.pipelines.config import read_config_file
 from gattn.tune.report import format_table
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+MODELS = ("gattn", "gine", "pyg_transformer")
 
 #: Dwivedi & Bresson (2020), Table 1, sparse graph + LapPE + BN, test weighted accuracy (%)
 PAPER = {"PATTERN": (84.808, 0.068), "CLUSTER": (73.169, 0.622)}
 
 
-def _run(config: dict) -> dict:
-    """One pipeline run in a worker process."""
-    if config.get("threads"):
-        import torch
+def _file_config(name: str) -> dict:
+    values = read_config_file(CONFIGS / f"graph_transformer_{name}.yaml")
+    values.pop("pipeline", None)
+    return values
 
-        torch.set_num_threads(int(config["threads"]))
+
+def _run(config: dict) -> dict:
+    """One pipeline run (in a worker process), in its own run folder."""
+    import tempfile
+
+    pipeline = get_pipeline("graph_transformer")
     start = time.perf_counter()
     try:
-        result = gt.run(config)
+        effective = make_config(pipeline, config)
+        with tempfile.TemporaryDirectory(prefix="gattn-results-") as folder:
+            result = pipeline.run(effective, Path(folder) / "run").metrics
     except Exception as exc:  # a failed run is reported, not fatal to the table
         return {"config": config, "error": f"{type(exc).__name__}: {exc}"}
     result["wall_s"] = time.perf_counter() - start
@@ -79,11 +91,11 @@ def ogb_configs(args: argparse.Namespace) -> list[dict]:
     for dataset in args.datasets.split(","):
         for model in args.models.split(","):
             for seed in range(args.seeds):
-                configs.append({
-                    "dataset": dataset, "model": model, "seed": seed, "root": args.root,
-                    "epochs": args.epochs, "patience": args.patience, "device": args.device,
-                    "threads": args.threads, "progress": False,
-                })
+                config = {**_file_config(dataset), "model": model, "seed": seed, "root": args.root,
+                          "accelerator": args.accelerator, "threads": args.threads, "progress": False}
+                if args.epochs is not None:
+                    config["epochs"] = args.epochs
+                configs.append(config)
     return configs
 
 
@@ -94,7 +106,8 @@ def ogb_table(runs: list[dict]) -> tuple[str, list[dict]]:
         key = (run["config"]["dataset"], run["config"]["model"])
         groups.setdefault(key, []).append(run)
     for (dataset, model), group in groups.items():
-        metric = gt.metric({"dataset": dataset})
+        pipeline = get_pipeline("graph_transformer")
+        metric = pipeline.selection_metric(make_config(pipeline, {"dataset": dataset}))
         done = [r["result"] for r in group if "result" in r]
         errors = [r["error"] for r in group if "error" in r]
         val = [r[f"val_{metric}"] for r in done]
@@ -117,20 +130,21 @@ def sbm_configs(args: argparse.Namespace) -> list[dict]:
     for dataset in args.sbm_datasets.split(","):
         for model in args.sbm_models.split(","):
             for seed in range(args.sbm_seeds):
-                configs.append({
-                    "dataset": dataset, "model": model, "seed": seed,
-                    "num_graphs": args.sbm_num_graphs, "layers": args.sbm_layers,
-                    "hidden": args.sbm_hidden, "epochs": args.sbm_epochs,
-                    "max_time": args.sbm_max_time, "device": args.device,
-                    "threads": args.threads, "progress": False, "verbose": args.verbose,
-                })
+                config = {**_file_config(dataset), "model": model, "seed": seed,
+                          "max_time": args.sbm_max_time, "accelerator": args.accelerator,
+                          "threads": args.threads, "progress": False, "verbose": args.verbose}
+                for key in ("num_graphs", "layers", "hidden", "epochs"):
+                    if getattr(args, f"sbm_{key}") is not None:
+                        config[key] = getattr(args, f"sbm_{key}")
+                configs.append(config)
     return configs
 
 
 def sbm_table(runs: list[dict]) -> tuple[str, list[dict]]:
     rows, summary = [], []
+    pipeline = get_pipeline("graph_transformer")
     for run in runs:
-        c = gt.resolve_config(run["config"])
+        c = vars(make_config(pipeline, run["config"]))
         graphs = c["num_graphs"] or "published"
         paper = PAPER.get(c["dataset"])
         paper_text = f"{paper[0]:.2f} ± {paper[1]:.2f}" if paper else "-"
@@ -163,17 +177,16 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--part", choices=("ogb", "sbm", "all"), default="all")
     parser.add_argument("--root", default=None, help="data root (holds ogb/ogbg_molbace ...)")
-    parser.add_argument("--device", default="auto")
+    parser.add_argument("--accelerator", default="auto", help="auto, cpu or gpu")
     parser.add_argument("--jobs", type=int, default=1, help="runs in parallel (processes)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads per run")
     parser.add_argument("--json", default=None, help="write every run's results here")
     parser.add_argument("--verbose", action="store_true", help="SBM runs print every epoch")
     ogb = parser.add_argument_group("ogb part")
     ogb.add_argument("--datasets", default="ogbg-molbace,ogbg-molesol")
-    ogb.add_argument("--models", default=",".join(gt.MODELS))
+    ogb.add_argument("--models", default=",".join(MODELS))
     ogb.add_argument("--seeds", type=int, default=3)
-    ogb.add_argument("--epochs", type=int, default=50)
-    ogb.add_argument("--patience", type=int, default=20)
+    ogb.add_argument("--epochs", type=int, default=None, help="default: the config file's")
     sbm = parser.add_argument_group("sbm part")
     sbm.add_argument("--sbm-datasets", default="PATTERN,CLUSTER")
     sbm.add_argument("--sbm-models", default="gattn")
@@ -199,8 +212,9 @@ def main(argv: list[str] | None = None) -> int:
     sbm_runs = [r for r in runs if not r["config"]["dataset"].startswith("ogbg-")]
     if ogb_runs:
         table, output["ogb"] = ogb_table(ogb_runs)
-        print(f"\nOGB scaffold split, {args.seeds} seeds, <= {args.epochs} epochs, "
-              f"patience {args.patience}, molecule preset ({gt.describe(ogb_runs[0]['config'])})")
+        pipeline = get_pipeline("graph_transformer")
+        print(f"\nOGB scaffold split, {args.seeds} seeds, configs/graph_transformer_<dataset>.yaml "
+              f"({pipeline.describe(make_config(pipeline, ogb_runs[0]['config']))})")
         print(table)
     if sbm_runs:
         table, output["sbm"] = sbm_table(sbm_runs)

@@ -1,35 +1,25 @@
 """The Graph Transformer and its two baselines on an OGB molecule set, in one harness.
 
 python examples/graph_transformer_ogb.py                              # ogbg-molbace, ROC-AUC
-python examples/graph_transformer_ogb.py --dataset ogbg-molesol       # RMSE
-python examples/graph_transformer_ogb.py --models gattn --epochs 100
+python examples/graph_transformer_ogb.py ogbg-molesol                 # RMSE
+python examples/graph_transformer_ogb.py ogbg-molbace 100              # 100 epochs
 
-Reads the OGB raw files under the data root (``--root``, ``$GATTN_DATA``, ``../shared/data``
-or ``./data``; the folder ``ogb/ogbg_molbace`` inside it) and scores with OGB's Evaluator on
-the scaffold split. benchmarks/graph_transformer_results.py runs several seeds.
+Reads the OGB raw files under the data root ($GATTN_DATA, the folder ``ogb/ogbg_molbace`` in
+it) and scores with OGB's Evaluator on the scaffold split; the same as
+``gattn train graph_transformer --dataset ogbg-molbace --model MODEL``, once per model.
+benchmarks/graph_transformer_results.py runs several seeds.
 """
 
-import argparse
+import sys
 
-from gattn.pipelines import graph_transformer as gt
-from gattn.tune.report import format_table
+from gattn.cli import format_results
+from gattn.pipelines import get_pipeline, make_config, new_run_dir
 
-parser = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-gt.add_arguments(parser)
-parser.add_argument("--root", default=None, help="data root")
-parser.add_argument("--models", default=",".join(gt.MODELS),
-                    help="comma-separated models to compare (default: all three)")
-parser.set_defaults(dataset="ogbg-molbace", epochs=30)
-config = vars(parser.parse_args())
-config["progress"] = False
-
-rows = []
-for model in config["models"].split(","):
-    run_config = {**config, "model": model}
-    result = gt.run(run_config)
-    name = gt.metric(run_config)
-    rows.append((model, result[f"val_{name}"], result[f"test_{name}"],
-                 int(result["best_epoch"]), int(result["num_params"]), result["time_s"]))
-    print(gt.describe(run_config))
-print(format_table(rows, header=("model", "val", "test", "best epoch", "params", "seconds")))
+dataset = sys.argv[1] if len(sys.argv) > 1 else "ogbg-molbace"
+epochs = int(sys.argv[2]) if len(sys.argv) > 2 else 30
+pipeline = get_pipeline("graph_transformer")
+for model in ("gattn", "gine", "pyg_transformer"):
+    config = make_config(pipeline, {"dataset": dataset, "model": model, "epochs": epochs})
+    print(pipeline.describe(config))
+    result = pipeline.run(config, new_run_dir("runs/examples", pipeline, config))
+    print(format_results(result.metrics, result.chance), "\n")

@@ -1,36 +1,28 @@
-"""The Graph Transformer on a small generated PATTERN or CLUSTER set, optionally tuned.
+"""The Graph Transformer on a small generated PATTERN or CLUSTER set, optionally tuned first.
 
-python examples/graph_transformer_sbm.py                         # CLUSTER, 200 graphs, 4 layers
-python examples/graph_transformer_sbm.py --dataset PATTERN --model gine
-python examples/graph_transformer_sbm.py --tune 8                 # a short Optuna search first
+python examples/graph_transformer_sbm.py                  # CLUSTER, 200 graphs, 4 layers
+python examples/graph_transformer_sbm.py PATTERN
+python examples/graph_transformer_sbm.py CLUSTER 8        # an 8-trial Optuna search first
 
-Every option of the pipeline is accepted (``--layers``, ``--hidden``, ``--pe-dim``, ...); the
-defaults below are a CPU-sized version of the paper's configuration, which
+A CPU-sized version of the paper's configuration, which
 ``gattn train graph_transformer --dataset CLUSTER`` runs in full.
 """
 
-import argparse
+import sys
 
-from gattn.pipelines import graph_transformer as gt
-from gattn.tune import optimize, summary_table, write_report
-from gattn.tune.report import format_table
+from gattn.cli import format_results
+from gattn.pipelines import get_pipeline, make_config, new_run_dir
+from gattn.pipelines.config import config_dict
+from gattn.tune import optimize
 
-parser = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-gt.add_arguments(parser)
-parser.add_argument("--tune", type=int, default=0, metavar="TRIALS",
-                    help="run an Optuna search of this many trials before the final run")
-parser.add_argument("--runs-dir", default="runs")
-parser.set_defaults(dataset="CLUSTER", num_graphs=200, layers=4, hidden=32, heads=4, epochs=20,
-                    lr=2e-3, verbose=True)
-config = vars(parser.parse_args())
-config["progress"] = False
-
-if config["tune"]:
-    study = optimize(gt, {**config, "verbose": False}, config["tune"],
-                     runs_dir=config["runs_dir"], study_name=f"example-{config['dataset']}")
-    print(summary_table(write_report(study, f"{config['runs_dir']}/example-{config['dataset']}")))
-    config.update(study.best_params)
-
-print(gt.describe(config))
-print(format_table(gt.run(config), header=("metric", "value")))
+dataset = sys.argv[1] if len(sys.argv) > 1 else "CLUSTER"
+trials = int(sys.argv[2]) if len(sys.argv) > 2 else 0
+pipeline = get_pipeline("graph_transformer")
+config = make_config(pipeline, dict(dataset=dataset, num_graphs=200, layers=4, hidden=32, heads=4, epochs=20,
+                                    lr=2e-3, search_hidden=(16, 32), search_max_layers=4))
+if trials:
+    study = optimize(pipeline, config, trials, runs_dir="runs/examples")
+    config = make_config(pipeline, {**config_dict(config), **study.best_params})
+print(pipeline.describe(config))
+result = pipeline.run(config, new_run_dir("runs/examples", pipeline, config))
+print(format_results(result.metrics, result.chance))

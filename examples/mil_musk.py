@@ -1,24 +1,22 @@
-"""ABMIL (or any pooling) on Musk1 with the papers' 10-fold cross-validation.
+"""Gated attention MIL (or any pooling) with the papers' 10-fold cross-validation.
 
-python examples/mil_musk.py                      # gated attention on musk1
-python examples/mil_musk.py --pooling hopfield --dataset elephant
+python examples/mil_musk.py                       # gated attention on musk1
+python examples/mil_musk.py elephant hopfield
+
+The same as ``gattn train mil --dataset musk1 --pooling gated``; the data are read from the
+data root ($GATTN_DATA, the folder ``mil`` in it).
 """
 
-import argparse
+import sys
 
-from gattn.pipelines import mil
+from gattn.cli import format_results
+from gattn.pipelines import get_pipeline, make_config, new_run_dir
 
-parser = argparse.ArgumentParser(description=__doc__)
-mil.add_arguments(parser)
-parser.add_argument("--root", default=None, help="data root (default: $GATTN_DATA, ../shared/data)")
-parser.add_argument("--runs-dir", default="runs")
-parser.set_defaults(pooling="gated", verbose=True)
-config = vars(parser.parse_args())
-
-result = mil.run(config)
-print(
-    f"{config['dataset']} / {config['pooling']}: "
-    f"accuracy {result['test_accuracy']:.3f} +- {result['test_accuracy_std']:.3f}, "
-    f"ROC-AUC {result['test_rocauc']:.3f} +- {result['test_rocauc_std']:.3f} "
-    f"over {int(result['folds'])} folds; attention plot in {config['runs_dir']}/"
-)
+dataset = sys.argv[1] if len(sys.argv) > 1 else "musk1"
+pooling = sys.argv[2] if len(sys.argv) > 2 else "gated"
+pipeline = get_pipeline("mil")
+config = make_config(pipeline, {"dataset": dataset, "pooling": pooling})
+print(pipeline.describe(config))
+result = pipeline.run(config, new_run_dir("runs/examples", pipeline, config))
+print(format_results(result.metrics, result.chance))
+print("attention plot:", result.files.get("attention plot"))

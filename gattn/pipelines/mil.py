@@ -1,312 +1,243 @@
-"""Multiple-instance learning pipeline: attention / Hopfield pooling over ragged bags.
+"""Multiple-instance learning: attention / Hopfield pooling over ragged bags, cross-validated.
 
-``gattn train mil --dataset musk1 --pooling {hopfield,abmil,gated,acmil}``
+``gattn train mil --dataset musk1 --pooling {abmil,gated,hopfield,acmil}``
 
 Data sets (``--dataset``): ``musk1``, ``musk2``, ``elephant``, ``fox``, ``tiger`` from the data
 root (see :mod:`gattn.datasets.mil` for the files and formats) and the embedded
 ``digit-bags`` (no download).
 
 Models (``--pooling``), all on the same instance encoder (``--hidden``, Linear+ReLU layers):
+``abmil`` - attention pooling of Ilse et al. 2018 (:class:`gattn.nn.ABMIL`); ``gated`` - its
+gated attention; ``hopfield`` - Hopfield pooling of Ramsauer et al. 2021
+(:class:`gattn.nn.HopfieldMIL`); ``acmil`` - multiple branch attention with stochastic top-K
+masking and the diversity loss (:class:`gattn.nn.ACMIL`; the loss lives in this file's task
+module, not in shared code).
 
-* ``abmil`` - attention pooling of Ilse et al. 2018 (:class:`gattn.nn.mil.ABMIL`);
-* ``gated`` - its gated attention;
-* ``hopfield`` - Hopfield pooling of Ramsauer et al. 2021 (:class:`gattn.nn.mil.HopfieldMIL`);
-* ``acmil`` - multiple branch attention with stochastic top-K masking and the diversity loss
-  (:class:`gattn.nn.mil.ACMIL`).
-
-Protocol: ``--folds``-fold cross-validation stratified by bag label (10, as the papers),
-seeded, ``--repeats`` times. In each fold a stratified ``--val-fraction`` of the training
-bags is held out for early stopping (on the validation loss, ``--patience`` epochs; with
-``--val-fraction 0`` there is no validation split and every fold trains ``--epochs``); features
-are standardised with the statistics of the training bags. The model is trained with
-:func:`gattn.train.fit` on whole batches of ragged bags (``--batch-size`` bags per step, no
-padding). ``run`` returns the mean and standard deviation over the folds of the test ROC-AUC
-and accuracy (scikit-learn), and the mean validation ones. Unless ``--no-plot``, a PNG of the
-instance attention of a few test bags of the last fold is written to ``runs_dir``; with
-``--checkpoint`` (CLI) the last fold's weights are saved there.
+Protocol: ``--folds``-fold cross-validation stratified by bag label, seeded, ``--repeats``
+times; each fold is one split of the platform (its own folder, checkpoint and metrics). In
+each fold a stratified ``--val-fraction`` of the training bags is held out for early stopping
+on the validation loss (``--patience``); with ``--val-fraction 0`` every fold trains
+``--epochs``. Features are standardised with the statistics of the fold's training bags
+(:meth:`gattn.datasets.mil.MILBags.standardize`). Results: mean and standard deviation over
+the folds of the test ROC-AUC and accuracy (scikit-learn), next to the chance level (the
+majority class of the test bags; ROC-AUC 0.5). Unless ``--no-plot``, a PNG of the instance
+attention of a few test bags of the last fold is written to the run folder.
 """
 
 from __future__ import annotations
 
-import argparse
-import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
 
-from gattn.pipelines import parser_defaults, positive_int
+from gattn.pipelines.base import DataLoaders, Pipeline, Split
+from gattn.pipelines.config import TrainConfig, option
+from gattn.pipelines.registry import register_pipeline
+from gattn.pipelines.task import TaskModule
 
-NAME = "mil"
-METRIC = "rocauc"
-DIRECTION = "maximize"
 DATASETS = ("musk1", "musk2", "elephant", "fox", "tiger", "digit-bags")
-POOLINGS = ("hopfield", "abmil", "gated", "acmil")
+POOLINGS = ("abmil", "gated", "hopfield", "acmil")
 
 
-def _widths(text: str) -> tuple[int, ...]:
-    try:
-        widths = tuple(int(w) for w in text.split(",") if w.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma separated widths, got {text!r}") from None
-    if any(w < 1 for w in widths):
-        raise argparse.ArgumentTypeError(f"widths must be positive, got {text!r}")
-    return widths
+@dataclass
+class MILConfig(TrainConfig):
+    """Options of the MIL pipeline."""
+
+    dataset: str = option("musk1", "data set", choices=DATASETS, group="data")
+    folds: int = option(10, "cross-validation folds", low=2, group="data")
+    repeats: int = option(1, "repetitions of the cross-validation with other seeds", low=1, group="data")
+    max_folds: int | None = option(None, "run only the first N folds (quick runs, tuning)", low=1, group="data")
+    val_fraction: float = option(0.1, "share of each fold's training bags held out for early stopping "
+                                 "(0: none, train --epochs)", low=0, high=0.5, high_open=True, group="data")
+    pooling: str = option("abmil", "bag pooling", choices=POOLINGS, group="model")
+    hidden: tuple[int, ...] = option((256, 128, 64), "instance encoder widths", low=1, group="model")
+    attention: int = option(64, "attention MLP size / Hopfield association size per head", low=1, group="model")
+    heads: int = option(1, "Hopfield heads", low=1, group="model")
+    quantity: int = option(1, "Hopfield learned state patterns", low=1, group="model")
+    beta: float | None = option(None, "Hopfield inverse temperature (default 1/sqrt(attention))", low=0,
+                                low_open=True, group="model")
+    branches: int = option(5, "ACMIL branches", low=1, group="model")
+    top_k: int = option(10, "ACMIL masked top-K", low=0, group="model")
+    mask_ratio: float = option(0.6, "ACMIL share of the top-K masked in training", low=0, high=1,
+                               high_open=True, group="model")
+    dropout: float = option(0.0, "encoder dropout", low=0, high=1, high_open=True, group="model")
+    epochs: int = option(100, "maximum number of epochs per fold", low=1, group="training")
+    batch_size: int = option(4, "bags per step", low=1, group="training")
+    lr: float = option(5e-4, "learning rate", low=0, low_open=True, group="training")
+    weight_decay: float = option(1e-4, "weight decay", low=0, group="training")
+    patience: int | None = option(20, "early stopping on the validation loss (none: never)", low=1,
+                                  group="training")
+    plot: bool = option(True, "write the instance-attention PNG", group="output", run_control=True)
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    data = parser.add_argument_group("data")
-    data.add_argument("--dataset", choices=DATASETS, default="musk1", help="default musk1")
-    data.add_argument("--folds", type=positive_int, default=10, help="CV folds (default 10)")
-    data.add_argument(
-        "--repeats", type=positive_int, default=1, help="repetitions of the CV with different seeds (default 1)"
-    )
-    data.add_argument(
-        "--max-folds", type=positive_int, default=None, help="run only the first N folds (quick runs, tuning)"
-    )
-    data.add_argument(
-        "--val-fraction",
-        type=float,
-        default=0.1,
-        help="share of training bags held out for early stopping (default 0.1; 0: no early stopping, train --epochs)",
-    )
-    model = parser.add_argument_group("model")
-    model.add_argument("--pooling", choices=POOLINGS, default="abmil", help="default abmil")
-    model.add_argument(
-        "--hidden", type=_widths, default=(256, 128, 64), help="instance encoder widths (default 256,128,64)"
-    )
-    model.add_argument(
-        "--attention",
-        type=positive_int,
-        default=64,
-        help="attention MLP size / Hopfield association size per head (default 64)",
-    )
-    model.add_argument("--heads", type=positive_int, default=1, help="Hopfield heads")
-    model.add_argument("--quantity", type=positive_int, default=1, help="Hopfield learned state patterns (default 1)")
-    model.add_argument(
-        "--beta", type=float, default=None, help="Hopfield inverse temperature (default 1/sqrt(attention))"
-    )
-    model.add_argument("--branches", type=positive_int, default=5, help="ACMIL branches")
-    model.add_argument("--top-k", type=int, default=10, help="ACMIL masked top-K (default 10)")
-    model.add_argument(
-        "--mask-ratio", type=float, default=0.6, help="ACMIL share of the top-K masked in training (default 0.6)"
-    )
-    model.add_argument("--dropout", type=float, default=0.0, help="encoder dropout")
-    train = parser.add_argument_group("training")
-    train.add_argument("--epochs", type=positive_int, default=100)
-    train.add_argument("--batch-size", type=positive_int, default=4, help="bags per step")
-    train.add_argument("--lr", type=float, default=5e-4)
-    train.add_argument("--weight-decay", type=float, default=1e-4)
-    train.add_argument("--patience", type=positive_int, default=20)
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--device", default="auto", help="cpu, cuda, ... (default auto)")
-    train.add_argument("--verbose", action="store_true", help="print one line per fold")
-    train.add_argument("--no-plot", dest="plot", action="store_false", help="do not write the attention PNG")
+class BagSet(Dataset):
+    """The bags of a :class:`~gattn.datasets.mil.MILBags` as a map-style data set (one bag per
+    item), so Lightning can shard it across processes; :func:`collate_bags` batches them."""
+
+    def __init__(self, bags: Any) -> None:
+        self.bags = bags
+
+    def __len__(self) -> int:
+        return self.bags.num_bags
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+        return self.bags.bag(index), self.bags.labels[index]
 
 
-def defaults() -> dict[str, Any]:
-    """The config of the parser defaults alone (what ``run`` gets with no option)."""
-    return parser_defaults(add_arguments)
+def collate_bags(items: list[tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor, Tensor]:
+    """``(instances [R, D], ptr [B+1], labels [B] float)`` of a list of bags."""
+    sizes = torch.tensor([x.size(0) for x, _ in items], dtype=torch.long)
+    ptr = torch.zeros(len(items) + 1, dtype=torch.long)
+    torch.cumsum(sizes, 0, out=ptr[1:])
+    return torch.cat([x for x, _ in items]), ptr, torch.stack([y for _, y in items]).float()
 
 
-def resolve_config(config: dict[str, Any]) -> dict[str, Any]:
-    full = {**defaults(), **{k: v for k, v in config.items() if v is not None}}
-    if full["dataset"] not in DATASETS:
-        raise ValueError(f"dataset must be one of {DATASETS}, got {full['dataset']!r}")
-    if full["pooling"] not in POOLINGS:
-        raise ValueError(f"pooling must be one of {POOLINGS}, got {full['pooling']!r}")
-    if not 0.0 <= full["val_fraction"] < 0.5:
-        raise ValueError(f"val_fraction must be in [0, 0.5), got {full['val_fraction']}")
-    if not 0.0 <= full["dropout"] < 1.0:
-        raise ValueError(f"dropout must be in [0, 1), got {full['dropout']}")
-    if isinstance(full["hidden"], str):
-        full["hidden"] = _widths(full["hidden"])
-    return full
+class MILTask(TaskModule):
+    """ACMIL's training loss (bag + branch + diversity terms) and its bag logits for metrics."""
+
+    def training_loss(self, output: Any, target: Tensor, batch: Any) -> Tensor:
+        from gattn.nn.mil import ACMILOutput
+
+        if isinstance(output, ACMILOutput):
+            return self.model.loss(output, target)
+        return self.loss_fn(output, target)
+
+    def predictions(self, output: Any) -> Tensor:
+        from gattn.nn.mil import ACMILOutput
+
+        return output.bag_logits if isinstance(output, ACMILOutput) else output
 
 
-def search_space(trial: Any, config: dict[str, Any]) -> dict[str, Any]:
-    """Learning rate, weight decay, dropout, attention size; per pooling its own options."""
-    params: dict[str, Any] = {
-        "lr": trial.suggest_float("lr", 1e-4, 3e-3, log=True),
-        "weight_decay": trial.suggest_float("weight_decay", 1e-6, 1e-2, log=True),
-        "dropout": trial.suggest_float("dropout", 0.0, 0.5),
-        "attention": trial.suggest_categorical("attention", [16, 32, 64, 128]),
-    }
-    pooling = config.get("pooling") or "abmil"
-    if pooling == "hopfield":
-        params["heads"] = trial.suggest_categorical("heads", [1, 2, 4])
-        params["beta"] = trial.suggest_float("beta", 0.01, 2.0, log=True)
-    if pooling == "acmil":
-        params["branches"] = trial.suggest_int("branches", 2, 6)
-        params["mask_ratio"] = trial.suggest_float("mask_ratio", 0.0, 0.8)
-    return params
+@register_pipeline("mil")
+class MILPipeline(Pipeline):
+    """Multiple-instance learning (ABMIL, gated, Hopfield, ACMIL) with the papers' cross-validation."""
 
+    Config = MILConfig
+    metric = "rocauc"
 
-# ----------------------------------------------------------------------------------- model
-def build_model(config: dict[str, Any], in_channels: int) -> nn.Module:
-    from gattn.nn.mil import ABMIL, ACMIL, HopfieldMIL
+    def __init__(self) -> None:
+        self._cache: dict[tuple, Any] = {}
 
-    pooling, hidden = config["pooling"], tuple(config["hidden"])
-    if pooling in ("abmil", "gated"):
-        return ABMIL(in_channels, hidden, config["attention"], gated=pooling == "gated", dropout=config["dropout"])
-    if pooling == "hopfield":
-        return HopfieldMIL(
-            in_channels,
-            hidden,
-            num_heads=config["heads"],
-            hopfield_hidden=config["attention"],
-            quantity=config["quantity"],
-            scaling=config["beta"],
-            dropout=config["dropout"],
-        )
-    return ACMIL(
-        in_channels,
-        hidden,
-        config["attention"],
-        branches=config["branches"],
-        top_k=config["top_k"],
-        mask_ratio=config["mask_ratio"],
-        dropout=config["dropout"],
-    )
+    def monitor(self, config: Any) -> str:
+        return "loss"  # early stopping on the validation loss, as Ilse et al.
 
+    def run_label(self, config: Any) -> str:
+        return f"{config.dataset}-{config.pooling}"
 
-def _forward(model: nn.Module, batch: Any, device: torch.device) -> tuple[Any, Tensor]:
-    from gattn.nn.mil import ACMILOutput
+    def describe(self, config: Any) -> str:
+        return (f"mil {config.pooling} on {config.dataset}: {config.folds}-fold CV x{config.repeats}, "
+                f"encoder {','.join(map(str, config.hidden))}, lr={config.lr:g}, epochs<={config.epochs}")
 
-    x, ptr, y = (t.to(device) for t in batch)
-    out = model(x, ptr)
-    if isinstance(out, ACMILOutput) and not model.training:
-        out = out.bag_logits
-    return out, y
+    # --------------------------------------------------------------------------- data
+    def prepare(self, config: Any) -> Any:
+        from gattn.datasets.mil import load_mil
 
+        key = (config.dataset, str(config.root), config.seed if config.dataset == "digit-bags" else None)
+        if key not in self._cache:
+            if config.dataset == "digit-bags":
+                self._cache[key] = load_mil("digit-bags", seed=config.seed)
+            else:
+                self._cache[key] = load_mil(config.dataset, config.root)
+        return self._cache[key]
 
-def _loss(model: nn.Module):
-    def loss_fn(output: Any, target: Tensor) -> Tensor:
-        if hasattr(output, "bag_logits"):
-            return model.loss(output, target)
-        return F.binary_cross_entropy_with_logits(output, target)
+    def splits(self, config: Any, bags: Any) -> list[Split]:
+        from sklearn.model_selection import train_test_split
 
-    return loss_fn
+        from gattn.datasets.mil import cross_validation_folds
 
+        folds = cross_validation_folds(bags.labels, config.folds, config.seed, config.repeats)
+        if config.max_folds:
+            folds = folds[: config.max_folds]
+        splits = []
+        for index, (train_idx, test_idx) in enumerate(folds):
+            repeat, fold = divmod(index, config.folds)
+            val_idx = None
+            if config.val_fraction > 0:
+                labels = bags.labels[train_idx].numpy()
+                train_idx, val_idx = train_test_split(train_idx, test_size=config.val_fraction, stratify=labels,
+                                                      random_state=config.seed + index)
+            name = f"fold-{fold + 1:02d}" if config.repeats == 1 else f"repeat-{repeat + 1}-fold-{fold + 1:02d}"
+            splits.append(Split(name, index, (train_idx, val_idx, test_idx)))
+        return splits
 
-def _scores(y: np.ndarray, logits: np.ndarray) -> dict[str, float]:
-    from sklearn.metrics import accuracy_score, roc_auc_score
+    def _standardised(self, bags: Any, split: Split) -> tuple[Any, Any, Any]:
+        train_idx, val_idx, test_idx = split.payload
+        train, mean, std = bags.subset(train_idx).standardize()
+        val = None if val_idx is None else bags.subset(val_idx).standardize(mean, std)[0]
+        test = bags.subset(test_idx).standardize(mean, std)[0]
+        return train, val, test
 
-    auc = roc_auc_score(y, logits) if 0 < y.sum() < y.size else math.nan
-    return {"rocauc": float(auc), "accuracy": float(accuracy_score(y, logits > 0))}
+    def datamodule(self, config: Any, bags: Any, split: Split) -> Any:
+        train, val, test = self._standardised(bags, split)
+        generator = torch.Generator().manual_seed(config.seed * 1000 + split.index)
 
+        def loader(part: Any, shuffle: bool, size: int) -> DataLoader:
+            return DataLoader(BagSet(part), batch_size=size, shuffle=shuffle, collate_fn=collate_bags,
+                              num_workers=config.num_workers, generator=generator if shuffle else None)
 
-def _evaluate_fn(model: nn.Module, loader: Any) -> dict[str, float]:
-    from gattn.train import predict
+        return DataLoaders(loader(train, True, config.batch_size),
+                           None if val is None else loader(val, False, 64), loader(test, False, 64))
 
-    logits, target = predict(model, loader, forward=_forward)
-    result = _scores(target.numpy(), logits.numpy())
-    result["loss"] = float(F.binary_cross_entropy_with_logits(logits, target))
-    return result
+    # -------------------------------------------------------------------------- model
+    def build_model(self, config: Any, bags: Any, split: Split) -> nn.Module:
+        from gattn.nn.mil import ABMIL, ACMIL, HopfieldMIL
 
+        hidden = tuple(config.hidden)
+        if config.pooling in ("abmil", "gated"):
+            return ABMIL(bags.num_features, hidden, config.attention, gated=config.pooling == "gated",
+                         dropout=config.dropout)
+        if config.pooling == "hopfield":
+            return HopfieldMIL(bags.num_features, hidden, num_heads=config.heads, hopfield_hidden=config.attention,
+                               quantity=config.quantity, scaling=config.beta, dropout=config.dropout)
+        return ACMIL(bags.num_features, hidden, config.attention, branches=config.branches, top_k=config.top_k,
+                     mask_ratio=config.mask_ratio, dropout=config.dropout)
 
-# ------------------------------------------------------------------------------------- run
-def _nanmean(values) -> float:
-    """Mean over the finite values (NaN, without a warning, when there is none)."""
-    arr = np.asarray(list(values), dtype=float)
-    arr = arr[~np.isnan(arr)]
-    return float(arr.mean()) if arr.size else math.nan
+    def metrics(self, config: Any, bags: Any) -> dict[str, Any]:
+        from gattn.metrics import accuracy, rocauc
 
+        return {"rocauc": rocauc, "accuracy": accuracy}
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    def task(self, config: Any, bags: Any, model: nn.Module) -> TaskModule:
+        from gattn.losses import masked_bce_with_logits
 
+        return MILTask(model, masked_bce_with_logits, self.metrics(config, bags), config, monitor="loss",
+                       direction="minimize", meta={"pipeline": self.name})
 
-def load_bags(config: dict[str, Any]):
-    from gattn.datasets.mil import load_mil
+    def chance(self, config: Any, bags: Any) -> dict[str, float]:
+        """The majority class's share of the bags (what always predicting it scores) and 0.5 ROC-AUC."""
+        labels = bags.labels.numpy()
+        majority = max(float((labels > 0).mean()), float((labels <= 0).mean()))
+        return {"test_accuracy": majority, "test_rocauc": 0.5}
 
-    if config["dataset"] == "digit-bags":
-        return load_mil("digit-bags", seed=config["seed"])
-    return load_mil(config["dataset"], config.get("root"))
+    # ---------------------------------------------------------------------- searching
+    def search_space(self, trial: Any, config: Any) -> dict[str, Any]:
+        """Learning rate, weight decay, dropout, attention size; per pooling its own options."""
+        params: dict[str, Any] = {
+            "lr": trial.suggest_float("lr", 1e-4, 3e-3, log=True),
+            "weight_decay": trial.suggest_float("weight_decay", 1e-6, 1e-2, log=True),
+            "dropout": trial.suggest_float("dropout", 0.0, 0.5),
+            "attention": trial.suggest_categorical("attention", [16, 32, 64, 128]),
+        }
+        if config.pooling == "hopfield":
+            params["heads"] = trial.suggest_categorical("heads", [1, 2, 4])
+            params["beta"] = trial.suggest_float("beta", 0.01, 2.0, log=True)
+        if config.pooling == "acmil":
+            params["branches"] = trial.suggest_int("branches", 2, 6)
+            params["mask_ratio"] = trial.suggest_float("mask_ratio", 0.0, 0.8)
+        return params
 
-
-def run(config: dict[str, Any], trial: Any = None) -> dict[str, float]:
-    """Cross-validate one configuration; mean (and std) of the fold metrics."""
-    from sklearn.model_selection import train_test_split
-
-    from gattn.datasets.mil import BagLoader, cross_validation_folds
-    from gattn.train import fit, seed_everything
-
-    config = resolve_config(config)
-    bags = load_bags(config)
-    device = _device(config["device"])
-    folds = cross_validation_folds(bags.labels, config["folds"], config["seed"], config["repeats"])
-    if config["max_folds"]:
-        folds = folds[: config["max_folds"]]
-    tests, vals, epochs = [], [], []
-    model = test_bags = None
-    for fold, (train_idx, test_idx) in enumerate(folds):
-        seed_everything(config["seed"] * 1000 + fold)
-        labels = bags.labels[train_idx].numpy()
-        if config["val_fraction"] > 0:
-            fit_idx, val_idx = train_test_split(
-                train_idx, test_size=config["val_fraction"], stratify=labels, random_state=config["seed"] + fold
-            )
-        else:  # no early stopping: train for `epochs` on all the training bags
-            fit_idx, val_idx = train_idx, None
-        train_bags, mean, std = bags.subset(fit_idx).standardize()
-        val_loader = None
-        if val_idx is not None:
-            val_loader = BagLoader(bags.subset(val_idx).standardize(mean, std)[0], 64)
-        test_bags, _, _ = bags.subset(test_idx).standardize(mean, std)
-        model = build_model(config, bags.num_features)
-        result = fit(
-            model,
-            BagLoader(train_bags, config["batch_size"], shuffle=True, seed=config["seed"] + fold),
-            val_loader,
-            loss_fn=_loss(model),
-            evaluate=_evaluate_fn if val_loader is not None else None,
-            metric="loss",
-            direction="minimize",
-            lr=config["lr"],
-            weight_decay=config["weight_decay"],
-            epochs=config["epochs"],
-            patience=config["patience"] if val_loader is not None else None,
-            forward=_forward,
-            device=device,
-            progress=config.get("progress", False),
-        )
-        vals.append(result.best_metrics or {"rocauc": math.nan, "accuracy": math.nan, "loss": math.nan})
-        tests.append(_evaluate_fn(model, BagLoader(test_bags, 64)))
-        epochs.append(result.best_epoch)
-        if config["verbose"]:
-            print(f"fold {fold + 1}/{len(folds)}: test {tests[-1]} (best epoch {result.best_epoch})")
-        if trial is not None:
-            trial.report(_nanmean([v["rocauc"] for v in vals]), fold)
-            if trial.should_prune():
-                import optuna
-
-                raise optuna.TrialPruned()
-    out: dict[str, float] = {}
-    for key in ("rocauc", "accuracy"):
-        test_values = np.array([t[key] for t in tests])
-        out[f"val_{key}"] = _nanmean([v[key] for v in vals])
-        out[f"test_{key}"] = _nanmean(test_values)
-        finite = test_values[~np.isnan(test_values)]
-        out[f"test_{key}_std"] = float(finite.std()) if finite.size else math.nan
-    out["val_loss"] = _nanmean([v["loss"] for v in vals])
-    out["folds"] = float(len(folds))
-    out["epochs"] = float(np.mean(epochs))
-    if config.get("checkpoint") and model is not None:
-        from gattn.train import save_checkpoint
-
-        save_checkpoint(
-            config["checkpoint"], model, fold=len(folds), dataset=config["dataset"], pooling=config["pooling"]
-        )
-    if config["plot"] and model is not None and trial is None:
-        path = Path(config.get("runs_dir") or "runs") / f"mil_{config['dataset']}_{config['pooling']}_attention.png"
-        plot_attention(model, test_bags, path)
-    return out
+    # ------------------------------------------------------------------------ results
+    def artifacts(self, config: Any, bags: Any, model: nn.Module, split: Split, run_dir: Path) -> dict[str, Path]:
+        if not config.plot:
+            return {}
+        _, _, test = self._standardised(bags, split)
+        path = run_dir / f"attention_{config.dataset}_{config.pooling}.png"
+        title = f"{config.pooling} on {config.dataset}: instance attention of test bags ({split.name})"
+        return {"attention plot": plot_attention(model, test, path, title=title)}
 
 
 @torch.no_grad()
@@ -327,7 +258,7 @@ def instance_attention(model: nn.Module, x: Tensor, ptr: Tensor) -> tuple[Tensor
     return torch.sigmoid(logits), weights
 
 
-def plot_attention(model: nn.Module, bags: Any, path: str | Path, num_bags: int = 6) -> Path:
+def plot_attention(model: nn.Module, bags: Any, path: str | Path, num_bags: int = 6, title: str = "") -> Path:
     """Bar plots of the instance attention of the first ``num_bags`` bags, written as a PNG.
 
     Bars of instances known to be positive (digit-bags) are drawn in red.
@@ -342,10 +273,10 @@ def plot_attention(model: nn.Module, bags: Any, path: str | Path, num_bags: int 
     device = next(model.parameters()).device
     probs, weights = instance_attention(model, part.instances.to(device), part.ptr.to(device))
     weights = weights.cpu()
-    fig, axes = plt.subplots(1, part.num_bags, figsize=(2.6 * part.num_bags, 2.4), squeeze=False)
+    fig, axes = plt.subplots(1, part.num_bags, figsize=(2.6 * part.num_bags, 2.7), squeeze=False)
     for b, ax in enumerate(axes[0]):
         lo, hi = int(part.ptr[b]), int(part.ptr[b + 1])
-        colors = "tab:blue"
+        colors: Any = "tab:blue"
         if part.instance_labels is not None:
             colors = ["tab:red" if v else "tab:blue" for v in part.instance_labels[lo:hi].tolist()]
         ax.bar(range(hi - lo), weights[lo:hi].numpy(), color=colors)
@@ -354,6 +285,8 @@ def plot_attention(model: nn.Module, bags: Any, path: str | Path, num_bags: int 
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.tick_params(labelsize=6)
     axes[0][0].set_ylabel("attention", fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -362,3 +295,7 @@ def plot_attention(model: nn.Module, bags: Any, path: str | Path, num_bags: int 
     plt.close(fig)
     tmp.replace(path)
     return path
+
+
+__all__ = ["BagSet", "MILConfig", "MILPipeline", "MILTask", "collate_bags", "instance_attention",
+           "plot_attention"]

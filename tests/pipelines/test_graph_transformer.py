@@ -10,6 +10,8 @@ import pytest
 import torch
 
 from gattn import cli
+from gattn.losses import masked_bce_with_logits, masked_mse, weighted_cross_entropy
+from gattn.pipelines import ConfigError, get_pipeline, make_config, run
 from gattn.pipelines import graph_transformer as gt
 
 SHARED = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
@@ -54,27 +56,25 @@ def write_ogb(root: Path, name: str = "ogbg-molbace", num_graphs: int = 24, seed
 TINY = dict(layers=2, hidden=16, heads=4, epochs=3, batch_size=8, pe_dim=3, progress=False)
 
 
-@pytest.fixture(autouse=True)
-def _clear_cache():
-    gt._CACHE.clear()
-    yield
-    gt._CACHE.clear()
+@pytest.fixture
+def pipeline():
+    return get_pipeline("graph_transformer")  # a fresh instance: an empty data cache
 
 
-def test_presets_and_metric_per_dataset():
-    assert gt.metric({"dataset": "ogbg-molesol"}) == "rmse"
-    assert gt.direction({"dataset": "ogbg-molesol"}) == "minimize"
-    assert gt.metric({"dataset": "PATTERN"}) == "weighted_accuracy"
-    config = gt.resolve_config({"dataset": "CLUSTER"})
+def test_presets_and_metric_per_dataset(pipeline):
+    assert pipeline.selection_metric(make_config(pipeline, {"dataset": "ogbg-molesol"})) == "rmse"
+    assert pipeline.direction(make_config(pipeline, {"dataset": "ogbg-molesol"})) == "minimize"
+    assert pipeline.selection_metric(make_config(pipeline, {"dataset": "ogbg-molpcba"})) == "ap"
+    assert pipeline.selection_metric(make_config(pipeline, {"dataset": "PATTERN"})) == "weighted_accuracy"
+    config = make_config(pipeline, {"dataset": "CLUSTER"})
     # the paper's sparse + LapPE + BN configuration for CLUSTER
-    assert (config["layers"], config["hidden"], config["heads"], config["pe_dim"],
-            config["batch_size"], config["lr"], config["norm"]) == (10, 80, 8, 10, 32, 5e-4,
-                                                                    "batch")
-    assert gt.resolve_config({"dataset": "PATTERN", "layers": 3})["layers"] == 3
-    with pytest.raises(ValueError, match="dataset"):
-        gt.metric({"dataset": "ZINC"})
-    with pytest.raises(ValueError, match="divisible"):
-        gt.resolve_config({"hidden": 30, "heads": 8})
+    assert (config.layers, config.hidden, config.heads, config.pe_dim, config.batch_size, config.lr,
+            config.norm, config.min_lr, config.patience) == (10, 80, 8, 10, 32, 5e-4, "batch", 1e-6, None)
+    assert make_config(pipeline, {"dataset": "PATTERN", "layers": 3}).layers == 3
+    assert make_config(pipeline, {"dataset": "ogbg-molbace"}).patience == 20
+    with pytest.raises(ConfigError, match="--dataset must be one of"):
+        make_config(pipeline, {"dataset": "ZINC"})
+    assert "ogbg-molhiv" in gt.DATASETS and "ogbg-ppa" not in gt.DATASETS  # every molecule set of OGB
 
 
 def test_weighted_cross_entropy_matches_benchmarking_gnns():
@@ -83,7 +83,7 @@ def test_weighted_cross_entropy_matches_benchmarking_gnns():
     # class counts 5, 0, 2 of V = 7: weights (7-5)/7, 0, (7-2)/7
     weight = torch.tensor([2 / 7, 0.0, 5 / 7])
     expected = torch.nn.functional.cross_entropy(logits, target, weight=weight)
-    assert torch.allclose(gt.weighted_cross_entropy(logits, target), expected)
+    assert torch.allclose(weighted_cross_entropy(logits, target), expected)
 
 
 def test_masked_losses_ignore_nan():
@@ -91,73 +91,76 @@ def test_masked_losses_ignore_nan():
     y = torch.tensor([[1.0], [math.nan], [0.0]])
     expected = torch.nn.functional.binary_cross_entropy_with_logits(
         torch.tensor([0.5, -1.0]), torch.tensor([1.0, 0.0]))
-    assert torch.allclose(gt.masked_bce_with_logits(out, y), expected)
-    assert torch.allclose(gt.masked_mse(out, y), torch.tensor((0.25 + 1.0) / 2))
+    assert torch.allclose(masked_bce_with_logits(out, y), expected)
+    assert torch.allclose(masked_mse(out, y), torch.tensor((0.25 + 1.0) / 2))
+    nothing = masked_mse(out.requires_grad_(), torch.full((3, 1), math.nan))
+    assert nothing.item() == 0.0 and nothing.requires_grad  # no label: zero, not NaN
 
 
 @pytest.mark.parametrize("model", gt.MODELS)
-def test_run_on_tiny_ogb_set(tmp_path, model):
+def test_run_on_tiny_ogb_set(tmp_path, model, pipeline):
     write_ogb(tmp_path)
-    result = gt.run({"dataset": "ogbg-molbace", "root": str(tmp_path), "model": model, **TINY})
+    config = make_config(pipeline, {"dataset": "ogbg-molbace", "root": str(tmp_path), "model": model, **TINY})
+    result = run(pipeline, config, tmp_path / "run").metrics
     assert 0.0 <= result["val_rocauc"] <= 1.0 and 0.0 <= result["test_rocauc"] <= 1.0
     assert 1 <= result["best_epoch"] <= result["epochs"] <= 3
     assert result["num_params"] > 0
 
 
-def test_run_regression_and_checkpoint(tmp_path):
+def test_run_regression_with_checkpoint_and_baseline(tmp_path, pipeline):
+    from gattn.pipelines import load_checkpoint
+
     write_ogb(tmp_path, "ogbg-molesol")
-    ckpt = tmp_path / "best.pt"
-    result = gt.run({"dataset": "ogbg-molesol", "root": str(tmp_path), "checkpoint": str(ckpt),
-                     **TINY})
-    assert result["val_rmse"] > 0 and math.isfinite(result["test_rmse"])
-    state = torch.load(ckpt, weights_only=True)
-    assert state["metric"] == "rmse" and state["direction"] == "minimize"
+    config = make_config(pipeline, {"dataset": "ogbg-molesol", "root": str(tmp_path), **TINY})
+    result = run(pipeline, config, tmp_path / "run")
+    assert result.metrics["val_rmse"] > 0 and math.isfinite(result.metrics["test_rmse"])
+    assert result.chance["test_rmse"] > 0  # the RMSE of predicting the training mean
+    state = load_checkpoint(tmp_path / "run" / "checkpoints" / "best.ckpt")
+    assert state["gattn"]["config"]["dataset"] == "ogbg-molesol"
 
 
-def test_official_evaluator_agrees_with_our_metric(tmp_path):
-    from torch_geometric.loader import DataLoader
-
+def test_official_evaluator_agrees_with_our_metric(tmp_path, pipeline):
     from gattn.metrics import rocauc
-    from gattn.train import predict
 
     write_ogb(tmp_path)
-    config = gt.resolve_config({"dataset": "ogbg-molbace", "root": str(tmp_path), **TINY})
-    data = gt.load_data(config)
-    model = gt.build_model(config, data)
-    loader = DataLoader(data.val, batch_size=4)
-    official = gt.make_evaluate(data, torch.device("cpu"), "ogbg-molbace")(model, loader)
-    out, y = predict(model, loader)
-    assert official["rocauc"] == pytest.approx(rocauc(y, out))
+    config = make_config(pipeline, {"dataset": "ogbg-molbace", "root": str(tmp_path), **TINY})
+    data = pipeline.prepare(config)
+    official = pipeline.metrics(config, data)["rocauc"]
+    y = torch.tensor([[1.0], [0.0], [math.nan], [1.0], [0.0]])
+    p = torch.tensor([[0.3], [0.1], [0.9], [-0.2], [0.5]])
+    assert official(y, p) == pytest.approx(rocauc(y, p))
 
 
-def test_laplacian_pe_is_computed_once_per_dataset(tmp_path, monkeypatch):
+def test_laplacian_pe_is_computed_once_per_dataset(tmp_path, monkeypatch, pipeline):
     write_ogb(tmp_path)
     calls = []
     original = gt._add_pe
     monkeypatch.setattr(gt, "_add_pe", lambda graphs, k: calls.append(k) or original(graphs, k))
-    config = {"dataset": "ogbg-molbace", "root": str(tmp_path), **TINY}
-    first = gt.load_data(gt.resolve_config(config))
-    second = gt.load_data(gt.resolve_config({**config, "seed": 5, "lr": 0.01}))
+    values = {"dataset": "ogbg-molbace", "root": str(tmp_path), **TINY}
+    first = pipeline.prepare(make_config(pipeline, values))
+    second = pipeline.prepare(make_config(pipeline, {**values, "seed": 5, "lr": 0.01}))
     assert first is second and calls == [3]
-    assert first.train[0].pe.shape == (first.train[0].num_nodes, 3)
+    assert first["train"][0].pe.shape == (first["train"][0].num_nodes, 3)
 
 
-def test_missing_ogb_data_names_the_folder(tmp_path):
+def test_missing_ogb_data_names_the_folder(tmp_path, pipeline):
+    config = make_config(pipeline, {"dataset": "ogbg-molbace", "root": str(tmp_path), **TINY})
     with pytest.raises(FileNotFoundError, match="ogbg_molbace"):
-        gt.run({"dataset": "ogbg-molbace", "root": str(tmp_path), **TINY})
+        pipeline.prepare(config)
 
 
 def test_cli_train_and_tune_on_tiny_ogb(tmp_path, capsys):
     write_ogb(tmp_path)
     common = ["--dataset", "ogbg-molbace", "--root", str(tmp_path), "--layers", "1",
               "--hidden", "16", "--heads", "4", "--epochs", "1", "--batch-size", "8",
-              "--pe-dim", "2", "--no-progress"]
+              "--pe-dim", "2", "--no-progress", "--runs-dir", str(tmp_path / "runs")]
     out_json = tmp_path / "train.json"
     assert cli.main(["train", "graph_transformer", *common, "--json", str(out_json)]) == 0
-    assert "test_rocauc" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "test_rocauc" in printed and "0.5000" in printed  # the chance column
     assert "val_rocauc" in json.loads(out_json.read_text())["metrics"]
     assert cli.main(["tune", "graph_transformer", *common, "--trials", "2", "--search-max-layers",
-                     "2", "--runs-dir", str(tmp_path / "runs"), "--no-plots"]) == 0
+                     "2", "--no-plots"]) == 0
     printed = capsys.readouterr().out
     assert "best trial" in printed and "test_rocauc" in printed
     assert (tmp_path / "runs" / "graph_transformer" / "study.db").is_file()
@@ -165,9 +168,9 @@ def test_cli_train_and_tune_on_tiny_ogb(tmp_path, capsys):
 
 @pytest.mark.slow
 @pytest.mark.skipif(not (SHARED / "ogb" / "ogbg_molbace").is_dir(), reason="no ../shared/data")
-def test_real_molbace_two_epochs():
-    result = gt.run({"dataset": "ogbg-molbace", "root": str(SHARED), **TINY, "epochs": 2})
-    assert 0.3 < result["test_rocauc"] <= 1.0
+def test_real_molbace_two_epochs(tmp_path, pipeline):
+    config = make_config(pipeline, {"dataset": "ogbg-molbace", "root": str(SHARED), **TINY, "epochs": 2})
+    assert 0.3 < run(pipeline, config, tmp_path / "run").metrics["test_rocauc"] <= 1.0
 
 
 SBM_TINY = dict(num_graphs=14, layers=2, hidden=16, heads=4, epochs=2, batch_size=4,
@@ -175,18 +178,19 @@ SBM_TINY = dict(num_graphs=14, layers=2, hidden=16, heads=4, epochs=2, batch_siz
 
 
 @pytest.mark.parametrize("dataset", ["PATTERN", "CLUSTER"])
-def test_run_on_tiny_generated_sbm(dataset):
-    result = gt.run({"dataset": dataset, **SBM_TINY})
-    for key in ("val_weighted_accuracy", "test_weighted_accuracy", "val_accuracy",
-                "test_accuracy"):
-        assert 0.0 <= result[key] <= 1.0, key
-    assert result["epochs"] == 2
-    data = gt.load_data(gt.resolve_config({"dataset": dataset, **SBM_TINY}))
-    assert data.task == "node" and data.out_channels == (2 if dataset == "PATTERN" else 6)
-    assert len(data.train) + len(data.val) + len(data.test) == 14
+def test_run_on_tiny_generated_sbm(dataset, tmp_path, pipeline):
+    config = make_config(pipeline, {"dataset": dataset, **SBM_TINY})
+    result = run(pipeline, config, tmp_path / "run")
+    for key in ("val_weighted_accuracy", "test_weighted_accuracy", "val_accuracy", "test_accuracy"):
+        assert 0.0 <= result.metrics[key] <= 1.0, key
+    assert result.metrics["epochs"] == 2
+    data = pipeline.prepare(config)
+    assert data["task"] == "node" and data["out_channels"] == (2 if dataset == "PATTERN" else 6)
+    assert len(data["train"]) + len(data["val"]) + len(data["test"]) == 14
+    assert result.chance["test_weighted_accuracy"] == pytest.approx(1 / data["out_channels"])
 
 
-def test_sign_flip_on_every_training_batch(monkeypatch):
+def test_sign_flip_on_every_training_batch(monkeypatch, tmp_path, pipeline):
     from gattn.transforms import laplacian_pe
 
     calls = []
@@ -197,34 +201,42 @@ def test_sign_flip_on_every_training_batch(monkeypatch):
         return original(self, data)
 
     monkeypatch.setattr(laplacian_pe.RandomSignFlip, "forward", spy)
-    gt.run({"dataset": "CLUSTER", **SBM_TINY, "epochs": 1})
-    config = gt.resolve_config({"dataset": "CLUSTER", **SBM_TINY})
-    train = len(gt.load_data(config).train)
-    assert sum(calls) == train  # each training graph once per epoch, validation untouched
+    config = make_config(pipeline, {"dataset": "CLUSTER", **SBM_TINY, "epochs": 1})
+    run(pipeline, config, tmp_path / "run")
+    assert sum(calls) == len(pipeline.prepare(config)["train"])  # each training graph once, validation untouched
 
 
-def test_search_space_and_tiny_study(tmp_path):
+def test_search_space_and_tiny_study(tmp_path, pipeline):
     import optuna
 
-    config = {"dataset": "CLUSTER", **SBM_TINY, "search_max_layers": 2, "search_hidden": "8,16",
-              "epochs": 1}
+    config = make_config(pipeline, {"dataset": "CLUSTER", **SBM_TINY, "search_max_layers": 2,
+                                    "search_hidden": (8, 16), "epochs": 1})
     trial = optuna.trial.FixedTrial({"lr": 1e-3, "weight_decay": 0.0, "dropout": 0.1,
                                      "hidden": 16, "layers": 2, "heads": 4})
-    params = gt.search_space(trial, config)
-    assert params == {"lr": 1e-3, "weight_decay": 0.0, "dropout": 0.1, "hidden": 16,
-                      "layers": 2, "heads": 4}
-    assert "heads" not in gt.search_space(trial, {**config, "model": "gine"})
-    with pytest.raises(ValueError, match="search_hidden"):
-        gt.search_space(trial, {**config, "search_hidden": "12"})
+    params = pipeline.search_space(trial, config)
+    assert params == {"lr": 1e-3, "weight_decay": 0.0, "dropout": 0.1, "hidden": 16, "layers": 2, "heads": 4}
+    gine = make_config(pipeline, {"dataset": "CLUSTER", **SBM_TINY, "model": "gine", "search_hidden": (8, 16)})
+    assert "heads" not in pipeline.search_space(trial, gine)
+    with pytest.raises(ValueError, match="--search-hidden"):
+        pipeline.search_space(trial, make_config(pipeline, {"dataset": "CLUSTER", "search_hidden": (12,)}))
 
     from gattn.tune import optimize
 
-    study = optimize(gt, config, 2, runs_dir=tmp_path)
+    study = optimize(pipeline, config, 2, runs_dir=tmp_path)
     assert len(study.trials) == 2
     assert study.direction.name == "MAXIMIZE"
     assert "test_weighted_accuracy" in study.best_trial.user_attrs
+    assert (tmp_path / "graph_transformer" / study.study_name / "trial-0001" / "metrics.json").is_file()
 
 
-def test_sbm_num_graphs_too_small():
-    with pytest.raises(ValueError, match="num_graphs"):
-        gt.run({"dataset": "PATTERN", **SBM_TINY, "num_graphs": 5})
+def test_sbm_num_graphs_too_small(pipeline):
+    with pytest.raises(ConfigError, match="--num-graphs must be >= 10"):
+        make_config(pipeline, {"dataset": "PATTERN", **SBM_TINY, "num_graphs": 5})
+
+
+def test_model_errors_reach_the_user_as_one_line(tmp_path, capsys):
+    code = cli.main(["train", "graph_transformer", "--dataset", "CLUSTER", "--num-graphs", "14",
+                     "--hidden", "30", "--heads", "4", "--epochs", "1", "--no-progress",
+                     "--runs-dir", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1 and "divisible" in err and "Traceback" not in err
