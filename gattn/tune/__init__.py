@@ -1,10 +1,12 @@
 """Hyperparameter search with Optuna.
 
 :func:`optimize` runs (or resumes) the study of a pipeline (see :mod:`gattn.pipelines`):
-TPE sampling, median pruning on the validation metric reported each epoch by
-:func:`gattn.train.fit`, and a persistent storage (an SQLite file under
+TPE sampling over the pipeline's declared search space, median pruning on the validation
+metric (per epoch through optuna-integration's Lightning callback, or per split under
+cross-validation), and a persistent storage (an SQLite file under
 ``runs/<pipeline>/study.db`` by default; PostgreSQL/MySQL URLs or a ``journal:`` file for many
-machines) so that an interrupted study loses no finished trial. :func:`write_report` saves the
+machines) so that an interrupted study loses no finished trial. A study is bound to its fixed
+configuration (:func:`~gattn.tune.study.fixed_configuration`). :func:`write_report` saves the
 best parameters and metrics as JSON and the study's plots as PNG files.
 """
 
@@ -19,6 +21,10 @@ _EXPORTS = {
     "summary_table": "gattn.tune.report",
     "write_report": "gattn.tune.report",
     "FINISHED": "gattn.tune.study",
+    "StorageError": "gattn.tune.study",
+    "StudyMismatch": "gattn.tune.study",
+    "check_storage": "gattn.tune.study",
+    "fixed_configuration": "gattn.tune.study",
     "create_study": "gattn.tune.study",
     "default_storage": "gattn.tune.study",
     "default_study_name": "gattn.tune.study",
@@ -38,6 +44,10 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "FINISHED",
+    "StorageError",
+    "StudyMismatch",
+    "check_storage",
+    "fixed_configuration",
     "create_study",
     "default_storage",
     "default_study_name",

@@ -16,6 +16,10 @@ __all__ = ["format_table", "summarize", "summary_table", "write_report"]
 
 
 def _fmt(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, int):
+        return str(value)
     if isinstance(value, float):
         if math.isnan(value):
             return "nan"
@@ -73,13 +77,21 @@ def summarize(study: optuna.Study) -> dict[str, Any]:
     return summary
 
 
-def _save_plot(name: str, plot: Any, out_dir: Path, study: optuna.Study) -> str:
+def _save_plot(name: str, plot: Any, out_dir: Path, study: optuna.Study, **kwargs: Any) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        ax = plot(study)
+        ax = plot(study, **kwargs)
     fig = ax.figure if hasattr(ax, "figure") else ax.flat[0].figure
+    label = study.user_attrs.get("label") or study.study_name
+    title = ax.get_title() if hasattr(ax, "get_title") else name.replace("_", " ")
+    fig.suptitle(f"{label}: {title}" if title else label, fontsize=9)
+    if hasattr(ax, "set_title"):
+        ax.set_title("")
     fig.set_size_inches(8, 5)
     fig.tight_layout()
     path = out_dir / f"{name}.png"
@@ -113,9 +125,10 @@ def write_report(study: optuna.Study, out_dir: str | Path, plots: bool = True) -
         from optuna.visualization import matplotlib as ovm
 
         complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        target = f"validation {summary.get('metric') or 'value'}"
         if complete:
             files["optimization_history"] = _save_plot(
-                "optimization_history", ovm.plot_optimization_history, out_dir, study)
+                "optimization_history", ovm.plot_optimization_history, out_dir, study, target_name=target)
             if any(t.intermediate_values for t in trials):
                 files["intermediate_values"] = _save_plot(
                     "intermediate_values", ovm.plot_intermediate_values, out_dir, study)
@@ -132,7 +145,7 @@ def write_report(study: optuna.Study, out_dir: str | Path, plots: bool = True) -
         else:
             try:
                 files["param_importances"] = _save_plot(
-                    "param_importances", ovm.plot_param_importances, out_dir, study)
+                    "param_importances", ovm.plot_param_importances, out_dir, study, target_name=target)
             except (RuntimeError, ValueError, ZeroDivisionError) as exc:
                 skipped["param_importances"] = f"{type(exc).__name__}: {exc}"
     summary["files"] = files

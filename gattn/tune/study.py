@@ -25,12 +25,13 @@ share the trials and stop together once the study holds ``n_trials`` finished tr
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import os
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import optuna
@@ -38,6 +39,11 @@ from optuna.trial import TrialState
 
 __all__ = [
     "FINISHED",
+    "StorageError",
+    "StudyMismatch",
+    "check_storage",
+    "fixed_configuration",
+    "searched_options",
     "GRACE_PERIOD",
     "HEARTBEAT_INTERVAL",
     "create_study",
@@ -56,11 +62,81 @@ HEARTBEAT_INTERVAL = 60
 GRACE_PERIOD = 180
 
 
+class StorageError(ValueError):
+    """The study storage cannot be used (bad URL, missing driver, unwritable folder, no server)."""
+
+
+def _writable_folder(folder: Path, what: str) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StorageError(f"cannot create {what} folder {folder}: {exc.strerror or exc}") from None
+    if not os.access(folder, os.W_OK):
+        raise StorageError(f"cannot write {what} in {folder}: the folder is not writable "
+                           "(choose --runs-dir or --storage)")
+
+
 def default_storage(pipeline: str, runs_dir: str | Path = "runs") -> str:
     """``sqlite:///<runs_dir>/<pipeline>/study.db`` (absolute path; the folder is created)."""
     folder = Path(runs_dir).expanduser().resolve() / pipeline
-    folder.mkdir(parents=True, exist_ok=True)
+    _writable_folder(folder, "the study database")
     return f"sqlite:///{folder / 'study.db'}"
+
+
+def _redact(url: str) -> str:
+    """The URL without its password (for messages)."""
+    head, sep, tail = url.partition("://")
+    if sep and "@" in tail:
+        credentials, _, host = tail.rpartition("@")
+        user = credentials.split(":", 1)[0]
+        return f"{head}://{user}:***@{host}"
+    return url
+
+
+_DRIVERS = {
+    "postgresql": (("psycopg2", "psycopg2-binary"),),
+    "postgresql+psycopg2": (("psycopg2", "psycopg2-binary"),),
+    "postgresql+psycopg": (("psycopg", "psycopg[binary]"),),
+    "mysql": (("MySQLdb", "mysqlclient"),),
+    "mysql+pymysql": (("pymysql", "pymysql"),),
+}
+
+
+def _check_driver(url: str) -> None:
+    import importlib.util
+
+    scheme = url.split("://", 1)[0].lower()
+    for module, package in _DRIVERS.get(scheme, ()):
+        if importlib.util.find_spec(module) is None:
+            raise StorageError(f"storage {_redact(url)} needs the {module} driver: pip install {package}")
+
+
+def check_storage(storage: str | None, pipeline: str, runs_dir: str | Path = "runs") -> str:
+    """The storage URL (the default SQLite file for None), checked without creating anything in
+    it: its form, the database driver it needs, and that its folder can be written.
+
+    Raises:
+        StorageError: naming the problem.
+    """
+    if storage is None:
+        return default_storage(pipeline, runs_dir)
+    if not isinstance(storage, str) or not storage:
+        raise TypeError(f"storage must be a URL string or None, got {storage!r}")
+    if storage.startswith("journal:") or storage.endswith(".log"):
+        path = Path(storage.removeprefix("journal:").removeprefix("//")).expanduser()
+        _writable_folder(path.parent.resolve(), "the study journal")
+        return "journal:" + str(path)
+    if "://" not in storage:
+        raise StorageError(
+            "--storage must be an RDB URL (sqlite:///file.db, postgresql://user:pw@host/db, ...) "
+            f"or journal:PATH, got {storage!r}"
+        )
+    if storage.startswith("sqlite:///"):
+        target = storage.removeprefix("sqlite:///")
+        if target and target != ":memory:":
+            _writable_folder(Path(target).expanduser().resolve().parent, "the study database")
+    _check_driver(storage)
+    return storage
 
 
 def make_storage(
@@ -68,40 +144,97 @@ def make_storage(
     pipeline: str,
     runs_dir: str | Path = "runs",
 ) -> optuna.storages.BaseStorage:
-    """An Optuna storage from a URL (see the module docstring); None: the default SQLite file."""
+    """An Optuna storage from a URL (see the module docstring); None: the default SQLite file.
+
+    Raises:
+        StorageError: a malformed URL, a missing database driver, an unwritable folder, or a
+            database that cannot be opened (the message names it, without its password).
+    """
     if isinstance(storage, optuna.storages.BaseStorage):
         return storage
-    if storage is None:
-        storage = default_storage(pipeline, runs_dir)
-    if not isinstance(storage, str) or not storage:
-        raise TypeError(f"storage must be a URL string or None, got {storage!r}")
+    storage = check_storage(storage, pipeline, runs_dir)
     if storage.startswith("journal:") or storage.endswith(".log"):
         from optuna.storages.journal import JournalFileBackend, JournalStorage
 
-        path = Path(storage.removeprefix("journal:").removeprefix("//")).expanduser()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return JournalStorage(JournalFileBackend(str(path)))
-    if "://" not in storage:
-        raise ValueError(
-            "storage must be an RDB URL (sqlite:///file.db, postgresql://user:pw@host/db, ...) "
-            f"or journal:PATH, got {storage!r}"
-        )
+        return JournalStorage(JournalFileBackend(str(Path(storage.removeprefix("journal:")).expanduser())))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.storages.RDBStorage(
-            storage,
-            heartbeat_interval=HEARTBEAT_INTERVAL,
-            grace_period=GRACE_PERIOD,
-            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
-                max_retry=1
-            ),
+        try:
+            return optuna.storages.RDBStorage(
+                storage,
+                heartbeat_interval=HEARTBEAT_INTERVAL,
+                grace_period=GRACE_PERIOD,
+                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+                    max_retry=1
+                ),
+            )
+        except ImportError as exc:
+            raise StorageError(f"storage {_redact(storage)}: a database driver is missing ({exc})") from None
+        except Exception as exc:  # SQLAlchemy's errors: a bad dialect, no server, refused login
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise StorageError(f"cannot open the study storage {_redact(storage)}: {first}") from None
+
+
+class StudyMismatch(ValueError):
+    """The study exists but was created for another fixed configuration."""
+
+
+class _RecordingTrial:
+    """Stands in for an Optuna trial to learn which options a search space sets."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+
+    def _take(self, name: str, value: Any) -> Any:
+        self.names.append(name)
+        return value
+
+    def suggest_float(self, name: str, low: float, high: float, **kwargs: Any) -> float:
+        return self._take(name, low)
+
+    def suggest_int(self, name: str, low: int, high: int, **kwargs: Any) -> int:
+        return self._take(name, low)
+
+    def suggest_categorical(self, name: str, choices: Any) -> Any:
+        return self._take(name, list(choices)[0])
+
+
+def searched_options(pipeline: Any, config: Any) -> list[str]:
+    """The configuration options that ``pipeline.search_space`` sets for ``config``."""
+    return sorted(pipeline.search_space(_RecordingTrial(), config))
+
+
+def fixed_configuration(pipeline: Any, config: Any) -> dict[str, Any]:
+    """What binds a study: the configuration minus the searched options and the run-control
+    ones (progress bars, threads, the data folder), as JSON-safe values."""
+    from gattn.pipelines.config import config_dict, run_control_fields
+
+    skip = set(searched_options(pipeline, config)) | run_control_fields(type(config))
+    return {k: v for k, v in config_dict(config).items() if k not in skip}
+
+
+def default_study_name(pipeline: Any, config: Any) -> str:
+    """``<pipeline>-<run label>-<8 hex digits of the fixed configuration>``: another fixed
+    configuration gets another study, never the old one's trials."""
+    fixed = fixed_configuration(pipeline, config)
+    digest = hashlib.sha1(json.dumps(fixed, sort_keys=True, default=str).encode()).hexdigest()[:8]
+    return f"{pipeline.name}-{pipeline.run_label(config)}-{digest}"
+
+
+def _check_binding(study: optuna.Study, fixed: dict[str, Any]) -> None:
+    stored = study.user_attrs.get("fixed_config")
+    if stored is None:
+        study.set_user_attr("fixed_config", fixed)
+        return
+    stored = json.loads(json.dumps(stored))
+    current = json.loads(json.dumps(fixed, default=str))
+    changed = [f"{k}: {stored.get(k)!r} -> {current.get(k)!r}" for k in sorted(set(stored) | set(current))
+               if stored.get(k) != current.get(k)]
+    if changed:
+        raise StudyMismatch(
+            f"study {study.study_name!r} was created with another configuration ({'; '.join(changed)}): "
+            "use another --study-name, or leave it out to get a study named after this configuration"
         )
-
-
-def default_study_name(pipeline: str, config: dict[str, Any]) -> str:
-    """``<pipeline>[-<dataset>][-<model>]`` from the config keys that exist."""
-    parts = [pipeline] + [str(config[k]) for k in ("dataset", "model") if config.get(k)]
-    return "-".join(parts)
 
 
 def create_study(
@@ -166,14 +299,14 @@ def _json_safe(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def optimize(
-    pipeline: ModuleType,
-    config: dict[str, Any],
+    pipeline: Any,
+    config: Any,
     n_trials: int,
     *,
+    runs_dir: str | Path = "runs",
     timeout: float | None = None,
     storage: str | optuna.storages.BaseStorage | None = None,
     study_name: str | None = None,
-    runs_dir: str | Path = "runs",
     seed: int | None = 0,
     prune: bool = True,
     n_startup_trials: int = 5,
@@ -182,41 +315,53 @@ def optimize(
 ) -> optuna.Study:
     """Tune ``pipeline`` until its study holds ``n_trials`` finished trials (or ``timeout``).
 
-    Each trial runs ``pipeline.run({**config, **pipeline.search_space(trial, config)}, trial)``
-    and returns its ``"val_<metric>"``; all the returned metrics are stored as the trial's
-    user attributes (so the report can show the test metrics of the best trial). A trial whose
-    training diverges (``FloatingPointError``) is marked failed and does not count.
+    Each trial trains ``config`` with the options of ``pipeline.search_space(trial, config)``
+    in ``<runs_dir>/<pipeline>/<study>/trial-NNNN`` and returns its ``val_<metric>``; all its
+    metrics are stored as the trial's user attributes (the report shows the test metrics of
+    the best trial). A trial whose training diverges (``FloatingPointError``) is marked failed
+    and does not count. The study is bound to the fixed configuration (see
+    :func:`fixed_configuration`): reopening it with another raises :class:`StudyMismatch`.
 
     Returns:
         the study (its trials are also in the storage).
     """
-    from gattn.pipelines import pipeline_direction, pipeline_metric
+    from gattn.pipelines.config import config_dict
+    from gattn.pipelines.runner import make_config
 
     if not isinstance(n_trials, int) or n_trials < 1:
         raise ValueError(f"n_trials must be a positive int, got {n_trials!r}")
     if timeout is not None and timeout <= 0:
         raise ValueError(f"timeout must be positive seconds or None, got {timeout!r}")
-    metric = pipeline_metric(pipeline, config)
-    direction = pipeline_direction(pipeline, config)
+    metric = pipeline.selection_metric(config)
+    direction = pipeline.direction(config)
+    fixed = fixed_configuration(pipeline, config)
+    name = study_name or default_study_name(pipeline, config)
     study = create_study(
-        pipeline.NAME, direction=direction, storage=storage,
-        study_name=study_name or default_study_name(pipeline.NAME, config),
+        pipeline.name, direction=direction, storage=storage, study_name=name,
         runs_dir=runs_dir, seed=seed, prune=prune,
         n_startup_trials=n_startup_trials, n_warmup_steps=n_warmup_steps,
     )
+    _check_binding(study, fixed)
     if "config" not in study.user_attrs:
-        study.set_user_attr("config", _json_safe(config))
+        study.set_user_attr("config", _json_safe(config_dict(config)))
     study.set_user_attr("metric", metric)
-
+    study.set_user_attr("pipeline", pipeline.name)
+    study.set_user_attr("label", pipeline.describe(config))
+    base = config_dict(config)
+    trials_dir = Path(runs_dir).expanduser() / pipeline.name / name
     key = f"val_{metric}"
 
     def objective(trial: optuna.Trial) -> float:
         params = pipeline.search_space(trial, config)
-        metrics = pipeline.run({**config, **params}, trial)
+        trial_config = make_config(pipeline, {**base, **params}, source=f"trial {trial.number}")
+        result = pipeline.run(trial_config, trials_dir / f"trial-{trial.number:04d}", trial=trial,
+                              progress=False)
+        metrics = result.metrics
         if key not in metrics:
-            raise KeyError(f"pipeline {pipeline.NAME}.run returned no {key!r}: {sorted(metrics)}")
-        for name, value in metrics.items():
-            trial.set_user_attr(name, float(value))
+            raise KeyError(f"pipeline {pipeline.name} returned no {key!r}: {sorted(metrics)}")
+        for mname, value in metrics.items():
+            if isinstance(value, (int, float)):
+                trial.set_user_attr(mname, value)
         value = float(metrics[key])
         if math.isnan(value):
             raise FloatingPointError(f"{key} is NaN")

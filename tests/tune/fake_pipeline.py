@@ -1,45 +1,58 @@
-"""A pipeline that follows the contract of gattn.pipelines without training anything.
+"""A pipeline that follows the platform's contract without training anything.
 
-``run`` reports a few intermediate values (so the pruner has something to look at) and
-returns ``-(x - 2)^2``. ``config["interrupt_at"]``: raise KeyboardInterrupt in that trial
-number; ``config["hang_at"]``: sleep (for a subprocess to be killed) in that trial number.
+``run`` reports a few intermediate values (so the pruner has something to look at) and returns
+``-(x - 2)^2``. The environment variable ``FAKE_INTERRUPT_AT`` makes that trial number raise
+KeyboardInterrupt; ``FAKE_HANG_AT`` makes it sleep (for a subprocess to be killed). They are
+not options, so a resumed study sees the same configuration.
 """
 
 from __future__ import annotations
 
-import argparse
+import os
 import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import optuna
 
-NAME = "fake"
-METRIC = "score"
-DIRECTION = "maximize"
+from gattn.pipelines import Pipeline, RunResult, TrainConfig, option, register_pipeline
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--interrupt-at", type=int, default=-1)
-    parser.add_argument("--hang-at", type=int, default=-1)
-    parser.add_argument("--x", type=float, default=0.0)
+@dataclass
+class FakeConfig(TrainConfig):
+    dataset: str = option("toy", "data set name", group="data")
+    epochs: int = option(3, "epochs", low=1, group="training")
+    x: float = option(0.0, "the searched value", group="model")
+    width: int = option(8, "a searched choice", group="model")
 
 
-def search_space(trial: optuna.Trial, config: dict) -> dict:
-    return {"x": trial.suggest_float("x", -4.0, 4.0),
-            "width": trial.suggest_categorical("width", [8, 16])}
+@register_pipeline("fake")
+class FakePipeline(Pipeline):
+    """A pipeline that trains nothing (tests of the tuner)."""
 
+    Config = FakeConfig
+    metric = "rocauc"
 
-def run(config: dict, trial: optuna.Trial | None = None) -> dict[str, float]:
-    number = trial.number if trial is not None else None
-    if number is not None and number == config.get("interrupt_at", -1):
-        raise KeyboardInterrupt
-    if number is not None and number == config.get("hang_at", -1):
-        print("HANGING", flush=True)
-        time.sleep(600)
-    value = -((config["x"] - 2.0) ** 2)
-    for epoch in range(1, config.get("epochs", 3) + 1):
-        if trial is not None:
-            trial.report(value * (1 + 1 / epoch), epoch)
-            if trial.should_prune():
-                raise optuna.TrialPruned()
-    return {"val_score": value, "test_score": value - 1.0, "epochs": float(config["epochs"])}
+    def prepare(self, config: Any) -> None:
+        return None
+
+    def search_space(self, trial: Any, config: Any) -> dict:
+        return {"x": trial.suggest_float("x", -4.0, 4.0), "width": trial.suggest_categorical("width", [8, 16])}
+
+    def run(self, config: Any, run_dir: Path, *, trial: Any = None, resume: bool = False,
+            progress: bool | None = None) -> RunResult:
+        number = trial.number if trial is not None else None
+        if number is not None and number == int(os.environ.get("FAKE_INTERRUPT_AT", -1)):
+            raise KeyboardInterrupt
+        if number is not None and number == int(os.environ.get("FAKE_HANG_AT", -1)):
+            print("HANGING", flush=True)
+            time.sleep(600)
+        value = -((config.x - 2.0) ** 2)
+        for epoch in range(1, config.epochs + 1):
+            if trial is not None:
+                trial.report(value * (1 + 1 / epoch), epoch)
+                if trial.should_prune():
+                    raise optuna.TrialPruned()
+        metrics = {"val_rocauc": value, "test_rocauc": value - 1.0, "epochs": config.epochs}
+        return RunResult(metrics, [metrics], Path(run_dir), {}, {})
