@@ -2,54 +2,84 @@
 
 ::
 
-    gattn train <pipeline> [pipeline options]        train once, print the metrics
-    gattn tune  <pipeline> --trials N [--timeout S] [--storage URL] [--study-name NAME]
-                [pipeline options]                     Optuna search, print + save a report
-    gattn datasets [--root DIR]                        which data sets are available locally
+    gattn train PIPELINE [--config FILE] [options]     train once, print the metrics
+    gattn train --config runs/<pipeline>/<run>/config.yaml      repeat a run
+    gattn train --resume runs/<pipeline>/<run>          continue an interrupted run
+    gattn tune PIPELINE --trials N [--timeout S] [--storage URL] [--study-name NAME] [options]
+    gattn datasets [--root DIR]                         the data sets found locally
+    gattn pipelines                                     the registered pipelines
 
-``gattn train <pipeline> --help`` lists a pipeline's options. The data root is ``--root``,
-else the environment variable ``GATTN_DATA``, else ``../shared/data`` if that folder exists,
-else ``./data``. Runs (study databases, reports, checkpoints) go under ``--runs-dir``
-(default ``runs``).
+``gattn train PIPELINE --help`` lists a pipeline's options (generated from its typed
+configuration). A config file (YAML) sets options; options on the command line override it.
+Every run writes a folder ``RUNS_DIR/<pipeline>/<run>`` with the effective configuration,
+metrics, checkpoints and logs. Errors are reported in one line naming the option or file;
+``--debug`` shows the traceback. Pipelines outside gattn: ``--plugin MODULE`` or the
+``GATTN_PLUGINS`` environment variable (see :mod:`gattn.pipelines.registry`).
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
+import importlib.util
 import json
-import os
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from gattn.pipelines import PIPELINES, load_pipeline
+from gattn import __version__
 
-__all__ = ["main", "resolve_root"]
+__all__ = ["build_parser", "format_results", "main"]
 
-#: dataset modules asked by ``gattn datasets`` (skipped when not present), with the folder
-#: under the data root that each one's ``available(root)`` expects ("" for the root itself)
-DATASET_MODULES = {"gattn.datasets.ogb": "ogb", "gattn.datasets.sbm": "",
-                   "gattn.datasets.mil": ""}
-
-# Keys the CLI puts in a pipeline's config; not pipeline options.
-_CLI_KEYS = {"command", "pipeline", "trials", "timeout", "storage", "study_name", "no_prune",
-             "pruner_warmup", "pruner_startup", "report_dir", "no_plots", "json", "no_progress",
-             "sampler_seed"}
+_STACK = ("lightning", "optuna", "optuna_integration", "yaml", "pandas", "sklearn", "matplotlib", "tqdm")
 
 
-def resolve_root(root: str | os.PathLike | None = None) -> Path:
-    """The data root: ``root``, else ``$GATTN_DATA``, else ``../shared/data``, else ``./data``."""
-    if root is not None:
-        return Path(root).expanduser()
-    env = os.environ.get("GATTN_DATA")
-    if env:
-        return Path(env).expanduser()
-    shared = Path("..") / "shared" / "data"
-    if shared.is_dir():
-        return shared
-    return Path("data")
+class UsageError(ValueError):
+    """A command-line mistake that argparse cannot see (names the option)."""
+
+
+def _importable(name: str) -> bool:
+    if name in sys.modules:
+        return sys.modules[name] is not None
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _missing_stack() -> list[str]:
+    return [name for name in _STACK if not _importable(name)]
+
+
+# ------------------------------------------------------------------------------ parser
+def _add_run_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("run")
+    group.add_argument("--config", metavar="FILE", help="YAML file of options (command-line options override it)")
+    group.add_argument("--runs-dir", default="runs", metavar="DIR",
+                       help="where run folders and studies go (default: runs)")
+    group.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
+
+
+def _add_tune_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("search")
+    group.add_argument("--trials", type=_positive_int, required=True,
+                       help="target number of finished (complete or pruned) trials in the study")
+    group.add_argument("--timeout", type=_positive_float, default=None, metavar="SECONDS",
+                       help="stop starting trials after this many seconds")
+    group.add_argument("--storage", default=None, metavar="URL",
+                       help="Optuna storage: sqlite:///file.db, postgresql://user:pw@host/db, journal:PATH "
+                            "(default: sqlite under RUNS_DIR/<pipeline>/study.db)")
+    group.add_argument("--study-name", default=None,
+                       help="default: <pipeline>-<data set>-<hash of the fixed configuration>")
+    group.add_argument("--sampler-seed", type=int, default=0, help="TPE sampler seed (default 0)")
+    group.add_argument("--no-prune", action="store_true", help="disable median pruning")
+    group.add_argument("--pruner-warmup", type=int, default=5,
+                       help="epochs (or folds) before a trial may be pruned (default 5)")
+    group.add_argument("--pruner-startup", type=int, default=5, help="trials before pruning starts (default 5)")
+    group.add_argument("--report-dir", default=None, metavar="DIR",
+                       help="where the report goes (default: RUNS_DIR/<pipeline>/<study-name>)")
+    group.add_argument("--no-plots", action="store_true", help="do not write PNG plots")
 
 
 def _positive_int(text: str) -> int:
@@ -72,77 +102,91 @@ def _positive_float(text: str) -> float:
     return value
 
 
-def _add_common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--root", default=None,
-                        help="data directory (default: $GATTN_DATA, ../shared/data, ./data)")
-    parser.add_argument("--runs-dir", default="runs",
-                        help="where studies, reports and checkpoints go (default: runs)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-    parser.add_argument("--json", default=None, metavar="PATH",
-                        help="also write the result as JSON to PATH")
+def _first_line(text: str | None) -> str:
+    return (text or "").strip().split("\n")[0]
 
 
-def _add_tune_options(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("search")
-    group.add_argument("--trials", type=_positive_int, required=True,
-                       help="target number of finished (complete or pruned) trials in the study")
-    group.add_argument("--timeout", type=_positive_float, default=None,
-                       help="stop starting trials after this many seconds")
-    group.add_argument("--storage", default=None,
-                       help="Optuna storage URL: sqlite:///file.db, postgresql://user:pw@host/db, "
-                            "journal:PATH (default: sqlite under RUNS_DIR/<pipeline>/study.db)")
-    group.add_argument("--study-name", default=None,
-                       help="default: <pipeline>-<dataset>-<model>")
-    group.add_argument("--sampler-seed", type=int, default=0, help="TPE sampler seed")
-    group.add_argument("--no-prune", action="store_true", help="disable median pruning")
-    group.add_argument("--pruner-warmup", type=int, default=5,
-                       help="epochs before a trial may be pruned (default 5)")
-    group.add_argument("--pruner-startup", type=int, default=5,
-                       help="trials before pruning starts (default 5)")
-    group.add_argument("--report-dir", default=None,
-                       help="where the report goes (default: RUNS_DIR/<pipeline>/<study-name>)")
-    group.add_argument("--no-plots", action="store_true", help="do not write PNG plots")
+def build_parser(plugins: Sequence[str] = ()) -> argparse.ArgumentParser:
+    """The full parser: one sub-command per registered pipeline under ``train`` and ``tune``."""
+    from gattn.pipelines.config import add_options
+    from gattn.pipelines.registry import discover, problems
 
-
-def build_parser() -> argparse.ArgumentParser:
-    """The full argument parser (pipeline modules are imported to add their options)."""
-    parser = argparse.ArgumentParser(
-        prog="gattn", description="Train and tune gattn pipelines; list local data sets.")
+    parser = argparse.ArgumentParser(prog="gattn", description=_first_line(__doc__) or "gattn")
+    _add_global(parser)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
+    registry = discover(plugins)
     for command, help_text in (("train", "train one configuration and print its metrics"),
                                ("tune", "Optuna search over a pipeline's hyperparameters")):
         sub = commands.add_parser(command, help=help_text, description=help_text)
-        pipes = sub.add_subparsers(dest="pipeline", required=True, metavar="PIPELINE")
-        for name in PIPELINES:
-            try:
-                module = load_pipeline(name)
-            except (ImportError, TypeError) as exc:
-                pipe = pipes.add_parser(name, help=f"(unavailable: {exc})")
-                pipe.set_defaults(_unavailable=str(exc))
-                continue
-            pipe = pipes.add_parser(name, help=(module.__doc__ or "").strip().split("\n")[0],
-                                    description=module.__doc__,
+        pipes = sub.add_subparsers(dest="pipeline", required=command == "tune", metavar="PIPELINE")
+        for name in sorted(registry):
+            cls = registry[name]
+            doc = cls.__doc__ or ""
+            pipe = pipes.add_parser(name, help=_first_line(doc), description=doc,
                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-            _add_common(pipe)
+            _add_run_options(pipe)
             if command == "train":
-                pipe.add_argument("--checkpoint", default=None, metavar="PATH",
-                                  help="write the best model's weights here")
+                pipe.add_argument("--run-name", metavar="NAME",
+                                  help="name of the run folder (default: time and data set)")
             else:
                 _add_tune_options(pipe)
-            module.add_arguments(pipe)
-
+            add_options(pipe, cls.Config)
+        if command == "train":
+            sub.description = (f"{help_text}. `gattn train --config FILE` repeats the run a config file "
+                               "describes (its 'pipeline:' key names the pipeline).")
+            sub.add_argument("--resume", metavar="RUN_DIR",
+                             help="continue the interrupted run in RUN_DIR (its config.yaml)")
+            sub.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
+        for module, why in problems().items():
+            sub.epilog = (sub.epilog or "") + f"unavailable: {module} ({why})\n"
     data = commands.add_parser("datasets", help="list the data sets available locally")
-    data.add_argument("--root", default=None,
-                      help="data directory (default: $GATTN_DATA, ../shared/data, ./data)")
+    data.add_argument("--root", default=None, metavar="DIR",
+                      help="data directory (default: $GATTN_DATA, else ~/.local/share/gattn)")
+    commands.add_parser("pipelines", help="list the registered pipelines")
     return parser
 
 
-def _config(args: argparse.Namespace) -> dict[str, Any]:
-    config = {k: v for k, v in vars(args).items() if k not in _CLI_KEYS and not k.startswith("_")}
-    config["root"] = str(resolve_root(args.root))
-    config["progress"] = None if not args.no_progress else False
-    return config
+def _add_global(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--version", action="version", version=f"gattn {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    parser.add_argument("--plugin", action="append", default=[], metavar="MODULE",
+                        help="import MODULE to register its pipelines (repeatable)")
+
+
+# ---------------------------------------------------------------------------- results
+def _fmt(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, int):
+        return f"{value:,}" if abs(value) >= 10_000 else str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        if value != 0 and (abs(value) < 1e-3 or abs(value) >= 1e5):
+            return f"{value:.4g}"
+        return f"{value:.4f}"
+    return str(value)
+
+
+def format_results(metrics: dict[str, Any], chance: dict[str, float] | None = None) -> str:
+    """A table of results: ``mean ± std`` where a ``<name>_std`` is present, a chance column
+    where the pipeline gave one."""
+    from gattn.tune.report import format_table
+
+    chance = chance or {}
+    rows = []
+    for key, value in metrics.items():
+        if key.endswith("_std") and key[:-4] in metrics:
+            continue
+        shown = _fmt(value)
+        if f"{key}_std" in metrics:
+            shown += f" ± {_fmt(metrics[key + '_std'])}"
+        row = [key, shown]
+        if chance:
+            row.append(_fmt(chance[key]) if key in chance else "")
+        rows.append(row)
+    header = ("metric", "value", "chance / baseline") if chance else ("metric", "value")
+    return format_table(rows, header=header)
 
 
 def _write_json(path: str | None, payload: dict[str, Any]) -> None:
@@ -154,34 +198,105 @@ def _write_json(path: str | None, payload: dict[str, Any]) -> None:
         tmp.replace(target)
 
 
-def _train(args: argparse.Namespace) -> int:
-    from gattn.tune.report import format_table
+# --------------------------------------------------------------------------- commands
+_RUN_KEYS = {"command", "pipeline", "config", "runs_dir", "json", "run_name", "resume", "trials", "timeout",
+             "storage", "study_name", "sampler_seed", "no_prune", "pruner_warmup", "pruner_startup",
+             "report_dir", "no_plots", "debug", "plugin"}
 
-    module = load_pipeline(args.pipeline)
-    config = _config(args)
-    metrics = module.run(config)
-    print(format_table(metrics, header=("metric", "value")))
-    _write_json(args.json, {"pipeline": args.pipeline, "config": config, "metrics": metrics})
+
+def _configuration(args: argparse.Namespace, pipeline: Any) -> Any:
+    """The effective configuration: defaults, then ``--config`` FILE, then the options given."""
+    from gattn.pipelines.config import read_config_file
+    from gattn.pipelines.runner import make_config
+
+    values: dict[str, Any] = {}
+    source = "the command line"
+    if getattr(args, "config", None):
+        values = read_config_file(args.config)
+        named = values.pop("pipeline", pipeline.name)
+        if named != pipeline.name:
+            raise UsageError(f"config file {args.config} is for pipeline {named!r}, not {pipeline.name!r}")
+        source = f"config file {args.config}"
+    given = {k: v for k, v in vars(args).items() if k not in _RUN_KEYS}
+    if given and source != "the command line":
+        source = f"{source} or the command line"
+    return make_config(pipeline, {**values, **given}, source=source)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from gattn.pipelines.registry import get_pipeline
+    from gattn.pipelines.runner import new_run_dir
+
+    if args.resume:
+        return _resume(args)
+    pipeline = get_pipeline(args.pipeline)
+    config = _configuration(args, pipeline)
+    if args.run_name:
+        run_dir = new_run_dir(args.runs_dir, pipeline, config, args.run_name)
+        if run_dir.exists() and any(run_dir.iterdir()):
+            raise UsageError(f"run folder {run_dir} exists: continue it with --resume {run_dir}, "
+                             "or choose another --run-name")
+    else:
+        run_dir = new_run_dir(args.runs_dir, pipeline, config)
+    print(f"{pipeline.describe(config)}: run folder {run_dir}", flush=True)
+    result = pipeline.run(config, run_dir)
+    return _report_run(args, pipeline, config, result)
+
+
+def _report_run(args: argparse.Namespace, pipeline: Any, config: Any, result: Any) -> int:
+    print(format_results(result.metrics, result.chance))
+    extra = {k: v for k, v in result.files.items() if k not in ("config", "metrics")}
+    for name, path in extra.items():
+        print(f"{name}: {path}")
+    print(f"run folder: {result.run_dir} (config.yaml repeats it: gattn train --config "
+          f"{result.run_dir / 'config.yaml'})")
+    from gattn.pipelines.config import config_dict
+
+    _write_json(args.json, {"pipeline": pipeline.name, "config": config_dict(config), "metrics": result.metrics,
+                            "chance": result.chance, "run_dir": str(result.run_dir)})
     return 0
 
 
-def _tune(args: argparse.Namespace) -> int:
-    from gattn.tune import default_study_name, finished_trials, optimize
-    from gattn.tune.report import summary_table, write_report
+def _resume(args: argparse.Namespace) -> int:
+    from gattn.pipelines.config import read_config_file
+    from gattn.pipelines.registry import get_pipeline
+    from gattn.pipelines.runner import make_config
 
-    module = load_pipeline(args.pipeline)
-    config = _config(args)
-    study_name = args.study_name or default_study_name(module.NAME, config)
-    report_dir = Path(args.report_dir or Path(args.runs_dir) / module.NAME / study_name)
+    run_dir = Path(args.resume).expanduser()
+    values = read_config_file(run_dir / "config.yaml")
+    name = values.pop("pipeline", None)
+    if not name:
+        raise UsageError(f"{run_dir / 'config.yaml'} names no pipeline: it is not a gattn run folder")
+    pipeline = get_pipeline(name)
+    config = make_config(pipeline, values, source=str(run_dir / "config.yaml"))
+    print(f"{pipeline.describe(config)}: resuming {run_dir}", flush=True)
+    result = pipeline.run(config, run_dir, resume=True)
+    return _report_run(args, pipeline, config, result)
+
+
+def _tune(args: argparse.Namespace) -> int:
+    from gattn.pipelines.registry import get_pipeline
+    from gattn.tune import finished_trials, optimize
+    from gattn.tune.report import summary_table, write_report
+    from gattn.tune.study import check_storage, default_study_name
+
+    pipeline = get_pipeline(args.pipeline)
+    config = _configuration(args, pipeline)
+    if args.storage is not None:
+        check_storage(args.storage, pipeline.name, args.runs_dir)
+    pipeline.prepare(config)  # a missing data set is reported before any study is created
+    study_name = args.study_name or default_study_name(pipeline, config)
+    report_dir = Path(args.report_dir or Path(args.runs_dir) / pipeline.name / study_name)
+    print(f"{pipeline.describe(config)}: study {study_name!r}, {args.trials} trials", flush=True)
     try:
         study = optimize(
-            module, config, args.trials, timeout=args.timeout, storage=args.storage,
+            pipeline, config, args.trials, timeout=args.timeout, storage=args.storage,
             study_name=study_name, runs_dir=args.runs_dir, seed=args.sampler_seed,
             prune=not args.no_prune, n_startup_trials=args.pruner_startup,
             n_warmup_steps=args.pruner_warmup,
         )
     except KeyboardInterrupt:
-        print(f"\ninterrupted: the finished trials are kept in the study {study_name!r}; "
+        print(f"\ngattn: interrupted: the finished trials are kept in study {study_name!r}; "
               "run the same command again to resume", file=sys.stderr)
         return 130
     summary = write_report(study, report_dir, plots=not args.no_plots)
@@ -192,52 +307,113 @@ def _tune(args: argparse.Namespace) -> int:
 
 
 def _datasets(args: argparse.Namespace) -> int:
+    from gattn.datasets.root import resolve_root, sources
     from gattn.tune.report import format_table
 
     root = resolve_root(args.root)
     print(f"data root: {root}{'' if root.is_dir() else ' (missing)'}")
-    for module_path, subfolder in DATASET_MODULES.items():
-        short = module_path.rsplit(".", 1)[1]
-        try:
-            module = importlib.import_module(module_path)
-        except ModuleNotFoundError as exc:
-            if exc.name is not None and module_path.startswith(exc.name):
-                continue  # that loader is not part of this installation
-            raise
-        available = getattr(module, "available", None)
-        if available is None:
-            continue
-        found = available(root / subfolder if subfolder else root)
-        print(f"\n[{short}]")
-        if isinstance(found, dict):
-            found = list(found.items())
-        if not isinstance(found, (list, tuple)):
-            found = [found]
-        rows = []
-        for item in found:
-            if isinstance(item, (list, tuple)) and len(item) == 3 and isinstance(item[1], bool):
-                # (name, present, detail)
-                rows.append((item[0], "yes" if item[1] else "no", item[2]))
-            elif isinstance(item, (list, tuple)):
-                rows.append(tuple(item))
-            else:
-                rows.append((item,))
-        print(format_table(rows, header=("name", "present", "where / what is missing")
-                           if rows and len(rows[0]) == 3 else None) if rows else "  (none)")
+    found, problems = sources()
+    for source in found:
+        folder = root / source.folder if source.folder else root
+        rows = [(name, "yes" if present else "no", detail) for name, present, detail in source.available(folder)]
+        print(f"\n[{source.name}]")
+        print(format_table(rows, header=("name", "present", "where / what is missing")) if rows else "  (none)")
+    for problem in problems:
+        print(f"\n(not loaded: {problem})")
     return 0
+
+
+def _pipelines(args: argparse.Namespace) -> int:
+    from gattn.pipelines.registry import discover, problems
+    from gattn.tune.report import format_table
+
+    registry = discover()
+    rows = [(name, cls.metric, _first_line(cls.__doc__)) for name, cls in sorted(registry.items())]
+    print(format_table(rows, header=("pipeline", "metric", "what")))
+    for module, why in problems().items():
+        print(f"unavailable: {module} ({why})")
+    return 0
+
+
+# ------------------------------------------------------------------------------- main
+def _insert_pipeline(argv: list[str]) -> list[str]:
+    """``train --config FILE`` without a pipeline: take it from the file's ``pipeline:`` key."""
+    if not argv or argv[0] != "train" or len(argv) < 2 or not argv[1].startswith("-"):
+        return argv
+    if "--config" not in argv and not any(a.startswith("--config=") for a in argv):
+        return argv
+    if "--resume" in argv:
+        return argv
+    from gattn.pipelines.config import read_config_file
+
+    if "--config" in argv:
+        index = argv.index("--config")
+        if index + 1 >= len(argv):
+            return argv
+        path = argv[index + 1]
+    else:
+        path = next(a for a in argv if a.startswith("--config=")).split("=", 1)[1]
+    name = read_config_file(path).get("pipeline")
+    if not name:
+        raise UsageError(f"config file {path} has no 'pipeline:' key: give the pipeline, "
+                         "gattn train PIPELINE --config FILE")
+    return ["train", str(name), *argv[1:]]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``gattn`` console script; returns the exit status."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if getattr(args, "_unavailable", None):
-        parser.error(f"pipeline {args.pipeline!r} is unavailable: {args._unavailable}")
-    if args.command == "train":
-        return _train(args)
-    if args.command == "tune":
-        return _tune(args)
-    return _datasets(args)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
+    if any(a in ("--version", "-V") for a in argv[:1]):
+        print(f"gattn {__version__}")
+        return 0
+    missing = _missing_stack()
+    if missing:
+        print(f"gattn: the command needs the training stack (missing: {', '.join(missing)}): "
+              "pip install 'gattn[pipelines]'", file=sys.stderr)
+        return 2
+    try:
+        plugins, argv = _plugins(argv)
+        argv = _insert_pipeline(argv)
+        parser = build_parser(plugins)
+        args = parser.parse_args(argv)
+        if args.command == "train" and not args.pipeline and not args.resume:
+            parser.error("train needs a PIPELINE (or --config FILE naming one, or --resume RUN_DIR)")
+        handler = {"train": _train, "tune": _tune, "datasets": _datasets, "pipelines": _pipelines}
+        return handler[args.command](args)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print("\ngattn: interrupted", file=sys.stderr)
+        return 130
+    except SystemExit:
+        raise
+    except Exception as exc:
+        if debug:
+            raise
+        message = _first_line(str(exc)) or type(exc).__name__
+        if isinstance(exc, (FileNotFoundError, PermissionError)) and exc.filename and exc.filename not in message:
+            message += f" ({exc.filename})"
+        print(f"gattn: error: {message}  (--debug shows the traceback)", file=sys.stderr)
+        return 1
+
+
+def _plugins(argv: list[str]) -> tuple[list[str], list[str]]:
+    """``--plugin MODULE`` values (imported before the parser is built, so they may stand
+    anywhere on the line) and the other arguments."""
+    found, rest, i = [], [], 0
+    while i < len(argv):
+        if argv[i] == "--plugin" and i + 1 < len(argv):
+            found.append(argv[i + 1])
+            i += 2
+            continue
+        if argv[i].startswith("--plugin="):
+            found.append(argv[i].split("=", 1)[1])
+        else:
+            rest.append(argv[i])
+        i += 1
+    return found, rest
 
 
 if __name__ == "__main__":  # pragma: no cover
