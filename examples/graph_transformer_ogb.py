@@ -12,8 +12,8 @@ benchmarks/graph_transformer_results.py runs several seeds.
 
 import sys
 
-from gattn.cli import format_results
 from gattn.pipelines import get_pipeline, make_config, new_run_dir
+from gattn.pipelines.results import format_results
 
 dataset = sys.argv[1] if len(sys.argv) > 1 else "ogbg-molbace"
 epochs = int(sys.argv[2]) if len(sys.argv) > 2 else 30

@@ -10,9 +10,9 @@ A CPU-sized version of the paper's configuration, which
 
 import sys
 
-from gattn.cli import format_results
 from gattn.pipelines import get_pipeline, make_config, new_run_dir
 from gattn.pipelines.config import config_dict
+from gattn.pipelines.results import format_results
 from gattn.tune import optimize
 
 dataset = sys.argv[1] if len(sys.argv) > 1 else "CLUSTER"

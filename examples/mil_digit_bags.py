@@ -6,8 +6,8 @@ a few test bags of the last fold is plotted (the 9s in red) in the run folder.
     python examples/mil_digit_bags.py
 """
 
-from gattn.cli import format_results
 from gattn.pipelines import get_pipeline, make_config, new_run_dir
+from gattn.pipelines.results import format_results
 
 pipeline = get_pipeline("mil")
 config = make_config(pipeline, dict(dataset="digit-bags", pooling="hopfield", folds=5, hidden=(64, 32), heads=2,

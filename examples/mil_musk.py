@@ -9,8 +9,8 @@ data root ($GATTN_DATA, the folder ``mil`` in it).
 
 import sys
 
-from gattn.cli import format_results
 from gattn.pipelines import get_pipeline, make_config, new_run_dir
+from gattn.pipelines.results import format_results
 
 dataset = sys.argv[1] if len(sys.argv) > 1 else "musk1"
 pooling = sys.argv[2] if len(sys.argv) > 2 else "gated"

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,7 +29,7 @@ from typing import Any
 
 from gattn import __version__
 
-__all__ = ["build_parser", "format_results", "main"]
+__all__ = ["build_parser", "main"]
 
 _STACK = ("lightning", "optuna", "optuna_integration", "yaml", "pandas", "sklearn", "matplotlib", "tqdm")
 
@@ -154,41 +153,6 @@ def _add_global(parser: argparse.ArgumentParser) -> None:
 
 
 # ---------------------------------------------------------------------------- results
-def _fmt(value: Any) -> str:
-    if isinstance(value, bool):
-        return str(value)
-    if isinstance(value, int):
-        return f"{value:,}" if abs(value) >= 10_000 else str(value)
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "nan"
-        if value != 0 and (abs(value) < 1e-3 or abs(value) >= 1e5):
-            return f"{value:.4g}"
-        return f"{value:.4f}"
-    return str(value)
-
-
-def format_results(metrics: dict[str, Any], chance: dict[str, float] | None = None) -> str:
-    """A table of results: ``mean ± std`` where a ``<name>_std`` is present, a chance column
-    where the pipeline gave one."""
-    from gattn.tune.report import format_table
-
-    chance = chance or {}
-    rows = []
-    for key, value in metrics.items():
-        if key.endswith("_std") and key[:-4] in metrics:
-            continue
-        shown = _fmt(value)
-        if f"{key}_std" in metrics:
-            shown += f" ± {_fmt(metrics[key + '_std'])}"
-        row = [key, shown]
-        if chance:
-            row.append(_fmt(chance[key]) if key in chance else "")
-        rows.append(row)
-    header = ("metric", "value", "chance / baseline") if chance else ("metric", "value")
-    return format_table(rows, header=header)
-
-
 def _write_json(path: str | None, payload: dict[str, Any]) -> None:
     if path:
         target = Path(path)
@@ -244,6 +208,8 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _report_run(args: argparse.Namespace, pipeline: Any, config: Any, result: Any) -> int:
+    from gattn.pipelines.results import format_results
+
     print(format_results(result.metrics, result.chance))
     extra = {k: v for k, v in result.files.items() if k not in ("config", "metrics")}
     for name, path in extra.items():

@@ -117,6 +117,8 @@ class TrainConfig:
                           group="hardware")
     num_nodes: int = option(1, "machines taking part in distributed training", low=1, group="hardware")
     strategy: str = option("auto", "Lightning strategy (auto, ddp, ddp_spawn, ...)", group="hardware")
+    device: str | None = option(None, "shorthand for --accelerator and --devices: cpu, cuda or cuda:N",
+                                group="hardware")
     precision: str = option("32-true", "numeric precision (bf16-mixed where the hardware supports it)",
                             choices=("32-true", "64-true", "bf16-mixed", "bf16-true", "16-mixed"),
                             group="hardware")

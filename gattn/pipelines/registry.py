@@ -32,7 +32,7 @@ _PROBLEMS: dict[str, str] = {}
 _DISCOVERED: set[str] = set()
 
 # infrastructure modules of the package, which register no family
-_INFRASTRUCTURE = {"base", "config", "registry", "runner", "task"}
+_INFRASTRUCTURE = {"base", "config", "registry", "results", "runner", "task"}
 
 
 def register_pipeline(name: str) -> Callable[[type[Pipeline]], type[Pipeline]]:

@@ -262,9 +262,27 @@ def _devices(text: str) -> Any:
         raise ConfigError(f"--devices must be auto, a count or a list of ids, got {text!r}") from None
 
 
+def _device_shorthand(config: Any) -> Any:
+    """``--device cpu|cuda|cuda:N`` as ``--accelerator`` / ``--devices`` (refused when they disagree)."""
+    device = getattr(config, "device", None)
+    if device is None:
+        return config
+    kind, _, index = str(device).partition(":")
+    if kind not in ("cpu", "cuda") or (index and not index.isdigit()) or (kind == "cpu" and index):
+        raise ConfigError(f"--device must be cpu, cuda or cuda:N, got {device!r}")
+    accelerator = "cpu" if kind == "cpu" else "gpu"
+    devices = "auto" if kind == "cpu" else (f"{index}," if index else "1")
+    if config.accelerator not in ("auto", accelerator) and not (accelerator == "gpu" and config.accelerator == "cuda"):
+        raise ConfigError(f"--device {device} disagrees with --accelerator {config.accelerator}")
+    if config.devices != "auto" and kind == "cuda":
+        raise ConfigError(f"--device {device} and --devices {config.devices}: give one of them")
+    return dataclasses.replace(config, accelerator=accelerator, devices=devices, device=None)
+
+
 def make_config(pipeline: Pipeline, values: Mapping[str, Any], source: str = "the configuration") -> Any:
-    """The pipeline's effective configuration from ``values``: converted, checked, presets applied."""
-    config = build_config(pipeline.Config, dict(values), source)
+    """The pipeline's effective configuration from ``values``: converted, checked, presets applied
+    (and ``--device`` turned into ``--accelerator`` / ``--devices``)."""
+    config = _device_shorthand(build_config(pipeline.Config, dict(values), source))
     resolved = pipeline.resolve(config)
     build_config(pipeline.Config, config_dict(resolved), source)  # presets must satisfy the bounds too
     return resolved

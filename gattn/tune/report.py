@@ -3,49 +3,17 @@
 from __future__ import annotations
 
 import json
-import math
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import optuna
 
+from gattn.pipelines.results import _fmt, format_table
+
 __all__ = ["format_table", "summarize", "summary_table", "write_report"]
-
-
-def _fmt(value: Any) -> str:
-    if isinstance(value, bool):
-        return str(value)
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "nan"
-        return f"{value:.4g}" if abs(value) < 1e-3 or abs(value) >= 1e5 else f"{value:.4f}"
-    return str(value)
-
-
-def format_table(rows: Sequence[Sequence[Any]] | Mapping[str, Any],
-                 header: Sequence[str] | None = None) -> str:
-    """A plain-text table: ``rows`` as a sequence of rows or a mapping ``name -> value``."""
-    if isinstance(rows, Mapping):
-        rows = [(k, v) for k, v in rows.items()]
-        header = header or ("name", "value")
-    cells = [[_fmt(c) for c in row] for row in rows]
-    if header is not None:
-        cells = [list(header)] + cells
-    if not cells:
-        return ""
-    ncol = max(len(r) for r in cells)
-    cells = [r + [""] * (ncol - len(r)) for r in cells]
-    widths = [max(len(r[i]) for r in cells) for i in range(ncol)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
-             for r in cells]
-    if header is not None:
-        lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
 
 
 def summarize(study: optuna.Study) -> dict[str, Any]:

@@ -164,3 +164,16 @@ def test_accelerator_and_precision_checks(tmp_path):
             run(toy, _config(precision="16-mixed"), tmp_path / "h")
     result = run(toy, _config(precision="bf16-mixed", epochs=2), tmp_path / "bf16")
     assert result.metrics["test_rocauc"] > 0.7
+
+
+def test_device_shorthand():
+    from gattn.pipelines.config import ConfigError
+
+    config = _config(device="cpu")
+    assert (config.accelerator, config.devices, config.device) == ("cpu", "auto", None)
+    config = _config(device="cuda:1")
+    assert (config.accelerator, config.devices) == ("gpu", "1,")
+    with pytest.raises(ConfigError, match="disagrees with --accelerator cpu"):
+        _config(device="cuda", accelerator="cpu")
+    with pytest.raises(ConfigError, match="--device must be cpu, cuda or cuda:N"):
+        _config(device="tpu")

@@ -42,6 +42,8 @@ class ToyPipeline(Pipeline):
         return x, y
 
     def splits(self, config: Any, data: Any) -> list[Split]:
+        if config.folds == 1:
+            return [Split("run")]  # trains in the run folder itself
         return [Split(f"fold-{k + 1}", k) for k in range(config.folds)]
 
     def build_model(self, config: Any, data: Any, split: Split) -> nn.Module:
