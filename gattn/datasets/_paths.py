@@ -6,6 +6,8 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from .root import resolve_root  # the one data-root resolver
+
 __all__ = ["default_cache_dir", "find_first", "require_file", "resolve_root"]
 
 
@@ -30,11 +32,3 @@ def default_cache_dir() -> Path:
     """Where processed data is cached: ``$GATTN_CACHE``, else ``~/.cache/gattn``."""
     env = os.environ.get("GATTN_CACHE")
     return Path(env).expanduser() if env else Path.home() / ".cache" / "gattn"
-
-
-def resolve_root(root: str | os.PathLike | None) -> Path:
-    """The data root (:func:`gattn.datasets.root.resolve_root`: ``root``, else ``$GATTN_DATA``,
-    else ``~/.local/share/gattn``)."""
-    from .root import resolve_root as resolve
-
-    return resolve(root)

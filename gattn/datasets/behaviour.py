@@ -103,6 +103,7 @@ from torch.utils.data import Dataset
 
 from ._paths import find_first, require_file, resolve_root
 from ._tables import FieldInfo, MalformedRows, iter_delimited
+from .root import register_source
 
 __all__ = [
     "BehaviourData",
@@ -829,6 +830,7 @@ def load_taobao(
     return build_behaviour_data(read_taobao(path, **read), **build)
 
 
+@register_source("behaviour")
 def available(root: str | os.PathLike | None = None) -> list[tuple[str, bool, str]]:
     """``(name, present, where or what is missing)`` for the behaviour data sets."""
     base = resolve_root(root)

@@ -89,6 +89,7 @@ from torch.utils.data import Dataset
 
 from ._paths import default_cache_dir, find_first, require_file, resolve_root
 from ._tables import FieldInfo, MalformedRows, iter_delimited
+from .root import register_source
 
 __all__ = [
     "CATEGORICAL",
@@ -551,6 +552,7 @@ def load_criteo(
     return CriteoData(*(processed.load(name) for name in SPLITS), processed.fields, processed.info)
 
 
+@register_source("criteo")
 def available(root: str | os.PathLike | None = None) -> list[tuple[str, bool, str]]:
     """``(name, present, where or what is missing)`` for the named Criteo files."""
     base = resolve_root(root)
