@@ -222,6 +222,31 @@ def _call(trainer: L.Trainer, fn: Any, *args: Any, **kwargs: Any) -> Any:
             signal.signal(signal.SIGINT, handler)
 
 
+@contextlib.contextmanager
+def threads(count: int | None) -> Iterator[None]:
+    """torch's and numba's CPU threads set to ``count`` for the block, then restored (None: unchanged).
+
+    numba's pool is set first: changing it resets the OpenMP pool that torch shares.
+    """
+    if not count:
+        yield
+        return
+    try:
+        import numba
+    except ImportError:  # pragma: no cover - numba is a dependency of the layers
+        numba = None
+    before = (torch.get_num_threads(), numba.get_num_threads() if numba else None)
+    if numba is not None:
+        numba.set_num_threads(min(int(count), numba.config.NUMBA_NUM_THREADS))
+    torch.set_num_threads(int(count))
+    try:
+        yield
+    finally:
+        if numba is not None:
+            numba.set_num_threads(before[1])
+        torch.set_num_threads(before[0])
+
+
 def _has_stage(datamodule: Any, stage: str) -> bool:
     attr = getattr(datamodule, f"{stage}_loader", "absent")
     if attr != "absent":
@@ -428,8 +453,11 @@ def run(
     if progress is None:
         progress = config.progress if config.progress is not None else sys.stderr.isatty()
     check_hardware(config)
-    if config.threads:
-        torch.set_num_threads(int(config.threads))
+    with threads(config.threads):
+        return _run(pipeline, config, run_dir, trial=trial, resume=resume, progress=bool(progress))
+
+
+def _run(pipeline: Pipeline, config: Any, run_dir: Path, *, trial: Any, resume: bool, progress: bool) -> RunResult:
     data = pipeline.prepare(config)
     splits = list(pipeline.splits(config, data))
     if not splits:

@@ -177,3 +177,19 @@ def test_device_shorthand():
         _config(device="cuda", accelerator="cpu")
     with pytest.raises(ConfigError, match="--device must be cpu, cuda or cuda:N"):
         _config(device="tpu")
+
+
+def test_threads_apply_to_torch_and_numba_and_are_restored(tmp_path, monkeypatch):
+    import numba
+
+    from gattn.pipelines import runner
+
+    seen = []
+    original = runner._run
+    monkeypatch.setattr(runner, "_run", lambda *a, **k: seen.append(
+        (torch.get_num_threads(), numba.get_num_threads())) or original(*a, **k))
+    numba_before = numba.get_num_threads()  # first: numba's first call may reset torch's OpenMP pool
+    before = (torch.get_num_threads(), numba_before)
+    run(toy, _config(threads=1, epochs=1), tmp_path / "t")
+    assert seen == [(1, 1)]
+    assert (torch.get_num_threads(), numba.get_num_threads()) == before
