@@ -2,9 +2,9 @@
 
 ``gattn train mil --dataset musk1 --pooling {abmil,gated,hopfield,acmil}``
 
-Data sets (``--dataset``): ``musk1``, ``musk2``, ``elephant``, ``fox``, ``tiger`` from the data
-root (see :mod:`gattn.datasets.mil` for the files and formats) and the embedded
-``digit-bags`` (no download).
+Data sets (``--dataset``): every benchmark :mod:`gattn.datasets.mil` reads (``musk1``,
+``musk2``, ``elephant``, ``fox``, ``tiger``, ``protein``, ``corel-dogs``, ... from the data root
+or the ``mil`` package) and the embedded ``digit-bags`` (no download).
 
 Models (``--pooling``), all on the same instance encoder (``--hidden``, Linear+ReLU layers):
 ``abmil`` - attention pooling of Ilse et al. 2018 (:class:`gattn.nn.ABMIL`); ``gated`` - its
@@ -39,7 +39,13 @@ from gattn.pipelines.config import TrainConfig, option
 from gattn.pipelines.registry import register_pipeline
 from gattn.pipelines.task import TaskModule
 
-DATASETS = ("musk1", "musk2", "elephant", "fox", "tiger", "digit-bags")
+def _datasets() -> tuple[str, ...]:
+    from gattn.datasets.mil import EMBEDDED, MIL_DATASETS
+
+    return (*MIL_DATASETS, EMBEDDED)
+
+
+DATASETS = _datasets()
 POOLINGS = ("abmil", "gated", "hopfield", "acmil")
 
 
