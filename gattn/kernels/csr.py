@@ -113,6 +113,9 @@ def get_csr(edge_index: Tensor | CSR, num_src: int, num_dst: int) -> CSR:
                 f"but the inputs have ({num_src}, {num_dst})"
             )
         return edge_index
+    if edge_index.is_inference():  # no version counter to key a cache on (Lightning evaluates so)
+        check_edge_index(edge_index, num_src, num_dst)
+        return CSR(edge_index, num_src, num_dst)
     key = (edge_index._version, num_src, num_dst, edge_index.device)
     cached = getattr(edge_index, _CACHE_ATTR, None)
     if cached is not None and cached[0] == key:
