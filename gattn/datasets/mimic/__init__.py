@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..root import register_source
 from .cache import default_cache_dir
 from .codes import code_lists, format_icd9, read_code_descriptions, read_icd_codes, top_codes
 from .documents import DocumentBatch, MimicDocuments, gather_ragged
@@ -66,6 +67,7 @@ __all__ = [
 _TABLES = ("ADMISSIONS", "DIAGNOSES_ICD", "PROCEDURES_ICD", "NOTEEVENTS", "CHARTEVENTS", "LABEVENTS")
 
 
+@register_source("mimic3", folder="mimic3")
 def available(root: str | Path) -> list[tuple[str, bool, str]]:
     """MIMIC-III directories under ``root`` (``root`` itself and its sub-folders): one
     ``(name, present, detail)`` per folder holding MIMIC tables or CAML split files, where
