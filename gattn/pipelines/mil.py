@@ -39,6 +39,7 @@ from gattn.pipelines.config import TrainConfig, option
 from gattn.pipelines.registry import register_pipeline
 from gattn.pipelines.task import TaskModule
 
+
 def _datasets() -> tuple[str, ...]:
     from gattn.datasets.mil import EMBEDDED, MIL_DATASETS
 
