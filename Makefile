@@ -24,7 +24,7 @@ $(STAMP): $(VENV)/bin/python pyproject.toml constraints.txt
 demo: $(STAMP)
 	rm -rf runs/demo
 	$(VENV)/bin/gattn train mil --dataset digit-bags --pooling gated --folds 5 --epochs 12 --batch-size 8 \
-		--lr 1e-3 --hidden 64,32 --runs-dir runs/demo --run-name digit-bags
+		--lr 1e-3 --hidden 64,32 --threads 1 --runs-dir runs/demo --run-name digit-bags
 	$(PY) benchmarks/edge_attention.py --demo
 
 test: $(STAMP)

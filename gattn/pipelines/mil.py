@@ -78,6 +78,9 @@ class MILConfig(TrainConfig):
     weight_decay: float = option(1e-4, "weight decay", low=0, group="training")
     patience: int | None = option(20, "early stopping on the validation loss (none: never)", low=1,
                                   group="training")
+    threads: int | None = option(1, "torch and numba CPU threads (default 1: the models are small, and more "
+                                 "threads only add synchronisation, badly so on a busy machine)", low=1,
+                                 group="hardware", run_control=True)
     plot: bool = option(True, "write the instance-attention PNG", group="output", run_control=True)
 
 

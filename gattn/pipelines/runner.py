@@ -337,16 +337,18 @@ class RunResult:
 
 
 def _aggregate(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean over splits (NaNs skipped), a ``<key>_std`` for validation and test metrics under
+    cross-validation; counts that every split shares (parameters, epochs) stay integers."""
     keys = [k for k in results[0] if all(k in r for r in results)]
     out: dict[str, Any] = {}
     for key in keys:
-        values = np.array([r[key] for r in results], dtype=float)
-        finite = values[~np.isnan(values)]
-        mean = float(finite.mean()) if finite.size else math.nan
-        if isinstance(results[0][key], int) and len(results) == 1:
-            out[key] = results[0][key]
-        else:
-            out[key] = mean
+        values = [r[key] for r in results]
+        if all(isinstance(v, int) and not isinstance(v, bool) for v in values) and len(set(values)) == 1:
+            out[key] = values[0]
+            continue
+        array = np.array(values, dtype=float)
+        finite = array[~np.isnan(array)]
+        out[key] = float(finite.mean()) if finite.size else math.nan
         if len(results) > 1 and (key.startswith("val_") or key.startswith("test_")):
             out[f"{key}_std"] = float(finite.std()) if finite.size else math.nan
     return out

@@ -55,6 +55,8 @@ def test_cross_validation_aggregates_and_resume_keeps_finished_splits(tmp_path, 
     config = _config(folds=3, epochs=2)
     first = run(toy, config, tmp_path / "cv")
     assert first.metrics["splits"] == 3 and "test_rocauc_std" in first.metrics
+    assert first.metrics["epochs"] == 2 and isinstance(first.metrics["epochs"], int)  # shared counts stay ints
+    assert isinstance(first.metrics["num_params"], int)
     per_split = [s["test_rocauc"] for s in first.splits]
     assert first.metrics["test_rocauc"] == pytest.approx(sum(per_split) / 3)
     assert sorted(p.name for p in (tmp_path / "cv").iterdir() if p.is_dir()) == ["fold-1", "fold-2", "fold-3"]
