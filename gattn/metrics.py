@@ -104,15 +104,21 @@ def rocauc(y_true: Any, y_pred: Any) -> float:
     Raises:
         ValueError: no task has both a positive and a negative label.
     """
+    return _mean_over_binary_tasks(y_true, y_pred, roc_auc_score, "rocauc")
+
+
+def _mean_over_binary_tasks(y_true: Any, y_pred: Any, score: Callable[..., float], name: str) -> float:
+    """``score(labels, scores)`` per task over its labelled rows, for the tasks with both classes;
+    the mean (OGB's rule for ROC-AUC and AP)."""
     true, pred = _as_2d(y_true, y_pred)
     scores = []
     for task in range(true.shape[1]):
         labelled = ~np.isnan(true[:, task])
         labels = true[labelled, task]
         if labels.size and labels.min() < labels.max():
-            scores.append(roc_auc_score(labels, pred[labelled, task]))
+            scores.append(score(labels, pred[labelled, task]))
     if not scores:
-        raise ValueError("rocauc needs at least one task with both positive and negative labels")
+        raise ValueError(f"{name} needs at least one task with both positive and negative labels")
     return float(np.mean(scores))
 
 
@@ -211,16 +217,7 @@ def f1(y_true: Any, y_pred: Any, average: str = "binary") -> float:
 def ap(y_true: Any, y_pred: Any) -> float:
     """Mean average precision over tasks, the OGB way (NaN labels ignored, tasks with both
     classes only); ``y_true`` / ``y_pred`` as for :func:`rocauc`."""
-    true, pred = _as_2d(y_true, y_pred)
-    scores = []
-    for task in range(true.shape[1]):
-        labelled = ~np.isnan(true[:, task])
-        labels = true[labelled, task]
-        if labels.size and labels.min() < labels.max():
-            scores.append(average_precision_score(labels, pred[labelled, task]))
-    if not scores:
-        raise ValueError("ap needs at least one task with both positive and negative labels")
-    return float(np.mean(scores))
+    return _mean_over_binary_tasks(y_true, y_pred, average_precision_score, "ap")
 
 
 def _sigmoid(logits: np.ndarray) -> np.ndarray:

@@ -1,10 +1,4 @@
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import optuna
 import pytest
@@ -200,35 +194,3 @@ def test_format_table():
     assert lines[0].split() == ["k", "v"] and set(lines[1]) <= {"-", " "}
     assert lines[3].split() == ["long_name", "0.1235"]
     assert summarize  # exported
-
-
-@pytest.mark.slow
-def test_resume_after_killed_process(tmp_path):
-    """A worker killed mid-trial (SIGKILL: no clean-up at all) loses only that trial."""
-    tests_dir = Path(__file__).resolve().parents[2]
-    code = (
-        "import sys; sys.path.insert(0, {root!r});"
-        "from tests.tune.fake_pipeline import FakePipeline; from gattn.tune import optimize;"
-        "from gattn.pipelines import make_config; p = FakePipeline();"
-        "optimize(p, make_config(p, {{'epochs': 3}}), 6, runs_dir={runs!r})"
-    )
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "FAKE_HANG_AT": "2"}
-    proc = subprocess.Popen(
-        [sys.executable, "-c", code.format(root=str(tests_dir), runs=str(tmp_path))],
-        stdout=subprocess.PIPE, text=True, env=env)
-    try:
-        deadline = time.time() + 120
-        line = ""
-        while "HANGING" not in line and time.time() < deadline:
-            line = proc.stdout.readline()
-            if not line and proc.poll() is not None:
-                break
-        assert "HANGING" in line
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-    study = _load(tmp_path)
-    assert finished_trials(study) == 2
-    assert study.trials[2].state == TrialState.RUNNING  # left behind by the dead worker
-    study = optimize(fake_pipeline, CONFIG, 6, runs_dir=tmp_path)
-    assert finished_trials(study) == 6
