@@ -22,12 +22,20 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ._validate import check_floating, check_per_edge, resolve_segments
+from . import reference
+from ._dropout import keep_mask
+from ._edge import fused_edge_attention
+from ._validate import check_floating, check_per_edge, check_probability, resolve_segments
 from .csr import CSR, get_csr, index_from_ptr, ptr_from_index
+
+#: The score forms of :func:`edge_attention`.
+SCORES = ("dot", "additive")
 
 __all__ = [
     "CSR",
+    "SCORES",
     "available_backends",
+    "dropout_keep_mask",
     "edge_attention",
     "get_csr",
     "index_from_ptr",
@@ -123,33 +131,10 @@ def _node_counts(num_nodes: int | tuple[int, int] | None, q: Tensor, k: Tensor) 
     return shapes
 
 
-def edge_attention(
-    q: Tensor,
-    k: Tensor,
-    v: Tensor,
-    edge_index: Tensor | CSR,
-    *,
-    num_nodes: int | tuple[int, int] | None = None,
-    edge_bias: Tensor | None = None,
-    edge_scale: Tensor | None = None,
-    scale: float | None = None,
-    return_attention: bool = False,
-    backend: str | None = None,
-) -> Tensor | tuple[Tensor, Tensor]:
-    r"""Fused attention of each destination over its incoming edges.
-
-    .. math::
-        s_{ij} = \mathrm{scale}\,\langle q_i, k_j \rangle \,(\odot e^{s}_{ij}) + b_{ij},\qquad
-        \mathrm{out}_i = \sum_{j \to i} \mathrm{softmax}_j(s_{ij})\, v_j
-
-    per head. ``q`` [N_dst, H, D], ``k`` [N_src, H, D], ``v`` [N_src, H, Dv];
-    ``edge_index`` [2, E] as (source, destination) like PyG, or a prebuilt :class:`CSR`;
-    ``edge_bias`` [E, H]; ``edge_scale`` [E, H] or [E, H, D] (multiplies the products
-    elementwise before the sum over D). ``scale`` defaults to ``1/sqrt(D)``. A destination
-    with no incoming edge gets zeros. Returns ``out`` [N_dst, H, Dv] and, with
-    ``return_attention=True``, the attention [E, H] in the caller's edge order (detached
-    from autograd in the fused backends).
-    """
+def _check_edge_inputs(
+    q: Tensor, k: Tensor, v: Tensor, score: str, scale: float | None, edge_scale: Tensor | None,
+    att: Tensor | None, dropout_p: float,
+) -> None:
     for name, tensor in (("q", q), ("k", k), ("v", v)):
         check_floating(name, tensor, (3,))
     if not (q.dtype == k.dtype == v.dtype):
@@ -165,54 +150,167 @@ def edge_attention(
         raise ValueError(f"`q` and `k` must have the same head dim D, got {q.size(2)} and {k.size(2)}")
     if k.size(0) != v.size(0):
         raise ValueError(f"`k` and `v` must have the same number of rows, got {k.size(0)} and {v.size(0)}")
-    num_src, num_dst = _node_counts(num_nodes, q, k)
+    if score not in SCORES:
+        raise ValueError(f"`score` must be one of {SCORES}, got {score!r}")
+    if score == "additive":
+        if scale is not None:
+            raise ValueError("`scale` applies to score='dot' only (the additive score has no scale)")
+        if edge_scale is not None:
+            raise ValueError("`edge_scale` applies to score='dot' only; use `edge_key` or `edge_bias`")
+        if att is not None:
+            check_floating("att", att, (2,))
+            if tuple(att.shape) != (q.size(1), q.size(2)):
+                raise ValueError(f"`att` must have shape [H={q.size(1)}, D={q.size(2)}], got {tuple(att.shape)}")
+    elif att is not None:
+        raise ValueError("`att` applies to score='additive' only")
+    check_probability("dropout_p", dropout_p)
+
+
+def _check_edge_terms(terms: dict[str, Tensor | None], num_edges: int, q: Tensor, v: Tensor) -> None:
     heads, dim = q.size(1), q.size(2)
-    if torch.compiler.is_compiling():
-        return _compiled_edge_attention(
-            q, k, v, edge_index, num_dst, edge_bias, edge_scale, scale, return_attention, backend
-        )
-    csr = get_csr(edge_index, num_src, num_dst)
-    check_per_edge("edge_bias", edge_bias, csr.num_edges, heads, None)
-    check_per_edge("edge_scale", edge_scale, csr.num_edges, heads, dim)
-    for name, tensor in (("edge_bias", edge_bias), ("edge_scale", edge_scale)):
+    check_per_edge("edge_bias", terms["edge_bias"], num_edges, heads, None)
+    check_per_edge("edge_scale", terms["edge_scale"], num_edges, heads, dim)
+    check_per_edge("edge_key", terms["edge_key"], num_edges, heads, dim, exact=True)
+    check_per_edge("edge_value", terms["edge_value"], num_edges, heads, v.size(2), exact=True)
+    for name, tensor in terms.items():
         if tensor is not None and tensor.dtype != q.dtype:
             raise TypeError(f"`{name}` must have the dtype of q ({q.dtype}), got {tensor.dtype}")
-    scale = 1.0 / math.sqrt(dim) if scale is None else float(scale)
+        if tensor is not None and tensor.device != q.device:
+            raise ValueError(f"`{name}` must be on the device of q ({q.device}), got {tensor.device}")
+
+
+def _draw_seed(dropout_p: float, dropout_seed: int | Tensor | None, generator: torch.Generator | None):
+    """The dropout seed: the caller's, or one drawn from torch's RNG (`generator`, else the
+    default one), so that ``torch.manual_seed`` reproduces the masks."""
+    if dropout_p <= 0.0:
+        return 0
+    if dropout_seed is not None:
+        return dropout_seed
+    device = None if generator is None else generator.device
+    return torch.randint(0, 2**62, (), generator=generator, device=device)
+
+
+def edge_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    edge_index: Tensor | CSR,
+    *,
+    num_nodes: int | tuple[int, int] | None = None,
+    edge_bias: Tensor | None = None,
+    edge_scale: Tensor | None = None,
+    edge_key: Tensor | None = None,
+    edge_value: Tensor | None = None,
+    scale: float | None = None,
+    score: str = "dot",
+    att: Tensor | None = None,
+    negative_slope: float = 0.2,
+    dropout_p: float = 0.0,
+    dropout_seed: int | Tensor | None = None,
+    generator: torch.Generator | None = None,
+    return_attention: bool = False,
+    backend: str | None = None,
+) -> Tensor | tuple[Tensor, Tensor]:
+    r"""Fused attention of each destination over its incoming edges.
+
+    Per head, with :math:`u_{ij} = k_j + \mathrm{edge\_key}_{ij}`:
+
+    .. math::
+        s_{ij} = \begin{cases}
+            \mathrm{scale}\,\langle q_i, u_{ij} \rangle \,(\odot e^{s}_{ij}) + b_{ij}
+                & \texttt{score="dot"} \\
+            \textstyle\sum_d a_d\,\mathrm{LeakyReLU}(q_{id} + u_{ijd}) + b_{ij}
+                & \texttt{score="additive"}
+        \end{cases}, \qquad
+        \mathrm{out}_i = \sum_{j \to i} \mathrm{softmax}_j(s_{ij})\,\frac{m_{ij}}{1-p}
+            \,(v_j + \mathrm{edge\_value}_{ij})
+
+    ``q`` [N_dst, H, D], ``k`` [N_src, H, D], ``v`` [N_src, H, Dv]; ``edge_index`` [2, E]
+    as (source, destination) like PyG, or a prebuilt :class:`CSR`. Optional per-edge terms,
+    in the caller's edge order: ``edge_bias`` [E, H]; ``edge_scale`` [E, H] or [E, H, D]
+    (dot form: multiplies the products before the sum over D; the Graph Transformer);
+    ``edge_key`` [E, H, D] added to the keys (PyG's ``TransformerConv`` edge features, the
+    GAT/GATv2 edge term); ``edge_value`` [E, H, Dv] added to the values.
+
+    ``score="dot"`` uses ``scale`` (default ``1/sqrt(D)``). ``score="additive"`` is the GAT
+    family: ``att`` [H, D] weighs the LeakyReLU (``negative_slope``) per dimension (GATv2;
+    ``None`` means ones, so GAT passes per-node terms ``q`` = :math:`a_{dst}^\top W x_i`,
+    ``k`` = :math:`a_{src}^\top W x_j` with D = 1). Neither form builds an E x H x D tensor.
+
+    Attention dropout: ``dropout_p`` > 0 drops each (edge, head) weight with that
+    probability and scales the rest by ``1/(1-p)`` (pass ``dropout_p=0`` in evaluation, as
+    with ``flash_attn_func``). The mask is a hash of ``(seed, edge, head)`` evaluated inside
+    the kernels (nothing drawn or stored per edge), identical in every backend: ``seed`` is
+    ``dropout_seed`` or a number drawn from ``generator`` (default: torch's global RNG, so
+    ``torch.manual_seed`` reproduces it); :func:`dropout_keep_mask` gives the mask.
+
+    A destination with no incoming edge gets zeros. Returns ``out`` [N_dst, H, Dv] and, with
+    ``return_attention=True``, the attention [E, H] (softmax before dropout, caller's edge
+    order), differentiable: a loss on it back-propagates through the fused backward.
+    """
+    _check_edge_inputs(q, k, v, score, scale, edge_scale, att, dropout_p)
+    num_src, num_dst = _node_counts(num_nodes, q, k)
+    additive = score == "additive"
+    scale = (1.0 / math.sqrt(q.size(2)) if scale is None else float(scale)) if not additive else 1.0
+    dropout_p = float(dropout_p)
+    terms = {"edge_bias": edge_bias, "edge_scale": edge_scale, "edge_key": edge_key, "edge_value": edge_value}
+    seed = _draw_seed(dropout_p, dropout_seed, generator)
+    if torch.compiler.is_compiling():
+        return _compiled_edge_attention(
+            q, k, v, edge_index, num_dst, terms, att, scale, additive, float(negative_slope), dropout_p,
+            seed, return_attention, backend,
+        )
+    csr = get_csr(edge_index, num_src, num_dst)
+    _check_edge_terms(terms, csr.num_edges, q, v)
+    seed = int(seed)
     module = resolve_backend(backend, q)
     if module.NAME == "reference":
         ei = edge_index if isinstance(edge_index, Tensor) else _csr_edge_index(csr)
-        out, attention = module.edge_attention(q, k, v, ei, num_dst, edge_bias, edge_scale, scale)
+        out, attention = reference.edge_attention(
+            q, k, v, ei, num_dst, edge_bias, edge_scale, scale, edge_key=edge_key, edge_value=edge_value,
+            additive=additive, att=att, negative_slope=negative_slope, dropout_p=dropout_p, seed=seed,
+        )
         return (out, attention) if return_attention else out
-    out, attention_sorted = module.edge_attention(
-        q, k, v, csr,
-        None if edge_bias is None else csr.to_sorted_order(edge_bias),
-        None if edge_scale is None else csr.to_sorted_order(edge_scale),
-        scale, return_attention,
+    config = (scale, additive, float(negative_slope), dropout_p, seed)
+    out, attention = fused_edge_attention(
+        module, config, csr, return_attention, q, k, v, edge_bias, edge_scale, edge_key, edge_value, att
     )
-    if return_attention:
-        return out, csr.to_caller_order(attention_sorted)
-    return out
+    return (out, attention) if return_attention else out
 
 
 def _compiled_edge_attention(
-    q: Tensor, k: Tensor, v: Tensor, edge_index: Tensor, num_dst: int, edge_bias: Tensor | None,
-    edge_scale: Tensor | None, scale: float | None, return_attention: bool, backend: str | None,
+    q: Tensor, k: Tensor, v: Tensor, edge_index: Tensor | CSR, num_dst: int, terms: dict[str, Tensor | None],
+    att: Tensor | None, scale: float, additive: bool, negative_slope: float, dropout_p: float,
+    seed: int | Tensor, return_attention: bool, backend: str | None,
 ) -> Tensor | tuple[Tensor, Tensor]:
-    """Inside torch.compile: value checks and the CSR cache happen in the op's eager body.
-
-    With ``return_attention=True`` (an inspection path) the plain-torch reference is traced
-    instead of the fused op.
-    """
+    """Inside torch.compile: the fused op is a registered custom op, opaque to the tracer;
+    index validation, the CSR cache and the backend choice happen in its eager body."""
     if isinstance(edge_index, CSR):
         raise TypeError("under torch.compile pass `edge_index` as a [2, E] tensor, not a CSR")
-    scale = 1.0 / math.sqrt(q.size(2)) if scale is None else float(scale)
-    module = resolve_backend(backend, q)
-    if module.NAME == "reference" or return_attention:
-        out, attention = _load("reference").edge_attention(q, k, v, edge_index, num_dst, edge_bias, edge_scale, scale)
+    if backend == "reference":
+        out, attention = reference.edge_attention(
+            q, k, v, edge_index, num_dst, terms["edge_bias"], terms["edge_scale"], scale,
+            edge_key=terms["edge_key"], edge_value=terms["edge_value"], additive=additive, att=att,
+            negative_slope=negative_slope, dropout_p=dropout_p, seed=seed,
+        )
         return (out, attention) if return_attention else out
     from ._ops import edge_attention_op
 
-    return edge_attention_op(q, k, v, edge_index, edge_bias, edge_scale, scale, module.NAME)[0]
+    seed_tensor = seed if isinstance(seed, Tensor) else torch.tensor(seed, dtype=torch.int64)
+    out, _, attention = edge_attention_op(
+        q, k, v, edge_index, terms["edge_bias"], terms["edge_scale"], terms["edge_key"], terms["edge_value"],
+        att, seed_tensor, scale, additive, negative_slope, dropout_p, return_attention, backend or "auto",
+    )
+    return (out, attention) if return_attention else out
+
+
+def dropout_keep_mask(
+    seed: int | Tensor, num_edges: int, heads: int, dropout_p: float, device: torch.device | str = "cpu"
+) -> Tensor:
+    """The keep mask [E, H] (caller's edge order, True = kept) that :func:`edge_attention`
+    applies for ``dropout_p`` and ``dropout_seed=seed``; kept weights are scaled by 1/(1-p)."""
+    check_probability("dropout_p", dropout_p)
+    return keep_mask(int(seed), num_edges, heads, dropout_p, device)
 
 
 def _csr_edge_index(csr: CSR) -> Tensor:

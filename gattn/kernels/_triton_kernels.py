@@ -26,13 +26,35 @@ import triton.language as tl
 
 
 @triton.jit
+def _fmix32(x):
+    """MurmurHash3's 32-bit finaliser on uint32 (wrapping multiplies); see `_dropout.py`."""
+    x ^= x >> 16
+    x *= 0x85EBCA6B
+    x ^= x >> 13
+    x *= 0xC2B2AE35
+    x ^= x >> 16
+    return x
+
+
+@triton.jit
+def _drop_factor(pe, h, H, seed_lo, seed_hi, thresh, inv_keep):
+    """1/(1-p) where the dropout mask keeps (caller edge pe, head h), else 0."""
+    counter = pe * H + h
+    x = _fmix32((counter & 0xFFFFFFFF).to(tl.uint32) ^ seed_lo)
+    x = _fmix32(x ^ ((counter >> 32) & 0xFFFFFFFF).to(tl.uint32) ^ seed_hi)
+    return tl.where(x >= thresh, inv_keep, 0.0)
+
+
+@triton.jit
 def edge_rows_kernel(
-    q_ptr, k_ptr, v_ptr, bias_ptr, es_ptr, col_ptr,
+    q_ptr, k_ptr, v_ptr, bias_ptr, es_ptr, ekey_ptr, eval_ptr, att_ptr, col_ptr, perm_ptr,
     c_seg_ptr, c_start_ptr, c_end_ptr, c_slot_ptr, num_chunks,
     out_ptr, lse_ptr, part_m_ptr, part_l_ptr, part_acc_ptr,
-    dout_ptr, probs_ptr, dscores_ptr, descale_ptr, dq_ptr, part_dq_ptr, dk_ptr, dv_ptr,
-    H, D, DV, scale_ptr,
-    PASS: tl.constexpr, HAS_BIAS: tl.constexpr, SCALE_MODE: tl.constexpr,
+    dout_ptr, probs_ptr, dscores_ptr, descale_ptr, dekey_ptr, deval_ptr, datt_ptr, dattn_ptr, delta_ptr,
+    dq_ptr, part_dq_ptr, dk_ptr, dv_ptr,
+    H, D, DV, scale_ptr, slope_ptr, drop_ptr, inv_keep_ptr,
+    PASS: tl.constexpr, HAS_BIAS: tl.constexpr, SCALE_MODE: tl.constexpr, HAS_EKEY: tl.constexpr,
+    HAS_EVAL: tl.constexpr, ADDITIVE: tl.constexpr, DROPOUT: tl.constexpr, HAS_DATTN: tl.constexpr,
     STORE_PROBS: tl.constexpr, STORE_DS: tl.constexpr, ATOMIC: tl.constexpr,
     BLOCK_R: tl.constexpr, BLOCK_E: tl.constexpr, BLOCK_D: tl.constexpr,
     BLOCK_DV: tl.constexpr, ACC: tl.constexpr,
@@ -41,17 +63,21 @@ def edge_rows_kernel(
     one head; each step takes the next BLOCK_E edges of every row, so a tile is
     [BLOCK_R, BLOCK_E, BLOCK_D]. Three passes share the walk and the score computation:
 
-    * PASS 0, forward: online softmax (running max, sum, rescaled accumulator) -> out and
-      lse, or the chunk's partial (max, sum, acc) when its row is split;
+    * PASS 0, forward: online softmax (running max, sum, rescaled accumulator of the
+      dropout-masked weights times the values) -> out and lse, or the chunk's partial
+      (max, sum, acc) when its row is split;
     * PASS 1, probabilities: P = exp(S - lse) -> probs (return_attention);
-    * PASS 2, backward: P, dS = P (dP - <dO, O>) -> dscores, dQ (partial when split),
-      d edge_scale and, with ATOMIC, dK and dV by atomic adds.
+    * PASS 2, backward: P, dS = P (dP - <dO, O>) -> P * mask and dS per edge, dQ (partial
+      when split), the per-edge input gradients, d att per chunk and, with ATOMIC, dK and dV.
 
-    Masked-out edges score -inf, so they weigh exactly zero. Helpers are inlined on purpose:
-    each call of a nested jit function costs milliseconds in the interpreter.
+    Scores: dot form ``scale <q, k + ekey> (* es) + bias`` or additive form
+    ``sum_d att_d LeakyReLU(q_d + k_d + ekey_d) + bias``. Per-edge tensors are addressed by
+    the caller's edge id ``perm[e]``. Masked-out edges score -inf, so they weigh exactly
+    zero. Helpers are inlined where the interpreter would pay milliseconds per call.
     """
     h = tl.program_id(1)
     scale = tl.load(scale_ptr).to(ACC)  # a tensor, so float64 runs keep a float64 scale
+    slope = tl.load(slope_ptr).to(ACC)
     chunk = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
     c_mask = chunk < num_chunks
     row = tl.load(c_seg_ptr + chunk, mask=c_mask, other=0)
@@ -71,10 +97,18 @@ def edge_rows_kernel(
     row_o = (row * H + h) * DV  # [R] offsets of the row's output (and dO)
     q = tl.load(q_ptr + row_q[:, None] + d_offs[None, :], mask=c_mask[:, None] & d_mask[None, :],
                 other=0.0).to(ACC)  # [R, D]
+    if ADDITIVE:
+        att = tl.load(att_ptr + h * D + d_offs, mask=d_mask, other=0.0).to(ACC)  # [D]
+    if DROPOUT:
+        seed_lo = tl.load(drop_ptr).to(tl.uint32)
+        seed_hi = tl.load(drop_ptr + 1).to(tl.uint32)
+        thresh = tl.load(drop_ptr + 2).to(tl.uint32)
+        inv_keep = tl.load(inv_keep_ptr).to(ACC)
     run_max = tl.full([BLOCK_R], float("-inf"), ACC)
     run_sum = tl.zeros([BLOCK_R], ACC)
     acc = tl.zeros([BLOCK_R, BLOCK_DV], ACC)
     dq = tl.zeros([BLOCK_R, BLOCK_D], ACC)
+    datt = tl.zeros([BLOCK_R, BLOCK_D], ACC)
     if PASS != 0:
         lse = tl.load(lse_ptr + row * H + h, mask=c_mask, other=0.0)
         # a row whose scores are all -inf has lse = -inf: shift by 0 so P = exp(-inf) = 0
@@ -84,31 +118,48 @@ def edge_rows_kernel(
         do = tl.load(dout_ptr + row_o[:, None] + dv_offs[None, :], mask=o_mask, other=0.0).to(ACC)
         o = tl.load(out_ptr + row_o[:, None] + dv_offs[None, :], mask=o_mask, other=0.0).to(ACC)
         delta = tl.sum(do * o, axis=1)  # [R]
+        if HAS_DATTN:
+            delta += tl.load(delta_ptr + row * H + h, mask=c_mask, other=0.0).to(ACC)
     for t0 in range(0, longest, BLOCK_E):
         t = t0 + e_steps
         e_mask = t[None, :] < length[:, None]  # [R, E]
         e = start[:, None] + t[None, :]  # [R, E] destination-sorted edge ids (int64)
         j = tl.load(col_ptr + e, mask=e_mask, other=0)
+        pe = tl.load(perm_ptr + e, mask=e_mask, other=0)  # the caller's edge ids
         k_mask = e_mask[:, :, None] & d_mask[None, None, :]
         v_mask = e_mask[:, :, None] & dv_mask[None, None, :]
-        k = tl.load(k_ptr + ((j * H + h) * D)[:, :, None] + d_offs[None, None, :], mask=k_mask,
+        edge_d = ((pe * H + h) * D)[:, :, None] + d_offs[None, None, :]  # [R, E, D] per-edge offsets
+        u = tl.load(k_ptr + ((j * H + h) * D)[:, :, None] + d_offs[None, None, :], mask=k_mask,
                     other=0.0).to(ACC)  # [R, E, D]
-        if SCALE_MODE == 2:
-            es = tl.load(es_ptr + ((e * H + h) * D)[:, :, None] + d_offs[None, None, :],
-                         mask=k_mask, other=0.0).to(ACC)
-            s = tl.sum(q[:, None, :] * k * es, axis=2)
-        elif SCALE_MODE == 1:
-            es = tl.load(es_ptr + e * H + h, mask=e_mask, other=0.0).to(ACC)
-            s = tl.sum(q[:, None, :] * k, axis=2) * es
+        if HAS_EKEY:
+            u += tl.load(ekey_ptr + edge_d, mask=k_mask, other=0.0).to(ACC)
+        if ADDITIVE:
+            z = q[:, None, :] + u
+            y = tl.where(z > 0, z, z * slope)
+            s = tl.sum(att[None, None, :] * y, axis=2)
         else:
-            s = tl.sum(q[:, None, :] * k, axis=2)
-        s = s * scale
+            if SCALE_MODE == 2:
+                es = tl.load(es_ptr + edge_d, mask=k_mask, other=0.0).to(ACC)
+                s = tl.sum(q[:, None, :] * u * es, axis=2)
+            elif SCALE_MODE == 1:
+                es = tl.load(es_ptr + pe * H + h, mask=e_mask, other=0.0).to(ACC)
+                s = tl.sum(q[:, None, :] * u, axis=2) * es
+            else:
+                s = tl.sum(q[:, None, :] * u, axis=2)
+            s = s * scale
         if HAS_BIAS:
-            s += tl.load(bias_ptr + e * H + h, mask=e_mask, other=0.0).to(ACC)
+            s += tl.load(bias_ptr + pe * H + h, mask=e_mask, other=0.0).to(ACC)
         s = tl.where(e_mask, s, float("-inf"))  # [R, E]
         if PASS != 1:
             v = tl.load(v_ptr + ((j * H + h) * DV)[:, :, None] + dv_offs[None, None, :],
                         mask=v_mask, other=0.0).to(ACC)  # [R, E, DV]
+            if HAS_EVAL:
+                v += tl.load(eval_ptr + ((pe * H + h) * DV)[:, :, None] + dv_offs[None, None, :],
+                             mask=v_mask, other=0.0).to(ACC)
+            if DROPOUT:
+                factor = _drop_factor(pe, h, H, seed_lo, seed_hi, thresh, inv_keep).to(ACC)
+            else:
+                factor = tl.full([BLOCK_R, BLOCK_E], 1.0, ACC)
         if PASS == 0:
             new_max = tl.maximum(run_max, tl.max(s, axis=1))
             # an all -inf prefix keeps the max at -inf: shift by 0 so exp gives 0, not NaN
@@ -116,37 +167,52 @@ def edge_rows_kernel(
             correction = tl.exp(run_max - shift)
             p = tl.exp(s - shift[:, None])
             run_sum = run_sum * correction + tl.sum(p, axis=1)
-            acc = acc * correction[:, None] + tl.sum(p[:, :, None] * v, axis=1)
+            acc = acc * correction[:, None] + tl.sum((p * factor)[:, :, None] * v, axis=1)
             run_max = new_max
         else:
             p = tl.exp(s - lse[:, None])
-            if STORE_PROBS:
-                tl.store(probs_ptr + e * H + h, p.to(probs_ptr.dtype.element_ty), mask=e_mask)
+            if PASS == 1:
+                tl.store(probs_ptr + pe * H + h, p.to(probs_ptr.dtype.element_ty), mask=e_mask)
         if PASS == 2:
-            ds = p * (tl.sum(do[:, None, :] * v, axis=2) - delta[:, None])  # [R, E]
+            w = p * factor
+            dp = tl.sum(do[:, None, :] * v, axis=2) * factor  # [R, E]
+            if HAS_DATTN:
+                dp += tl.load(dattn_ptr + pe * H + h, mask=e_mask, other=0.0).to(ACC)
+            ds = p * (dp - delta[:, None])  # [R, E]
+            if STORE_PROBS:
+                tl.store(probs_ptr + pe * H + h, w.to(probs_ptr.dtype.element_ty), mask=e_mask)
             if STORE_DS:
-                tl.store(dscores_ptr + e * H + h, ds.to(dscores_ptr.dtype.element_ty), mask=e_mask)
-            g = ds * scale
-            if SCALE_MODE == 2:
-                dq += tl.sum(g[:, :, None] * k * es, axis=1)
-                tl.store(descale_ptr + ((e * H + h) * D)[:, :, None] + d_offs[None, None, :],
-                         (g[:, :, None] * q[:, None, :] * k).to(descale_ptr.dtype.element_ty),
-                         mask=k_mask)
-                gk = g[:, :, None] * q[:, None, :] * es
-            elif SCALE_MODE == 1:
-                dq += tl.sum((g * es)[:, :, None] * k, axis=1)
-                qk = tl.sum(q[:, None, :] * k, axis=2)
-                tl.store(descale_ptr + e * H + h, (g * qk).to(descale_ptr.dtype.element_ty),
-                         mask=e_mask)
-                gk = (g * es)[:, :, None] * q[:, None, :]
+                tl.store(dscores_ptr + pe * H + h, ds.to(dscores_ptr.dtype.element_ty), mask=e_mask)
+            if HAS_EVAL:
+                tl.store(deval_ptr + ((pe * H + h) * DV)[:, :, None] + dv_offs[None, None, :],
+                         (w[:, :, None] * do[:, None, :]).to(deval_ptr.dtype.element_ty), mask=v_mask)
+            if ADDITIVE:
+                gk = ds[:, :, None] * att[None, None, :] * tl.where(z > 0, 1.0, slope)
+                dq += tl.sum(gk, axis=1)
+                datt += tl.sum(ds[:, :, None] * y, axis=1)
             else:
-                dq += tl.sum(g[:, :, None] * k, axis=1)
-                gk = g[:, :, None] * q[:, None, :]
+                g = ds * scale
+                if SCALE_MODE == 2:
+                    dq += tl.sum(g[:, :, None] * u * es, axis=1)
+                    tl.store(descale_ptr + edge_d, (g[:, :, None] * q[:, None, :] * u).to(
+                        descale_ptr.dtype.element_ty), mask=k_mask)
+                    gk = g[:, :, None] * q[:, None, :] * es
+                elif SCALE_MODE == 1:
+                    dq += tl.sum((g * es)[:, :, None] * u, axis=1)
+                    qu = tl.sum(q[:, None, :] * u, axis=2)
+                    tl.store(descale_ptr + pe * H + h, (g * qu).to(descale_ptr.dtype.element_ty),
+                             mask=e_mask)
+                    gk = (g * es)[:, :, None] * q[:, None, :]
+                else:
+                    dq += tl.sum(g[:, :, None] * u, axis=1)
+                    gk = g[:, :, None] * q[:, None, :]
+            if HAS_EKEY:
+                tl.store(dekey_ptr + edge_d, gk.to(dekey_ptr.dtype.element_ty), mask=k_mask)
             if ATOMIC:
                 tl.atomic_add(dk_ptr + ((j * H + h) * D)[:, :, None] + d_offs[None, None, :], gk,
                               mask=k_mask, sem="relaxed")
                 tl.atomic_add(dv_ptr + ((j * H + h) * DV)[:, :, None] + dv_offs[None, None, :],
-                              p[:, :, None] * do[:, None, :], mask=v_mask, sem="relaxed")
+                              w[:, :, None] * do[:, None, :], mask=v_mask, sem="relaxed")
     if PASS == 0:
         positive = tl.where(run_sum > 0, run_sum, 1.0)
         inv = tl.where(run_sum > 0, 1.0 / positive, 0.0)
@@ -164,22 +230,27 @@ def edge_rows_kernel(
                  mask=direct[:, None] & d_mask[None, :])
         tl.store(part_dq_ptr + ((part * H + h) * D)[:, None] + d_offs[None, :], dq,
                  mask=split[:, None] & d_mask[None, :])
+        if ADDITIVE:  # one partial d att per chunk (chunks are disjoint): summed by the caller
+            tl.store(datt_ptr + ((chunk * H + h) * D)[:, None] + d_offs[None, :], datt,
+                     mask=c_mask[:, None] & d_mask[None, :])
 
 
 @triton.jit
 def edge_cols_kernel(
-    q_ptr, es_ptr, dout_ptr, probs_ptr, dscores_ptr, csc_row_ptr, csc_pos_ptr,
+    q_ptr, k_ptr, es_ptr, ekey_ptr, att_ptr, dout_ptr, probs_ptr, dscores_ptr, csc_row_ptr, csc_edge_ptr,
     c_seg_ptr, c_start_ptr, c_end_ptr, c_slot_ptr, num_chunks,
     dk_ptr, dv_ptr, part_dk_ptr, part_dv_ptr,
-    H, D, DV, scale_ptr,
-    SCALE_MODE: tl.constexpr,
+    H, D, DV, scale_ptr, slope_ptr,
+    SCALE_MODE: tl.constexpr, HAS_EKEY: tl.constexpr, ADDITIVE: tl.constexpr,
     BLOCK_R: tl.constexpr, BLOCK_E: tl.constexpr, BLOCK_D: tl.constexpr,
     BLOCK_DV: tl.constexpr, ACC: tl.constexpr,
 ):
-    """A block of source chunks, one head: dK = sum scale dS q (* edge_scale) and
-    dV = sum P dO over each source's outgoing edges (the CSC walk: no atomics)."""
+    """A block of source chunks, one head: dK (dot form: sum scale dS q (* edge_scale);
+    additive: sum dS att LeakyReLU'(z)) and dV = sum P mask dO over each source's outgoing
+    edges (the CSC walk: no atomics). `probs` holds P * mask, `dscores` dS (caller order)."""
     h = tl.program_id(1)
     scale = tl.load(scale_ptr).to(ACC)
+    slope = tl.load(slope_ptr).to(ACC)
     chunk = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
     c_mask = chunk < num_chunks
     src = tl.load(c_seg_ptr + chunk, mask=c_mask, other=0)
@@ -195,31 +266,40 @@ def edge_cols_kernel(
     dv_offs = tl.arange(0, BLOCK_DV)
     dv_mask = dv_offs < DV
     e_steps = tl.arange(0, BLOCK_E)
+    if ADDITIVE:
+        att = tl.load(att_ptr + h * D + d_offs, mask=d_mask, other=0.0).to(ACC)
+        kj = tl.load(k_ptr + ((src * H + h) * D)[:, None] + d_offs[None, :],
+                     mask=c_mask[:, None] & d_mask[None, :], other=0.0).to(ACC)  # [R, D]
     dk = tl.zeros([BLOCK_R, BLOCK_D], ACC)
     dv = tl.zeros([BLOCK_R, BLOCK_DV], ACC)
     for t0 in range(0, longest, BLOCK_E):
         t = t0 + e_steps
         t_mask = t[None, :] < length[:, None]  # [R, E]
         pos = start[:, None] + t[None, :]
-        e = tl.load(csc_pos_ptr + pos, mask=t_mask, other=0)
+        pe = tl.load(csc_edge_ptr + pos, mask=t_mask, other=0)
         i = tl.load(csc_row_ptr + pos, mask=t_mask, other=0)
-        p = tl.load(probs_ptr + e * H + h, mask=t_mask, other=0.0)
-        g = tl.load(dscores_ptr + e * H + h, mask=t_mask, other=0.0) * scale
+        w = tl.load(probs_ptr + pe * H + h, mask=t_mask, other=0.0)
+        ds = tl.load(dscores_ptr + pe * H + h, mask=t_mask, other=0.0)
         q_mask = t_mask[:, :, None] & d_mask[None, None, :]
+        edge_d = ((pe * H + h) * D)[:, :, None] + d_offs[None, None, :]
         qi = tl.load(q_ptr + ((i * H + h) * D)[:, :, None] + d_offs[None, None, :], mask=q_mask,
                      other=0.0).to(ACC)
-        if SCALE_MODE == 2:
-            es = tl.load(es_ptr + ((e * H + h) * D)[:, :, None] + d_offs[None, None, :],
-                         mask=q_mask, other=0.0).to(ACC)
-            dk += tl.sum(g[:, :, None] * qi * es, axis=1)
+        if ADDITIVE:
+            z = qi + kj[:, None, :]
+            if HAS_EKEY:
+                z += tl.load(ekey_ptr + edge_d, mask=q_mask, other=0.0).to(ACC)
+            dk += tl.sum(ds[:, :, None] * att[None, None, :] * tl.where(z > 0, 1.0, slope), axis=1)
+        elif SCALE_MODE == 2:
+            es = tl.load(es_ptr + edge_d, mask=q_mask, other=0.0).to(ACC)
+            dk += tl.sum((ds * scale)[:, :, None] * qi * es, axis=1)
         elif SCALE_MODE == 1:
-            es = tl.load(es_ptr + e * H + h, mask=t_mask, other=0.0).to(ACC)
-            dk += tl.sum((g * es)[:, :, None] * qi, axis=1)
+            es = tl.load(es_ptr + pe * H + h, mask=t_mask, other=0.0).to(ACC)
+            dk += tl.sum((ds * scale * es)[:, :, None] * qi, axis=1)
         else:
-            dk += tl.sum(g[:, :, None] * qi, axis=1)
+            dk += tl.sum((ds * scale)[:, :, None] * qi, axis=1)
         doi = tl.load(dout_ptr + ((i * H + h) * DV)[:, :, None] + dv_offs[None, None, :],
                       mask=t_mask[:, :, None] & dv_mask[None, None, :], other=0.0).to(ACC)
-        dv += tl.sum(p[:, :, None] * doi, axis=1)
+        dv += tl.sum(w[:, :, None] * doi, axis=1)
     tl.store(dk_ptr + ((src * H + h) * D)[:, None] + d_offs[None, :], dk,
              mask=direct[:, None] & d_mask[None, :])
     tl.store(dv_ptr + ((src * H + h) * DV)[:, None] + dv_offs[None, :], dv,

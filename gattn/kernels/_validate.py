@@ -27,13 +27,23 @@ def check_integer(name: str, tensor: Tensor) -> None:
         raise TypeError(f"`{name}` must be an integer tensor, got dtype {tensor.dtype}")
 
 
-def check_edge_index(edge_index: Tensor, num_src: int, num_dst: int) -> None:
+def check_edge_index_shape(edge_index: Tensor) -> None:
+    """Type, layout and shape of an edge list (no pass over its values)."""
+    if isinstance(edge_index, Tensor) and edge_index.layout != torch.strided:
+        raise TypeError(
+            f"`edge_index` must be a dense [2, E] integer tensor here, got a {edge_index.layout} "
+            "sparse tensor (gattn's graph layers accept sparse adjacency and convert it)"
+        )
     check_integer("edge_index", edge_index)
     if edge_index.dim() != 2 or edge_index.size(0) != 2:
         raise ValueError(
             f"`edge_index` must have shape [2, E] (source, destination), "
             f"got {tuple(edge_index.shape)}"
         )
+
+
+def check_edge_index(edge_index: Tensor, num_src: int, num_dst: int) -> None:
+    check_edge_index_shape(edge_index)
     if edge_index.numel() == 0:
         return
     for row, name, bound, tensor_name in ((0, "source", num_src, "k/v"), (1, "destination", num_dst, "q")):
@@ -74,20 +84,28 @@ def check_index(index: Tensor, num_rows: int, num_segments: int | None) -> None:
         raise ValueError(f"`index` has segment id {hi}, out of range for num_segments={num_segments}")
 
 
-def check_per_edge(name: str, tensor: Tensor | None, num_edges: int, heads: int, dim: int | None) -> None:
-    """`edge_bias` is [E, H]; `edge_scale` is [E, H] or [E, H, D]."""
+def check_per_edge(
+    name: str, tensor: Tensor | None, num_edges: int, heads: int, dim: int | None, exact: bool = False
+) -> None:
+    """`edge_bias` is [E, H]; `edge_scale` is [E, H] or [E, H, D]; with `exact`, [E, H, D] only."""
     if tensor is None:
         return
-    ndims = (2,) if dim is None else (2, 3)
+    ndims = (2,) if dim is None else (3,) if exact else (2, 3)
     check_floating(name, tensor, ndims)
     if tensor.size(0) != num_edges or tensor.size(1) != heads:
-        raise ValueError(
-            f"`{name}` must have shape [E={num_edges}, H={heads}"
-            + ("" if dim is None else f"] or [E, H, D={dim}")
-            + f"], got {tuple(tensor.shape)}"
+        want = f"[E={num_edges}, H={heads}, D={dim}]" if exact else (
+            f"[E={num_edges}, H={heads}]" + ("" if dim is None else f" or [E, H, D={dim}]")
         )
+        raise ValueError(f"`{name}` must have shape {want}, got {tuple(tensor.shape)}")
     if tensor.dim() == 3 and tensor.size(2) != dim:
         raise ValueError(f"`{name}` must have last dimension D={dim}, got {tuple(tensor.shape)}")
+
+
+def check_probability(name: str, value: object) -> float:
+    """A probability in [0, 1) (a dropout rate)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+        raise ValueError(f"`{name}` must be a float in [0, 1), got {value!r}")
+    return float(value)
 
 
 def resolve_segments(

@@ -6,12 +6,15 @@ scores from the saved per-row log-sum-exp: a CSR pass (per destination) gives dQ
 edge-term gradients and the per-edge P and dS [E, H]; a CSC pass (per source) then
 accumulates dK and dV without atomics, so results are deterministic.
 
-Inputs in fp16/bf16 are computed in float32 and cast back.
+Inputs in fp16/bf16 are computed in float32 and cast back. The kernels are compiled on first
+use and cached on disk across processes (see `_numba_setup.py`: where, and the one-time
+notice while compiling).
 """
 
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numba
 import numpy as np
@@ -19,10 +22,14 @@ import torch
 from numba import njit, prange
 from torch import Tensor
 
+from . import _numba_setup
 from ._compose import attention_pool
-from .csr import CSR
+from ._dropout import split_seed
+from ._dropout import threshold as dropout_threshold
+from ._edge import EdgeGrads, EdgeTerms, guard_double_backward
 
 NAME = "cpu"
+_numba_setup.install()  # before the kernels below are decorated with cache=True
 _FASTMATH = {"nsz", "contract", "reassoc", "arcp"}  # no nnan/ninf: -inf scores are meaningful
 _jit = dict(parallel=True, cache=True, fastmath=_FASTMATH, nogil=True)
 
@@ -34,30 +41,75 @@ def unsupported(like: Tensor) -> str | None:
 
 
 # --------------------------------------------------------------------------------------
-# numba kernels
+# numba kernels: edge attention
+#
+# One score function serves both forms (see `_edge.py`); `flags` says which optional terms
+# are present (bit set) and which form is used, so one compiled kernel serves every case.
+# Per-edge tensors are indexed by the caller's edge id `pe = perm[e]` of sorted edge `e`.
 # --------------------------------------------------------------------------------------
 
+_BIAS, _EKEY, _EVALUE, _ADDITIVE, _DROPOUT, _DATTN = 1, 2, 4, 8, 16, 32
+
+
+@njit(inline="always")
+def _mul32(x, constant):
+    """(x * constant) mod 2^32 in int64 (see `_dropout.py`)."""
+    return (x * (constant & 0xFFFF) + (((x * (constant >> 16)) & 0xFFFF) << 16)) & 0xFFFFFFFF
+
+
+@njit(inline="always")
+def _fmix32(x):
+    x ^= x >> 16
+    x = _mul32(x, 0x85EBCA6B)
+    x ^= x >> 13
+    x = _mul32(x, 0xC2B2AE35)
+    return x ^ (x >> 16)
+
+
+@njit(inline="always")
+def _drop_factor(pe, h, heads, flags, drop, inv_keep):
+    """1/(1-p) if caller edge `pe`, head `h` is kept by the dropout mask, else 0 (1 without dropout)."""
+    if not flags & _DROPOUT:
+        return 1.0
+    counter = pe * heads + h
+    x = _fmix32((counter & 0xFFFFFFFF) ^ drop[0])
+    x = _fmix32(x ^ ((counter >> 32) & 0xFFFFFFFF) ^ drop[1])
+    return inv_keep if x >= drop[2] else 0.0
+
+
 @njit(inline="always", fastmath=_FASTMATH)
-def _score(q, k, escale, i, j, e, h, scale, bias, has_bias, scale_mode):
-    """scale * <q_i, k_j> (* edge_scale_e, per head or per dim) (+ bias_e)."""
+def _score(q, k, ekey, escale, att, bias, i, j, pe, h, scale, slope, flags, scale_mode):
+    """The score of edge (j -> i), head h: dot form or additive form (GAT/GATv2)."""
     dim = q.shape[2]
+    has_ekey = flags & _EKEY
     s = 0.0
-    if scale_mode == 2:
+    if flags & _ADDITIVE:
         for d in range(dim):
-            s += q[i, h, d] * k[j, h, d] * escale[e, h, d]
+            z = q[i, h, d] + k[j, h, d]
+            if has_ekey:
+                z += ekey[pe, h, d]
+            if z <= 0.0:
+                z *= slope
+            s += att[h, d] * z
     else:
         for d in range(dim):
-            s += q[i, h, d] * k[j, h, d]
+            u = k[j, h, d]
+            if has_ekey:
+                u += ekey[pe, h, d]
+            if scale_mode == 2:
+                u *= escale[pe, h, d]
+            s += q[i, h, d] * u
         if scale_mode == 1:
-            s *= escale[e, h, 0]
-    s *= scale
-    if has_bias:
-        s += bias[e, h]
+            s *= escale[pe, h, 0]
+        s *= scale
+    if flags & _BIAS:
+        s += bias[pe, h]
     return s
 
 
 @njit(inline="always", fastmath=_FASTMATH)
-def _fwd_row(i, rowptr, col, q, k, v, bias, escale, has_bias, scale_mode, scale, out, lse):
+def _fwd_row(i, rowptr, col, perm, q, k, v, ekey, evalue, escale, att, bias, scale, slope, flags,
+             scale_mode, drop, inv_keep, out, lse):
     """Online softmax over row i's incoming edges: out[i] and lse[i]."""
     heads, dv = out.shape[1], out.shape[2]
     for h in range(heads):
@@ -67,7 +119,8 @@ def _fwd_row(i, rowptr, col, q, k, v, bias, escale, has_bias, scale_mode, scale,
         run_sum = 0.0
         for e in range(rowptr[i], rowptr[i + 1]):
             j = col[e]
-            s = _score(q, k, escale, i, j, e, h, scale, bias, has_bias, scale_mode)
+            pe = perm[e]
+            s = _score(q, k, ekey, escale, att, bias, i, j, pe, h, scale, slope, flags, scale_mode)
             if s == -np.inf:
                 continue
             if s > run_max:
@@ -78,8 +131,14 @@ def _fwd_row(i, rowptr, col, q, k, v, bias, escale, has_bias, scale_mode, scale,
                 run_max = s
             p = math.exp(s - run_max)
             run_sum += p
-            for d in range(dv):
-                acc[d] += p * v[j, h, d]
+            w = p * _drop_factor(pe, h, heads, flags, drop, inv_keep)
+            if w != 0.0:
+                if flags & _EVALUE:
+                    for d in range(dv):
+                        acc[d] += w * (v[j, h, d] + evalue[pe, h, d])
+                else:
+                    for d in range(dv):
+                        acc[d] += w * v[j, h, d]
         if run_sum > 0.0:
             inv = 1.0 / run_sum
             for d in range(dv):
@@ -90,122 +149,182 @@ def _fwd_row(i, rowptr, col, q, k, v, bias, escale, has_bias, scale_mode, scale,
 
 
 @njit(**_jit)
-def _edge_attention_fwd(bounds, rowptr, col, q, k, v, bias, escale, has_bias, scale_mode, scale, out, lse):
+def _edge_attention_fwd(bounds, rowptr, col, perm, q, k, v, ekey, evalue, escale, att, bias, scale, slope,
+                        flags, scale_mode, drop, inv_keep, out, lse):
     for chunk in prange(bounds.shape[0] - 1):
         for i in range(bounds[chunk], bounds[chunk + 1]):
-            _fwd_row(i, rowptr, col, q, k, v, bias, escale, has_bias, scale_mode, scale, out, lse)
-
-
-@njit(inline="always", fastmath=_FASTMATH)
-def _probs_row(i, rowptr, col, q, k, bias, escale, has_bias, scale_mode, scale, lse, probs):
-    for e in range(rowptr[i], rowptr[i + 1]):
-        j = col[e]
-        for h in range(lse.shape[1]):
-            if lse[i, h] == -np.inf:
-                probs[e, h] = 0.0
-            else:
-                s = _score(q, k, escale, i, j, e, h, scale, bias, has_bias, scale_mode)
-                probs[e, h] = math.exp(s - lse[i, h])
+            _fwd_row(i, rowptr, col, perm, q, k, v, ekey, evalue, escale, att, bias, scale, slope, flags,
+                     scale_mode, drop, inv_keep, out, lse)
 
 
 @njit(**_jit)
-def _edge_probs(bounds, rowptr, col, q, k, bias, escale, has_bias, scale_mode, scale, lse, probs):
-    """Attention [E, H] (destination-sorted) from the saved log-sum-exp."""
+def _edge_probs(bounds, rowptr, col, perm, q, k, ekey, escale, att, bias, scale, slope, flags, scale_mode,
+                lse, probs):
+    """Attention [E, H] (caller's order, before dropout) from the saved log-sum-exp."""
     for chunk in prange(bounds.shape[0] - 1):
         for i in range(bounds[chunk], bounds[chunk + 1]):
-            _probs_row(i, rowptr, col, q, k, bias, escale, has_bias, scale_mode, scale, lse, probs)
+            for e in range(rowptr[i], rowptr[i + 1]):
+                pe = perm[e]
+                for h in range(lse.shape[1]):
+                    if lse[i, h] == -np.inf:
+                        probs[pe, h] = 0.0
+                    else:
+                        s = _score(q, k, ekey, escale, att, bias, i, col[e], pe, h, scale, slope, flags,
+                                   scale_mode)
+                        probs[pe, h] = math.exp(s - lse[i, h])
 
 
 @njit(inline="always", fastmath=_FASTMATH)
-def _bwd_row(
-    i, rowptr, col, q, k, v, bias, escale, has_bias, scale_mode, scale, out, lse, dout,
-    dq, probs, dscores, descale,
-):
-    """Row i: dQ, and per incoming edge P, dS (= d bias) and d edge_scale."""
+def _bwd_row(i, rowptr, col, perm, q, k, v, ekey, evalue, escale, att, bias, scale, slope, flags,
+             scale_mode, drop, inv_keep, out, lse, dout, dattn, delta_extra,
+             dq, wprobs, dscores, descale, dekey, devalue, datt_rows):
+    """Row i: dQ, the per-edge weights P*mask and dS, and the per-edge input gradients."""
     heads, dim = q.shape[1], q.shape[2]
-    dv = v.shape[2]
+    dvdim = v.shape[2]
+    additive = flags & _ADDITIVE
+    has_ekey = flags & _EKEY
     for h in range(heads):
         for d in range(dim):
             dq[i, h, d] = 0.0
+            if additive:
+                datt_rows[i, h, d] = 0.0
         if lse[i, h] == -np.inf:
             for e in range(rowptr[i], rowptr[i + 1]):
-                probs[e, h] = 0.0
-                dscores[e, h] = 0.0
+                wprobs[perm[e], h] = 0.0
+                dscores[perm[e], h] = 0.0
             continue
         delta = 0.0
-        for d in range(dv):
+        for d in range(dvdim):
             delta += dout[i, h, d] * out[i, h, d]
+        if flags & _DATTN:
+            delta += delta_extra[i, h]
         for e in range(rowptr[i], rowptr[i + 1]):
             j = col[e]
-            s = _score(q, k, escale, i, j, e, h, scale, bias, has_bias, scale_mode)
+            pe = perm[e]
+            s = _score(q, k, ekey, escale, att, bias, i, j, pe, h, scale, slope, flags, scale_mode)
             p = math.exp(s - lse[i, h])
-            dp = 0.0
-            for d in range(dv):
-                dp += dout[i, h, d] * v[j, h, d]
+            factor = _drop_factor(pe, h, heads, flags, drop, inv_keep)
+            dpv = 0.0
+            if flags & _EVALUE:
+                for d in range(dvdim):
+                    dpv += dout[i, h, d] * (v[j, h, d] + evalue[pe, h, d])
+            else:
+                for d in range(dvdim):
+                    dpv += dout[i, h, d] * v[j, h, d]
+            dp = factor * dpv
+            if flags & _DATTN:
+                dp += dattn[pe, h]
             ds = p * (dp - delta)
-            probs[e, h] = p
-            dscores[e, h] = ds
+            w = p * factor
+            wprobs[pe, h] = w
+            dscores[pe, h] = ds
+            if flags & _EVALUE:
+                for d in range(dvdim):
+                    devalue[pe, h, d] = w * dout[i, h, d]
+            if additive:
+                for d in range(dim):
+                    z = q[i, h, d] + k[j, h, d]
+                    if has_ekey:
+                        z += ekey[pe, h, d]
+                    gz = ds * att[h, d]
+                    if z <= 0.0:  # torch's LeakyReLU gradient takes the slope at 0
+                        z *= slope
+                        gz *= slope
+                    dq[i, h, d] += gz
+                    if has_ekey:
+                        dekey[pe, h, d] = gz
+                    datt_rows[i, h, d] += ds * z
+                continue
             g = ds * scale
             if scale_mode == 2:
                 for d in range(dim):
-                    dq[i, h, d] += g * k[j, h, d] * escale[e, h, d]
-                    descale[e, h, d] = g * q[i, h, d] * k[j, h, d]
-            elif scale_mode == 1:
-                qk = 0.0
-                for d in range(dim):
-                    dq[i, h, d] += g * escale[e, h, 0] * k[j, h, d]
-                    qk += q[i, h, d] * k[j, h, d]
-                descale[e, h, 0] = g * qk
+                    u = k[j, h, d]
+                    if has_ekey:
+                        u += ekey[pe, h, d]
+                    es = escale[pe, h, d]
+                    dq[i, h, d] += g * u * es
+                    descale[pe, h, d] = g * q[i, h, d] * u
+                    if has_ekey:
+                        dekey[pe, h, d] = g * q[i, h, d] * es
             else:
+                if scale_mode == 1:
+                    g_es = g * escale[pe, h, 0]
+                else:
+                    g_es = g
+                qu = 0.0
                 for d in range(dim):
-                    dq[i, h, d] += g * k[j, h, d]
+                    u = k[j, h, d]
+                    if has_ekey:
+                        u += ekey[pe, h, d]
+                    dq[i, h, d] += g_es * u
+                    qu += q[i, h, d] * u
+                    if has_ekey:
+                        dekey[pe, h, d] = g_es * q[i, h, d]
+                if scale_mode == 1:
+                    descale[pe, h, 0] = g * qu
 
 
 @njit(**_jit)
-def _edge_attention_bwd_rows(
-    bounds, rowptr, col, q, k, v, bias, escale, has_bias, scale_mode, scale, out, lse, dout,
-    dq, probs, dscores, descale,
-):
+def _edge_attention_bwd_rows(bounds, rowptr, col, perm, q, k, v, ekey, evalue, escale, att, bias, scale, slope,
+                             flags, scale_mode, drop, inv_keep, out, lse, dout, dattn, delta_extra,
+                             dq, wprobs, dscores, descale, dekey, devalue, datt_rows):
     for chunk in prange(bounds.shape[0] - 1):
         for i in range(bounds[chunk], bounds[chunk + 1]):
-            _bwd_row(
-                i, rowptr, col, q, k, v, bias, escale, has_bias, scale_mode, scale, out, lse, dout,
-                dq, probs, dscores, descale,
-            )
+            _bwd_row(i, rowptr, col, perm, q, k, v, ekey, evalue, escale, att, bias, scale, slope, flags,
+                     scale_mode, drop, inv_keep, out, lse, dout, dattn, delta_extra,
+                     dq, wprobs, dscores, descale, dekey, devalue, datt_rows)
 
 
 @njit(inline="always", fastmath=_FASTMATH)
-def _bwd_col(j, colptr, row, csc_pos, q, escale, scale_mode, scale, dout, probs, dscores, dk, dv):
-    """Source j: dK and dV from the per-edge P and dS of its outgoing edges."""
+def _bwd_col(j, colptr, row, csc_edge, q, k, ekey, escale, att, scale, slope, flags, scale_mode,
+             dout, wprobs, dscores, dk, dv):
+    """Source j: dK and dV from the per-edge P*mask and dS of its outgoing edges."""
     heads, dim = dk.shape[1], dk.shape[2]
     dvdim = dv.shape[2]
+    additive = flags & _ADDITIVE
+    has_ekey = flags & _EKEY
     dk[j] = 0.0
     dv[j] = 0.0
     for t in range(colptr[j], colptr[j + 1]):
-        e = csc_pos[t]
+        pe = csc_edge[t]
         i = row[t]
         for h in range(heads):
-            p = probs[e, h]
-            g = dscores[e, h] * scale
+            w = wprobs[pe, h]
+            ds = dscores[pe, h]
             for d in range(dvdim):
-                dv[j, h, d] += p * dout[i, h, d]
-            if scale_mode == 2:
+                dv[j, h, d] += w * dout[i, h, d]
+            if additive:
                 for d in range(dim):
-                    dk[j, h, d] += g * q[i, h, d] * escale[e, h, d]
+                    z = q[i, h, d] + k[j, h, d]
+                    if has_ekey:
+                        z += ekey[pe, h, d]
+                    gz = ds * att[h, d]
+                    dk[j, h, d] += gz * slope if z <= 0.0 else gz
+            elif scale_mode == 2:
+                g = ds * scale
+                for d in range(dim):
+                    dk[j, h, d] += g * q[i, h, d] * escale[pe, h, d]
             else:
+                g = ds * scale
                 if scale_mode == 1:
-                    g *= escale[e, h, 0]
+                    g *= escale[pe, h, 0]
                 for d in range(dim):
                     dk[j, h, d] += g * q[i, h, d]
 
 
 @njit(**_jit)
-def _edge_attention_bwd_cols(bounds, colptr, row, csc_pos, q, escale, scale_mode, scale, dout, probs, dscores, dk, dv):
+def _edge_attention_bwd_cols(bounds, colptr, row, csc_edge, q, k, ekey, escale, att, scale, slope, flags,
+                             scale_mode, dout, wprobs, dscores, dk, dv):
     """Walks outgoing edges per source, so dK and dV need no atomics (deterministic)."""
     for chunk in prange(bounds.shape[0] - 1):
         for j in range(bounds[chunk], bounds[chunk + 1]):
-            _bwd_col(j, colptr, row, csc_pos, q, escale, scale_mode, scale, dout, probs, dscores, dk, dv)
+            _bwd_col(j, colptr, row, csc_edge, q, k, ekey, escale, att, scale, slope, flags, scale_mode,
+                     dout, wprobs, dscores, dk, dv)
 
+
+# --------------------------------------------------------------------------------------
+# numba kernels: segment softmax and pooling
+# --------------------------------------------------------------------------------------
 
 @njit(**_jit)
 def _segment_softmax_fwd(ptr, scores, out):
@@ -326,130 +445,160 @@ def _np(tensor: Tensor) -> np.ndarray:
     return tensor.detach().contiguous().numpy()
 
 
-_DUMMY: dict[torch.dtype, tuple[Tensor, Tensor]] = {}
-
-
-def _dummies(dtype: torch.dtype) -> tuple[Tensor, Tensor]:
-    """Placeholder bias [1, 1] / edge_scale [1, 1, 1], so one compiled kernel serves all cases."""
-    if dtype not in _DUMMY:
-        _DUMMY[dtype] = (torch.zeros(1, 1, dtype=dtype), torch.ones(1, 1, 1, dtype=dtype))
-    return _DUMMY[dtype]
-
-
-def _edge_operands(
-    q: Tensor, k: Tensor, v: Tensor, edge_bias: Tensor | None, edge_scale: Tensor | None
-) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, bool, int]:
-    """Contiguous compute-dtype operands, with placeholders so one compiled kernel serves
-    every case: bias [E, H] or [1, 1]; edge scale [E, H, 1] (mode 1), [E, H, D] (mode 2)
-    or [1, 1, 1] (mode 0)."""
-    work = _compute_dtype(q.dtype)
-    q, k, v = (t.to(work).contiguous() for t in (q, k, v))
-    dummy_bias, dummy_scale = _dummies(work)
-    bias = dummy_bias if edge_bias is None else edge_bias.to(work).contiguous()
-    if edge_scale is None:
-        escale, scale_mode = dummy_scale, 0
-    elif edge_scale.dim() == 2:
-        escale, scale_mode = edge_scale.to(work).unsqueeze(-1).contiguous(), 1
-    else:
-        escale, scale_mode = edge_scale.to(work).contiguous(), 2
-    return q, k, v, bias, escale, edge_bias is not None, scale_mode
-
-
-def edge_attention_forward(
-    q: Tensor, k: Tensor, v: Tensor, csr: CSR, edge_bias: Tensor | None, edge_scale: Tensor | None, scale: float
-) -> tuple[Tensor, Tensor]:
-    """out [N_dst, H, Dv] (in q's dtype) and the per-row log-sum-exp [N_dst, H] (no autograd)."""
-    dtype = q.dtype
-    q, k, v, bias, escale, has_bias, scale_mode = _edge_operands(q, k, v, edge_bias, edge_scale)
-    out = torch.empty(q.shape[0], q.shape[1], v.shape[2], dtype=q.dtype)
-    lse = torch.empty(q.shape[0], q.shape[1], dtype=q.dtype)
-    _edge_attention_fwd(
-        csr.bounds(_balanced_bounds), _np(csr.rowptr), _np(csr.col), _np(q), _np(k), _np(v), _np(bias),
-        _np(escale), has_bias, scale_mode, scale, out.numpy(), lse.numpy(),
-    )
-    return out.to(dtype), lse
-
-
-def edge_attention_backward(
-    q: Tensor, k: Tensor, v: Tensor, csr: CSR, edge_bias: Tensor | None, edge_scale: Tensor | None,
-    scale: float, out: Tensor, lse: Tensor, dout: Tensor, need_kv: bool = True,
-) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor | None, Tensor | None]:
-    """(dq, dk, dv, d edge_bias, d edge_scale) from the saved out and log-sum-exp.
-
-    Scores are recomputed; only [E, H] per-edge temporaries (P and dS) are stored.
-    """
-    dtype = q.dtype
-    q, k, v, bias, escale, has_bias, scale_mode = _edge_operands(q, k, v, edge_bias, edge_scale)
-    out, lse, dout = (t.to(q.dtype).contiguous() for t in (out, lse, dout))
-    dq = torch.empty_like(q)
-    probs = torch.empty(csr.num_edges, q.shape[1], dtype=q.dtype)
-    dscores = torch.empty(csr.num_edges, q.shape[1], dtype=q.dtype)
-    descale = torch.zeros_like(escale) if scale_mode else escale
-    _edge_attention_bwd_rows(
-        csr.bounds(_balanced_bounds), _np(csr.rowptr), _np(csr.col), _np(q), _np(k), _np(v), _np(bias),
-        _np(escale), has_bias, scale_mode, scale, _np(out), _np(lse), _np(dout),
-        dq.numpy(), probs.numpy(), dscores.numpy(), descale.numpy(),
-    )
-    dk = dv = None
-    if need_kv:
-        colptr, row, csc_pos = csr.csc()
-        dk, dv = torch.empty_like(k), torch.empty_like(v)
-        _edge_attention_bwd_cols(
-            csr.bounds(_balanced_bounds, transposed=True), _np(colptr), _np(row), _np(csc_pos),
-            _np(q), _np(escale), scale_mode, scale, _np(dout), probs.numpy(), dscores.numpy(),
-            dk.numpy(), dv.numpy(),
-        )
-    dbias = dscores.to(dtype) if has_bias else None
-    if scale_mode == 0:
-        descale = None
-    elif scale_mode == 1:
-        descale = descale.squeeze(-1).to(dtype)
-    else:
-        descale = descale.to(dtype)
-    cast = (lambda t: None if t is None else t.to(dtype))
-    return dq.to(dtype), cast(dk), cast(dv), dbias, descale
-
-
-class _EdgeAttention(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, q, k, v, edge_bias, edge_scale, csr, scale):
-        out, lse = edge_attention_forward(q, k, v, csr, edge_bias, edge_scale, scale)
-        ctx.save_for_backward(q, k, v, edge_bias, edge_scale, out, lse)
-        ctx.csr, ctx.scale = csr, scale
-        ctx.mark_non_differentiable(lse)
-        return out, lse
-
-    @staticmethod
-    def backward(ctx, dout, _dlse):
-        q, k, v, edge_bias, edge_scale, out, lse = ctx.saved_tensors
-        need_kv = ctx.needs_input_grad[1] or ctx.needs_input_grad[2]
-        grads = edge_attention_backward(q, k, v, ctx.csr, edge_bias, edge_scale, ctx.scale, out, lse, dout, need_kv)
-        return (*grads, None, None)
-
-
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return dtype if dtype in (torch.float32, torch.float64) else torch.float32
 
 
-def edge_attention(
-    q: Tensor, k: Tensor, v: Tensor, csr: CSR, edge_bias: Tensor | None,
-    edge_scale: Tensor | None, scale: float, return_attention: bool,
-) -> tuple[Tensor, Tensor | None]:
-    out, lse = _EdgeAttention.apply(q, k, v, edge_bias, edge_scale, csr, scale)
-    attention = None
-    if return_attention:
-        qc, kc, _, bias, escale, has_bias, scale_mode = _edge_operands(
-            q.detach(), k.detach(), v.detach(),
-            None if edge_bias is None else edge_bias.detach(),
-            None if edge_scale is None else edge_scale.detach(),
+class _Operands(NamedTuple):
+    """numpy views of the operands in the compute dtype; placeholders stand for absent terms."""
+
+    q: np.ndarray
+    k: np.ndarray
+    v: np.ndarray
+    ekey: np.ndarray
+    evalue: np.ndarray
+    escale: np.ndarray
+    att: np.ndarray
+    bias: np.ndarray
+    scale: float
+    slope: float
+    flags: int
+    scale_mode: int
+    drop: np.ndarray
+    inv_keep: float
+    dtype: torch.dtype  # the compute dtype
+
+
+def _prepare(t: EdgeTerms) -> _Operands:
+    work = _compute_dtype(t.q.dtype)
+    heads, dim = t.q.shape[1], t.q.shape[2]
+
+    def arr(tensor: Tensor | None, placeholder_shape: tuple[int, ...]) -> np.ndarray:
+        if tensor is None:
+            return np.zeros(placeholder_shape, dtype=np.float64 if work == torch.float64 else np.float32)
+        return _np(tensor.to(work))
+
+    flags = 0
+    for bit, tensor in ((_BIAS, t.edge_bias), (_EKEY, t.edge_key), (_EVALUE, t.edge_value)):
+        if tensor is not None:
+            flags |= bit
+    scale_mode = 0
+    escale = t.edge_scale
+    if escale is not None:
+        scale_mode = 1 if escale.dim() == 2 else 2
+        escale = escale.unsqueeze(-1) if escale.dim() == 2 else escale
+    att = None
+    if t.additive:
+        flags |= _ADDITIVE
+        att = t.att if t.att is not None else torch.ones(heads, dim, dtype=work)
+    drop = np.zeros(3, dtype=np.int64)
+    inv_keep = 1.0
+    if t.dropout_p > 0:
+        flags |= _DROPOUT
+        drop[0], drop[1] = split_seed(t.seed)
+        drop[2] = dropout_threshold(t.dropout_p)
+        inv_keep = 1.0 / (1.0 - t.dropout_p)
+    return _Operands(
+        _np(t.q.to(work)), _np(t.k.to(work)), _np(t.v.to(work)),
+        arr(t.edge_key, (1, 1, 1)), arr(t.edge_value, (1, 1, 1)), arr(escale, (1, 1, 1)),
+        arr(att, (1, 1)), arr(t.edge_bias, (1, 1)),
+        float(t.scale), float(t.negative_slope), flags, scale_mode, drop, inv_keep, work,
+    )
+
+
+def _score_args(ops: _Operands) -> tuple:
+    return (ops.q, ops.k, ops.ekey, ops.escale, ops.att, ops.bias, ops.scale, ops.slope, ops.flags,
+            ops.scale_mode)
+
+
+def edge_forward(t: EdgeTerms) -> tuple[Tensor, Tensor]:
+    """out [N_dst, H, Dv] (in q's dtype) and the per-row log-sum-exp [N_dst, H] (no autograd)."""
+    ops = _prepare(t)
+    csr = t.csr
+    out = torch.empty(ops.q.shape[0], ops.q.shape[1], ops.v.shape[2], dtype=ops.dtype)
+    lse = torch.empty(ops.q.shape[0], ops.q.shape[1], dtype=ops.dtype)
+    _edge_attention_fwd(
+        csr.bounds(_balanced_bounds), _np(csr.rowptr), _np(csr.col), _np(csr.perm),
+        ops.q, ops.k, ops.v, ops.ekey, ops.evalue, ops.escale, ops.att, ops.bias, ops.scale, ops.slope,
+        ops.flags, ops.scale_mode, ops.drop, ops.inv_keep, out.numpy(), lse.numpy(),
+    )
+    return out.to(t.q.dtype), lse
+
+
+def edge_probabilities(t: EdgeTerms, lse: Tensor) -> Tensor:
+    """Attention [E, H] in the caller's edge order (before dropout), from the log-sum-exp."""
+    ops = _prepare(t)
+    csr = t.csr
+    probs = torch.empty(csr.num_edges, ops.q.shape[1], dtype=ops.dtype)
+    q, k, ekey, escale, att, bias, scale, slope, flags, scale_mode = _score_args(ops)
+    _edge_probs(
+        csr.bounds(_balanced_bounds), _np(csr.rowptr), _np(csr.col), _np(csr.perm),
+        q, k, ekey, escale, att, bias, scale, slope, flags, scale_mode, _np(lse.to(ops.dtype)), probs.numpy(),
+    )
+    return probs.to(t.q.dtype)
+
+
+def edge_backward(
+    t: EdgeTerms, out: Tensor, lse: Tensor, dout: Tensor, dattention: Tensor | None,
+    attention_delta: Tensor | None, need_kv: bool = True,
+) -> EdgeGrads:
+    """Gradients of every input from the saved out and log-sum-exp (scores recomputed).
+
+    ``dattention`` [E, H] is a gradient arriving at the returned attention weights, with
+    ``attention_delta`` [N_dst, H] its row sums weighted by the attention. Only [E, H]
+    per-edge temporaries (P * mask and dS) are stored, besides the per-edge gradients of
+    per-edge inputs.
+    """
+    ops = _prepare(t)
+    csr = t.csr
+    work = ops.dtype
+    num_dst, heads, dim = ops.q.shape
+    flags = ops.flags
+    if dattention is not None:
+        flags |= _DATTN
+        dattn, delta_extra = _np(dattention.to(work)), _np(attention_delta.to(work))
+    else:
+        dattn, delta_extra = np.zeros((1, 1), dtype=ops.q.dtype), np.zeros((1, 1), dtype=ops.q.dtype)
+    out_np, lse_np, dout_np = (_np(x.to(work)) for x in (out, lse, dout))
+    dq = torch.empty(num_dst, heads, dim, dtype=work)
+    wprobs = torch.empty(csr.num_edges, heads, dtype=work)
+    dscores = torch.empty(csr.num_edges, heads, dtype=work)
+
+    def per_edge(present: bool, shape: tuple[int, ...]) -> Tensor:
+        return torch.zeros(shape, dtype=work) if present else torch.zeros((1,) * len(shape), dtype=work)
+
+    descale = per_edge(ops.scale_mode > 0, ops.escale.shape if ops.scale_mode else (1, 1, 1))
+    dekey = per_edge(t.edge_key is not None, tuple(ops.ekey.shape))
+    devalue = per_edge(t.edge_value is not None, tuple(ops.evalue.shape))
+    datt_rows = torch.empty(num_dst, heads, dim, dtype=work) if t.additive else torch.zeros(1, 1, 1, dtype=work)
+    _edge_attention_bwd_rows(
+        csr.bounds(_balanced_bounds), _np(csr.rowptr), _np(csr.col), _np(csr.perm),
+        ops.q, ops.k, ops.v, ops.ekey, ops.evalue, ops.escale, ops.att, ops.bias, ops.scale, ops.slope,
+        flags, ops.scale_mode, ops.drop, ops.inv_keep, out_np, lse_np, dout_np, dattn, delta_extra,
+        dq.numpy(), wprobs.numpy(), dscores.numpy(), descale.numpy(), dekey.numpy(), devalue.numpy(),
+        datt_rows.numpy(),
+    )
+    dk = dv = None
+    if need_kv:
+        colptr, row, csc_edge = csr.csc()
+        dk = torch.empty(ops.k.shape, dtype=work)
+        dv = torch.empty(ops.v.shape, dtype=work)
+        _edge_attention_bwd_cols(
+            csr.bounds(_balanced_bounds, transposed=True), _np(colptr), _np(row), _np(csc_edge),
+            ops.q, ops.k, ops.ekey, ops.escale, ops.att, ops.scale, ops.slope, ops.flags, ops.scale_mode,
+            dout_np, wprobs.numpy(), dscores.numpy(), dk.numpy(), dv.numpy(),
         )
-        attention = torch.empty(csr.num_edges, q.shape[1], dtype=qc.dtype)
-        _edge_probs(
-            csr.bounds(_balanced_bounds), _np(csr.rowptr), _np(csr.col), _np(qc), _np(kc), _np(bias),
-            _np(escale), has_bias, scale_mode, scale, _np(lse), attention.numpy(),
-        )
-        attention = attention.to(q.dtype)
-    return out, attention
+
+    def cast(grad: Tensor | None, like: Tensor | None) -> Tensor | None:
+        return None if grad is None or like is None else grad.to(like.dtype)
+
+    if t.edge_scale is not None and t.edge_scale.dim() == 2:
+        descale = descale.squeeze(-1)
+    datt = datt_rows.sum(0) if t.additive and t.att is not None else None
+    return EdgeGrads(
+        cast(dq, t.q), cast(dk, t.k), cast(dv, t.v), cast(dscores, t.edge_bias), cast(descale, t.edge_scale),
+        cast(dekey, t.edge_key), cast(devalue, t.edge_value), cast(datt, t.att),
+    )
 
 
 class _SegmentSoftmax(torch.autograd.Function):
@@ -465,7 +614,7 @@ class _SegmentSoftmax(torch.autograd.Function):
         probs, ptr = ctx.saved_tensors
         dscores = torch.empty_like(probs)
         _segment_softmax_bwd(_np(ptr), _np(probs), _np(grad), dscores.numpy())
-        return dscores, None
+        return *guard_double_backward("gattn.kernels.segment_softmax (cpu backend)", (dscores,), (probs,)), None
 
 
 def segment_softmax(scores: Tensor, ptr: Tensor) -> Tensor:
@@ -488,7 +637,8 @@ class _WeightedSegmentSum(torch.autograd.Function):
         weights, value, ptr = ctx.saved_tensors
         dweights, dvalue = torch.empty_like(weights), torch.empty_like(value)
         _pool_bwd(_np(ptr), _np(weights), _np(value), _np(dout), dweights.numpy(), dvalue.numpy())
-        return dweights, dvalue, None
+        name = "gattn.kernels.segment_attention_pool (cpu backend)"
+        return *guard_double_backward(name, (dweights, dvalue), (weights, value)), None
 
 
 class _SegmentQueryScores(torch.autograd.Function):
@@ -507,7 +657,8 @@ class _SegmentQueryScores(torch.autograd.Function):
         x, query, ptr = ctx.saved_tensors
         dx, dquery = torch.empty_like(x), torch.empty_like(query)
         _segment_query_scores_bwd(_np(ptr), _np(x), _np(query), ctx.scale, _np(dscores), dx.numpy(), dquery.numpy())
-        return dx, dquery, None, None
+        name = "gattn.kernels.segment_attention_pool (cpu backend)"
+        return *guard_double_backward(name, (dx, dquery), (x, query)), None, None
 
 
 def segment_attention_pool(

@@ -11,7 +11,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ._validate import check_edge_index
+from ._cache import cached
+from ._validate import check_edge_index, check_edge_index_shape
 
 
 def ptr_from_index(index: Tensor, num_segments: int) -> Tensor:
@@ -36,11 +37,12 @@ class CSR:
         col: [E] source node of each edge, in destination-sorted order.
         perm: [E] caller's edge id of each destination-sorted position.
         num_src, num_dst: node counts.
-    The transposed view (`colptr`, `row`, `csc_pos`: dst-sorted position of each
+    The transposed view (`colptr`, `row`, `csc_edge`: the caller's edge id of each
     source-sorted edge) is built on first use, by backward passes only.
     """
 
     def __init__(self, edge_index: Tensor, num_src: int, num_dst: int):
+        edge_index = edge_index.as_subclass(Tensor) if type(edge_index) is not Tensor else edge_index
         src, dst = edge_index[0].long(), edge_index[1].long()
         self.num_src, self.num_dst = int(num_src), int(num_dst)
         self.num_edges = int(src.numel())
@@ -59,17 +61,19 @@ class CSR:
         self._dst_sorted = sorted_dst
         self._csc: tuple[Tensor, Tensor, Tensor] | None = None
         self._bounds: dict = {}
+        self.plans: dict = {}
+        self._dst_caller: Tensor | None = None  # work plans of the backends, built on first use
 
     @property
     def device(self) -> torch.device:
         return self.rowptr.device
 
     def csc(self) -> tuple[Tensor, Tensor, Tensor]:
-        """(colptr [N_src+1], row [E] destinations, csc_pos [E] dst-sorted positions)."""
+        """(colptr [N_src+1], row [E] destinations, csc_edge [E] the caller's edge ids)."""
         if self._csc is None:
             csc_pos = torch.argsort(self.col, stable=True)
             colptr = ptr_from_index(self.col[csc_pos], self.num_src)
-            self._csc = (colptr, self._dst_sorted[csc_pos], csc_pos)
+            self._csc = (colptr, self._dst_sorted[csc_pos], self.perm[csc_pos].contiguous())
         return self._csc
 
     def bounds(self, make, transposed: bool = False):
@@ -79,6 +83,12 @@ class CSR:
         if key not in self._bounds:
             self._bounds[key] = make(self.csc()[0] if transposed else self.rowptr)
         return self._bounds[key]
+
+    def dst_caller_order(self) -> Tensor:
+        """Destination of every edge, in the caller's edge order [E]."""
+        if self._dst_caller is None:
+            self._dst_caller = self.to_caller_order(self._dst_sorted)
+        return self._dst_caller
 
     def to_caller_order(self, per_edge_sorted: Tensor) -> Tensor:
         """Scatter a destination-sorted per-edge tensor back to the caller's edge order."""
@@ -96,15 +106,15 @@ class CSR:
         return f"CSR(num_src={self.num_src}, num_dst={self.num_dst}, num_edges={self.num_edges})"
 
 
-_CACHE_ATTR = "_gattn_csr"
-
-
 def get_csr(edge_index: Tensor | CSR, num_src: int, num_dst: int) -> CSR:
     """Return the CSR of `edge_index`, validating and building it only on first use.
 
-    The CSR is cached on the edge-index tensor itself (a PyG `Data.edge_index` or an
-    `EdgeIndex` keeps it across epochs) and rebuilt if the tensor is modified in place
-    or the node counts change.
+    The CSR is kept in gattn's module-level cache (:mod:`gattn.kernels._cache`), never on
+    the tensor: it is reused while the same tensor (same memory, shape, strides, dtype,
+    device) holds the same content (a checksum of all its indices is compared on every
+    call) for the same node counts, and rebuilt otherwise. A PyG ``Data.edge_index`` or an
+    ``EdgeIndex`` is therefore sorted once per training run, and an in-place edit of any
+    kind (even one that bypasses the version counter) gives a fresh CSR.
     """
     if isinstance(edge_index, CSR):
         if (edge_index.num_src, edge_index.num_dst) != (num_src, num_dst):
@@ -113,17 +123,10 @@ def get_csr(edge_index: Tensor | CSR, num_src: int, num_dst: int) -> CSR:
                 f"but the inputs have ({num_src}, {num_dst})"
             )
         return edge_index
-    if edge_index.is_inference():  # no version counter to key a cache on (Lightning evaluates so)
+    check_edge_index_shape(edge_index)
+
+    def build() -> CSR:
         check_edge_index(edge_index, num_src, num_dst)
         return CSR(edge_index, num_src, num_dst)
-    key = (edge_index._version, num_src, num_dst, edge_index.device)
-    cached = getattr(edge_index, _CACHE_ATTR, None)
-    if cached is not None and cached[0] == key:
-        return cached[1]
-    check_edge_index(edge_index, num_src, num_dst)
-    csr = CSR(edge_index, num_src, num_dst)
-    try:
-        setattr(edge_index, _CACHE_ATTR, (key, csr))
-    except (AttributeError, RuntimeError):  # tensors that refuse attributes: no cache
-        pass
-    return csr
+
+    return cached(edge_index, ("csr", int(num_src), int(num_dst)), build)

@@ -7,7 +7,10 @@ fused backends avoid. Inputs are already validated by `gattn.kernels`.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
+
+from ._dropout import keep_mask
 
 
 def segment_softmax(scores: Tensor, index: Tensor, num_segments: int) -> Tensor:
@@ -29,21 +32,39 @@ def edge_attention(
     v: Tensor,
     edge_index: Tensor,
     num_dst: int,
-    edge_bias: Tensor | None,
-    edge_scale: Tensor | None,
-    scale: float,
+    edge_bias: Tensor | None = None,
+    edge_scale: Tensor | None = None,
+    scale: float = 1.0,
+    *,
+    edge_key: Tensor | None = None,
+    edge_value: Tensor | None = None,
+    additive: bool = False,
+    att: Tensor | None = None,
+    negative_slope: float = 0.2,
+    dropout_p: float = 0.0,
+    seed: int = 0,
 ) -> tuple[Tensor, Tensor]:
-    """out [N_dst, H, Dv] and attention [E, H] in the caller's edge order."""
+    """out [N_dst, H, Dv] and attention [E, H] (before dropout) in the caller's edge order."""
     src, dst = edge_index[0].long(), edge_index[1].long()
-    products = q[dst] * k[src]  # [E, H, D]
-    if edge_scale is not None:
-        products = products * (edge_scale if edge_scale.dim() == 3 else edge_scale.unsqueeze(-1))
-    scores = products.sum(-1) * scale
+    keys = k[src] if edge_key is None else k[src] + edge_key  # [E, H, D]
+    if additive:
+        hidden = F.leaky_relu(q[dst] + keys, negative_slope)
+        scores = (hidden * att).sum(-1) if att is not None else hidden.sum(-1)
+    else:
+        products = q[dst] * keys
+        if edge_scale is not None:
+            products = products * (edge_scale if edge_scale.dim() == 3 else edge_scale.unsqueeze(-1))
+        scores = products.sum(-1) * scale
     if edge_bias is not None:
         scores = scores + edge_bias
     attention = segment_softmax(scores, dst, num_dst)
+    weights = attention
+    if dropout_p > 0:
+        keep = keep_mask(seed, attention.size(0), attention.size(1), dropout_p, attention.device)
+        weights = attention * keep.to(attention.dtype) / (1.0 - dropout_p)
+    values = v[src] if edge_value is None else v[src] + edge_value
     out = torch.zeros(num_dst, v.size(1), v.size(2), dtype=v.dtype, device=v.device)
-    out = out.index_add(0, dst, attention.unsqueeze(-1) * v[src])
+    out = out.index_add(0, dst, weights.unsqueeze(-1) * values)
     return out, attention
 
 

@@ -37,16 +37,20 @@ from typing import NamedTuple
 import torch
 import triton.language as tl
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
 from . import _triton_kernels as kern
+from ._cache import cached
 from ._compose import attention_pool
+from ._dropout import split_seed
+from ._dropout import threshold as dropout_threshold
+from ._edge import EdgeGrads, EdgeTerms, guard_double_backward
 from .csr import CSR
 
 NAME = "triton"
 __all__ = [
     "ATOMIC", "NAME", "ROW_SPLIT", "TILE_ELEMENTS",
-    "edge_attention", "segment_attention_pool", "segment_softmax", "unsupported",
+    "edge_backward", "edge_forward", "edge_probabilities", "segment_attention_pool", "segment_softmax",
+    "unsupported",
 ]
 
 #: Segments longer than this many rows (edges) are split into chunks computed in parallel.
@@ -126,25 +130,16 @@ def _build_plan(ptr: Tensor, split: int) -> _Plan:
     return _Plan(seg, start, end, slot, split_seg, split_ptr, segments, num_chunks, num_slots)
 
 
-_PLAN_ATTR = "_gattn_triton_plans"
-
-
-def _plan_cached(owner: object, key: str, ptr: Tensor) -> _Plan:
-    """The chunk plan of `ptr`, cached on `owner` (a CSR, or the ptr tensor itself) and
-    rebuilt when `ROW_SPLIT` changes or the ptr is modified in place."""
-    stamp = (ROW_SPLIT, ptr._version, ptr.data_ptr(), ptr.numel())
-    plans = getattr(owner, _PLAN_ATTR, None)
-    if plans is not None and key in plans and plans[key][0] == stamp:
-        return plans[key][1]
-    plan = _build_plan(ptr, ROW_SPLIT)
-    try:
-        if plans is None:
-            plans = {}
-            setattr(owner, _PLAN_ATTR, plans)
-        plans[key] = (stamp, plan)
-    except (AttributeError, RuntimeError):  # owners that refuse attributes: no cache
-        pass
-    return plan
+def _plan_cached(owner: CSR | None, key: str, ptr: Tensor) -> _Plan:
+    """The chunk plan of `ptr`, rebuilt when `ROW_SPLIT` changes: kept on the CSR it belongs
+    to, or (for a caller's segment ptr) in gattn's module-level cache, never on a caller's
+    tensor."""
+    if owner is None:
+        return cached(ptr, ("triton-plan", ROW_SPLIT), lambda: _build_plan(ptr, ROW_SPLIT))
+    plans = owner.plans
+    if (key, ROW_SPLIT) not in plans:
+        plans[(key, ROW_SPLIT)] = _build_plan(ptr, ROW_SPLIT)
+    return plans[(key, ROW_SPLIT)]
 
 
 def _row_plan(csr: CSR) -> _Plan:
@@ -156,7 +151,7 @@ def _col_plan(csr: CSR, colptr: Tensor) -> _Plan:
 
 
 def _segment_plan(ptr: Tensor) -> _Plan:
-    return _plan_cached(ptr, "segments", ptr)
+    return _plan_cached(None, "segments", ptr)
 
 
 # --------------------------------------------------------------------------------------
@@ -243,10 +238,46 @@ class _EdgeInputs(NamedTuple):
     v: Tensor
     bias: Tensor
     escale: Tensor
+    ekey: Tensor
+    evalue: Tensor
+    att: Tensor
     csr: CSR
-    scale: float
-    has_bias: bool
-    scale_mode: int  # 0 none, 1 per head [E, H], 2 per dim [E, H, D]
+    scalars: Tensor  # [scale, negative slope, 1 / (1 - p)] in the accumulation dtype
+    drop: Tensor  # int64 [seed low word, seed high word, threshold]
+    flags: dict  # the kernels' constexpr switches
+
+
+def _edge_inputs(t: EdgeTerms) -> _EdgeInputs:
+    """Contiguous operands; a one-element placeholder stands for an absent term."""
+    q, k, v = (x.contiguous() for x in (t.q, t.k, t.v))
+    if t.csr.col.device != q.device:
+        raise ValueError(f"`edge_index` is on {t.csr.col.device} but q is on {q.device}")
+    placeholder = torch.zeros(1, dtype=q.dtype, device=q.device)
+
+    def operand(x: Tensor | None) -> Tensor:
+        return placeholder if x is None else x.contiguous()
+
+    att = t.att
+    if t.additive and att is None:
+        att = torch.ones(q.shape[1], q.shape[2], dtype=q.dtype, device=q.device)
+    acc = _acc_dtype(q.dtype)
+    inv_keep = 1.0 / (1.0 - t.dropout_p)
+    scalars = torch.tensor([t.scale, t.negative_slope, inv_keep], dtype=acc, device=q.device)
+    seed_lo, seed_hi = split_seed(t.seed)
+    thresh = min(dropout_threshold(t.dropout_p), 2**32 - 1)
+    drop = torch.tensor([seed_lo, seed_hi, thresh], dtype=torch.int64, device=q.device)
+    flags = dict(
+        HAS_BIAS=t.edge_bias is not None,
+        SCALE_MODE=0 if t.edge_scale is None else t.edge_scale.dim() - 1,
+        HAS_EKEY=t.edge_key is not None, HAS_EVAL=t.edge_value is not None, ADDITIVE=bool(t.additive),
+        DROPOUT=t.dropout_p > 0,
+    )
+    return _EdgeInputs(q, k, v, operand(t.edge_bias), operand(t.edge_scale), operand(t.edge_key),
+                       operand(t.edge_value), operand(att), t.csr, scalars, drop, flags)
+
+
+_ROW_BUFFERS = ("out", "lse", "part_m", "part_l", "part_acc", "dout", "probs", "dscores", "descale", "dekey",
+                "devalue", "datt", "dattn", "delta", "dq", "part_dq", "dk", "dv")
 
 
 def _launch_rows(pass_: int, inp: _EdgeInputs, plan: _Plan, **buffers: Tensor | bool | None) -> None:
@@ -256,17 +287,17 @@ def _launch_rows(pass_: int, inp: _EdgeInputs, plan: _Plan, **buffers: Tensor | 
     num_dst, heads, dim = q.shape
     acc = _acc_dtype(q.dtype)
     placeholder = _scratch((0,), acc, q.device)
-    names = ("out", "lse", "part_m", "part_l", "part_acc", "dout", "probs", "dscores",
-             "descale", "dq", "part_dq", "dk", "dv")
     ptrs = [_nonempty(buffers.get(name)) if buffers.get(name) is not None else placeholder
-            for name in names]
+            for name in _ROW_BUFFERS]
     blocks = _edge_blocks(dim, v.shape[2], inp.csr.num_edges, num_dst)
     kern.edge_rows_kernel[(_cdiv(plan.num_chunks, blocks["BLOCK_R"]), heads)](
-        q, inp.k, v, inp.bias, inp.escale, _nonempty(inp.csr.col),
+        q, inp.k, v, inp.bias, inp.escale, inp.ekey, inp.evalue, inp.att, _nonempty(inp.csr.col),
+        _nonempty(inp.csr.perm),
         plan.seg, plan.start, plan.end, plan.slot, plan.num_chunks,
         *ptrs,
-        heads, dim, v.shape[2], _scalar(inp.scale, acc, q.device),
-        PASS=pass_, HAS_BIAS=inp.has_bias, SCALE_MODE=inp.scale_mode,
+        heads, dim, v.shape[2], inp.scalars[0:], inp.scalars[1:], inp.drop, inp.scalars[2:],
+        PASS=pass_, **inp.flags,
+        HAS_DATTN=buffers.get("dattn") is not None,
         STORE_PROBS=buffers.get("probs") is not None,
         STORE_DS=buffers.get("dscores") is not None,
         ATOMIC=bool(buffers.get("atomic", False)), ACC=_tl_acc(acc), **blocks,
@@ -298,65 +329,48 @@ def _edge_forward(inp: _EdgeInputs) -> tuple[Tensor, Tensor]:
     return out, lse
 
 
-def _edge_probabilities(inp: _EdgeInputs, lse: Tensor) -> Tensor:
-    """Attention [E, H] in destination-sorted order, recomputed from the log-sum-exp."""
-    probs = torch.empty(inp.csr.num_edges, inp.q.shape[1], dtype=inp.q.dtype, device=inp.q.device)
-    plan = _row_plan(inp.csr)
-    if plan.num_chunks and inp.q.shape[1]:
-        _launch_rows(1, inp, plan, lse=lse, probs=probs)
-    return probs
-
-
-def _backward(inp: _EdgeInputs, out: Tensor, lse: Tensor, dout: Tensor, need_kv: bool):
-    """(dq, dk, dv, d bias, d edge_scale), in the accumulation dtype."""
+def _backward(inp: _EdgeInputs, out: Tensor, lse: Tensor, dout: Tensor, dattn: Tensor | None,
+              delta: Tensor | None, need_kv: bool):
+    """(dq, dk, dv, d bias, d edge_scale, d edge_key, d edge_value, d att), accumulation dtype."""
     q, k, v = inp.q, inp.k, inp.v
     device, acc = q.device, _acc_dtype(q.dtype)
     num_edges, heads = inp.csr.num_edges, q.shape[1]
+    flags = inp.flags
     atomic = need_kv and _use_atomic()
     csc_pass = need_kv and not atomic
-    per_edge = lambda: torch.empty(num_edges, heads, dtype=acc, device=device)
-    # P and dS are kept per edge only for the CSC pass (and dS as the edge-bias gradient)
+    per_edge = lambda: torch.zeros(num_edges, heads, dtype=acc, device=device)
+    # P * mask and dS are kept per edge only for the CSC pass (and dS as the edge-bias gradient)
     probs = per_edge() if csc_pass else None
-    dscores = per_edge() if csc_pass or inp.has_bias else None
-    descale = torch.empty(inp.escale.shape, dtype=acc, device=device) if inp.scale_mode else None
+    dscores = per_edge() if csc_pass or flags["HAS_BIAS"] else None
+    like = lambda present, tensor: torch.zeros(tensor.shape, dtype=acc, device=device) if present else None
+    descale = like(flags["SCALE_MODE"] > 0, inp.escale)
+    dekey = like(flags["HAS_EKEY"], inp.ekey)
+    devalue = like(flags["HAS_EVAL"], inp.evalue)
     dk = dv = None
     if atomic:
         dk = torch.zeros(k.shape, dtype=acc, device=device)
         dv = torch.zeros(v.shape, dtype=acc, device=device)
     dq = torch.empty(q.shape, dtype=acc, device=device)
     plan = _row_plan(inp.csr)
+    datt = None
+    if flags["ADDITIVE"]:
+        datt = torch.zeros(max(plan.num_chunks, 1), *q.shape[1:], dtype=acc, device=device)
     if plan.num_chunks and heads:
         part_dq = _scratch((plan.num_slots, *q.shape[1:]), acc, device)
         _launch_rows(
             2, inp, plan, out=out, lse=lse, dout=dout, probs=probs,
-            dscores=dscores, descale=descale, dq=dq, part_dq=part_dq, dk=dk, dv=dv,
-            atomic=atomic,
+            dscores=dscores, descale=descale, dekey=dekey, devalue=devalue, datt=datt,
+            dattn=None if dattn is None else dattn.contiguous(),
+            delta=None if delta is None else delta.contiguous(),
+            dq=dq, part_dq=part_dq, dk=dk, dv=dv, atomic=atomic,
         )
         _sum_merge(part_dq, plan, dq, q.shape[1] * q.shape[2])
+    else:
+        dq.zero_()
     if csc_pass:
         dk, dv = _edge_cols_pass(inp, dout, probs, dscores)
-    return dq, dk, dv, (dscores if inp.has_bias else None), descale
-
-
-class _EdgeAttention(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, q, k, v, bias, escale, csr, scale, has_bias, scale_mode):
-        out, lse = _edge_forward(_EdgeInputs(q, k, v, bias, escale, csr, scale, has_bias, scale_mode))
-        ctx.save_for_backward(q, k, v, bias, escale, out, lse)
-        ctx.csr, ctx.scale, ctx.has_bias, ctx.scale_mode = csr, scale, has_bias, scale_mode
-        ctx.mark_non_differentiable(lse)
-        return out, lse
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, dout, _dlse):
-        q, k, v, bias, escale, out, lse = ctx.saved_tensors
-        inp = _EdgeInputs(q, k, v, bias, escale, ctx.csr, ctx.scale, ctx.has_bias, ctx.scale_mode)
-        need_kv = ctx.needs_input_grad[1] or ctx.needs_input_grad[2]
-        dq, dk, dv, dbias, descale = _backward(inp, out, lse, dout.contiguous(), need_kv)
-        cast = lambda grad, like: None if grad is None else grad.to(like.dtype)
-        return (cast(dq, q), cast(dk, k), cast(dv, v), cast(dbias, bias), cast(descale, escale),
-                None, None, None, None)
+    return (dq, dk, dv, dscores if flags["HAS_BIAS"] else None, descale, dekey, devalue,
+            None if datt is None else datt.sum(0))
 
 
 def _edge_cols_pass(inp: _EdgeInputs, dout: Tensor, probs: Tensor, dscores: Tensor):
@@ -367,72 +381,51 @@ def _edge_cols_pass(inp: _EdgeInputs, dout: Tensor, probs: Tensor, dscores: Tens
     acc = _acc_dtype(q.dtype)
     dk = torch.empty(num_src, heads, dim, dtype=acc, device=q.device)
     dv = torch.empty(num_src, heads, dim_v, dtype=acc, device=q.device)
-    colptr, csc_row, csc_pos = inp.csr.csc()
+    colptr, csc_row, csc_edge = inp.csr.csc()
     plan = _col_plan(inp.csr, colptr)
     if plan.num_chunks == 0 or heads == 0:
-        return dk, dv
+        return dk.zero_(), dv.zero_()
     part_dk = _scratch((plan.num_slots, heads, dim), acc, q.device)
     part_dv = _scratch((plan.num_slots, heads, dim_v), acc, q.device)
     blocks = _edge_blocks(dim, dim_v, inp.csr.num_edges, num_src)
     kern.edge_cols_kernel[(_cdiv(plan.num_chunks, blocks["BLOCK_R"]), heads)](
-        q, inp.escale, dout, _nonempty(probs), _nonempty(dscores), _nonempty(csc_row),
-        _nonempty(csc_pos),
+        q, k, inp.escale, inp.ekey, inp.att, dout, _nonempty(probs), _nonempty(dscores), _nonempty(csc_row),
+        _nonempty(csc_edge),
         plan.seg, plan.start, plan.end, plan.slot, plan.num_chunks,
         dk, dv, part_dk, part_dv,
-        heads, dim, dim_v, _scalar(inp.scale, acc, q.device),
-        SCALE_MODE=inp.scale_mode, ACC=_tl_acc(acc), **blocks,
+        heads, dim, dim_v, inp.scalars[0:], inp.scalars[1:],
+        SCALE_MODE=inp.flags["SCALE_MODE"], HAS_EKEY=inp.flags["HAS_EKEY"], ADDITIVE=inp.flags["ADDITIVE"],
+        ACC=_tl_acc(acc), **blocks,
     )
     _sum_merge(part_dk, plan, dk, heads * dim)
     _sum_merge(part_dv, plan, dv, heads * dim_v)
     return dk, dv
 
 
-
-def _edge_inputs(
-    q: Tensor, k: Tensor, v: Tensor, csr: CSR, edge_bias: Tensor | None, edge_scale: Tensor | None, scale: float
-) -> _EdgeInputs:
-    """Contiguous operands; a one-element placeholder stands for an absent edge term."""
-    q, k, v = (t.contiguous() for t in (q, k, v))
-    if csr.col.device != q.device:
-        raise ValueError(f"`edge_index` is on {csr.col.device} but q is on {q.device}")
-    placeholder = torch.zeros(1, dtype=q.dtype, device=q.device)
-    bias = placeholder if edge_bias is None else edge_bias.contiguous()
-    if edge_scale is None:
-        escale, scale_mode = placeholder, 0
-    else:
-        escale, scale_mode = edge_scale.contiguous(), edge_scale.dim() - 1
-    return _EdgeInputs(q, k, v, bias, escale, csr, scale, edge_bias is not None, scale_mode)
+def edge_forward(t: EdgeTerms) -> tuple[Tensor, Tensor]:
+    """out [N_dst, H, Dv] and the per-row log-sum-exp (no autograd)."""
+    return _edge_forward(_edge_inputs(t))
 
 
-def edge_attention_forward(
-    q: Tensor, k: Tensor, v: Tensor, csr: CSR, edge_bias: Tensor | None, edge_scale: Tensor | None, scale: float
-) -> tuple[Tensor, Tensor]:
-    """out [N_dst, H, Dv] and the per-row log-sum-exp (no autograd; used by the custom op)."""
-    return _edge_forward(_edge_inputs(q, k, v, csr, edge_bias, edge_scale, scale))
+def edge_probabilities(t: EdgeTerms, lse: Tensor) -> Tensor:
+    """Attention [E, H] in the caller's edge order (before dropout), from the log-sum-exp."""
+    inp = _edge_inputs(t)
+    probs = torch.zeros(inp.csr.num_edges, inp.q.shape[1], dtype=inp.q.dtype, device=inp.q.device)
+    plan = _row_plan(inp.csr)
+    if plan.num_chunks and inp.q.shape[1]:
+        _launch_rows(1, inp, plan, lse=lse, probs=probs)
+    return probs
 
 
-def edge_attention_backward(
-    q: Tensor, k: Tensor, v: Tensor, csr: CSR, edge_bias: Tensor | None, edge_scale: Tensor | None,
-    scale: float, out: Tensor, lse: Tensor, dout: Tensor, need_kv: bool = True,
-) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor | None, Tensor | None]:
-    """(dq, dk, dv, d edge_bias, d edge_scale) in the inputs' dtypes (used by the custom op)."""
-    inp = _edge_inputs(q, k, v, csr, edge_bias, edge_scale, scale)
-    grads = _backward(inp, out, lse, dout.contiguous(), need_kv)
-    likes = (q, k, v, edge_bias, edge_scale)
-    return tuple(None if g is None else g.to(like.dtype) for g, like in zip(grads, likes))
-
-
-def edge_attention(
-    q: Tensor, k: Tensor, v: Tensor, csr: CSR, edge_bias: Tensor | None,
-    edge_scale: Tensor | None, scale: float, return_attention: bool,
-) -> tuple[Tensor, Tensor | None]:
-    inp = _edge_inputs(q, k, v, csr, edge_bias, edge_scale, scale)
-    out, lse = _EdgeAttention.apply(*inp)
-    attention = None
-    if return_attention:
-        with torch.no_grad():
-            attention = _edge_probabilities(inp, lse)
-    return out, attention
+def edge_backward(
+    t: EdgeTerms, out: Tensor, lse: Tensor, dout: Tensor, dattention: Tensor | None,
+    attention_delta: Tensor | None, need_kv: bool = True,
+) -> EdgeGrads:
+    """Gradients of every input, in the inputs' dtypes (see `_edge.py`)."""
+    inp = _edge_inputs(t)
+    grads = _backward(inp, out, lse, dout.contiguous(), dattention, attention_delta, need_kv)
+    likes = (t.q, t.k, t.v, t.edge_bias, t.edge_scale, t.edge_key, t.edge_value, t.att)
+    return EdgeGrads(*(None if g is None or like is None else g.to(like.dtype) for g, like in zip(grads, likes)))
 
 
 # --------------------------------------------------------------------------------------
@@ -498,10 +491,11 @@ class _SegmentSoftmax(torch.autograd.Function):
         return out
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad):
         (probs,) = ctx.saved_tensors
-        return _softmax_backward(probs, grad.contiguous(), ctx.plan), None
+        dscores = _softmax_backward(probs, grad.contiguous(), ctx.plan)
+        name = "gattn.kernels.segment_softmax (triton backend)"
+        return *guard_double_backward(name, (dscores,), (probs,)), None
 
 
 def _work(tensor: Tensor) -> Tensor:
@@ -559,6 +553,9 @@ def _row_products(weights: Tensor | None, value: Tensor, grad: Tensor, plan: _Pl
     return dw, dval
 
 
+_POOL_NAME = "gattn.kernels.segment_attention_pool (triton backend)"
+
+
 class _WeightedSegmentSum(torch.autograd.Function):
     @staticmethod
     def forward(ctx, weights, value, plan, num_segments):
@@ -567,14 +564,13 @@ class _WeightedSegmentSum(torch.autograd.Function):
         return _weighted_sum(weights, value, plan, num_segments)
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, dout):
         weights, value = ctx.saved_tensors
-        dweights, dvalue = _row_products(
+        grads = _row_products(
             weights, value, dout.contiguous(), ctx.plan,
             ctx.needs_input_grad[0], ctx.needs_input_grad[1],
         )
-        return dweights, dvalue, None, None
+        return *guard_double_backward(_POOL_NAME, grads, (weights, value)), None, None
 
 
 class _SegmentQueryScores(torch.autograd.Function):
@@ -588,7 +584,6 @@ class _SegmentQueryScores(torch.autograd.Function):
         return scores
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, dscores):
         x, query = ctx.saved_tensors
         dscores = dscores.contiguous()
@@ -597,7 +592,7 @@ class _SegmentQueryScores(torch.autograd.Function):
             _, dx = _row_products(dscores, x, query, ctx.plan, False, True, ctx.scale)
         if ctx.needs_input_grad[1]:
             dquery = _weighted_sum(dscores, x, ctx.plan, query.shape[0], ctx.scale)
-        return dx, dquery, None, None
+        return *guard_double_backward(_POOL_NAME, (dx, dquery), (x, query)), None, None
 
 
 def segment_attention_pool(

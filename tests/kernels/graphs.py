@@ -64,10 +64,12 @@ def pool_inputs(mode: str, sizes: list[int], dim=5, nq=2, dtype=torch.float64, d
 
 
 def edge_inputs(num_src, num_dst, heads, dim, dim_v, num_edges, edge_term,
-                dtype=torch.float64, hub=0, seed=0, device="cpu"):
+                dtype=torch.float64, hub=0, seed=0, device="cpu", score="dot"):
     """(edge_index, q, k, v, kwargs) for `edge_attention` on an awkward graph; `edge_term`
     adds an edge bias ("bias"), a per-head or per-dim edge scale ("scale_head",
-    "scale_dim"), both bias and per-head scale ("both") or nothing ("none")."""
+    "scale_dim"), both bias and per-head scale ("both"), an edge key and value ("key_value"),
+    all additive terms ("bias_key_value") or nothing ("none"). `score="additive"` adds
+    the per-dimension attention vector `att` (GATv2's form)."""
     edge_index = awkward_graph(num_src, num_dst, num_edges, seed=seed, hub_degree=hub).to(device)
     e = edge_index.size(1)
 
@@ -84,4 +86,12 @@ def edge_inputs(num_src, num_dst, heads, dim, dim_v, num_edges, edge_term,
         kwargs["edge_scale"] = leaf(e, heads, offset=5)
     if edge_term == "scale_dim":
         kwargs["edge_scale"] = leaf(e, heads, dim, offset=5)
+    if edge_term in ("key_value", "bias_key_value"):
+        kwargs["edge_key"] = leaf(e, heads, dim, offset=6)
+        kwargs["edge_value"] = leaf(e, heads, dim_v, offset=7)
+    if edge_term == "bias_key_value":
+        kwargs["edge_bias"] = leaf(e, heads, offset=4)
+    if score == "additive":
+        kwargs["score"] = "additive"
+        kwargs["att"] = leaf(heads, dim, offset=8)
     return edge_index, q, k, v, kwargs

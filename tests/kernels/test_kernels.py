@@ -26,37 +26,132 @@ def _grads(out, inputs, seed=1):
 
 
 
-EDGE_TERMS = ["none", "bias", "scale_head", "scale_dim", "both"]
+EDGE_TERMS = ["none", "bias", "scale_head", "scale_dim", "both", "key_value", "bias_key_value"]
+# (score, edge term) pairs: the additive (GAT) score takes no edge_scale
+CASES = [("dot", term) for term in EDGE_TERMS] + [
+    ("additive", term) for term in ("none", "bias", "key_value", "bias_key_value")
+]
+
+
+def _tensors(kw):
+    return [t for t in kw.values() if isinstance(t, torch.Tensor)]
+
+
+def _edge_loss(out, attention):
+    """A loss on the output and on the attention weights (users regularise attention)."""
+    w_out = torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view_as(out)
+    w_att = torch.linspace(0, 2, attention.numel(), dtype=attention.dtype).view_as(attention)
+    return (out * w_out).sum() + (attention * w_att).sum()
 
 
 @pytest.mark.parametrize("backend", FAST)
-@pytest.mark.parametrize("edge_term", EDGE_TERMS)
+@pytest.mark.parametrize("score, edge_term", CASES)
+@pytest.mark.parametrize("dropout_p", [0.0, 0.3])
 @pytest.mark.parametrize("shape", [(40, 40, 2, 8, 8, 300), (30, 50, 3, 4, 6, 200)], ids=["square", "bipartite"])
-def test_edge_attention_matches_reference(backend, edge_term, shape):
+def test_edge_attention_matches_reference(backend, score, edge_term, dropout_p, shape):
     num_src, num_dst, heads, dim, dim_v, num_edges = shape
-    edge_index, q, k, v, kw = _edge_inputs(num_src, num_dst, heads, dim, dim_v, num_edges, edge_term, hub=60)
-    leaves = [q, k, v, *kw.values()]
-    out, att = K.edge_attention(q, k, v, edge_index, return_attention=True, backend=backend, **kw)
-    ref_out, ref_att = K.edge_attention(q, k, v, edge_index, return_attention=True, backend="reference", **kw)
+    edge_index, q, k, v, kw = _edge_inputs(
+        num_src, num_dst, heads, dim, dim_v, num_edges, edge_term, hub=60, score=score
+    )
+    leaves = [q, k, v, *_tensors(kw)]
+    kw.update(dropout_p=dropout_p, dropout_seed=2024, return_attention=True)
+    out, att = K.edge_attention(q, k, v, edge_index, backend=backend, **kw)
+    ref_out, ref_att = K.edge_attention(q, k, v, edge_index, backend="reference", **kw)
     torch.testing.assert_close(out, ref_out)
     torch.testing.assert_close(att, ref_att)
     isolated = torch.ones(num_dst, dtype=torch.bool)
     isolated[edge_index[1]] = False
     assert isolated.any() and (out[isolated] == 0).all()
-    for got, want in zip(_grads(out, leaves), _grads(ref_out, leaves)):
-        torch.testing.assert_close(got, want)
+    got = torch.autograd.grad(_edge_loss(out, att), leaves)
+    want = torch.autograd.grad(_edge_loss(ref_out, ref_att), leaves)
+    for name, g, w in zip(["q", "k", "v", *kw], got, want):
+        torch.testing.assert_close(g, w, msg=lambda m, n=name: f"grad {n}: {m}")
 
 
 @pytest.mark.parametrize("backend", ["reference", *FAST])
-@pytest.mark.parametrize("edge_term", ["none", "both", "scale_dim"])
-def test_edge_attention_gradcheck(backend, edge_term):
-    edge_index, q, k, v, kw = _edge_inputs(7, 6, 2, 3, 2, 20, edge_term, hub=4)
-    names = list(kw)
+@pytest.mark.parametrize("score, edge_term", [("dot", "none"), ("dot", "both"), ("dot", "scale_dim"),
+                                              ("dot", "bias_key_value"), ("additive", "bias_key_value")])
+@pytest.mark.parametrize("dropout_p", [0.0, 0.4])
+def test_edge_attention_gradcheck(backend, score, edge_term, dropout_p):
+    edge_index, q, k, v, kw = _edge_inputs(7, 6, 2, 3, 2, 20, edge_term, hub=4, score=score)
+    names = [name for name, t in kw.items() if isinstance(t, torch.Tensor)]
+    extra = {name: t for name, t in kw.items() if not isinstance(t, torch.Tensor)}
 
     def fn(q, k, v, *edge):
-        return K.edge_attention(q, k, v, edge_index, backend=backend, **dict(zip(names, edge)))
+        out, att = K.edge_attention(q, k, v, edge_index, backend=backend, dropout_p=dropout_p, dropout_seed=3,
+                                    return_attention=True, **extra, **dict(zip(names, edge)))
+        return out, att
 
-    assert torch.autograd.gradcheck(fn, (q, k, v, *kw.values()))
+    assert torch.autograd.gradcheck(fn, (q, k, v, *_tensors(kw)))
+
+
+def test_dropout_mask_is_the_documented_hash():
+    """The fused kernels drop exactly the entries of `dropout_keep_mask`, at rate p."""
+    edge_index, q, k, v, _ = _edge_inputs(30, 30, 3, 4, 4, 200, "none")
+    num_edges = edge_index.size(1)
+    mask = K.dropout_keep_mask(77, num_edges, 3, 0.25)
+    expected = None
+    for backend in ("reference", *FAST):
+        out = K.edge_attention(q, k, v, edge_index, dropout_p=0.25, dropout_seed=77, backend=backend)
+        if expected is None:
+            # the same layer computed by hand: softmax, mask / (1 - p), weighted sum
+            _, att = K.edge_attention(q, k, v, edge_index, return_attention=True, backend="reference")
+            weights = att * mask / 0.75
+            src, dst = edge_index
+            expected = torch.zeros_like(out).index_add(0, dst, weights.unsqueeze(-1) * v[src])
+        torch.testing.assert_close(out, expected)
+    big = K.dropout_keep_mask(5, 200_000, 4, 0.3)
+    assert abs(big.float().mean().item() - 0.7) < 0.005  # Bernoulli(0.7): sd ~ 0.0007
+    # heads and edges decorrelated: P(keep both of two heads) ~ 0.49
+    assert abs((big[:, 0] & big[:, 1]).float().mean().item() - 0.49) < 0.005
+    assert not torch.equal(big, K.dropout_keep_mask(6, 200_000, 4, 0.3))
+    assert K.dropout_keep_mask(5, 10, 2, 0.0).all()
+
+
+def test_dropout_seed_comes_from_torch_rng():
+    edge_index, q, k, v, _ = _edge_inputs(20, 20, 2, 4, 4, 100, "none")
+    torch.manual_seed(0)
+    first = K.edge_attention(q, k, v, edge_index, dropout_p=0.5)
+    second = K.edge_attention(q, k, v, edge_index, dropout_p=0.5)
+    torch.manual_seed(0)
+    again = K.edge_attention(q, k, v, edge_index, dropout_p=0.5)
+    assert not torch.equal(first, second)
+    torch.testing.assert_close(first, again)
+    gen = torch.Generator().manual_seed(3)
+    with_gen = K.edge_attention(q, k, v, edge_index, dropout_p=0.5, generator=gen)
+    gen.manual_seed(3)
+    torch.testing.assert_close(with_gen, K.edge_attention(q, k, v, edge_index, dropout_p=0.5, generator=gen))
+
+
+@pytest.mark.parametrize("backend", FAST)
+def test_double_backward_raises_a_clear_error(backend):
+    """Defect 7 of issue 9: a second derivative through a fused kernel raises a
+    NotImplementedError naming the op (the reference backend supports it)."""
+    edge_index, q, k, v, _ = _edge_inputs(8, 8, 2, 3, 3, 30, "none")
+    out = K.edge_attention(q, k, v, edge_index, backend=backend)
+    (dq,) = torch.autograd.grad(out.square().sum(), q, create_graph=True)
+    with pytest.raises(NotImplementedError, match=r"double backward.*edge_attention"):
+        dq.sum().backward()
+    x = torch.randn(6, 3, dtype=torch.float64, requires_grad=True)
+    pooled, _ = K.segment_attention_pool(x, scores=x[:, :1], ptr=torch.tensor([0, 2, 6]), backend=backend)
+    (dx,) = torch.autograd.grad(pooled.square().sum(), x, create_graph=True)
+    with pytest.raises(NotImplementedError, match=r"double backward.*gattn\.kernels\.segment_"):
+        dx.sum().backward()
+    # the plain-torch reference gives true second derivatives
+    ref = K.edge_attention(q, k, v, edge_index, backend="reference")
+    (dq_ref,) = torch.autograd.grad(ref.square().sum(), q, create_graph=True)
+    (ddq,) = torch.autograd.grad(dq_ref.sum(), k)
+    assert torch.isfinite(ddq).all() and ddq.abs().sum() > 0
+
+
+def test_first_derivative_with_create_graph_still_works():
+    """create_graph=True alone (gradient penalties) does not raise: only a second derivative does."""
+    edge_index, q, k, v, _ = _edge_inputs(8, 8, 2, 3, 3, 30, "none")
+    out = K.edge_attention(q, k, v, edge_index, backend="cpu")
+    (dq,) = torch.autograd.grad(out.square().sum(), q, create_graph=True)
+    ref = K.edge_attention(q, k, v, edge_index, backend="reference")
+    (dq_ref,) = torch.autograd.grad(ref.square().sum(), q)
+    torch.testing.assert_close(dq, dq_ref)
 
 
 @pytest.mark.parametrize("backend", FAST)
@@ -202,10 +297,92 @@ def test_csr_is_cached_and_invalidated_by_in_place_change():
     assert K.get_csr(edge_index, 20, 20) is first
     torch.testing.assert_close(edge_index[1][first.perm], K.index_from_ptr(first.rowptr))
     torch.testing.assert_close(edge_index[0][first.perm], first.col)
-    colptr, row, csc_pos = first.csc()
-    torch.testing.assert_close(first.col[csc_pos], K.index_from_ptr(colptr))
+    colptr, row, csc_edge = first.csc()
+    torch.testing.assert_close(edge_index[0][csc_edge], K.index_from_ptr(colptr))
+    torch.testing.assert_close(edge_index[1][csc_edge], row)
     edge_index[0, 0] = (edge_index[0, 0] + 1) % 20
     assert K.get_csr(edge_index, 20, 20) is not first
+
+
+def test_csr_cache_changes_nothing_the_user_saves(tmp_path):
+    """Defect 2 of issue 9: after a forward pass, torch.save of the edge index (or of a
+    PyG Data holding it) writes the same bytes as before, and loads with weights_only."""
+    import io
+
+    from torch_geometric.data import Data
+
+    edge_index, q, k, v, _ = _edge_inputs(15, 15, 2, 4, 4, 50, "none")
+    data = Data(edge_index=edge_index, num_nodes=15)
+
+    def saved(obj):
+        buffer = io.BytesIO()
+        torch.save(obj, buffer)
+        return buffer.getvalue()
+
+    before_tensor, before_data = saved(edge_index), saved(data)
+    for backend in FAST:
+        K.edge_attention(q, k, v, data.edge_index, backend=backend).sum().backward()
+    assert saved(edge_index) == before_tensor
+    assert saved(data) == before_data
+    torch.save(edge_index, tmp_path / "ei.pt")
+    assert torch.equal(torch.load(tmp_path / "ei.pt", weights_only=True), edge_index)
+    assert not any(name.startswith("_gattn") for name in dir(edge_index))
+
+
+def test_csr_cache_works_for_inference_mode_tensors():
+    """Defect 1 of issue 9: inference tensors have no version counter."""
+    with torch.inference_mode():
+        edge_index = awkward_graph(12, 12, 40)
+        q = torch.randn(12, 2, 4)
+        for backend in FAST:
+            out = K.edge_attention(q, q, q, edge_index, backend=backend)
+            torch.testing.assert_close(out, K.edge_attention(q, q, q, edge_index, backend="reference"))
+        assert K.get_csr(edge_index, 12, 12) is K.get_csr(edge_index, 12, 12)
+
+
+@pytest.mark.parametrize("edit", ["numpy", "data", "inference"])
+def test_csr_cache_sees_edits_that_bypass_the_version_counter(edit):
+    """Defect 3 of issue 9: no stale structure after an in-place edit of any kind."""
+    q = torch.randn(12, 2, 4, dtype=torch.float64)
+    with torch.inference_mode(edit == "inference"):
+        edge_index = awkward_graph(12, 12, 40)
+    first = K.get_csr(edge_index, 12, 12)
+    K.edge_attention(q, q, q, edge_index, backend="cpu")
+    version = edge_index._version if edit != "inference" else None
+    if edit == "numpy":
+        edge_index.numpy()[1] = (edge_index.numpy()[1] + 5) % 12
+    elif edit == "data":
+        edge_index.data[1] = (edge_index.data[1] + 5) % 12
+    else:
+        with torch.inference_mode():
+            edge_index[1] = (edge_index[1] + 5) % 12
+    if version is not None:
+        assert edge_index._version == version  # the edit really bypassed the version counter
+    assert K.get_csr(edge_index, 12, 12) is not first
+    fresh = edge_index.clone()
+    for backend in FAST:
+        torch.testing.assert_close(
+            K.edge_attention(q, q, q, edge_index, backend=backend),
+            K.edge_attention(q, q, q, fresh, backend="reference"),
+        )
+
+
+def test_csr_cache_entries_die_with_their_tensor():
+    import gc
+
+    from gattn.kernels import _cache
+
+    _cache.clear()
+    edge_index = awkward_graph(12, 12, 40)
+    K.get_csr(edge_index, 12, 12)
+    K.get_csr(edge_index, 12, 12)  # same key: still one entry
+    assert len(_cache._entries) == 1
+    K.get_csr(edge_index[:, :30], 12, 12)  # a view with another shape: a second entry, then gone
+    gc.collect()
+    assert len(_cache._entries) == 1
+    del edge_index
+    gc.collect()
+    assert len(_cache._entries) == 0
 
 
 def test_prebuilt_csr_and_edge_index_agree():
@@ -251,6 +428,16 @@ def _good():
         (dict(edge_bias=torch.randn(3, 2)), ValueError, "edge_bias"),
         (dict(edge_scale=torch.randn(2, 2, 4)), ValueError, "edge_scale"),
         (dict(num_nodes=7), ValueError, "num_nodes"),
+        (dict(score="cosine"), ValueError, "score"),
+        (dict(score="additive", scale=0.5), ValueError, "`scale` applies to score='dot'"),
+        (dict(score="additive", edge_scale=torch.randn(2, 2)), ValueError, "`edge_scale` applies"),
+        (dict(score="additive", att=torch.randn(3, 3)), ValueError, r"`att` must have shape \[H=2, D=3\]"),
+        (dict(att=torch.randn(2, 3)), ValueError, "`att` applies to score='additive'"),
+        (dict(edge_key=torch.randn(2, 2)), ValueError, "edge_key"),
+        (dict(edge_value=torch.randn(2, 2, 3)), ValueError, "`edge_value` must have last dimension D=6"),
+        (dict(dropout_p=1.0), ValueError, "dropout_p"),
+        (dict(edge_index=torch.sparse_coo_tensor(torch.tensor([[0], [1]]), torch.ones(1), (5, 4))),
+         TypeError, "sparse"),
     ],
 )
 def test_edge_attention_bad_input(change, error, match):

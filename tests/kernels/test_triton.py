@@ -52,19 +52,38 @@ def _edge_inputs(*args, **kwargs):
     return edge_inputs(*args, device=DEVICE, **kwargs)
 
 
-def _check_edge_attention(edge_index, q, k, v, kw, tol=None):
+def _check_edge_attention(edge_index, q, k, v, kw, tol=None, **options):
+    """Output, attention and the gradients of a loss on both, against the reference."""
     tol = tol or {}
-    leaves = [q, k, v, *kw.values()]
-    out, att = K.edge_attention(q, k, v, edge_index, return_attention=True, backend="triton", **kw)
-    ref, ref_att = K.edge_attention(q, k, v, edge_index, return_attention=True, backend="reference", **kw)
+    names = [name for name, t in kw.items() if isinstance(t, torch.Tensor)]
+    leaves = [q, k, v, *(kw[name] for name in names)]
+    out, att = K.edge_attention(q, k, v, edge_index, return_attention=True, backend="triton", **kw, **options)
+    ref, ref_att = K.edge_attention(q, k, v, edge_index, return_attention=True, backend="reference", **kw,
+                                    **options)
     torch.testing.assert_close(out, ref, **tol)
     torch.testing.assert_close(att, ref_att, **tol)
-    for name, got, want in zip(["q", "k", "v", *kw], _grads(out, leaves), _grads(ref, leaves)):
+    for name, got, want in zip(["q", "k", "v", *names], _grads((out, att), leaves), _grads((ref, ref_att), leaves)):
         torch.testing.assert_close(got, want, **tol, msg=lambda m, n=name: f"grad {n}: {m}")
     return out
 
 
-EDGE_TERMS = ["none", "bias", "scale_head", "scale_dim", "both"]
+EDGE_TERMS = ["none", "bias", "scale_head", "scale_dim", "both", "bias_key_value"]
+
+
+@pytest.mark.parametrize("edge_term", ["none", "bias_key_value"])
+@pytest.mark.parametrize("dropout_p", [0.0, 0.35])
+def test_edge_attention_additive_score_and_dropout(edge_term, dropout_p):
+    """GAT/GATv2's additive score and the fused dropout mask, split rows included."""
+    edge_index, q, k, v, kw = _edge_inputs(30, 30, 2, 4, 3, 120, edge_term, hub=30, score="additive")
+    _check_edge_attention(edge_index, q, k, v, kw, dropout_p=dropout_p, dropout_seed=11)
+
+
+def test_edge_attention_dot_score_with_dropout_and_atomics(monkeypatch):
+    monkeypatch.setenv("GATTN_TRITON_ATOMIC", "1")
+    edge_index, q, k, v, kw = _edge_inputs(30, 30, 2, 4, 3, 120, "bias_key_value", hub=30)
+    _check_edge_attention(edge_index, q, k, v, kw, dropout_p=0.35, dropout_seed=12)
+    edge_index, q, k, v, kw = _edge_inputs(30, 30, 2, 4, 3, 120, "bias_key_value", hub=30, score="additive")
+    _check_edge_attention(edge_index, q, k, v, kw, dropout_p=0.35, dropout_seed=12)
 
 
 @pytest.mark.parametrize("edge_term", EDGE_TERMS)
@@ -169,7 +188,7 @@ def test_edge_attention_prebuilt_csr_is_reused():
     a = K.edge_attention(q, k, v, csr, backend="triton", **kw)
     b = K.edge_attention(q, k, v, csr, backend="triton", **kw)
     torch.testing.assert_close(a, b)
-    assert len(csr._gattn_triton_plans) == 1
+    assert len(csr.plans) == 1
 
 
 def test_unsupported_device_is_explained():

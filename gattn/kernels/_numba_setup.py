@@ -1,0 +1,86 @@
+"""Numba's on-disk cache for the CPU kernels, and a one-time notice while they compile.
+
+The kernels of :mod:`gattn.kernels.cpu` are compiled on their first call after an
+installation or an update (10-30 s), then loaded from numba's cache in every later process.
+Where the cache lives is numba's choice first: ``$NUMBA_CACHE_DIR`` if set, else the
+package's ``__pycache__`` if writable, else the user-wide cache (``~/.cache/numba``). When
+none of these is writable (a read-only installation and home directory), numba would refuse
+to cache at all; :class:`TempDirCacheLocator` is added after numba's own locators so that
+gattn's kernels then go to ``<tempdir>/gattn-numba-cache-<uid>``.
+
+While a gattn kernel compiles (a cache miss), one message per process says what is
+happening and where the result is cached (:data:`logger`, ``logging.WARNING``, so it shows
+without any logging set-up; silence it with ``logging.getLogger("gattn").setLevel(...)``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+
+from numba.core import caching, event
+
+logger = logging.getLogger("gattn")
+
+_MODULE_PREFIX = "gattn."
+
+
+class TempDirCacheLocator(caching._SourceFileBackedLocatorMixin, caching._CacheLocator):
+    """Last-resort cache folder for gattn's kernels: a per-user folder in the temp dir."""
+
+    def __init__(self, py_func, py_file):
+        self._py_file = py_file
+        self._lineno = py_func.__code__.co_firstlineno
+        root = os.path.join(tempfile.gettempdir(), f"gattn-numba-cache-{os.getuid()}")
+        self._cache_path = os.path.join(root, self.get_suitable_cache_subpath(py_file))
+
+    def get_cache_path(self) -> str:
+        return self._cache_path
+
+    @classmethod
+    def from_function(cls, py_func, py_file):
+        if not getattr(py_func, "__module__", "").startswith(_MODULE_PREFIX):
+            return None  # numba's choice stands for everybody else's functions
+        return super().from_function(py_func, py_file)
+
+
+def install_cache_fallback() -> None:
+    """Append :class:`TempDirCacheLocator` to numba's locators (once)."""
+    if TempDirCacheLocator not in caching.CacheImpl._locator_classes:
+        caching.CacheImpl._locator_classes.append(TempDirCacheLocator)
+
+
+class CompileNotice(event.Listener):
+    """Logs once per process when a gattn kernel misses the cache and compiles."""
+
+    def __init__(self) -> None:
+        self.told = False
+
+    def on_start(self, ev: event.Event) -> None:
+        if self.told:
+            return
+        dispatcher = (ev.data or {}).get("dispatcher")
+        py_func = getattr(dispatcher, "py_func", None)
+        if not getattr(py_func, "__module__", "").startswith(_MODULE_PREFIX):
+            return
+        self.told = True
+        cache = getattr(dispatcher, "_cache", None)
+        where = getattr(cache, "cache_path", None)
+        logger.warning(
+            "gattn: compiling the numba CPU kernels on first use (once after installing or "
+            "updating gattn, typically 10-30 s); %s",
+            f"they are cached in {where} for later runs" if where else "caching is unavailable here",
+        )
+
+    def on_end(self, ev: event.Event) -> None:
+        pass
+
+
+notice = CompileNotice()
+
+
+def install() -> None:
+    install_cache_fallback()
+    if notice not in event._registered.get("numba:compile", []):
+        event.register("numba:compile", notice)
