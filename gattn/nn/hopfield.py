@@ -20,9 +20,8 @@ nothing of size ``edges x heads x dim`` stored. For pooling with ``quantity`` qu
 graph has ``instances x quantity`` edges: the work and memory are proportional to the number
 of instances, never to ``bags x longest bag``. Heads are native to ``edge_attention``, which
 is why it is used here rather than ``segment_attention_pool`` (one query set, no heads).
-Dropout on the association matrix needs the weights themselves, so in training with
-``dropout > 0`` the association runs unfused (per-edge scores, ``segment_softmax``, dropout,
-weighted sum); evaluation and ``dropout=0`` always run fused.
+Dropout on the association matrix is the kernel's fused attention dropout (``dropout_p``).
+Every ragged input goes through :func:`gattn.nn.to_segments`.
 """
 
 from __future__ import annotations
@@ -33,7 +32,10 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from gattn.kernels import edge_attention, ptr_from_index, segment_softmax
+from gattn.kernels import edge_attention
+
+from ._checks import check_probability
+from ._ragged import Segments, to_segments
 
 __all__ = ["Association", "Hopfield", "HopfieldLayer", "HopfieldPooling", "bag_edges"]
 
@@ -52,62 +54,6 @@ class Association(NamedTuple):
 
 
 # ----------------------------------------------------------------------------- structure
-def _check_bool_mask(name: str, mask: Tensor, shape: tuple[int, int]) -> None:
-    if not isinstance(mask, Tensor) or mask.dtype != torch.bool:
-        raise TypeError(
-            f"`{name}` must be a bool tensor (True = ignore), got "
-            f"{getattr(mask, 'dtype', type(mask).__name__)}"
-        )
-    if tuple(mask.shape) != shape:
-        raise ValueError(
-            f"`{name}` must have shape {shape} (batch, positions), got {tuple(mask.shape)}"
-        )
-
-
-def _segments(
-    num_rows: int, ptr: Tensor | None, batch: Tensor | None, num_bags: int | None, what: str
-) -> tuple[Tensor, Tensor, int]:
-    """(bag-sorted row order, ptr over that order, number of bags) from `ptr` or `batch`."""
-    if (ptr is None) == (batch is None):
-        names = "`ptr` or `batch`" if what == "stored" else "`state_ptr` or `state_batch`"
-        raise ValueError(
-            f"ragged {what} patterns need exactly one of {names} (padded [B, N, D] "
-            "input takes `mask` instead)"
-        )
-    if ptr is not None:
-        if ptr.dtype not in (torch.int32, torch.int64) or ptr.dim() != 1 or ptr.numel() < 1:
-            raise ValueError(
-                f"`ptr` of the {what} patterns must be a 1-D integer row pointer [B+1], "
-                f"got dtype {ptr.dtype} shape {tuple(ptr.shape)}"
-            )
-        ptr = ptr.long()
-        if int(ptr[0]) != 0 or int(ptr[-1]) != num_rows or bool((ptr[1:] < ptr[:-1]).any()):
-            raise ValueError(f"`ptr` of the {what} patterns must rise from 0 to {num_rows} (rows)")
-        if num_bags is not None and num_bags != ptr.numel() - 1:
-            raise ValueError(f"`num_bags`={num_bags} disagrees with len(ptr)-1={ptr.numel() - 1}")
-        order = torch.arange(num_rows, device=ptr.device)
-        return order, ptr, ptr.numel() - 1
-    if (
-        batch.dtype not in (torch.int32, torch.int64)
-        or batch.dim() != 1
-        or batch.numel() != num_rows
-    ):
-        raise ValueError(
-            f"`batch` of the {what} patterns must be 1-D integer with one bag id per row "
-            f"({num_rows}), got dtype {batch.dtype} shape {tuple(batch.shape)}"
-        )
-    batch = batch.long()
-    if batch.numel() and int(batch.min()) < 0:
-        raise ValueError(f"`batch` of the {what} patterns has a negative bag id")
-    top = int(batch.max()) + 1 if batch.numel() else 0
-    if num_bags is None:
-        num_bags = top
-    elif top > num_bags:
-        raise ValueError(f"`batch` has bag id {top - 1}, out of range for num_bags={num_bags}")
-    order = torch.argsort(batch, stable=True)
-    return order, ptr_from_index(batch[order], num_bags), num_bags
-
-
 def bag_edges(stored_ptr: Tensor, state_bag: Tensor, stored_order: Tensor | None = None) -> Tensor:
     """Edges ``[2, E]`` (stored row, state row) from every stored row to every state row of its bag.
 
@@ -251,8 +197,7 @@ class Hopfield(nn.Module):
             raise ValueError(
                 f"`update_steps_max` must be an int >= 0 or None, got {update_steps_max!r}"
             )
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"`dropout` must be in [0, 1), got {dropout!r}")
+        check_probability("dropout", dropout)
         if scaling is not None and not scaling > 0:
             raise ValueError(f"`scaling` (beta) must be positive, got {scaling!r}")
         stored_size = stored_pattern_size or input_size
@@ -378,31 +323,20 @@ class Hopfield(nn.Module):
 
     def read_out(self, pooled: Tensor) -> Tensor:
         """``[M, H, pattern]`` -> ``[M, output]`` (the output projection)."""
-        out = pooled.reshape(pooled.size(0), -1)
+        out = pooled.reshape(pooled.size(0), pooled.size(1) * pooled.size(2))
         return out if self.proj_out is None else self.proj_out(out)
 
     # ---------------------------------------------------------------------- core
     def _associate(
         self, q: Tensor, k: Tensor, v: Tensor, edge_index: Tensor, with_weights: bool
     ) -> tuple[Tensor, Tensor | None]:
-        """One association ``softmax(beta q k^T) v`` over the bipartite bag graph."""
-        if self.training and self.dropout > 0:
-            src, dst = edge_index[0], edge_index[1]
-            scores = (q[dst] * k[src]).sum(-1) * self.scaling  # [E, H]
-            edge_ptr = ptr_from_index(dst, q.size(0))
-            weights = segment_softmax(scores, ptr=edge_ptr)
-            dropped = nn.functional.dropout(weights, self.dropout, training=True)
-            out = torch.zeros(q.size(0), v.size(1), v.size(2), dtype=v.dtype, device=v.device)
-            out = out.index_add(0, dst, dropped.unsqueeze(-1) * v[src])
-            return out, (weights.detach() if with_weights else None)
-        num_nodes = (k.size(0), q.size(0))
-        if with_weights:
-            out, weights = edge_attention(
-                q, k, v, edge_index, num_nodes=num_nodes, scale=self.scaling, return_attention=True
-            )
-            return out, weights.detach()
-        out = edge_attention(q, k, v, edge_index, num_nodes=num_nodes, scale=self.scaling)
-        return out, None
+        """One association ``softmax(beta q k^T) v`` over the bipartite bag graph (fused,
+        with the association dropout in the kernel while training)."""
+        result = edge_attention(
+            q, k, v, edge_index, num_nodes=(k.size(0), q.size(0)), scale=self.scaling,
+            dropout_p=self.dropout if self.training else 0.0, return_attention=with_weights,
+        )
+        return result if with_weights else (result, None)
 
     def associate(
         self, q: Tensor, k: Tensor, v: Tensor, edge_index: Tensor, return_association: bool = False
@@ -417,6 +351,7 @@ class Hopfield(nn.Module):
         previous = None
         for _ in range(limit):
             retrieved, weights = self._associate(q, k, k, edge_index, with_weights=True)
+            weights = weights.detach()  # only compared between steps
             if (
                 previous is not None
                 and _change_norm(weights, previous, edge_index[1], q.size(0))
@@ -442,38 +377,15 @@ class Hopfield(nn.Module):
         return_association: bool = False,
     ) -> Tensor | tuple[Tensor, Association | Tensor]:
         for name, tensor in (("stored", stored), ("state", state), ("projection", projection)):
-            if tensor is not None and (
-                not isinstance(tensor, Tensor) or not tensor.is_floating_point()
-            ):
+            if tensor is not None and (not isinstance(tensor, Tensor) or not tensor.is_floating_point()):
                 raise TypeError(f"`{name}` must be a floating-point tensor")
+        stored_seg = to_segments(stored, ptr, batch, mask, num_bags, name="stored")
         if stored.dim() == 3:
-            return self._forward_padded(
-                stored,
-                state,
-                projection,
-                mask,
-                return_association,
-                (ptr, batch, state_ptr, state_batch),
-            )
-        if stored.dim() != 2:
-            raise ValueError(
-                f"`stored` must be ragged [R, D] or padded [B, N, D], got {tuple(stored.shape)}"
-            )
-        if mask is not None:
-            raise ValueError(
-                "`mask` is for padded [B, N, D] input; ragged input uses `ptr`/`batch`"
-            )
-        return self._forward_ragged(
-            stored,
-            state,
-            projection,
-            ptr,
-            batch,
-            state_ptr,
-            state_batch,
-            num_bags,
-            return_association,
-        )
+            if state_ptr is not None or state_batch is not None:
+                raise ValueError("padded [B, N, D] input takes `mask`, not `state_ptr`/`state_batch`")
+            return self._forward_padded(stored_seg, stored, state, projection, return_association)
+        return self._forward_ragged(stored_seg, stored, state, projection, state_ptr, state_batch,
+                                    return_association)
 
     def _check_sizes(self, stored: Tensor, state: Tensor, projection: Tensor) -> None:
         for name, tensor, size in (
@@ -491,54 +403,46 @@ class Hopfield(nn.Module):
                 f"got {tuple(projection.shape)}"
             )
 
-    def _forward_ragged(
-        self,
-        stored,
-        state,
-        projection,
-        ptr,
-        batch,
-        state_ptr,
-        state_batch,
-        num_bags,
-        return_association,
-    ):
+    def _retrieve(self, stored_seg: Segments, state_rows: Tensor, state_bag: Tensor, projection_rows: Tensor,
+                  return_association: bool) -> tuple[Tensor, Tensor | None, Tensor]:
+        """The core on grouped rows: (output per state row, weights, bag edges)."""
+        edge_index = bag_edges(stored_seg.ptr, state_bag)
+        q = self.project_state(state_rows)
+        k = self.project_stored(stored_seg.x)
+        v = self.project_value(projection_rows)
+        pooled, weights = self.associate(q, k, v, edge_index, return_association)
+        out = _zero_empty(self.read_out(pooled), stored_seg.ptr, state_bag)
+        return out, weights, edge_index
+
+    def _forward_ragged(self, stored_seg, stored, state, projection, state_ptr, state_batch, return_association):
         projection = stored if projection is None else projection
-        order, stored_ptr, bags = _segments(stored.size(0), ptr, batch, num_bags, "stored")
         if state is None:
             if state_ptr is not None or state_batch is not None:
                 raise ValueError(
                     "`state_ptr`/`state_batch` need `state` (None means self-association)"
                 )
-            state = stored
-            state_bag = batch.long() if batch is not None else _bag_of_rows(stored_ptr)
+            state, state_seg = stored, stored_seg
         else:
             if state.dim() != 2:
                 raise ValueError(f"ragged `state` must be [M, D], got {tuple(state.shape)}")
-            state_order, sptr, sbags = _segments(
-                state.size(0), state_ptr, state_batch, bags, "state"
-            )
-            state_bag = torch.empty_like(state_order)
-            state_bag[state_order] = _bag_of_rows(sptr)
+            state_seg = to_segments(state, state_ptr, state_batch, None, stored_seg.num_segments, name="state",
+                                    ptr_name="state_ptr", batch_name="state_batch")
         self._check_sizes(stored, state, projection)
-        edge_index = bag_edges(stored_ptr, state_bag, None if ptr is not None else order)
-        q, k, v = (
-            self.project_state(state),
-            self.project_stored(stored),
-            self.project_value(projection),
+        out, weights, edge_index = self._retrieve(
+            stored_seg, state_seg.x, state_seg.segment_of_rows(), stored_seg.group(projection), return_association
         )
-        pooled, weights = self.associate(q, k, v, edge_index, return_association)
-        out = self.read_out(pooled)
-        out = _zero_empty(out, stored_ptr, state_bag)
-        if return_association:
-            return out, Association(weights, edge_index)
-        return out
+        out = state_seg.ungroup(out)
+        if not return_association:
+            return out
+        # edges between the caller's rows (not the grouped ones)
+        src, dst = edge_index
+        if stored_seg.order is not None:
+            src = stored_seg.order[src]
+        if state_seg.order is not None:
+            dst = state_seg.order[dst]
+        return out, Association(weights, torch.stack([src, dst]))
 
-    def _forward_padded(self, stored, state, projection, mask, return_association, ragged_args):
-        if any(a is not None for a in ragged_args):
-            raise ValueError(
-                "padded [B, N, D] input takes `mask`, not `ptr`/`batch`/`state_ptr`/`state_batch`"
-            )
+    def _forward_padded(self, stored_seg, stored, state, projection, return_association):
         bsz, length = stored.size(0), stored.size(1)
         state = stored if state is None else state
         projection = stored if projection is None else projection
@@ -549,36 +453,22 @@ class Hopfield(nn.Module):
                 f"padded `projection` must be [B, N, D], got {tuple(projection.shape)}"
             )
         self._check_sizes(stored, state, projection)
-        keep = torch.ones(bsz, length, dtype=torch.bool, device=stored.device)
-        if mask is not None:
-            _check_bool_mask("mask", mask, (bsz, length))
-            keep = ~mask
-        counts = keep.sum(1)
-        stored_ptr = torch.zeros(bsz + 1, dtype=torch.long, device=stored.device)
-        torch.cumsum(counts, 0, out=stored_ptr[1:])
         num_state = state.size(1)
         state_bag = torch.arange(bsz, device=stored.device).repeat_interleave(num_state)
-        edge_index = bag_edges(stored_ptr, state_bag)
-        q = self.project_state(state.reshape(bsz * num_state, -1))
-        k = self.project_stored(stored[keep])
-        v = self.project_value(projection[keep])
-        pooled, weights = self.associate(q, k, v, edge_index, return_association)
-        out = _zero_empty(self.read_out(pooled), stored_ptr, state_bag).view(bsz, num_state, -1)
+        out, weights, edge_index = self._retrieve(
+            stored_seg, state.reshape(bsz * num_state, state.size(2)), state_bag, stored_seg.group(projection),
+            return_association,
+        )
+        out = out.reshape(bsz, num_state, self.output_size)
         if not return_association:
             return out
         # position of each kept stored row inside its padded bag
-        positions = keep.nonzero()[:, 1]
+        positions = stored_seg.keep.nonzero()[:, 1]
         dense = torch.zeros(
             bsz * num_state, length, self.num_heads, dtype=weights.dtype, device=weights.device
         )
         dense[edge_index[1], positions[edge_index[0]]] = weights
         return out, dense.view(bsz, num_state, length, self.num_heads).permute(0, 3, 1, 2)
-
-
-def _bag_of_rows(ptr: Tensor) -> Tensor:
-    return torch.repeat_interleave(
-        torch.arange(ptr.numel() - 1, device=ptr.device), ptr[1:] - ptr[:-1]
-    )
 
 
 def _zero_empty(out: Tensor, stored_ptr: Tensor, state_bag: Tensor) -> Tensor:
@@ -653,56 +543,26 @@ class HopfieldPooling(nn.Module):
         mask: Tensor | None = None,
         return_association: bool = False,
     ) -> Tensor | tuple[Tensor, Tensor]:
-        if not isinstance(x, Tensor) or not x.is_floating_point():
-            raise TypeError("`x` must be a floating-point tensor")
-        if x.dim() == 3:
-            if ptr is not None or batch is not None:
-                raise ValueError("padded [B, N, D] input takes `mask`, not `ptr`/`batch`")
-            bsz, length = x.size(0), x.size(1)
-            keep = torch.ones(bsz, length, dtype=torch.bool, device=x.device)
-            if mask is not None:
-                _check_bool_mask("mask", mask, (bsz, length))
-                keep = ~mask
-            counts = keep.sum(1)
-            rows_ptr = torch.zeros(bsz + 1, dtype=torch.long, device=x.device)
-            torch.cumsum(counts, 0, out=rows_ptr[1:])
-            result = self.forward(x[keep], rows_ptr, return_association=return_association)
-            if not return_association:
-                return result
-            out, weights = result
-            dense = torch.zeros(
-                bsz, length, *weights.shape[1:], dtype=weights.dtype, device=x.device
-            )
-            dense[keep] = weights
-            return out, dense.permute(0, 2, 3, 1)
-        if x.dim() != 2:
-            raise ValueError(f"`x` must be ragged [R, D] or padded [B, N, D], got {tuple(x.shape)}")
-        if mask is not None:
-            raise ValueError(
-                "`mask` is for padded [B, N, D] input; ragged input uses `ptr`/`batch`"
-            )
+        seg = to_segments(x, ptr, batch, mask, num_bags)
         hop = self.hopfield
-        if x.size(1) != hop.stored_pattern_size:
-            raise ValueError(
-                f"`x` must have feature size {hop.stored_pattern_size}, got {tuple(x.shape)}"
-            )
-        order, rows_ptr, bags = _segments(x.size(0), ptr, batch, num_bags, "stored")
+        if x.size(-1) != hop.stored_pattern_size:
+            raise ValueError(f"`x` must have feature size {hop.stored_pattern_size}, got {tuple(x.shape)}")
+        bags = seg.num_segments
         q = hop.project_state(self.state_pattern)  # [Q, H, hidden], the same for every bag
-        q = q.unsqueeze(0).expand(bags, -1, -1, -1).reshape(bags * self.quantity, hop.num_heads, -1)
+        q = q.unsqueeze(0).expand(bags, -1, -1, -1).reshape(bags * self.quantity, hop.num_heads, q.size(-1))
         state_bag = torch.arange(bags, device=x.device).repeat_interleave(self.quantity)
-        edge_index = bag_edges(rows_ptr, state_bag, None if ptr is not None else order)
+        edge_index = bag_edges(seg.ptr, state_bag)
         pooled, weights = hop.associate(
-            q, hop.project_stored(x), hop.project_value(x), edge_index, return_association
+            q, hop.project_stored(seg.x), hop.project_value(seg.x), edge_index, return_association
         )
-        out = _zero_empty(hop.read_out(pooled), rows_ptr, state_bag).view(bags, -1)
+        out = _zero_empty(hop.read_out(pooled), seg.ptr, state_bag).reshape(bags, self.output_size)
         if not return_association:
             return out
         # every instance has exactly `quantity` edges, one per learned query of its bag
-        per_instance = torch.zeros(
-            x.size(0), self.quantity, hop.num_heads, dtype=weights.dtype, device=x.device
-        )
+        per_instance = weights.new_zeros(seg.num_rows, self.quantity, hop.num_heads)
         per_instance[edge_index[0], edge_index[1] % self.quantity] = weights
-        return out, per_instance.transpose(1, 2)
+        per_instance = seg.ungroup(per_instance.transpose(1, 2))  # [R, H, Q] or [B, N, H, Q]
+        return out, per_instance if x.dim() == 2 else per_instance.permute(0, 2, 3, 1)
 
 
 # -------------------------------------------------------------------------- HopfieldLayer
@@ -790,7 +650,7 @@ class HopfieldLayer(nn.Module):
             edge_index,
             return_association,
         )
-        out = hop.read_out(pooled).view(*lead, -1)
+        out = hop.read_out(pooled).view(*lead, hop.output_size)
         if not return_association:
             return out
         table = weights.view(rows.size(0), self.quantity, hop.num_heads).transpose(1, 2)

@@ -9,10 +9,13 @@ r"""Attention-based multiple-instance learning on ragged bags.
   Slide Image Classification" (ECCV 2024): multiple branch attention, stochastic top-K
   instance masking, and the diversity loss between branches (:func:`diversity_loss`).
 
-All take the instances of a whole batch of bags of any sizes at once: rows ``x`` [R, D] and a
-CSR ``ptr`` [B+1] (or a ``batch`` vector [R]); nothing is padded. The attention scores come
-from a small MLP and are pooled by :func:`gattn.kernels.segment_attention_pool`; the weights
-are returned per instance (``[R, branches]``) for heatmaps.
+All take the instances of a whole batch of bags of any sizes at once: rows ``x`` [R, D] with
+a CSR ``ptr`` [B+1] or a ``batch`` vector [R] (any order), or padded ``[B, N, D]`` with a
+``mask`` (True = padding), through :func:`gattn.nn.to_segments`; nothing is computed on
+padding. The attention scores come from a small MLP and are pooled by
+:func:`gattn.kernels.segment_attention_pool`; the weights are returned per instance, in the
+caller's layout (``[R, branches]``, or ``[B, N, branches]`` for padded input), for heatmaps.
+A bag without instances pools to zeros; zero bags give empty outputs.
 """
 
 from __future__ import annotations
@@ -23,8 +26,10 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from gattn.kernels import ptr_from_index, segment_attention_pool
+from gattn.kernels import segment_attention_pool
 
+from ._checks import check_bool_mask, check_nonnegative_int, check_positive_int, check_probability
+from ._ragged import Segments, to_segments
 from .hopfield import HopfieldPooling
 
 __all__ = [
@@ -37,31 +42,6 @@ __all__ = [
     "mil_encoder",
     "stochastic_topk_mask",
 ]
-
-
-def _check_instances(x: Tensor) -> None:
-    if not isinstance(x, Tensor) or not x.is_floating_point():
-        raise TypeError(f"`x` must be a floating-point tensor, got {type(x).__name__}")
-    if x.dim() != 2:
-        raise ValueError(f"`x` must be [R, D] (the instances of all bags), got {tuple(x.shape)}")
-
-
-def _to_ptr(
-    num_rows: int, ptr: Tensor | None, batch: Tensor | None, num_bags: int | None, device: torch.device
-) -> Tensor:
-    """A CSR row pointer from `ptr` or a *sorted* `batch` vector (validated by the kernels)."""
-    if (ptr is None) == (batch is None):
-        raise ValueError("give exactly one of `ptr` (CSR row pointer [B+1]) or `batch` (bag id per instance, sorted)")
-    if ptr is not None:
-        return ptr
-    if batch.dim() != 1 or batch.numel() != num_rows:
-        raise ValueError(
-            f"`batch` must be 1-D with one bag id per instance ({num_rows}), got shape {tuple(batch.shape)}"
-        )
-    if batch.numel() > 1 and bool((batch[1:] < batch[:-1]).any()):
-        raise ValueError("`batch` must be sorted (the instances of a bag contiguous); sort the rows or pass `ptr`")
-    bags = num_bags if num_bags is not None else (int(batch.max()) + 1 if batch.numel() else 0)
-    return ptr_from_index(batch.long(), bags).to(device)
 
 
 def mil_encoder(in_channels: int, hidden: Sequence[int], dropout: float = 0.0) -> nn.Sequential:
@@ -99,10 +79,11 @@ class AttentionMILPooling(nn.Module):
         gated: use the gated attention.
         dropout: dropout on the hidden attention features (training only).
 
-    Forward: ``x`` [R, D] with ``ptr`` [B+1] or sorted ``batch`` [R]; ``score_mask`` [R,
-    branches] bool (True = exclude the instance from that branch). Returns the pooled bags
-    ``[B, D]`` (``[B, branches, D]`` when ``branches`` > 1) and the weights ``[R, branches]``.
-    A bag without instances pools to zeros.
+    Forward: ``x`` [R, D] with ``ptr`` [B+1] or ``batch`` [R], or padded [B, N, D] with
+    ``mask`` (see :func:`gattn.nn.to_segments`); ``score_mask`` bool in the layout of ``x``
+    ([R, branches] or [B, N, branches]; True = exclude the instance from that branch).
+    Returns the pooled bags ``[B, D]`` (``[B, branches, D]`` when ``branches`` > 1) and the
+    weights in the layout of ``x``. A bag without instances pools to zeros.
     """
 
     def __init__(
@@ -119,8 +100,8 @@ class AttentionMILPooling(nn.Module):
             ("attention_channels", attention_channels),
             ("branches", branches),
         ):
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"`{name}` must be a positive int, got {value!r}")
+            check_positive_int(name, value)
+        check_probability("dropout", dropout)
         self.in_channels, self.attention_channels = in_channels, attention_channels
         self.branches, self.gated = branches, gated
         self.attention_v = nn.Linear(in_channels, attention_channels)
@@ -154,18 +135,24 @@ class AttentionMILPooling(nn.Module):
         batch: Tensor | None = None,
         *,
         num_bags: int | None = None,
+        mask: Tensor | None = None,
         score_mask: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
-        _check_instances(x)
-        if x.size(1) != self.in_channels:
-            raise ValueError(f"`x` must have {self.in_channels} features, got {tuple(x.shape)}")
-        ptr = _to_ptr(x.size(0), ptr, batch, num_bags, x.device)
-        scores = self.scores(x)
+        seg = to_segments(x, ptr, batch, mask, num_bags)
         if score_mask is not None:
-            if score_mask.dtype != torch.bool or score_mask.shape != scores.shape:
-                raise ValueError(f"`score_mask` must be bool [R, branches] = {tuple(scores.shape)}")
+            check_bool_mask("score_mask", score_mask, (*x.shape[:-1], self.branches))
+            score_mask = seg.group(score_mask)
+        pooled, weights = self.pool_segments(seg, score_mask)
+        return pooled, seg.ungroup(weights)
+
+    def pool_segments(self, seg: Segments, score_mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Pool grouped rows; ``score_mask`` [R, branches] and the weights in grouped order."""
+        if seg.x.size(1) != self.in_channels:
+            raise ValueError(f"`x` must have {self.in_channels} features, got {seg.x.size(1)}")
+        scores = self.scores(seg.x)
+        if score_mask is not None:
             scores = scores.masked_fill(score_mask, float("-inf"))
-        pooled, weights = segment_attention_pool(x, scores=scores, ptr=ptr)
+        pooled, weights = segment_attention_pool(seg.x, scores=scores, ptr=seg.ptr)
         return (pooled.squeeze(1) if self.branches == 1 else pooled), weights
 
 
@@ -179,6 +166,16 @@ class _BagClassifier(nn.Module):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(encoder={len(self.encoder)} layers, pool={self.pool!r})"
+
+    in_channels: int
+
+    def _encode(self, x: Tensor, ptr: Tensor | None, batch: Tensor | None, mask: Tensor | None,
+                num_bags: int | None) -> Segments:
+        """The bags as segments, their rows encoded (padding is never encoded)."""
+        seg = to_segments(x, ptr, batch, mask, num_bags)
+        if seg.x.size(1) != self.in_channels:
+            raise ValueError(f"`x` must have {self.in_channels} features (in_channels), got shape {tuple(x.shape)}")
+        return seg._replace(x=self.encoder(seg.x))
 
     def _logits(self, pooled: Tensor) -> Tensor:
         """Bag logits [B] for one class, [B, num_classes] otherwise."""
@@ -197,9 +194,9 @@ class ABMIL(_BagClassifier):
     (gated: :math:`w^\top(\tanh(V h_k)\odot\mathrm{sigm}(U h_k))`). The default sizes are the
     paper's MIL-benchmark model (fc-256, fc-128, fc-64, attention with L=64, one logit).
 
-    Forward: ``x`` [R, D] with ``ptr`` [B+1] or sorted ``batch``; returns the bag logits
-    ``[B]`` (``[B, num_classes]`` for more than one class) and, with
-    ``return_attention=True``, the instance weights ``[R]``.
+    Forward: ``x`` [R, D] with ``ptr`` [B+1] or ``batch`` [R], or padded [B, N, D] with
+    ``mask``; returns the bag logits ``[B]`` (``[B, num_classes]`` for more than one class)
+    and, with ``return_attention=True``, the instance weights (``[R]``, or ``[B, N]``).
     """
 
     def __init__(
@@ -212,6 +209,7 @@ class ABMIL(_BagClassifier):
         num_classes: int = 1,
     ) -> None:
         super().__init__()
+        self.in_channels = check_positive_int("in_channels", in_channels)
         self.encoder = mil_encoder(in_channels, hidden, dropout)
         width = hidden[-1] if hidden else in_channels
         self.pool = AttentionMILPooling(width, attention_channels, 1, gated)
@@ -230,12 +228,13 @@ class ABMIL(_BagClassifier):
         batch: Tensor | None = None,
         *,
         num_bags: int | None = None,
+        mask: Tensor | None = None,
         return_attention: bool = False,
     ) -> Tensor | tuple[Tensor, Tensor]:
-        _check_instances(x)
-        pooled, weights = self.pool(self.encoder(x), ptr, batch, num_bags=num_bags)
+        seg = self._encode(x, ptr, batch, mask, num_bags)
+        pooled, weights = self.pool.pool_segments(seg)
         logits = self._logits(pooled)
-        return (logits, weights.squeeze(-1)) if return_attention else logits
+        return (logits, seg.ungroup(weights.squeeze(-1))) if return_attention else logits
 
 
 class HopfieldMIL(_BagClassifier):
@@ -248,9 +247,10 @@ class HopfieldMIL(_BagClassifier):
 
     with ``quantity`` learned state patterns :math:`Q` (:class:`HopfieldPooling`).
 
-    Forward: ``x`` [R, D] with ``ptr`` [B+1] or sorted ``batch``; returns the bag logits
-    ``[B]`` and, with ``return_attention=True``, the instance weights ``[R]`` (the association
-    averaged over heads and state patterns).
+    Forward: ``x`` [R, D] with ``ptr`` [B+1] or ``batch`` [R], or padded [B, N, D] with
+    ``mask``; returns the bag logits ``[B]`` and, with ``return_attention=True``, the
+    instance weights (``[R]`` or ``[B, N]``: the association averaged over heads and state
+    patterns).
     """
 
     def __init__(
@@ -266,6 +266,7 @@ class HopfieldMIL(_BagClassifier):
         num_classes: int = 1,
     ) -> None:
         super().__init__()
+        self.in_channels = check_positive_int("in_channels", in_channels)
         self.encoder = mil_encoder(in_channels, hidden, dropout)
         width = hidden[-1] if hidden else in_channels
         self.pool = HopfieldPooling(
@@ -293,14 +294,14 @@ class HopfieldMIL(_BagClassifier):
         batch: Tensor | None = None,
         *,
         num_bags: int | None = None,
+        mask: Tensor | None = None,
         return_attention: bool = False,
     ) -> Tensor | tuple[Tensor, Tensor]:
-        _check_instances(x)
-        ptr = _to_ptr(x.size(0), ptr, batch, num_bags, x.device)
-        result = self.pool(self.encoder(x), ptr, return_association=return_attention)
+        seg = self._encode(x, ptr, batch, mask, num_bags)
+        result = self.pool(seg.x, seg.ptr, return_association=return_attention)
         pooled, weights = result if return_attention else (result, None)
         logits = self._logits(pooled)
-        return (logits, weights.mean((1, 2))) if return_attention else logits
+        return (logits, seg.ungroup(weights.mean((1, 2)))) if return_attention else logits
 
 
 def _segment_sum(values: Tensor, ptr: Tensor) -> Tensor:
@@ -370,8 +371,10 @@ class ACMILOutput(NamedTuple):
 
     ``bag_logits`` [B] (or [B, C]) from the bag classifier; ``branch_logits`` [B, M] (or
     [B, M, C]) from each branch's classifier; ``weights`` [R, M] every branch's attention per
-    instance (after the training-time masking); ``bag_weights`` [R] the mean of the branch
-    attentions (the heatmap of the bag prediction); ``ptr`` [B+1] the bags.
+    instance (after the training-time masking), in the caller's layout ([B, N, M] for padded
+    input); ``bag_weights`` [R] (or [B, N]) the mean of the branch attentions (the heatmap
+    of the bag prediction); ``ptr`` [B+1] the bags over the instances grouped by bag;
+    ``segments`` the grouping (see :func:`gattn.nn.to_segments`; None when built by hand).
     """
 
     bag_logits: Tensor
@@ -379,9 +382,10 @@ class ACMILOutput(NamedTuple):
     weights: Tensor
     bag_weights: Tensor
     ptr: Tensor
+    segments: Segments | None = None
 
 
-class ACMIL(nn.Module):
+class ACMIL(_BagClassifier):
     r"""Attention-challenging MIL (Zhang et al.): multiple branch attention (MBA) with
     stochastic top-K instance masking (STKIM) and a diversity loss.
 
@@ -399,8 +403,8 @@ class ACMIL(nn.Module):
     :math:`-\infty`. The loss (:meth:`loss`) is the bag loss, plus the mean of the branch
     losses, plus ``diversity_weight`` times :func:`diversity_loss` of the :math:`a^{(m)}`.
 
-    Forward: ``x`` [R, D] with ``ptr`` [B+1] or sorted ``batch``; returns an
-    :class:`ACMILOutput`.
+    Forward: ``x`` [R, D] with ``ptr`` [B+1] or ``batch`` [R], or padded [B, N, D] with
+    ``mask``; returns an :class:`ACMILOutput`.
     """
 
     def __init__(
@@ -417,10 +421,9 @@ class ACMIL(nn.Module):
         diversity_weight: float = 1.0,
     ) -> None:
         super().__init__()
-        if not isinstance(top_k, int) or top_k < 0:
-            raise ValueError(f"`top_k` must be an int >= 0, got {top_k!r}")
-        if not 0.0 <= mask_ratio < 1.0:
-            raise ValueError(f"`mask_ratio` must be in [0, 1), got {mask_ratio!r}")
+        check_nonnegative_int("top_k", top_k)
+        check_probability("mask_ratio", mask_ratio)
+        self.in_channels = check_positive_int("in_channels", in_channels)
         self.encoder = mil_encoder(in_channels, hidden, dropout)
         width = hidden[-1] if hidden else in_channels
         self.pool = AttentionMILPooling(width, attention_channels, branches, gated)
@@ -441,23 +444,24 @@ class ACMIL(nn.Module):
         )
 
     def forward(
-        self, x: Tensor, ptr: Tensor | None = None, batch: Tensor | None = None, *, num_bags: int | None = None
+        self, x: Tensor, ptr: Tensor | None = None, batch: Tensor | None = None, *, num_bags: int | None = None,
+        mask: Tensor | None = None,
     ) -> ACMILOutput:
-        _check_instances(x)
-        ptr = _to_ptr(x.size(0), ptr, batch, num_bags, x.device)
-        h = self.encoder(x)
-        mask = None
+        seg = self._encode(x, ptr, batch, mask, num_bags)
+        h, ptr = seg.x, seg.ptr
+        score_mask = None
         if self.training and self.top_k > 0 and self.mask_ratio > 0:
-            mask = stochastic_topk_mask(self.pool.scores(h), ptr, self.top_k, self.mask_ratio)
-        pooled, weights = self.pool(h, ptr, score_mask=mask)
-        pooled = pooled.view(pooled.size(0), self.branches, -1)
+            score_mask = stochastic_topk_mask(self.pool.scores(h), ptr, self.top_k, self.mask_ratio)
+        pooled, weights = self.pool.pool_segments(seg, score_mask)
+        pooled = pooled.reshape(pooled.size(0), self.branches, h.size(1))
         branch_logits = torch.stack([head(pooled[:, m]) for m, head in enumerate(self.branch_classifiers)], dim=1)
         bag_weights = weights.mean(1, keepdim=True)
         bag_feat, _ = segment_attention_pool(h, scores=bag_weights, ptr=ptr, normalize=False)
         bag_logits = self.classifier(bag_feat.squeeze(1))
         if self.num_classes == 1:
             bag_logits, branch_logits = bag_logits.squeeze(-1), branch_logits.squeeze(-1)
-        return ACMILOutput(bag_logits, branch_logits, weights, bag_weights.squeeze(1), ptr)
+        return ACMILOutput(bag_logits, branch_logits, seg.ungroup(weights), seg.ungroup(bag_weights.squeeze(1)),
+                           ptr, seg._replace(x=x[:0]))
 
     def loss(self, output: ACMILOutput, target: Tensor, criterion: nn.Module | None = None) -> Tensor:
         """Bag loss + mean branch loss + ``diversity_weight`` * diversity loss."""
@@ -469,4 +473,5 @@ class ACMIL(nn.Module):
             branches = criterion(output.branch_logits, branch_target)
         else:
             branches = criterion(output.branch_logits.flatten(0, 1), target.repeat_interleave(self.branches))
-        return bag + branches + self.diversity_weight * diversity_loss(output.weights, output.ptr)
+        weights = output.weights if output.segments is None else output.segments.group(output.weights)
+        return bag + branches + self.diversity_weight * diversity_loss(weights, output.ptr)

@@ -139,8 +139,8 @@ def test_bad_input():
         pool(torch.randn(3, 5), torch.tensor([0, 3]))
     with pytest.raises(TypeError, match="floating"):
         pool(torch.ones(3, 4, dtype=torch.long), torch.tensor([0, 3]))
-    with pytest.raises(ValueError, match="sorted"):
-        pool(torch.randn(3, 4), batch=torch.tensor([1, 0, 1]))
+    with pytest.raises(TypeError, match="`batch` must be an integer tensor"):
+        pool(torch.randn(3, 4), batch=torch.tensor([1.0, 0.0, 1.0]))
     with pytest.raises(ValueError, match="mask_ratio"):
         ACMIL(4, mask_ratio=1.0)
 
