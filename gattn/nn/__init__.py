@@ -1,9 +1,13 @@
 """Attention layers, one file per paper."""
 
+from ._ragged import Segments, to_segments
+from .gat_conv import GATConv
+from .gatv2_conv import GATv2Conv
 from .graph_transformer import GraphTransformerConv, GraphTransformerLayer
 from .hopfield import Association, Hopfield, HopfieldLayer, HopfieldPooling
 from .label_attention import LabelCompatibilityAttention
 from .mil import ABMIL, ACMIL, ACMILOutput, AttentionMILPooling, HopfieldMIL, diversity_loss
+from .transformer_conv import TransformerConv
 from .transicd import CodeWiseAttention, LabelWiseLinear, sinusoidal_position_encoding
 
 __all__ = [
@@ -39,4 +43,13 @@ __all__ += [
     "LocalActivationUnit",
     "TargetAttention",
     "minibatch_aware_l2",
+]
+
+# Drop-in fused replacements for PyG's attention layers, and the ragged-input helper.
+__all__ += [
+    "GATConv",
+    "GATv2Conv",
+    "Segments",
+    "TransformerConv",
+    "to_segments",
 ]

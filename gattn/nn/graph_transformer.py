@@ -18,39 +18,22 @@ definition, so it is computed (by gathering) only when edge features are used.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch_geometric.nn.dense.linear import Linear
+from torch_geometric.utils import softmax
 
-from gattn.kernels import edge_attention, get_csr, segment_softmax
+from gattn.kernels import edge_attention
+
+from ._checks import check_channels, check_features, check_positive_int, check_probability
+from ._conv import FusedMessagePassing, as_graph, attention_return, split_pair
 
 __all__ = ["GraphTransformerConv", "GraphTransformerLayer"]
 
 
-def _check_positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"`{name}` must be a positive int, got {value!r}")
-    return value
-
-
-def _check_probability(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
-        raise ValueError(f"`{name}` must be a float in [0, 1), got {value!r}")
-    return float(value)
-
-
-def _check_features(name: str, tensor: object, rows: int | None, columns: int) -> None:
-    if not isinstance(tensor, Tensor):
-        raise TypeError(f"`{name}` must be a torch.Tensor, got {type(tensor).__name__}")
-    if not tensor.is_floating_point():
-        raise TypeError(f"`{name}` must be a floating-point tensor, got dtype {tensor.dtype}")
-    if tensor.dim() != 2 or tensor.size(1) != columns:
-        raise ValueError(f"`{name}` must have shape [*, {columns}], got {tuple(tensor.shape)}")
-    if rows is not None and tensor.size(0) != rows:
-        raise ValueError(f"`{name}` must have {rows} rows (one per edge), got {tensor.size(0)}")
-
-
-class GraphTransformerConv(nn.Module):
+class GraphTransformerConv(FusedMessagePassing):
     r"""Sparse multi-head graph attention of the Graph Transformer (Dwivedi & Bresson, 2020).
 
     Each destination node :math:`i` attends over the sources :math:`j` of its incoming edges.
@@ -75,43 +58,47 @@ class GraphTransformerConv(nn.Module):
     The paper's output projections :math:`O_h` (nodes) and :math:`O_e` (edges) are applied by
     :class:`GraphTransformerLayer`; this module returns the head outputs :math:`\hat h_i` and
     :math:`\hat e_{ij}` concatenated (``concat=True``, size ``heads * out_channels``) or
-    averaged over heads (``concat=False``, size ``out_channels``), so it can stand in for PyG's
-    ``TransformerConv`` in any model.
+    averaged over heads (``concat=False``, size ``out_channels``). For a drop-in replacement
+    of PyG's ``TransformerConv`` (root weight, ``beta``, additive edge features) use
+    :class:`gattn.nn.TransformerConv`.
+
+    A ``MessagePassing`` module (see :mod:`gattn.nn._conv`): works under ``to_hetero`` and
+    ``HeteroConv`` (node-only variant, or ``update_edges=False``), with PyG's explainers and
+    hooks, lazy ``-1`` sizes, ``EdgeIndex`` and sparse adjacency.
 
     Differences from the authors' DGL code: the softmax is the exact, max-subtracted softmax
     (the DGL code clamps the summed scores to [-5, 5] before ``exp``); a destination with no
     incoming edge gets zeros.
 
     Args:
-        in_channels: size of the input node features, or ``(source, destination)`` sizes for
-            a bipartite graph (then ``x`` is a ``(x_src, x_dst)`` pair; queries come from the
-            destinations, keys and values from the sources).
+        in_channels: size of the input node features, ``-1`` to infer it on the first call,
+            or ``(source, destination)`` sizes for a bipartite graph (then ``x`` is a
+            ``(x_src, x_dst)`` pair; queries come from the destinations, keys and values
+            from the sources).
         out_channels: size :math:`d` of each head.
-        heads: number of heads :math:`H`.
-        concat: concatenate the heads (``True``) or average them (``False``).
-        dropout: dropout probability on the attention coefficients :math:`w_{ij}`. The fused
-            kernel has no attention dropout, so while training with ``dropout > 0`` this
-            module computes the attention unfused (gathered per-edge products, kernel segment
-            softmax, dropout, scatter-add): the result is the same in distribution but costs
-            E x H x D memory. In evaluation, or with ``dropout=0`` (the default and what
-            :class:`GraphTransformerLayer` uses), the fused kernel runs.
+        heads: number of heads :math:`H` (default 1).
+        concat: concatenate the heads (``True``, default) or average them (``False``).
+        dropout: dropout probability on the attention coefficients :math:`w_{ij}` while
+            training (default 0); fused into the kernel (``dropout_p``), no E x H x D cost.
         edge_dim: size of the edge features; ``None`` (default) for the node-only variant.
-        bias: whether the projections :math:`Q, K, V, E` have a bias.
+        bias: whether the projections :math:`Q, K, V, E` have a bias (default ``True``).
         update_edges: with ``edge_dim``, also return the edge output :math:`\hat e_{ij}`
             (default ``True``, the paper's edge variant). ``False`` uses the edge features
             only inside the attention and returns node features alone.
         backend: kernel backend for :func:`gattn.kernels.edge_attention` (``None`` picks by
             device).
+        **kwargs: further arguments of ``MessagePassing`` (``decomposed_layers``, ...).
 
     Shapes:
         - input: ``x`` [N, in] or ``([N_src, in_src], [N_dst, in_dst])``, ``edge_index``
-          [2, E] (source, destination), ``edge_attr`` [E, edge_dim] (edge variant).
+          [2, E] (source, destination) or a sparse adjacency, ``edge_attr`` [E, edge_dim]
+          (edge variant); ``size`` ``(N_src, N_dst)`` optional.
         - output: node features [N_dst, heads * out_channels] (or [N_dst, out_channels]); in
           the edge variant with ``update_edges``, a pair ``(nodes, edges)`` with edges
           [E, heads * out_channels] (or [E, out_channels]). With
-          ``return_attention_weights=True`` a last element ``(edge_index, alpha)`` is added,
-          ``alpha`` [E, heads] in the caller's edge order (detached from autograd when a
-          fused backend computed it).
+          ``return_attention_weights=True`` a last element ``(edge_index, alpha)`` is added
+          (PyG's form for sparse input), ``alpha`` [E, heads] in the caller's edge order,
+          differentiable.
     """
 
     def __init__(
@@ -125,34 +112,38 @@ class GraphTransformerConv(nn.Module):
         bias: bool = True,
         update_edges: bool = True,
         backend: str | None = None,
+        **kwargs: Any,
     ) -> None:
-        super().__init__()
+        kwargs.setdefault("aggr", "add")
+        super().__init__(node_dim=0, **kwargs)
         if isinstance(in_channels, (tuple, list)):
             if len(in_channels) != 2:
                 raise ValueError(
                     "`in_channels` must be an int or a (source, destination) pair, "
                     f"got {in_channels!r}"
                 )
-            src_channels = _check_positive_int("in_channels[0]", in_channels[0])
-            dst_channels = _check_positive_int("in_channels[1]", in_channels[1])
+            src_channels = check_channels("in_channels[0]", in_channels[0])
+            dst_channels = check_channels("in_channels[1]", in_channels[1])
             self.in_channels: int | tuple[int, int] = (src_channels, dst_channels)
         else:
-            src_channels = dst_channels = _check_positive_int("in_channels", in_channels)
+            src_channels = dst_channels = check_channels("in_channels", in_channels)
             self.in_channels = src_channels
-        self.out_channels = _check_positive_int("out_channels", out_channels)
-        self.heads = _check_positive_int("heads", heads)
+        self.out_channels = check_positive_int("out_channels", out_channels)
+        self.heads = check_positive_int("heads", heads)
         self.concat = bool(concat)
-        self.dropout = _check_probability("dropout", dropout)
-        self.edge_dim = None if edge_dim is None else _check_positive_int("edge_dim", edge_dim)
+        self.dropout = check_probability("dropout", dropout)
+        self.edge_dim = None if edge_dim is None else check_positive_int("edge_dim", edge_dim)
         self.update_edges = bool(update_edges) and self.edge_dim is not None
         self.backend = backend
         inner = self.heads * self.out_channels
-        self.lin_query = nn.Linear(dst_channels, inner, bias=bias)
-        self.lin_key = nn.Linear(src_channels, inner, bias=bias)
-        self.lin_value = nn.Linear(src_channels, inner, bias=bias)
-        self.lin_edge = (
-            None if self.edge_dim is None else nn.Linear(self.edge_dim, inner, bias=bias)
-        )
+
+        def linear(channels: int) -> Linear:
+            return Linear(channels, inner, bias=bias, weight_initializer="glorot", bias_initializer="zeros")
+
+        self.lin_query = linear(dst_channels)
+        self.lin_key = linear(src_channels)
+        self.lin_value = linear(src_channels)
+        self.lin_edge = None if self.edge_dim is None else linear(self.edge_dim)
         self.reset_parameters()
 
     @property
@@ -161,12 +152,10 @@ class GraphTransformerConv(nn.Module):
         return self.heads * self.out_channels if self.concat else self.out_channels
 
     def reset_parameters(self) -> None:
+        super().reset_parameters()
         for lin in (self.lin_query, self.lin_key, self.lin_value, self.lin_edge):
-            if lin is None:
-                continue
-            nn.init.xavier_uniform_(lin.weight)
-            if lin.bias is not None:
-                nn.init.zeros_(lin.bias)
+            if lin is not None:
+                lin.reset_parameters()
 
     def _merge_heads(self, tensor: Tensor) -> Tensor:
         """[R, H, D] -> [R, H * D] (concat) or [R, D] (mean over heads)."""
@@ -177,88 +166,88 @@ class GraphTransformerConv(nn.Module):
     def forward(
         self,
         x: Tensor | tuple[Tensor, Tensor],
-        edge_index: Tensor,
+        edge_index: Any,
         edge_attr: Tensor | None = None,
         return_attention_weights: bool | None = None,
+        size: tuple[int, int] | None = None,
     ) -> Tensor | tuple:
-        if isinstance(x, Tensor):
-            x_src = x_dst = x
-        elif isinstance(x, (tuple, list)) and len(x) == 2:
-            x_src, x_dst = x
-        else:
-            raise TypeError(
-                f"`x` must be a tensor or an (x_src, x_dst) pair, got {type(x).__name__}"
+        x_src, x_dst = split_pair(x)
+        if x_dst is None:
+            raise ValueError(
+                "`x` = (x_src, None): GraphTransformerConv takes its queries from the destination "
+                "features, so x_dst is required"
             )
         src_channels, dst_channels = (
             self.in_channels if isinstance(self.in_channels, tuple) else (self.in_channels,) * 2
         )
-        _check_features("x" if x_src is x_dst else "x[0] (sources)", x_src, None, src_channels)
+        check_features("x" if x_src is x_dst else "x[0] (sources)", x_src, src_channels)
         if x_dst is not x_src:
-            _check_features("x[1] (destinations)", x_dst, None, dst_channels)
-        if not isinstance(edge_index, Tensor):
-            raise TypeError(
-                f"`edge_index` must be a [2, E] torch.Tensor, got {type(edge_index).__name__}"
-            )
+            check_features("x[1] (destinations)", x_dst, dst_channels)
+        graph = as_graph(edge_index, x_src.size(0), x_dst.size(0), size)
         heads, dim = self.heads, self.out_channels
         query = self.lin_query(x_dst).view(-1, heads, dim)
         key = self.lin_key(x_src).view(-1, heads, dim)
         value = self.lin_value(x_src).view(-1, heads, dim)
 
         edge_scale = None
+        if edge_attr is None and self.lin_edge is not None and graph.values is not None:
+            edge_attr = graph.values.view(-1, 1) if graph.values.dim() == 1 else graph.values
         if self.lin_edge is not None:
             if edge_attr is None:
                 raise ValueError(
                     f"`edge_attr` [E, {self.edge_dim}] is required: the layer was built with "
                     f"edge_dim={self.edge_dim}"
                 )
-            num_edges = edge_index.size(1) if edge_index.dim() == 2 else None
-            _check_features("edge_attr", edge_attr, num_edges, self.edge_dim)
+            check_features("edge_attr", edge_attr, self.edge_dim, graph.edge_index.size(1), "one per edge")
             edge_scale = self.lin_edge(edge_attr).view(-1, heads, dim)
         elif edge_attr is not None:
             raise ValueError("`edge_attr` was given but the layer was built with edge_dim=None")
 
-        want_alpha = bool(return_attention_weights)
+        want_alpha = return_attention_weights is not None and bool(return_attention_weights)
         scale = 1.0 / math.sqrt(dim)
-        edge_scores = None  # the per-edge d-vectors \hat w_ij, only where they are needed
-        if self.training and self.dropout > 0.0:
-            out, alpha, edge_scores = self._attend_unfused(
-                query, key, value, edge_index, edge_scale, scale
+        dropout_p = self.dropout if self.training else 0.0
+        kept: dict[str, Tensor] = {}
+        if self.fusable():
+
+            def compute(edge_index_, size_, query, key, value, edge_scale):
+                result = edge_attention(
+                    query, key, value, graph.edge_index, num_nodes=(graph.num_src, graph.num_dst),
+                    edge_scale=edge_scale, scale=scale, dropout_p=dropout_p,
+                    return_attention=want_alpha, backend=self.backend,
+                )
+                out, kept["alpha"] = result if want_alpha else (result, None)
+                return out
+
+            out = self.fused_propagate(
+                compute, edge_index, size, query=query, key=key, value=value, edge_scale=edge_scale
             )
         else:
-            result = edge_attention(
-                query, key, value, edge_index, edge_scale=edge_scale, scale=scale,
-                return_attention=want_alpha, backend=self.backend,
+            out = self.propagate(
+                graph.edge_index, query=query, key=key, value=value, edge_scale=edge_scale,
+                size=(graph.num_src, graph.num_dst),
             )
-            out, alpha = result if want_alpha else (result, None)
+            kept["alpha"] = self._alpha
+        self._alpha = None
 
         outputs: list = [self._merge_heads(out)]
         if self.update_edges:
-            if edge_scores is None:
-                src, dst = edge_index[0], edge_index[1]
-                edge_scores = query[dst] * key[src] * edge_scale * scale
+            src, dst = graph.edge_index[0], graph.edge_index[1]
+            edge_scores = query[dst] * key[src] * edge_scale * scale
             outputs.append(self._merge_heads(edge_scores))
         if want_alpha:
-            outputs.append((edge_index, alpha))
+            outputs.append(attention_return(edge_index, graph, kept["alpha"], sparse_pair=False))
         return outputs[0] if len(outputs) == 1 else tuple(outputs)
 
-    def _attend_unfused(
-        self, query: Tensor, key: Tensor, value: Tensor, edge_index: Tensor,
-        edge_scale: Tensor | None, scale: float,
-    ) -> tuple[Tensor, Tensor, Tensor]:
-        """Attention with dropout on the coefficients (training only): gathered, E x H x D."""
-        num_src, num_dst = key.size(0), query.size(0)
-        get_csr(edge_index, num_src, num_dst)  # validates edge_index before any gather
-        src, dst = edge_index[0].long(), edge_index[1].long()
-        edge_scores = query[dst] * key[src] * scale
+    def message(self, query_i: Tensor, key_j: Tensor, value_j: Tensor, edge_scale: Tensor | None,
+                index: Tensor, ptr: Tensor | None, size_i: int | None) -> Tensor:
+        """PyG's message path (explainers, message hooks): the same attention, materialised."""
+        products = query_i * key_j / math.sqrt(self.out_channels)
         if edge_scale is not None:
-            edge_scores = edge_scores * edge_scale
-        alpha = segment_softmax(
-            edge_scores.sum(-1), index=dst, num_segments=num_dst, backend=self.backend
-        )
-        dropped = F.dropout(alpha, p=self.dropout, training=True)
-        out = value.new_zeros(num_dst, self.heads, value.size(-1))
-        out = out.index_add(0, dst, dropped.unsqueeze(-1) * value[src])
-        return out, alpha, edge_scores
+            products = products * edge_scale
+        alpha = softmax(products.sum(-1), index, ptr, size_i)
+        self._alpha = alpha
+        alpha = F.dropout(alpha, p=self.dropout, training=self.training)
+        return value_j * alpha.unsqueeze(-1)
 
     def __repr__(self) -> str:
         extra = "" if self.edge_dim is None else f", edge_dim={self.edge_dim}"
@@ -268,14 +257,14 @@ class GraphTransformerConv(nn.Module):
         )
 
 
-def _reset(module: nn.Module) -> None:
+def reset_module(module: nn.Module) -> None:
     """Reset a module once: its own `reset_parameters` if it has one (which owns its
     children's initialisation, e.g. the conv's Xavier init), else each child's."""
     if hasattr(module, "reset_parameters"):
         module.reset_parameters()
     else:
         for child in module.children():
-            _reset(child)
+            reset_module(child)
 
 
 def make_norm(kind: str | None, channels: int) -> nn.Module:
@@ -359,18 +348,18 @@ class GraphTransformerLayer(nn.Module):
         backend: str | None = None,
     ) -> None:
         super().__init__()
-        self.channels = _check_positive_int("channels", channels)
-        self.heads = _check_positive_int("heads", heads)
+        self.channels = check_positive_int("channels", channels)
+        self.heads = check_positive_int("heads", heads)
         if channels % heads:
             raise ValueError(f"`channels` ({channels}) must be divisible by `heads` ({heads})")
-        self.dropout = _check_probability("dropout", dropout)
-        self.edge_dim = None if edge_dim is None else _check_positive_int("edge_dim", edge_dim)
-        self.ffn_ratio = _check_positive_int("ffn_ratio", ffn_ratio)
+        self.dropout = check_probability("dropout", dropout)
+        self.edge_dim = None if edge_dim is None else check_positive_int("edge_dim", edge_dim)
+        self.ffn_ratio = check_positive_int("ffn_ratio", ffn_ratio)
         self.residual = bool(residual)
         self.norm_kind = norm
         self.update_edges = bool(update_edges)
         self.attention = self._build_attention(
-            channels, heads, _check_probability("attention_dropout", attention_dropout),
+            channels, heads, check_probability("attention_dropout", attention_dropout),
             self.edge_dim, bias, backend,
         )
         self.lin_out = nn.Linear(channels, channels)
@@ -402,7 +391,7 @@ class GraphTransformerLayer(nn.Module):
 
     def reset_parameters(self) -> None:
         for child in self.children():
-            _reset(child)
+            reset_module(child)
 
     def _block(self, x: Tensor, attended: Tensor, out_proj: nn.Module, norm1: nn.Module,
                ffn: nn.Module, norm2: nn.Module) -> Tensor:

@@ -9,6 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from torch_geometric.nn import MessagePassing
+
 from gattn.kernels import available_backends
 from gattn.nn.graph_transformer import GraphTransformerConv, GraphTransformerLayer
 
@@ -158,24 +160,21 @@ def test_bipartite_gradcheck_float64():
     )
 
 
-def test_attention_dropout_falls_back_to_the_unfused_path():
+def test_attention_dropout_is_fused_and_unbiased():
+    """Attention dropout is the kernel's `dropout_p` (no unfused E x H x D path): a rate too
+    small to drop anything gives the evaluation output; a real one changes training outputs
+    only, keeps isolated nodes at zero and is unbiased."""
     torch.manual_seed(4)
     edge_index = random_graph(8, 8, 20, seed=5)
-    x, edge_attr = torch.randn(8, 6), torch.randn(20, 3)
-    # p so small that nothing is dropped: the unfused training path must equal the fused one
-    conv = GraphTransformerConv(6, 4, heads=2, edge_dim=3, dropout=1e-12)
+    x, edge_attr = torch.randn(8, 6, dtype=torch.float64), torch.randn(20, 3, dtype=torch.float64)
+    conv = GraphTransformerConv(6, 4, heads=2, edge_dim=3, dropout=1e-12).double()
     conv.train()
-    unfused_out, unfused_edges, (_, unfused_alpha) = conv(
-        x, edge_index, edge_attr, return_attention_weights=True
-    )
+    train_out, train_edges, (_, train_alpha) = conv(x, edge_index, edge_attr, return_attention_weights=True)
     conv.eval()
-    fused_out, fused_edges, (_, fused_alpha) = conv(
-        x, edge_index, edge_attr, return_attention_weights=True
-    )
-    torch.testing.assert_close(unfused_out, fused_out)
-    torch.testing.assert_close(unfused_edges, fused_edges)
-    torch.testing.assert_close(unfused_alpha, fused_alpha)
-    # a real dropout changes the training output but not the evaluation output
+    fused_out, fused_edges, (_, fused_alpha) = conv(x, edge_index, edge_attr, return_attention_weights=True)
+    torch.testing.assert_close(train_out, fused_out)
+    torch.testing.assert_close(train_edges, fused_edges)
+    torch.testing.assert_close(train_alpha, fused_alpha)
     conv.dropout = 0.5
     conv.train()
     dropped, _ = conv(x, edge_index, edge_attr)
@@ -183,6 +182,8 @@ def test_attention_dropout_falls_back_to_the_unfused_path():
     assert torch.all(dropped[-2:] == 0)
     dropped.sum().backward()
     assert conv.lin_query.weight.grad is not None
+    mean = torch.stack([conv(x, edge_index, edge_attr)[0] for _ in range(300)]).mean(0)
+    assert (mean - fused_out).abs().max() < 0.15 * fused_out.abs().max() + 0.05
     conv.eval()
     torch.testing.assert_close(conv(x, edge_index, edge_attr)[0], fused_out)
 
@@ -220,6 +221,8 @@ def test_conv_errors_name_the_argument():
         GraphTransformerConv(4, 3, heads=0)
     with pytest.raises(ValueError, match="in_channels"):
         GraphTransformerConv((4, 3, 2), 3)
+    with pytest.raises(ValueError, match="x_dst is required"):
+        conv((x, None), edge_index, torch.randn(8, 2))
     with pytest.raises(ValueError, match="dropout"):
         GraphTransformerConv(4, 3, dropout=1.0)
 
@@ -233,6 +236,7 @@ def test_conv_repr_and_reset_parameters():
     conv.reset_parameters()
     assert not torch.any(conv.lin_key.weight == 7.0)
     assert torch.all(conv.lin_key.bias == 0)
+    assert isinstance(conv, MessagePassing)
 
 
 @pytest.mark.gpu
@@ -361,3 +365,51 @@ def test_torch_compile_fullgraph(with_edges):
     for got, want in zip(compiled + compiled_grads, eager + eager_grads):
         torch.testing.assert_close(got, want)
     torch._dynamo.reset()
+
+
+@pytest.mark.parametrize("with_edges", [True, False])
+def test_torch_compile_fullgraph_with_dropout_and_attention_weights(with_edges):
+    """Issue 9, defect 5: fullgraph compile in training mode with attention dropout (a
+    data-dependent guard before) and with return_attention_weights=True (the lazy backend
+    import, skipped by dynamo, before)."""
+    torch._dynamo.reset()
+    torch.manual_seed(8)
+    conv = GraphTransformerConv(8, 4, heads=2, dropout=0.3, edge_dim=4 if with_edges else None,
+                                update_edges=False)
+    layer = GraphTransformerLayer(8, heads=2, norm="layer", attention_dropout=0.3,
+                                  edge_dim=4 if with_edges else None)
+    edge_index = random_graph(6, 6, 12, seed=11)
+    x = torch.randn(6, 8, requires_grad=True)
+    edge_attr = torch.randn(12, 4) if with_edges else None
+    compiled_conv = torch.compile(conv, fullgraph=True, backend="aot_eager")
+    out, (_, alpha) = compiled_conv(x, edge_index, edge_attr, return_attention_weights=True)
+    (out.sum() + alpha.square().sum()).backward()
+    assert x.grad is not None and alpha.shape == (12, 2)
+    compiled_layer = torch.compile(layer, fullgraph=True, backend="aot_eager")
+    result = compiled_layer(x, edge_index, edge_attr)
+    (result[0] if with_edges else result).sum().backward()
+    conv.eval()
+    torch.testing.assert_close(compiled_conv(x, edge_index, edge_attr), conv(x, edge_index, edge_attr))
+    torch._dynamo.reset()
+
+
+def test_attention_weights_carry_gradients_and_double_backward_is_explained():
+    """Issue 9, defect 7: the returned attention is differentiable (a loss on it gives the
+    reference gradients); a second derivative raises NotImplementedError naming the op."""
+    torch.manual_seed(12)
+    edge_index = random_graph(7, 7, 18, seed=13)
+    x = torch.randn(7, 5, dtype=torch.float64, requires_grad=True)
+    grads = {}
+    for backend in ("cpu", "reference"):
+        conv = GraphTransformerConv(5, 3, heads=2, backend=backend).double()
+        torch.manual_seed(14)
+        conv.reset_parameters()
+        out, (_, alpha) = conv(x, edge_index, return_attention_weights=True)
+        assert alpha.requires_grad
+        grads[backend] = torch.autograd.grad(alpha.square().sum() + out.sum(), (x, conv.lin_query.weight))
+    for got, want in zip(grads["cpu"], grads["reference"]):
+        torch.testing.assert_close(got, want)
+    conv = GraphTransformerConv(5, 3, heads=2).double()
+    (dx,) = torch.autograd.grad(conv(x, edge_index).square().sum(), x, create_graph=True)
+    with pytest.raises(NotImplementedError, match="double backward.*gattn.kernels.edge_attention"):
+        dx.sum().backward()

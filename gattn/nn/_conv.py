@@ -1,0 +1,225 @@
+"""What gattn's graph layers share: a :class:`~torch_geometric.nn.conv.MessagePassing` base
+whose fast path is one fused kernel call, the graph formats PyG accepts, and PyG's return
+forms for attention weights.
+
+:class:`FusedMessagePassing` keeps PyG's machinery: ``to_hetero`` and ``HeteroConv`` see a
+``MessagePassing`` module (a leaf, wired per edge type and summed per node type), lazy
+``-1`` input sizes work through PyG's ``Linear``, and the layer's ``message`` /
+``edge_update`` give the same result as the fused kernel. The kernel runs unless PyG needs
+the messages themselves, in which case the layer runs PyG's own ``propagate`` (messages
+materialised, E x H x D) and every PyG feature works as in PyG:
+
+* the explainer (``explain=True``, which masks messages),
+* message, aggregate, message-and-aggregate or edge-update hooks,
+* ``decomposed_layers > 1``.
+
+Propagate-level hooks (``register_propagate_forward_pre_hook`` / ``..._hook``) also run on
+the fused path, with the same ``(edge_index, size, kwargs)`` arguments.
+
+Graph formats (:func:`as_graph`): an ``edge_index`` [2, E] integer tensor or a PyG
+``EdgeIndex`` (source, destination), a ``torch.sparse`` adjacency (COO, CSR or CSC) or a
+``torch_sparse.SparseTensor`` (when torch_sparse is installed) holding the *transposed*
+adjacency ``adj_t[dst, src]`` as PyG expects. Anything else raises a ``TypeError``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import torch
+from torch import Tensor
+from torch_geometric.nn.conv import MessagePassing
+from torch_geometric.typing import SparseTensor
+from torch_geometric.utils import add_self_loops, is_torch_sparse_tensor, remove_self_loops, to_edge_index
+
+from gattn.kernels._cache import cached
+from gattn.kernels._validate import check_edge_index_shape
+
+__all__ = ["FusedMessagePassing", "Graph", "as_graph", "attention_return", "split_pair", "with_self_loops"]
+
+
+class Graph(NamedTuple):
+    """A graph argument in the form the kernels take.
+
+    ``edge_index`` [2, E] (source, destination) in the caller's edge order (for a sparse
+    adjacency: its storage order); ``values`` the sparse adjacency's values (or None).
+    """
+
+    edge_index: Tensor
+    num_src: int
+    num_dst: int
+    values: Tensor | None
+    kind: str  # "dense", "torch.sparse" or "SparseTensor"
+
+    def edge_attr(self, edge_attr: Tensor | None) -> Tensor | None:
+        """PyG's rule for a sparse adjacency's values: they stand in for a missing
+        ``edge_attr`` (a ``torch.sparse`` one only when they are multi-dimensional)."""
+        if edge_attr is not None or self.values is None:
+            return edge_attr
+        if self.kind == "torch.sparse" and self.values.dim() == 1:
+            return None
+        return self.values
+
+
+def _is_sparse_tensor(obj: object) -> bool:
+    return isinstance(obj, SparseTensor) and type(obj).__module__.startswith("torch_sparse")
+
+
+def check_graph(edge_index: Any) -> None:
+    """The graph argument is one of the supported formats (no pass over its values)."""
+    if _is_sparse_tensor(edge_index):
+        return
+    if not isinstance(edge_index, Tensor):
+        raise TypeError(
+            "`edge_index` must be a [2, E] integer tensor, a PyG EdgeIndex, a torch.sparse "
+            f"adjacency or a torch_sparse.SparseTensor, got {type(edge_index).__name__}"
+        )
+    if is_torch_sparse_tensor(edge_index):
+        return
+    if edge_index.layout != torch.strided:
+        raise TypeError(f"`edge_index` has an unsupported sparse layout {edge_index.layout}")
+    check_edge_index_shape(edge_index)
+
+
+def as_graph(edge_index: Any, num_src: int | None, num_dst: int | None,
+             size: tuple[int | None, int | None] | None = None) -> Graph:
+    """Normalise a graph argument (see the module docstring) and its node counts.
+
+    ``num_src`` / ``num_dst`` are the counts implied by the node features (None: unknown);
+    ``size`` is PyG's ``(N_src, N_dst)``. Disagreements raise a ``ValueError``.
+    """
+    check_graph(edge_index)
+    kind = "dense"
+    if _is_sparse_tensor(edge_index) or (isinstance(edge_index, Tensor) and is_torch_sparse_tensor(edge_index)):
+        kind = "SparseTensor" if _is_sparse_tensor(edge_index) else "torch.sparse"
+        adj_size = (edge_index.size(1), edge_index.size(0))  # adj_t is [N_dst, N_src]
+        if kind == "SparseTensor":
+            row, col, values = edge_index.coo()  # values None for an unweighted adjacency
+            indices = torch.stack([row, col])
+        else:
+            indices, values = to_edge_index(edge_index)
+        size = _merge_size("the sparse adjacency's shape", adj_size, size)
+        edge_index = torch.stack([indices[1], indices[0]])
+    else:
+        values = None
+        sparse_size = getattr(edge_index, "sparse_size", None)
+        if callable(sparse_size):  # a PyG EdgeIndex knows its (N_src, N_dst), possibly None
+            size = _merge_size("the EdgeIndex's sparse_size", tuple(sparse_size()), size)
+    counts = []
+    for position, (given, from_features, what) in enumerate(
+        zip(size or (None, None), (num_src, num_dst), ("source", "destination"))
+    ):
+        if given is not None and from_features is not None and given != from_features:
+            raise ValueError(
+                f"`size`[{position}]={given} disagrees with the {from_features} {what} nodes of the features"
+            )
+        counts.append(given if given is not None else from_features)
+    if counts[1] is None:  # PyG: with no destination features, the graph is assumed square
+        counts[1] = counts[0]
+    return Graph(edge_index, int(counts[0]), int(counts[1]), values, kind)
+
+
+def _merge_size(what: str, implied: tuple, size: tuple | None) -> tuple:
+    if size is None:
+        return implied
+    if len(size) != 2:
+        raise ValueError(f"`size` must be a pair (N_src, N_dst), got {size!r}")
+    for position in range(2):
+        if implied[position] is not None and size[position] is not None and implied[position] != size[position]:
+            raise ValueError(f"`size`={tuple(size)} disagrees with {what} {implied}")
+    return tuple(s if s is not None else i for s, i in zip(size, implied))
+
+
+def split_pair(x: Any, name: str = "x") -> tuple[Tensor, Tensor | None]:
+    """``x`` or ``(x_src, x_dst)`` (``x_dst`` may be None) -> the pair."""
+    if isinstance(x, Tensor):
+        return x, x
+    if isinstance(x, (tuple, list)) and len(x) == 2 and isinstance(x[0], Tensor):
+        if x[1] is not None and not isinstance(x[1], Tensor):
+            raise TypeError(f"`{name}[1]` must be a tensor or None, got {type(x[1]).__name__}")
+        return x[0], x[1]
+    raise TypeError(f"`{name}` must be a tensor or an (x_src, x_dst) pair, got {type(x).__name__}")
+
+
+def attention_return(edge_index: Any, graph: Graph, alpha: Tensor, sparse_pair: bool = True) -> Any:
+    """PyG's return form of attention weights for the graph argument the caller passed.
+
+    ``[2, E]`` tensor: ``(edge_index, alpha)``; ``SparseTensor``: the adjacency with alpha as
+    values; ``torch.sparse``: ``(adjacency with alpha as values, alpha)`` (GAT / GATv2), or,
+    with ``sparse_pair=False``, ``(edge_index, alpha)`` as PyG's TransformerConv returns it.
+    """
+    if _is_sparse_tensor(edge_index):
+        return edge_index.set_value(alpha, layout="coo")
+    if isinstance(edge_index, Tensor) and is_torch_sparse_tensor(edge_index) and sparse_pair:
+        from torch_geometric.utils.sparse import set_sparse_value
+
+        return set_sparse_value(edge_index, alpha), alpha
+    return edge_index, alpha
+
+
+def with_self_loops(edge_index: Any, edge_attr: Tensor | None, fill_value: Any, num_nodes: int,
+                    has_edge_dim: bool = False) -> tuple[Any, Tensor | None]:
+    """What PyG's GATConv / GATv2Conv do with ``add_self_loops=True``: remove the self-loops,
+    then add one per node ``0 .. num_nodes-1`` (edge features filled by ``fill_value``).
+
+    For a dense edge list the result is kept in gattn's structure cache (see
+    :mod:`gattn.kernels._cache`), so that the looped graph is the same tensor on every call
+    and its CSR is built once; sparse adjacency goes through PyG's functions as in PyG.
+    """
+    check_graph(edge_index)
+    if _is_sparse_tensor(edge_index):
+        if has_edge_dim:
+            raise NotImplementedError(
+                "edge features together with add_self_loops=True are not supported for a torch_sparse "
+                "SparseTensor adjacency (nor in PyG); pass an edge_index [2, E] instead"
+            )
+        import torch_sparse
+
+        return torch_sparse.set_diag(edge_index), edge_attr
+    if not isinstance(edge_index, Tensor) or edge_index.layout != torch.strided or torch.compiler.is_compiling():
+        edge_index, edge_attr = remove_self_loops(edge_index, edge_attr)
+        return add_self_loops(edge_index, edge_attr, fill_value=fill_value, num_nodes=num_nodes)
+
+    def build() -> tuple[Tensor, Tensor, Tensor]:
+        plain = edge_index.as_subclass(Tensor) if type(edge_index) is not Tensor else edge_index
+        keep = plain[0] != plain[1]
+        without = plain[:, keep]
+        return keep, without, add_self_loops(without, num_nodes=num_nodes)[0]
+
+    keep, without, looped = cached(edge_index, ("self-loops", int(num_nodes)), build)
+    if edge_attr is None:
+        return looped, None
+    _, edge_attr = add_self_loops(without, edge_attr[keep], fill_value=fill_value, num_nodes=num_nodes)
+    return looped, edge_attr
+
+
+class FusedMessagePassing(MessagePassing):
+    """A ``MessagePassing`` layer computed by one fused kernel call when PyG allows it."""
+
+    _HOOK_DICTS = (
+        "_message_forward_pre_hooks", "_message_forward_hooks", "_aggregate_forward_pre_hooks",
+        "_aggregate_forward_hooks", "_message_and_aggregate_forward_pre_hooks",
+        "_message_and_aggregate_forward_hooks", "_edge_update_forward_pre_hooks", "_edge_update_forward_hooks",
+    )
+
+    def fusable(self) -> bool:
+        """Whether the fused kernel may run: no explainer, no message-level hooks, no
+        feature decomposition (all of which need PyG's materialised messages)."""
+        if self.explain or self.decomposed_layers > 1:
+            return False
+        return not any(getattr(self, name) for name in self._HOOK_DICTS)
+
+    def fused_propagate(self, compute: Callable[..., Any], edge_index: Any, size: Any, **kwargs: Any) -> Any:
+        """Run ``compute(edge_index, size, **kwargs)`` between the propagate-level hooks,
+        exactly where PyG's ``propagate`` would call them."""
+        for hook in self._propagate_forward_pre_hooks.values():
+            result = hook(self, (edge_index, size, kwargs))
+            if result is not None:
+                edge_index, size, kwargs = result
+        out = compute(edge_index, size, **kwargs)
+        for hook in self._propagate_forward_hooks.values():
+            result = hook(self, (edge_index, size, kwargs), out)
+            if result is not None:
+                out = result
+        return out

@@ -1,0 +1,259 @@
+r"""A fused drop-in for PyG's ``GATConv`` (Veličković et al., "Graph Attention Networks",
+ICLR 2018)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.nn import Parameter
+from torch_geometric.nn.dense.linear import Linear
+from torch_geometric.nn.inits import glorot, zeros
+from torch_geometric.utils import softmax
+
+from gattn.kernels import dropout_keep_mask, edge_attention
+
+from ._checks import check_channels, check_features, check_positive_int, check_probability, check_real
+from ._conv import FusedMessagePassing, as_graph, attention_return, split_pair, with_self_loops
+
+__all__ = ["GATConv", "dropped_attention"]
+
+
+def dropped_attention(alpha: Tensor, dropout_p: float, seed: Tensor | int) -> Tensor:
+    """The attention after the dropout the fused kernel applied (PyG's GAT layers return
+    their coefficients after dropout): ``alpha * mask / (1 - p)``."""
+    if dropout_p <= 0:
+        return alpha
+    keep = dropout_keep_mask(seed, alpha.size(0), alpha.size(1), dropout_p, alpha.device)
+    return alpha * keep.to(alpha.dtype) / (1.0 - dropout_p)
+
+
+def draw_seed(dropout_p: float) -> Tensor | int:
+    """A dropout seed from torch's RNG (the layer keeps it to rebuild the mask it applied)."""
+    return torch.randint(0, 2**62, ()) if dropout_p > 0 else 0
+
+
+class GATConv(FusedMessagePassing):
+    r"""The graph attention operator of Veličković et al. (2018), computed on the fused
+    kernel: the same constructor, parameters (names and initialisation), forward signature
+    and outputs as ``torch_geometric.nn.GATConv``.
+
+    .. math::
+        \mathbf{x}^{\prime}_i = \sum_{j \in \mathcal{N}(i) \cup \{ i \}}
+        \alpha_{i,j}\mathbf{\Theta}_{s}\mathbf{x}_{j}, \qquad
+        \alpha_{i,j} = \frac{\exp\left(\mathrm{LeakyReLU}\left(
+        \mathbf{a}^{\top}_{s} \mathbf{\Theta}_{s}\mathbf{x}_j
+        + \mathbf{a}^{\top}_{t} \mathbf{\Theta}_{t}\mathbf{x}_i
+        + \mathbf{a}^{\top}_{e} \mathbf{\Theta}_{e} \mathbf{e}_{i,j}
+        \right)\right)}
+        {\sum_{k \in \mathcal{N}(i) \cup \{ i \}}
+        \exp\left(\mathrm{LeakyReLU}\left(
+        \mathbf{a}^{\top}_{s} \mathbf{\Theta}_{s}\mathbf{x}_k
+        + \mathbf{a}^{\top}_{t}\mathbf{\Theta}_{t}\mathbf{x}_i
+        + \mathbf{a}^{\top}_{e} \mathbf{\Theta}_{e} \mathbf{e}_{i,k}
+        \right)\right)}
+
+    (the edge term only with ``edge_dim``). The per-node terms
+    :math:`\mathbf{a}^{\top}\mathbf{\Theta}\mathbf{x}` are [N, H]; the LeakyReLU, the softmax,
+    the attention dropout and the weighted sum of :math:`\mathbf{\Theta}_{s}\mathbf{x}_{j}` run
+    in one fused pass (:func:`gattn.kernels.edge_attention` with ``score="additive"``): no
+    E x H x C message tensor. The self-loop graph of ``add_self_loops`` is cached with the
+    edge index, so it is built once per graph, not per call.
+
+    Args:
+        in_channels: input size, ``-1`` (lazy), or a ``(source, destination)`` pair (then
+            sources and destinations get separate weights ``lin_src`` / ``lin_dst``).
+        out_channels: size :math:`C` of each head's output.
+        heads: number of heads (default 1).
+        concat: concatenate the heads (default ``True``) or average them.
+        negative_slope: LeakyReLU slope (default 0.2).
+        dropout: dropout of the attention coefficients while training (default 0), fused.
+        add_self_loops: replace self-loops by one per node (default ``True``).
+        edge_dim: edge feature size (default ``None``). As in PyG, ``edge_attr`` passed to a
+            layer without ``edge_dim`` is ignored by the attention.
+        fill_value: edge features of the added self-loops (default ``"mean"``; see PyG's
+            ``add_self_loops``).
+        bias: learn an output bias (default ``True``).
+        residual: add a linear projection of the destination features (default ``False``).
+        backend: kernel backend (``None`` picks by device).
+        **kwargs: further arguments of ``MessagePassing``.
+
+    Forward: ``x`` [N, F] or ``(x_src, x_dst)`` (``x_dst`` may be None); ``edge_index``
+    [2, E], an ``EdgeIndex`` or a sparse adjacency; ``edge_attr``; ``size``;
+    ``return_attention_weights`` (truthy: also return the attention, after dropout as in
+    PyG, as ``(edge_index, alpha)`` with the self-loops added, or in PyG's sparse forms).
+    """
+
+    def __init__(
+        self,
+        in_channels: int | tuple[int, int],
+        out_channels: int,
+        heads: int = 1,
+        concat: bool = True,
+        negative_slope: float = 0.2,
+        dropout: float = 0.0,
+        add_self_loops: bool = True,
+        edge_dim: int | None = None,
+        fill_value: float | Tensor | str = "mean",
+        bias: bool = True,
+        residual: bool = False,
+        backend: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        kwargs.setdefault("aggr", "add")
+        super().__init__(node_dim=0, **kwargs)
+        self.in_channels = in_channels
+        self.out_channels = check_positive_int("out_channels", out_channels)
+        self.heads = check_positive_int("heads", heads)
+        self.concat = bool(concat)
+        self.negative_slope = check_real("negative_slope", negative_slope)
+        self.dropout = check_probability("dropout", dropout)
+        self.add_self_loops = bool(add_self_loops)
+        self.edge_dim = None if edge_dim is None else check_positive_int("edge_dim", edge_dim)
+        self.fill_value = fill_value
+        self.residual = bool(residual)
+        self.backend = backend
+        inner = heads * out_channels
+        self.lin = self.lin_src = self.lin_dst = None
+        if isinstance(in_channels, int):
+            self.lin = Linear(check_channels("in_channels", in_channels), inner, bias=False,
+                              weight_initializer="glorot")
+        else:
+            if len(in_channels) != 2:
+                raise ValueError(f"`in_channels` must be an int or a (source, destination) pair, got {in_channels!r}")
+            self.lin_src = Linear(check_channels("in_channels[0]", in_channels[0]), inner, False,
+                                  weight_initializer="glorot")
+            self.lin_dst = Linear(check_channels("in_channels[1]", in_channels[1]), inner, False,
+                                  weight_initializer="glorot")
+        self.att_src = Parameter(torch.empty(1, heads, out_channels))
+        self.att_dst = Parameter(torch.empty(1, heads, out_channels))
+        if self.edge_dim is not None:
+            self.lin_edge = Linear(self.edge_dim, inner, bias=False, weight_initializer="glorot")
+            self.att_edge = Parameter(torch.empty(1, heads, out_channels))
+        else:
+            self.lin_edge = None
+            self.register_parameter("att_edge", None)
+        total = out_channels * (heads if concat else 1)
+        if residual:
+            res_in = in_channels if isinstance(in_channels, int) else in_channels[1]
+            self.res = Linear(res_in, total, bias=False, weight_initializer="glorot")
+        else:
+            self.register_parameter("res", None)
+        if bias:
+            self.bias = Parameter(torch.empty(total))
+        else:
+            self.register_parameter("bias", None)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        super().reset_parameters()
+        for lin in (self.lin, self.lin_src, self.lin_dst, self.lin_edge, self.res):
+            if lin is not None:
+                lin.reset_parameters()
+        glorot(self.att_src)
+        glorot(self.att_dst)
+        glorot(self.att_edge)
+        zeros(self.bias)
+
+    def _project(self, x: Any) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        """(x_src [N_src, H, C], x_dst [N_dst, H, C] or None, the raw destination features)."""
+        heads, channels = self.heads, self.out_channels
+        x_src, x_dst = split_pair(x)
+        in_src = self.lin.in_channels if self.lin is not None else self.lin_src.in_channels
+        in_dst = self.lin.in_channels if self.lin is not None else self.lin_dst.in_channels
+        check_features("x" if x_src is x_dst else "x[0] (sources)", x_src, in_src)
+        if x_dst is not None and x_dst is not x_src:
+            check_features("x[1] (destinations)", x_dst, in_dst)
+        raw_dst = x_dst
+        if self.lin is not None:
+            src = self.lin(x_src).view(-1, heads, channels)
+            dst = src if x_dst is x_src else None if x_dst is None else self.lin(x_dst).view(-1, heads, channels)
+        else:
+            src = self.lin_src(x_src).view(-1, heads, channels)
+            dst = None if x_dst is None else self.lin_dst(x_dst).view(-1, heads, channels)
+        return src, dst, raw_dst
+
+    def forward(
+        self,
+        x: Tensor | tuple[Tensor, Tensor | None],
+        edge_index: Any,
+        edge_attr: Tensor | None = None,
+        size: tuple[int, int] | None = None,
+        return_attention_weights: bool | None = None,
+    ) -> Tensor | tuple[Tensor, Any]:
+        heads, channels = self.heads, self.out_channels
+        x_src, x_dst, raw_dst = self._project(x)
+        res = None if self.res is None or raw_dst is None else self.res(raw_dst)
+        alpha_src = (x_src * self.att_src).sum(dim=-1)
+        alpha_dst = None if x_dst is None else (x_dst * self.att_dst).sum(-1)
+        num_dst = None if x_dst is None else x_dst.size(0)
+        if self.add_self_loops:
+            num_nodes = x_src.size(0) if x_dst is None else min(x_src.size(0), x_dst.size(0))
+            num_nodes = min(size) if size is not None else num_nodes
+            edge_index, edge_attr = with_self_loops(edge_index, edge_attr, self.fill_value, num_nodes,
+                                                    self.edge_dim is not None)
+        graph = as_graph(edge_index, x_src.size(0), num_dst, size)
+        edge_attr = graph.edge_attr(edge_attr)
+
+        if self.fusable():
+            dropout_p = self.dropout if self.training else 0.0
+            seed = draw_seed(dropout_p)
+            kept: dict[str, Tensor | None] = {}
+
+            def compute(edge_index_, size_, x, alpha, edge_attr):
+                alpha_src, alpha_dst = alpha
+                q = (alpha_dst if alpha_dst is not None
+                     else alpha_src.new_zeros(graph.num_dst, heads)).unsqueeze(-1)
+                edge_term = None
+                if edge_attr is not None and self.lin_edge is not None:
+                    edge = self.lin_edge(edge_attr.view(-1, 1) if edge_attr.dim() == 1 else edge_attr)
+                    edge_term = (edge.view(-1, heads, channels) * self.att_edge).sum(-1, keepdim=True)
+                result = edge_attention(
+                    q, alpha_src.unsqueeze(-1), x[0], graph.edge_index, num_nodes=(graph.num_src, graph.num_dst),
+                    edge_key=edge_term, score="additive", negative_slope=self.negative_slope,
+                    dropout_p=dropout_p, dropout_seed=seed, return_attention=bool(return_attention_weights),
+                    backend=self.backend,
+                )
+                out, kept["alpha"] = result if return_attention_weights else (result, None)
+                return out
+
+            out = self.fused_propagate(compute, edge_index, size, x=(x_src, x_dst), alpha=(alpha_src, alpha_dst),
+                                       edge_attr=edge_attr)
+            alpha = kept["alpha"]
+            if alpha is not None:
+                alpha = dropped_attention(alpha, dropout_p, seed)
+        else:
+            alpha = self.edge_updater(graph.edge_index, alpha=(alpha_src, alpha_dst), edge_attr=edge_attr,
+                                      size=(graph.num_src, graph.num_dst))
+            out = self.propagate(graph.edge_index, x=(x_src, x_dst), alpha=alpha, size=(graph.num_src, graph.num_dst))
+
+        out = out.view(-1, heads * channels) if self.concat else out.mean(dim=1)
+        if res is not None:
+            out = out + res
+        if self.bias is not None:
+            out = out + self.bias
+        if return_attention_weights:
+            return out, attention_return(edge_index, graph, alpha)
+        return out
+
+    def edge_update(self, alpha_j: Tensor, alpha_i: Tensor | None, edge_attr: Tensor | None, index: Tensor,
+                    ptr: Tensor | None, dim_size: int | None) -> Tensor:
+        """PyG's path (explainers, hooks): the coefficients, materialised per edge."""
+        alpha = alpha_j if alpha_i is None else alpha_j + alpha_i
+        if index.numel() == 0:
+            return alpha
+        if edge_attr is not None and self.lin_edge is not None:
+            edge_attr = edge_attr.view(-1, 1) if edge_attr.dim() == 1 else edge_attr
+            edge_attr = self.lin_edge(edge_attr).view(-1, self.heads, self.out_channels)
+            alpha = alpha + (edge_attr * self.att_edge).sum(dim=-1)
+        alpha = F.leaky_relu(alpha, self.negative_slope)
+        alpha = softmax(alpha, index, ptr, dim_size)
+        return F.dropout(alpha, p=self.dropout, training=self.training)
+
+    def message(self, x_j: Tensor, alpha: Tensor) -> Tensor:
+        return alpha.unsqueeze(-1) * x_j
+
+    def __repr__(self) -> str:
+        return f"{self.__class__.__name__}({self.in_channels}, {self.out_channels}, heads={self.heads})"
