@@ -1,7 +1,7 @@
 """The Graph Transformer model of Dwivedi & Bresson (2020) for graph- and node-level tasks.
 
 :class:`GraphTransformer` stacks :class:`gattn.nn.GraphTransformerLayer` blocks between an
-input embedding (features, integer ids, or OGB's atom/bond encoders, plus an optional
+input embedding (features, integer ids, or OGB-style atom/bond encoders, plus an optional
 Laplacian positional encoding) and the paper's MLP readout. :class:`BaseGraphModel` holds the
 parts every graph model here shares (input and edge encoders, positional encoding, pooling,
 readout), so that the baselines in :mod:`gattn.models.baselines` differ from it only in their
@@ -15,18 +15,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.nn import global_add_pool, global_max_pool, global_mean_pool
 
-from gattn.nn.graph_transformer import GraphTransformerLayer
+from gattn.nn._checks import check_nonnegative_int, check_positive_int, check_probability
+from gattn.nn.graph_transformer import GraphTransformerLayer, reset_module
+
+from .encoders import AtomEncoder, BondEncoder
 
 __all__ = ["BaseGraphModel", "GraphTransformer", "MLPReadout"]
 
 _POOLS = {"mean": global_mean_pool, "sum": global_add_pool, "max": global_max_pool}
 _TASKS = ("graph", "node")
-
-
-def _positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"`{name}` must be a positive int, got {value!r}")
-    return value
 
 
 class MLPReadout(nn.Sequential):
@@ -38,8 +35,7 @@ class MLPReadout(nn.Sequential):
     """
 
     def __init__(self, in_channels: int, out_channels: int, num_layers: int = 2) -> None:
-        if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers < 0:
-            raise ValueError(f"`num_layers` must be an int >= 0, got {num_layers!r}")
+        check_nonnegative_int("num_layers", num_layers)
         layers: list[nn.Module] = []
         width = in_channels
         for _ in range(num_layers):
@@ -84,24 +80,22 @@ class BaseGraphModel(nn.Module):
         pe_sign_flip: bool = True,
     ) -> None:
         super().__init__()
-        self.hidden_channels = _positive_int("hidden_channels", hidden_channels)
-        self.out_channels = _positive_int("out_channels", out_channels)
-        self.num_layers = _positive_int("num_layers", num_layers)
+        self.hidden_channels = check_positive_int("hidden_channels", hidden_channels)
+        self.out_channels = check_positive_int("out_channels", out_channels)
+        self.num_layers = check_positive_int("num_layers", num_layers)
         if task not in _TASKS:
             raise ValueError(f"`task` must be one of {_TASKS}, got {task!r}")
         if readout not in _POOLS:
             raise ValueError(f"`readout` must be one of {tuple(_POOLS)}, got {readout!r}")
-        if isinstance(pe_dim, bool) or not isinstance(pe_dim, int) or pe_dim < 0:
-            raise ValueError(f"`pe_dim` must be an int >= 0, got {pe_dim!r}")
-        for name, value in (("dropout", dropout), ("input_dropout", input_dropout)):
-            if not 0.0 <= float(value) < 1.0:
-                raise ValueError(f"`{name}` must be in [0, 1), got {value!r}")
+        check_nonnegative_int("pe_dim", pe_dim)
+        check_probability("dropout", dropout)
+        check_probability("input_dropout", input_dropout)
         if atom_encoder and num_embeddings is not None:
             raise ValueError("give at most one of `atom_encoder=True` and `num_embeddings`")
         self.task, self.readout, self.norm = task, readout, norm
         self.pe_dim, self.pe_attr, self.pe_sign_flip = pe_dim, pe_attr, bool(pe_sign_flip)
         self.dropout, self.input_dropout = float(dropout), float(input_dropout)
-        self.edge_dim = None if edge_dim is None else _positive_int("edge_dim", edge_dim)
+        self.edge_dim = None if edge_dim is None else check_positive_int("edge_dim", edge_dim)
 
         self.node_encoder = self._node_encoder(in_channels, atom_encoder, num_embeddings)
         self.pe_encoder = nn.Linear(pe_dim, hidden_channels) if pe_dim else None
@@ -122,24 +116,20 @@ class BaseGraphModel(nn.Module):
                     "`atom_encoder`/`num_embeddings`: give one of them"
                 )
             if atom_encoder:
-                from ogb.graphproppred.mol_encoder import AtomEncoder
-
                 return AtomEncoder(hidden)
-            return nn.Embedding(_positive_int("num_embeddings", num_embeddings), hidden)
+            return nn.Embedding(check_positive_int("num_embeddings", num_embeddings), hidden)
         if isinstance(in_channels, nn.Module):
             return in_channels
-        return nn.Linear(_positive_int("in_channels", in_channels), hidden)
+        return nn.Linear(check_positive_int("in_channels", in_channels), hidden)
 
     def _edge_encoder(
         self, edge_dim: int, atom_encoder: bool, num_edge_embeddings: int | None
     ) -> nn.Module:
         hidden = self.hidden_channels
         if atom_encoder:
-            from ogb.graphproppred.mol_encoder import BondEncoder
-
             return BondEncoder(hidden)
         if num_edge_embeddings is not None:
-            return nn.Embedding(_positive_int("num_edge_embeddings", num_edge_embeddings), hidden)
+            return nn.Embedding(check_positive_int("num_edge_embeddings", num_edge_embeddings), hidden)
         return nn.Linear(edge_dim, hidden)
 
     # -- hooks for subclasses -------------------------------------------------------------
@@ -156,7 +146,7 @@ class BaseGraphModel(nn.Module):
 
     def reset_parameters(self) -> None:
         for child in self.children():
-            _reset(child)
+            reset_module(child)
 
     @staticmethod
     def _embed(encoder: nn.Module, values: Tensor, name: str) -> Tensor:
@@ -183,8 +173,6 @@ class BaseGraphModel(nn.Module):
             if not values.is_floating_point():
                 values = values.to(encoder.weight.dtype)
             return encoder(values)
-        if not values.is_floating_point():
-            values = values.long()  # OGB's Atom/BondEncoder index embedding tables
         return encoder(values)
 
     def encode(self, data) -> tuple[Tensor, Tensor | None]:
@@ -245,15 +233,6 @@ class BaseGraphModel(nn.Module):
         )
 
 
-def _reset(module: nn.Module) -> None:
-    """A module's own `reset_parameters` (which owns its children's init), else each child's."""
-    if hasattr(module, "reset_parameters"):
-        module.reset_parameters()
-    else:
-        for child in module.children():
-            _reset(child)
-
-
 class GraphTransformer(BaseGraphModel):
     r"""Graph Transformer of Dwivedi & Bresson (2020): embedding, L blocks, MLP readout.
 
@@ -283,7 +262,8 @@ class GraphTransformer(BaseGraphModel):
         dropout: dropout in the blocks; ``input_dropout`` on the input embedding.
         readout: graph pooling, ``"mean"``, ``"sum"`` or ``"max"``.
         readout_layers: hidden layers of the halving readout MLP (the paper uses 2).
-        atom_encoder: embed OGB molecule features with ogb's ``AtomEncoder``/``BondEncoder``.
+        atom_encoder: embed OGB molecule features with :class:`gattn.models.encoders.AtomEncoder` /
+            ``BondEncoder`` (OGB's encoders, without the ogb package).
         num_embeddings: embed integer node ids (e.g. SBM node types, ZINC atom types) with an
             ``nn.Embedding`` of this many rows; ``num_edge_embeddings`` likewise for edges.
         ffn_ratio, residual, attention_dropout, backend: as in
@@ -318,7 +298,7 @@ class GraphTransformer(BaseGraphModel):
         pe_sign_flip: bool = True,
         backend: str | None = None,
     ) -> None:
-        self.heads = _positive_int("heads", heads)
+        self.heads = check_positive_int("heads", heads)
         if hidden_channels % heads:
             raise ValueError(
                 f"`hidden_channels` ({hidden_channels}) must be divisible by `heads` ({heads})"
