@@ -14,8 +14,8 @@ from benchmarks import edge_attention
 from benchmarks import laplacian_pe as lappe_bench
 
 
-def tiny_spec(method: str, device: str = "cpu", graph: str = "random") -> dict:
-    return dict(device=device, method=method, graph=graph, nodes=60, edges=300,
+def tiny_spec(method: str, device: str = "cpu", graph: str = "random", layer: str = "transformer") -> dict:
+    return dict(device=device, method=method, layer=layer, graph=graph, nodes=60, edges=300,
                 heads=2, dim=4, repeats=1)
 
 
@@ -23,6 +23,32 @@ def tiny_spec(method: str, device: str = "cpu", graph: str = "random") -> dict:
 def test_edge_attention_measure_runs_every_method(method: str) -> None:
     result = edge_attention.measure(tiny_spec(method, graph="powerlaw"))
     assert result["fwd_s"] > 0 and result["fwdbwd_s"] > 0 and result["peak_mb"] > 0
+
+
+@pytest.mark.parametrize("layer", ["gat", "gatv2"])
+@pytest.mark.parametrize("method", ["gattn", "pyg"])
+def test_edge_attention_measure_runs_the_gat_rows(layer: str, method: str) -> None:
+    result = edge_attention.measure(tiny_spec(method, layer=layer))
+    assert result["fwd_s"] > 0 and result["fwdbwd_s"] > 0 and result["peak_mb"] > 0
+    assert type(edge_attention.build(method, 8, 2, 4, layer)).__module__.startswith(
+        "gattn" if method == "gattn" else "torch_geometric")
+
+
+def test_edge_attention_main_writes_table_chart_and_json(tmp_path, monkeypatch, capsys) -> None:
+    """The whole script on the quick cases shrunk to one tiny graph (children stubbed)."""
+    import json
+    import sys
+
+    monkeypatch.setattr(edge_attention, "benchmark_cases", lambda device, quick: [("random", 60, 300, 2, 4)])
+    monkeypatch.setattr(edge_attention, "run_child", lambda module, spec: edge_attention.measure(spec))
+    monkeypatch.setattr(sys, "argv", ["edge_attention.py", "--quick", "--repeats", "1", "--chart",
+                                      str(tmp_path / "chart.png"), "--json", str(tmp_path / "rows.json")])
+    edge_attention.main()
+    printed = capsys.readouterr().out
+    assert "structure cache: content check" in printed and "gatv2" in printed
+    assert (tmp_path / "chart.png").stat().st_size > 0
+    rows = json.loads((tmp_path / "rows.json").read_text())["rows"]
+    assert {(r["layer"], r["method"]) for r in rows} >= {("gat", "gattn"), ("gat", "pyg"), ("gatv2", "pyg")}
 
 
 @pytest.mark.parametrize("method", ["gattn", "reference"])

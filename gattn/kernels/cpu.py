@@ -78,6 +78,15 @@ def _drop_factor(pe, h, heads, flags, drop, inv_keep):
 
 
 @njit(inline="always", fastmath=_FASTMATH)
+def _additive_input(q, k, ekey, i, j, pe, h, d, has_ekey):
+    """q_id + k_jd (+ edge_key_ed): what the additive score's LeakyReLU sees."""
+    z = q[i, h, d] + k[j, h, d]
+    if has_ekey:
+        z += ekey[pe, h, d]
+    return z
+
+
+@njit(inline="always", fastmath=_FASTMATH)
 def _score(q, k, ekey, escale, att, bias, i, j, pe, h, scale, slope, flags, scale_mode):
     """The score of edge (j -> i), head h: dot form or additive form (GAT/GATv2)."""
     dim = q.shape[2]
@@ -85,9 +94,7 @@ def _score(q, k, ekey, escale, att, bias, i, j, pe, h, scale, slope, flags, scal
     s = 0.0
     if flags & _ADDITIVE:
         for d in range(dim):
-            z = q[i, h, d] + k[j, h, d]
-            if has_ekey:
-                z += ekey[pe, h, d]
+            z = _additive_input(q, k, ekey, i, j, pe, h, d, has_ekey)
             if z <= 0.0:
                 z *= slope
             s += att[h, d] * z
@@ -223,9 +230,7 @@ def _bwd_row(i, rowptr, col, perm, q, k, v, ekey, evalue, escale, att, bias, sca
                     devalue[pe, h, d] = w * dout[i, h, d]
             if additive:
                 for d in range(dim):
-                    z = q[i, h, d] + k[j, h, d]
-                    if has_ekey:
-                        z += ekey[pe, h, d]
+                    z = _additive_input(q, k, ekey, i, j, pe, h, d, has_ekey)
                     gz = ds * att[h, d]
                     if z <= 0.0:  # torch's LeakyReLU gradient takes the slope at 0
                         z *= slope
@@ -295,11 +300,8 @@ def _bwd_col(j, colptr, row, csc_edge, q, k, ekey, escale, att, scale, slope, fl
                 dv[j, h, d] += w * dout[i, h, d]
             if additive:
                 for d in range(dim):
-                    z = q[i, h, d] + k[j, h, d]
-                    if has_ekey:
-                        z += ekey[pe, h, d]
                     gz = ds * att[h, d]
-                    dk[j, h, d] += gz * slope if z <= 0.0 else gz
+                    dk[j, h, d] += gz * slope if _additive_input(q, k, ekey, i, j, pe, h, d, has_ekey) <= 0.0 else gz
             elif scale_mode == 2:
                 g = ds * scale
                 for d in range(dim):

@@ -1,14 +1,14 @@
 """Whole models assembled from gattn.nn layers."""
 
 from .baselines import GINE, PyGTransformer
-from .encoders import AtomEncoder, BondEncoder, FeatureEmbedding
+from .encoders import ATOM_FEATURE_DIMS, BOND_FEATURE_DIMS, AtomEncoder, BondEncoder, FeatureEmbedding
 from .graph_transformer import BaseGraphModel, GraphTransformer, MLPReadout
 from .label_dependent_attention import LabelDependentAttention, LabelDependentAttentionOutput
 from .transicd import TransICD
 
 __all__ = ["GINE", "BaseGraphModel", "GraphTransformer", "MLPReadout", "PyGTransformer"]
 __all__ += ["TransICD", "LabelDependentAttention", "LabelDependentAttentionOutput"]
-__all__ += ["AtomEncoder", "BondEncoder", "FeatureEmbedding"]
+__all__ += ["ATOM_FEATURE_DIMS", "BOND_FEATURE_DIMS", "AtomEncoder", "BondEncoder", "FeatureEmbedding"]
 
 # Click-through-rate models.
 from .ctr import DARE, DIN, CategoricalFeature, Hiformer, NumericFeature, SequenceFeature  # noqa: E402

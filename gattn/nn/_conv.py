@@ -36,7 +36,12 @@ from torch_geometric.utils import add_self_loops, is_torch_sparse_tensor, remove
 from gattn.kernels._cache import cached
 from gattn.kernels._validate import check_edge_index_shape
 
-__all__ = ["FusedMessagePassing", "Graph", "as_graph", "attention_return", "split_pair", "with_self_loops"]
+from ._checks import check_channels, check_features, check_positive_int, check_probability
+
+__all__ = [
+    "FusedMessagePassing", "Graph", "as_graph", "attention_return", "channel_pair", "node_features", "split_pair",
+    "with_self_loops",
+]
 
 
 class Graph(NamedTuple):
@@ -131,6 +136,30 @@ def _merge_size(what: str, implied: tuple, size: tuple | None) -> tuple:
     return tuple(s if s is not None else i for s, i in zip(size, implied))
 
 
+def channel_pair(in_channels: int | tuple[int, int]) -> tuple[int, int]:
+    """``in_channels`` (an int or -1 for both, or a (source, destination) pair), validated."""
+    if isinstance(in_channels, (tuple, list)):
+        if len(in_channels) != 2:
+            raise ValueError(f"`in_channels` must be an int or a (source, destination) pair, got {in_channels!r}")
+        return check_channels("in_channels[0]", in_channels[0]), check_channels("in_channels[1]", in_channels[1])
+    channels = check_channels("in_channels", in_channels)
+    return channels, channels
+
+
+def node_features(x: Any, src_channels: int, dst_channels: int, layer: str,
+                  need_dst: bool = True) -> tuple[Tensor, Tensor | None]:
+    """``x`` or ``(x_src, x_dst)`` validated against the layer's input sizes (-1: lazy)."""
+    x_src, x_dst = split_pair(x)
+    if x_dst is None and need_dst:
+        raise ValueError(
+            f"`x` = (x_src, None): {layer} computes with the destination features, so x_dst is required"
+        )
+    check_features("x" if x_src is x_dst else "x[0] (sources)", x_src, src_channels)
+    if x_dst is not None and x_dst is not x_src:
+        check_features("x[1] (destinations)", x_dst, dst_channels)
+    return x_src, x_dst
+
+
 def split_pair(x: Any, name: str = "x") -> tuple[Tensor, Tensor | None]:
     """``x`` or ``(x_src, x_dst)`` (``x_dst`` may be None) -> the pair."""
     if isinstance(x, Tensor):
@@ -202,6 +231,22 @@ class FusedMessagePassing(MessagePassing):
         "_aggregate_forward_hooks", "_message_and_aggregate_forward_pre_hooks",
         "_message_and_aggregate_forward_hooks", "_edge_update_forward_pre_hooks", "_edge_update_forward_hooks",
     )
+
+    def init_attention(self, out_channels: int, heads: int, concat: bool, dropout: float,
+                       edge_dim: int | None, backend: str | None) -> None:
+        """The options every attention layer has, validated."""
+        self.out_channels = check_positive_int("out_channels", out_channels)
+        self.heads = check_positive_int("heads", heads)
+        self.concat = bool(concat)
+        self.dropout = check_probability("dropout", dropout)
+        self.edge_dim = None if edge_dim is None else check_positive_int("edge_dim", edge_dim)
+        self.backend = backend
+
+    def merge_heads(self, tensor: Tensor) -> Tensor:
+        """[R, H, C] -> [R, H * C] (concat) or [R, C] (mean over heads)."""
+        if self.concat:
+            return tensor.reshape(tensor.size(0), self.heads * self.out_channels)
+        return tensor.mean(dim=1)
 
     def fusable(self) -> bool:
         """Whether the fused kernel may run: no explainer, no message-level hooks, no

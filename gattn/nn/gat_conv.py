@@ -15,10 +15,10 @@ from torch_geometric.utils import softmax
 
 from gattn.kernels import dropout_keep_mask, edge_attention
 
-from ._checks import check_channels, check_features, check_positive_int, check_probability, check_real
-from ._conv import FusedMessagePassing, as_graph, attention_return, split_pair, with_self_loops
+from ._checks import check_real
+from ._conv import FusedMessagePassing, as_graph, attention_return, channel_pair, node_features, with_self_loops
 
-__all__ = ["GATConv", "dropped_attention"]
+__all__ = ["AdditiveAttentionConv", "GATConv", "dropped_attention", "draw_seed"]
 
 
 def dropped_attention(alpha: Tensor, dropout_p: float, seed: Tensor | int) -> Tensor:
@@ -35,7 +35,71 @@ def draw_seed(dropout_p: float) -> Tensor | int:
     return torch.randint(0, 2**62, ()) if dropout_p > 0 else 0
 
 
-class GATConv(FusedMessagePassing):
+class AdditiveAttentionConv(FusedMessagePassing):
+    """What GATConv and GATv2Conv share: the self-loops, the fused (or PyG's) attention with
+    PyG's dropout semantics, the head merge, residual, bias and return forms."""
+
+    negative_slope: float
+    add_self_loops: bool
+    fill_value: Any
+    res: Any
+    bias: Any
+
+    def init_additive(self, negative_slope: float, add_self_loops: bool, fill_value: Any, residual: bool) -> None:
+        self.negative_slope = check_real("negative_slope", negative_slope)
+        self.add_self_loops = bool(add_self_loops)
+        self.fill_value = fill_value
+        self.residual = bool(residual)
+
+    def looped(self, edge_index: Any, edge_attr: Tensor | None, num_nodes: int) -> tuple[Any, Tensor | None]:
+        if not self.add_self_loops:
+            return edge_index, edge_attr
+        return with_self_loops(edge_index, edge_attr, self.fill_value, num_nodes, self.edge_dim is not None)
+
+    def attend(self, edge_index: Any, graph: Any, size: Any, want_alpha: bool, res: Tensor | None,
+               kernel_inputs: Any, **propagate_kwargs: Any) -> Tensor | tuple[Tensor, Any]:
+        """The layer's output (and PyG's attention return form) from ``propagate_kwargs``
+        (what PyG's propagate / edge_updater receive). On the fused path
+        ``kernel_inputs(**propagate_kwargs)`` gives the additive score's ``q``, ``k``, ``v``
+        (and ``edge_key`` / ``att``) for :func:`gattn.kernels.edge_attention`."""
+        num_nodes = (graph.num_src, graph.num_dst)
+        if self.fusable():
+            dropout_p = self.dropout if self.training else 0.0
+            seed = draw_seed(dropout_p)
+            kept: dict[str, Tensor | None] = {}
+
+            def compute(edge_index_: Any, size_: Any, **kwargs: Any) -> Tensor:
+                inputs = kernel_inputs(**kwargs)
+                result = edge_attention(
+                    inputs.pop("q"), inputs.pop("k"), inputs.pop("v"), graph.edge_index, num_nodes=num_nodes,
+                    score="additive", negative_slope=self.negative_slope, dropout_p=dropout_p,
+                    dropout_seed=seed, return_attention=want_alpha, backend=self.backend, **inputs,
+                )
+                out, kept["alpha"] = result if want_alpha else (result, None)
+                return out
+
+            out = self.fused_propagate(compute, edge_index, size, **propagate_kwargs)
+            alpha = None if kept["alpha"] is None else dropped_attention(kept["alpha"], dropout_p, seed)
+        else:
+            alpha = self.edge_updater(graph.edge_index, size=num_nodes, **propagate_kwargs)
+            out = self.propagate(graph.edge_index, x=propagate_kwargs["x"], alpha=alpha, size=num_nodes)
+        out = self.merge_heads(out)
+        if res is not None:
+            out = out + res
+        if self.bias is not None:
+            out = out + self.bias
+        if want_alpha:
+            return out, attention_return(edge_index, graph, alpha)
+        return out
+
+    def message(self, x_j: Tensor, alpha: Tensor) -> Tensor:
+        return alpha.unsqueeze(-1) * x_j
+
+    def __repr__(self) -> str:
+        return f"{self.__class__.__name__}({self.in_channels}, {self.out_channels}, heads={self.heads})"
+
+
+class GATConv(AdditiveAttentionConv):
     r"""The graph attention operator of Veličković et al. (2018), computed on the fused
     kernel: the same constructor, parameters (names and initialisation), forward signature
     and outputs as ``torch_geometric.nn.GATConv``.
@@ -105,28 +169,16 @@ class GATConv(FusedMessagePassing):
         kwargs.setdefault("aggr", "add")
         super().__init__(node_dim=0, **kwargs)
         self.in_channels = in_channels
-        self.out_channels = check_positive_int("out_channels", out_channels)
-        self.heads = check_positive_int("heads", heads)
-        self.concat = bool(concat)
-        self.negative_slope = check_real("negative_slope", negative_slope)
-        self.dropout = check_probability("dropout", dropout)
-        self.add_self_loops = bool(add_self_loops)
-        self.edge_dim = None if edge_dim is None else check_positive_int("edge_dim", edge_dim)
-        self.fill_value = fill_value
-        self.residual = bool(residual)
-        self.backend = backend
+        self.init_attention(out_channels, heads, concat, dropout, edge_dim, backend)
+        self.init_additive(negative_slope, add_self_loops, fill_value, residual)
         inner = heads * out_channels
+        pair = channel_pair(in_channels)
         self.lin = self.lin_src = self.lin_dst = None
         if isinstance(in_channels, int):
-            self.lin = Linear(check_channels("in_channels", in_channels), inner, bias=False,
-                              weight_initializer="glorot")
+            self.lin = Linear(pair[0], inner, bias=False, weight_initializer="glorot")
         else:
-            if len(in_channels) != 2:
-                raise ValueError(f"`in_channels` must be an int or a (source, destination) pair, got {in_channels!r}")
-            self.lin_src = Linear(check_channels("in_channels[0]", in_channels[0]), inner, False,
-                                  weight_initializer="glorot")
-            self.lin_dst = Linear(check_channels("in_channels[1]", in_channels[1]), inner, False,
-                                  weight_initializer="glorot")
+            self.lin_src = Linear(pair[0], inner, False, weight_initializer="glorot")
+            self.lin_dst = Linear(pair[1], inner, False, weight_initializer="glorot")
         self.att_src = Parameter(torch.empty(1, heads, out_channels))
         self.att_dst = Parameter(torch.empty(1, heads, out_channels))
         if self.edge_dim is not None:
@@ -137,8 +189,7 @@ class GATConv(FusedMessagePassing):
             self.register_parameter("att_edge", None)
         total = out_channels * (heads if concat else 1)
         if residual:
-            res_in = in_channels if isinstance(in_channels, int) else in_channels[1]
-            self.res = Linear(res_in, total, bias=False, weight_initializer="glorot")
+            self.res = Linear(pair[1], total, bias=False, weight_initializer="glorot")
         else:
             self.register_parameter("res", None)
         if bias:
@@ -160,12 +211,9 @@ class GATConv(FusedMessagePassing):
     def _project(self, x: Any) -> tuple[Tensor, Tensor | None, Tensor | None]:
         """(x_src [N_src, H, C], x_dst [N_dst, H, C] or None, the raw destination features)."""
         heads, channels = self.heads, self.out_channels
-        x_src, x_dst = split_pair(x)
         in_src = self.lin.in_channels if self.lin is not None else self.lin_src.in_channels
         in_dst = self.lin.in_channels if self.lin is not None else self.lin_dst.in_channels
-        check_features("x" if x_src is x_dst else "x[0] (sources)", x_src, in_src)
-        if x_dst is not None and x_dst is not x_src:
-            check_features("x[1] (destinations)", x_dst, in_dst)
+        x_src, x_dst = node_features(x, in_src, in_dst, "GATConv", need_dst=False)
         raw_dst = x_dst
         if self.lin is not None:
             src = self.lin(x_src).view(-1, heads, channels)
@@ -189,54 +237,22 @@ class GATConv(FusedMessagePassing):
         alpha_src = (x_src * self.att_src).sum(dim=-1)
         alpha_dst = None if x_dst is None else (x_dst * self.att_dst).sum(-1)
         num_dst = None if x_dst is None else x_dst.size(0)
-        if self.add_self_loops:
-            num_nodes = x_src.size(0) if x_dst is None else min(x_src.size(0), x_dst.size(0))
-            num_nodes = min(size) if size is not None else num_nodes
-            edge_index, edge_attr = with_self_loops(edge_index, edge_attr, self.fill_value, num_nodes,
-                                                    self.edge_dim is not None)
+        loops = x_src.size(0) if x_dst is None else min(x_src.size(0), x_dst.size(0))
+        edge_index, edge_attr = self.looped(edge_index, edge_attr, min(size) if size is not None else loops)
         graph = as_graph(edge_index, x_src.size(0), num_dst, size)
         edge_attr = graph.edge_attr(edge_attr)
 
-        if self.fusable():
-            dropout_p = self.dropout if self.training else 0.0
-            seed = draw_seed(dropout_p)
-            kept: dict[str, Tensor | None] = {}
+        def kernel_inputs(x: tuple, alpha: tuple, edge_attr: Tensor | None) -> dict[str, Tensor | None]:
+            alpha_src, alpha_dst = alpha
+            q = alpha_dst if alpha_dst is not None else alpha_src.new_zeros(graph.num_dst, heads)
+            edge_key = None
+            if edge_attr is not None and self.lin_edge is not None:
+                edge = self.lin_edge(edge_attr.view(-1, 1) if edge_attr.dim() == 1 else edge_attr)
+                edge_key = (edge.view(-1, heads, channels) * self.att_edge).sum(-1, keepdim=True)
+            return {"q": q.unsqueeze(-1), "k": alpha_src.unsqueeze(-1), "v": x[0], "edge_key": edge_key}
 
-            def compute(edge_index_, size_, x, alpha, edge_attr):
-                alpha_src, alpha_dst = alpha
-                q = (alpha_dst if alpha_dst is not None
-                     else alpha_src.new_zeros(graph.num_dst, heads)).unsqueeze(-1)
-                edge_term = None
-                if edge_attr is not None and self.lin_edge is not None:
-                    edge = self.lin_edge(edge_attr.view(-1, 1) if edge_attr.dim() == 1 else edge_attr)
-                    edge_term = (edge.view(-1, heads, channels) * self.att_edge).sum(-1, keepdim=True)
-                result = edge_attention(
-                    q, alpha_src.unsqueeze(-1), x[0], graph.edge_index, num_nodes=(graph.num_src, graph.num_dst),
-                    edge_key=edge_term, score="additive", negative_slope=self.negative_slope,
-                    dropout_p=dropout_p, dropout_seed=seed, return_attention=bool(return_attention_weights),
-                    backend=self.backend,
-                )
-                out, kept["alpha"] = result if return_attention_weights else (result, None)
-                return out
-
-            out = self.fused_propagate(compute, edge_index, size, x=(x_src, x_dst), alpha=(alpha_src, alpha_dst),
-                                       edge_attr=edge_attr)
-            alpha = kept["alpha"]
-            if alpha is not None:
-                alpha = dropped_attention(alpha, dropout_p, seed)
-        else:
-            alpha = self.edge_updater(graph.edge_index, alpha=(alpha_src, alpha_dst), edge_attr=edge_attr,
-                                      size=(graph.num_src, graph.num_dst))
-            out = self.propagate(graph.edge_index, x=(x_src, x_dst), alpha=alpha, size=(graph.num_src, graph.num_dst))
-
-        out = out.view(-1, heads * channels) if self.concat else out.mean(dim=1)
-        if res is not None:
-            out = out + res
-        if self.bias is not None:
-            out = out + self.bias
-        if return_attention_weights:
-            return out, attention_return(edge_index, graph, alpha)
-        return out
+        return self.attend(edge_index, graph, size, bool(return_attention_weights), res, kernel_inputs,
+                           x=(x_src, x_dst), alpha=(alpha_src, alpha_dst), edge_attr=edge_attr)
 
     def edge_update(self, alpha_j: Tensor, alpha_i: Tensor | None, edge_attr: Tensor | None, index: Tensor,
                     ptr: Tensor | None, dim_size: int | None) -> Tensor:
@@ -252,8 +268,3 @@ class GATConv(FusedMessagePassing):
         alpha = softmax(alpha, index, ptr, dim_size)
         return F.dropout(alpha, p=self.dropout, training=self.training)
 
-    def message(self, x_j: Tensor, alpha: Tensor) -> Tensor:
-        return alpha.unsqueeze(-1) * x_j
-
-    def __repr__(self) -> str:
-        return f"{self.__class__.__name__}({self.in_channels}, {self.out_channels}, heads={self.heads})"

@@ -13,16 +13,14 @@ from torch_geometric.nn.dense.linear import Linear
 from torch_geometric.nn.inits import glorot, zeros
 from torch_geometric.utils import softmax
 
-from gattn.kernels import edge_attention
-
-from ._checks import check_channels, check_features, check_positive_int, check_probability, check_real
-from ._conv import FusedMessagePassing, as_graph, attention_return, split_pair, with_self_loops
-from .gat_conv import draw_seed, dropped_attention
+from ._checks import check_features
+from ._conv import as_graph, channel_pair, node_features
+from .gat_conv import AdditiveAttentionConv
 
 __all__ = ["GATv2Conv"]
 
 
-class GATv2Conv(FusedMessagePassing):
+class GATv2Conv(AdditiveAttentionConv):
     r"""The GATv2 operator of Brody et al. (2022), computed on the fused kernel: the same
     constructor, parameters (names and initialisation), forward signature and outputs as
     ``torch_geometric.nn.GATv2Conv``.
@@ -83,24 +81,11 @@ class GATv2Conv(FusedMessagePassing):
     ) -> None:
         super().__init__(node_dim=0, **kwargs)
         self.in_channels = in_channels
-        self.out_channels = check_positive_int("out_channels", out_channels)
-        self.heads = check_positive_int("heads", heads)
-        self.concat = bool(concat)
-        self.negative_slope = check_real("negative_slope", negative_slope)
-        self.dropout = check_probability("dropout", dropout)
-        self.add_self_loops = bool(add_self_loops)
-        self.edge_dim = None if edge_dim is None else check_positive_int("edge_dim", edge_dim)
-        self.fill_value = fill_value
-        self.residual = bool(residual)
+        self.init_attention(out_channels, heads, concat, dropout, edge_dim, backend)
+        self.init_additive(negative_slope, add_self_loops, fill_value, residual)
         self.share_weights = bool(share_weights)
-        self.backend = backend
         inner = heads * out_channels
-        if isinstance(in_channels, int):
-            pair = (check_channels("in_channels", in_channels),) * 2
-        else:
-            if len(in_channels) != 2:
-                raise ValueError(f"`in_channels` must be an int or a (source, destination) pair, got {in_channels!r}")
-            pair = (check_channels("in_channels[0]", in_channels[0]), check_channels("in_channels[1]", in_channels[1]))
+        pair = channel_pair(in_channels)
         self.lin_l = Linear(pair[0], inner, bias=bias, weight_initializer="glorot")
         if share_weights:
             self.lin_r = self.lin_l
@@ -142,20 +127,11 @@ class GATv2Conv(FusedMessagePassing):
         size: tuple[int, int] | None = None,
     ) -> Tensor | tuple[Tensor, Any]:
         heads, channels = self.heads, self.out_channels
-        x_src, x_dst = split_pair(x)
-        if x_dst is None:
-            raise ValueError("`x` = (x_src, None): GATv2Conv scores every edge with its destination's "
-                             "features, so x_dst is required")
-        check_features("x" if x_src is x_dst else "x[0] (sources)", x_src, self.lin_l.in_channels)
-        if x_dst is not x_src:
-            check_features("x[1] (destinations)", x_dst, self.lin_r.in_channels)
+        x_src, x_dst = node_features(x, self.lin_l.in_channels, self.lin_r.in_channels, "GATv2Conv")
         res = None if self.res is None else self.res(x_dst)
         x_l = self.lin_l(x_src).view(-1, heads, channels)
         x_r = x_l if (x_dst is x_src and self.share_weights) else self.lin_r(x_dst).view(-1, heads, channels)
-        if self.add_self_loops:
-            num_nodes = min(x_l.size(0), x_r.size(0))
-            edge_index, edge_attr = with_self_loops(edge_index, edge_attr, self.fill_value, num_nodes,
-                                                    self.edge_dim is not None)
+        edge_index, edge_attr = self.looped(edge_index, edge_attr, min(x_l.size(0), x_r.size(0)))
         graph = as_graph(edge_index, x_l.size(0), x_r.size(0), size)
         edge_attr = graph.edge_attr(edge_attr)
         if edge_attr is not None and self.lin_edge is None:
@@ -164,39 +140,12 @@ class GATv2Conv(FusedMessagePassing):
             edge_attr = edge_attr.view(-1, 1) if edge_attr.dim() == 1 else edge_attr
             check_features("edge_attr", edge_attr, self.edge_dim, graph.edge_index.size(1), "one per edge")
 
-        if self.fusable():
-            dropout_p = self.dropout if self.training else 0.0
-            seed = draw_seed(dropout_p)
-            kept: dict[str, Tensor | None] = {}
+        def kernel_inputs(x: tuple, edge_attr: Tensor | None) -> dict[str, Tensor | None]:
+            edge_key = None if edge_attr is None else self.lin_edge(edge_attr).view(-1, heads, channels)
+            return {"q": x[1], "k": x[0], "v": x[0], "edge_key": edge_key, "att": self.att.view(heads, channels)}
 
-            def compute(edge_index_, size_, x, edge_attr):
-                edge = None if edge_attr is None else self.lin_edge(edge_attr).view(-1, heads, channels)
-                result = edge_attention(
-                    x[1], x[0], x[0], graph.edge_index, num_nodes=(graph.num_src, graph.num_dst), edge_key=edge,
-                    score="additive", att=self.att.view(heads, channels), negative_slope=self.negative_slope,
-                    dropout_p=dropout_p, dropout_seed=seed, return_attention=bool(return_attention_weights),
-                    backend=self.backend,
-                )
-                out, kept["alpha"] = result if return_attention_weights else (result, None)
-                return out
-
-            out = self.fused_propagate(compute, edge_index, size, x=(x_l, x_r), edge_attr=edge_attr)
-            alpha = kept["alpha"]
-            if alpha is not None:
-                alpha = dropped_attention(alpha, dropout_p, seed)
-        else:
-            alpha = self.edge_updater(graph.edge_index, x=(x_l, x_r), edge_attr=edge_attr,
-                                      size=(graph.num_src, graph.num_dst))
-            out = self.propagate(graph.edge_index, x=(x_l, x_r), alpha=alpha, size=(graph.num_src, graph.num_dst))
-
-        out = out.view(-1, heads * channels) if self.concat else out.mean(dim=1)
-        if res is not None:
-            out = out + res
-        if self.bias is not None:
-            out = out + self.bias
-        if return_attention_weights:
-            return out, attention_return(edge_index, graph, alpha)
-        return out
+        return self.attend(edge_index, graph, size, bool(return_attention_weights), res, kernel_inputs,
+                           x=(x_l, x_r), edge_attr=edge_attr)
 
     def edge_update(self, x_j: Tensor, x_i: Tensor, edge_attr: Tensor | None, index: Tensor,
                     ptr: Tensor | None, dim_size: int | None) -> Tensor:
@@ -208,9 +157,3 @@ class GATv2Conv(FusedMessagePassing):
         alpha = (x * self.att).sum(dim=-1)
         alpha = softmax(alpha, index, ptr, dim_size)
         return F.dropout(alpha, p=self.dropout, training=self.training)
-
-    def message(self, x_j: Tensor, alpha: Tensor) -> Tensor:
-        return x_j * alpha.unsqueeze(-1)
-
-    def __repr__(self) -> str:
-        return f"{self.__class__.__name__}({self.in_channels}, {self.out_channels}, heads={self.heads})"

@@ -27,8 +27,8 @@ from torch_geometric.utils import softmax
 
 from gattn.kernels import edge_attention
 
-from ._checks import check_channels, check_features, check_positive_int, check_probability
-from ._conv import FusedMessagePassing, as_graph, attention_return, split_pair
+from ._checks import check_features, check_positive_int, check_probability
+from ._conv import FusedMessagePassing, as_graph, attention_return, channel_pair, node_features
 
 __all__ = ["GraphTransformerConv", "GraphTransformerLayer"]
 
@@ -116,25 +116,10 @@ class GraphTransformerConv(FusedMessagePassing):
     ) -> None:
         kwargs.setdefault("aggr", "add")
         super().__init__(node_dim=0, **kwargs)
-        if isinstance(in_channels, (tuple, list)):
-            if len(in_channels) != 2:
-                raise ValueError(
-                    "`in_channels` must be an int or a (source, destination) pair, "
-                    f"got {in_channels!r}"
-                )
-            src_channels = check_channels("in_channels[0]", in_channels[0])
-            dst_channels = check_channels("in_channels[1]", in_channels[1])
-            self.in_channels: int | tuple[int, int] = (src_channels, dst_channels)
-        else:
-            src_channels = dst_channels = check_channels("in_channels", in_channels)
-            self.in_channels = src_channels
-        self.out_channels = check_positive_int("out_channels", out_channels)
-        self.heads = check_positive_int("heads", heads)
-        self.concat = bool(concat)
-        self.dropout = check_probability("dropout", dropout)
-        self.edge_dim = None if edge_dim is None else check_positive_int("edge_dim", edge_dim)
+        src_channels, dst_channels = channel_pair(in_channels)
+        self.in_channels = (src_channels, dst_channels) if isinstance(in_channels, (tuple, list)) else src_channels
+        self.init_attention(out_channels, heads, concat, dropout, edge_dim, backend)
         self.update_edges = bool(update_edges) and self.edge_dim is not None
-        self.backend = backend
         inner = self.heads * self.out_channels
 
         def linear(channels: int) -> Linear:
@@ -157,12 +142,6 @@ class GraphTransformerConv(FusedMessagePassing):
             if lin is not None:
                 lin.reset_parameters()
 
-    def _merge_heads(self, tensor: Tensor) -> Tensor:
-        """[R, H, D] -> [R, H * D] (concat) or [R, D] (mean over heads)."""
-        if self.concat:
-            return tensor.reshape(tensor.size(0), self.heads * self.out_channels)
-        return tensor.mean(dim=1)
-
     def forward(
         self,
         x: Tensor | tuple[Tensor, Tensor],
@@ -171,18 +150,8 @@ class GraphTransformerConv(FusedMessagePassing):
         return_attention_weights: bool | None = None,
         size: tuple[int, int] | None = None,
     ) -> Tensor | tuple:
-        x_src, x_dst = split_pair(x)
-        if x_dst is None:
-            raise ValueError(
-                "`x` = (x_src, None): GraphTransformerConv takes its queries from the destination "
-                "features, so x_dst is required"
-            )
-        src_channels, dst_channels = (
-            self.in_channels if isinstance(self.in_channels, tuple) else (self.in_channels,) * 2
-        )
-        check_features("x" if x_src is x_dst else "x[0] (sources)", x_src, src_channels)
-        if x_dst is not x_src:
-            check_features("x[1] (destinations)", x_dst, dst_channels)
+        x_src, x_dst = node_features(x, self.lin_key.in_channels, self.lin_query.in_channels,
+                                     "GraphTransformerConv")
         graph = as_graph(edge_index, x_src.size(0), x_dst.size(0), size)
         heads, dim = self.heads, self.out_channels
         query = self.lin_query(x_dst).view(-1, heads, dim)
@@ -229,11 +198,11 @@ class GraphTransformerConv(FusedMessagePassing):
             kept["alpha"] = self._alpha
         self._alpha = None
 
-        outputs: list = [self._merge_heads(out)]
+        outputs: list = [self.merge_heads(out)]
         if self.update_edges:
             src, dst = graph.edge_index[0], graph.edge_index[1]
             edge_scores = query[dst] * key[src] * edge_scale * scale
-            outputs.append(self._merge_heads(edge_scores))
+            outputs.append(self.merge_heads(edge_scores))
         if want_alpha:
             outputs.append(attention_return(edge_index, graph, kept["alpha"], sparse_pair=False))
         return outputs[0] if len(outputs) == 1 else tuple(outputs)

@@ -14,8 +14,8 @@ from torch_geometric.utils import softmax
 
 from gattn.kernels import edge_attention
 
-from ._checks import check_channels, check_features, check_positive_int, check_probability
-from ._conv import FusedMessagePassing, as_graph, attention_return, split_pair
+from ._checks import check_features
+from ._conv import FusedMessagePassing, as_graph, attention_return, channel_pair, node_features
 
 __all__ = ["TransformerConv"]
 
@@ -87,21 +87,11 @@ class TransformerConv(FusedMessagePassing):
     ) -> None:
         kwargs.setdefault("aggr", "add")
         super().__init__(node_dim=0, **kwargs)
-        if isinstance(in_channels, (tuple, list)):
-            if len(in_channels) != 2:
-                raise ValueError(f"`in_channels` must be an int or a (source, destination) pair, got {in_channels!r}")
-            pair = (check_channels("in_channels[0]", in_channels[0]), check_channels("in_channels[1]", in_channels[1]))
-        else:
-            pair = (check_channels("in_channels", in_channels),) * 2
+        pair = channel_pair(in_channels)
         self.in_channels = in_channels
-        self.out_channels = check_positive_int("out_channels", out_channels)
-        self.heads = check_positive_int("heads", heads)
+        self.init_attention(out_channels, heads, concat, dropout, edge_dim, backend)
         self.beta = bool(beta) and bool(root_weight)
         self.root_weight = bool(root_weight)
-        self.concat = bool(concat)
-        self.dropout = check_probability("dropout", dropout)
-        self.edge_dim = None if edge_dim is None else check_positive_int("edge_dim", edge_dim)
-        self.backend = backend
         self._alpha: Tensor | None = None
         inner = heads * out_channels
         self.lin_key = Linear(pair[0], inner, bias=bias)
@@ -134,13 +124,7 @@ class TransformerConv(FusedMessagePassing):
         size: tuple[int, int] | None = None,
     ) -> Tensor | tuple[Tensor, Any]:
         heads, channels = self.heads, self.out_channels
-        x_src, x_dst = split_pair(x)
-        if x_dst is None:
-            raise ValueError("`x` = (x_src, None): TransformerConv takes its queries from the destination "
-                             "features, so x_dst is required")
-        check_features("x" if x_src is x_dst else "x[0] (sources)", x_src, self.lin_key.in_channels)
-        if x_dst is not x_src:
-            check_features("x[1] (destinations)", x_dst, self.lin_query.in_channels)
+        x_src, x_dst = node_features(x, self.lin_key.in_channels, self.lin_query.in_channels, "TransformerConv")
         graph = as_graph(edge_index, x_src.size(0), x_dst.size(0), size)
         query = self.lin_query(x_dst).view(-1, heads, channels)
         key = self.lin_key(x_src).view(-1, heads, channels)
@@ -179,7 +163,7 @@ class TransformerConv(FusedMessagePassing):
             alpha = self._alpha
         self._alpha = None
 
-        out = out.view(-1, heads * channels) if self.concat else out.mean(dim=1)
+        out = self.merge_heads(out)
         if self.root_weight:
             x_r = self.lin_skip(x_dst)
             if self.lin_beta is not None:
