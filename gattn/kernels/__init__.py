@@ -17,6 +17,7 @@ from __future__ import annotations
 import importlib
 import math
 import os
+import warnings
 from typing import Any
 
 import torch
@@ -263,7 +264,7 @@ def edge_attention(
     csr = get_csr(edge_index, num_src, num_dst)
     _check_edge_terms(terms, csr.num_edges, q, v)
     seed = int(seed)
-    module = resolve_backend(backend, q)
+    module = _fusing_backend(resolve_backend(backend, q), additive, dropout_p, terms)
     if module.NAME == "reference":
         ei = edge_index if isinstance(edge_index, Tensor) else _csr_edge_index(csr)
         out, attention = reference.edge_attention(
@@ -276,6 +277,37 @@ def edge_attention(
         module, config, csr, return_attention, q, k, v, edge_bias, edge_scale, edge_key, edge_value, att
     )
     return (out, attention) if return_attention else out
+
+
+#: What a fused backend may declare in its ``EDGE_FEATURES``; a backend without the attribute
+#: supports them all.
+EDGE_FEATURES = frozenset({"additive", "dropout", "edge_bias", "edge_scale", "edge_key", "edge_value"})
+_fallback_told: set[tuple[str, frozenset]] = set()
+
+
+def _fusing_backend(module: Any, additive: bool, dropout_p: float, terms: dict[str, Tensor | None]) -> Any:
+    """The backend, or the reference when the backend cannot fuse something the call asks
+    for (the one fallback of the kernel API, announced once per backend and feature set).
+
+    Every shipped backend (cpu, triton) fuses every feature; the fallback serves backends
+    that declare less in ``EDGE_FEATURES``.
+    """
+    wanted = {name for name, tensor in terms.items() if tensor is not None}
+    if additive:
+        wanted.add("additive")
+    if dropout_p > 0:
+        wanted.add("dropout")
+    missing = frozenset(wanted - getattr(module, "EDGE_FEATURES", EDGE_FEATURES))
+    if not missing:
+        return module
+    if (module.NAME, missing) not in _fallback_told:
+        _fallback_told.add((module.NAME, missing))
+        warnings.warn(
+            f"gattn: backend {module.NAME!r} cannot fuse {sorted(missing)}; these calls run on the "
+            "plain-torch reference backend (per-edge E x H x D tensors)",
+            stacklevel=3,
+        )
+    return _load("reference")
 
 
 def _compiled_edge_attention(

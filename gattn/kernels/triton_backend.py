@@ -47,6 +47,7 @@ from ._edge import EdgeGrads, EdgeTerms, guard_double_backward
 from .csr import CSR
 
 NAME = "triton"
+EDGE_FEATURES = frozenset({"additive", "dropout", "edge_bias", "edge_scale", "edge_key", "edge_value"})
 __all__ = [
     "ATOMIC", "NAME", "ROW_SPLIT", "TILE_ELEMENTS",
     "edge_backward", "edge_forward", "edge_probabilities", "segment_attention_pool", "segment_softmax",

@@ -34,7 +34,7 @@ from torch import Tensor, nn
 
 from gattn.kernels import edge_attention
 
-from ._checks import check_probability
+from ._checks import check_nonnegative_int, check_positive_int, check_probability
 from ._ragged import Segments, to_segments
 
 __all__ = ["Association", "Hopfield", "HopfieldLayer", "HopfieldPooling", "bag_edges"]
@@ -187,16 +187,11 @@ class Hopfield(nn.Module):
             "pattern_size": pattern_size,
             **sizes,
         }.items():
-            if value is not None and (not isinstance(value, int) or value < 1):
-                raise ValueError(f"`{name}` must be a positive int or None, got {value!r}")
-        if not isinstance(num_heads, int) or num_heads < 1:
-            raise ValueError(f"`num_heads` must be a positive int, got {num_heads!r}")
-        if update_steps_max is not None and (
-            not isinstance(update_steps_max, int) or update_steps_max < 0
-        ):
-            raise ValueError(
-                f"`update_steps_max` must be an int >= 0 or None, got {update_steps_max!r}"
-            )
+            if value is not None:
+                check_positive_int(name, value)
+        check_positive_int("num_heads", num_heads)
+        if update_steps_max is not None:
+            check_nonnegative_int("update_steps_max", update_steps_max)
         check_probability("dropout", dropout)
         if scaling is not None and not scaling > 0:
             raise ValueError(f"`scaling` (beta) must be positive, got {scaling!r}")
@@ -507,8 +502,7 @@ class HopfieldPooling(nn.Module):
         self, input_size: int, quantity: int = 1, trainable: bool = True, **kwargs
     ) -> None:
         super().__init__()
-        if not isinstance(quantity, int) or quantity < 1:
-            raise ValueError(f"`quantity` must be a positive int, got {quantity!r}")
+        check_positive_int("quantity", quantity)
         kwargs.setdefault("state_pattern_as_static", True)
         kwargs.setdefault("normalize_state_pattern", False)
         heads = kwargs.get("num_heads", 1)
@@ -590,8 +584,7 @@ class HopfieldLayer(nn.Module):
         self, input_size: int, quantity: int = 1, lookup_targets_as_trainable: bool = True, **kwargs
     ) -> None:
         super().__init__()
-        if not isinstance(quantity, int) or quantity < 1:
-            raise ValueError(f"`quantity` must be a positive int, got {quantity!r}")
+        check_positive_int("quantity", quantity)
         heads = kwargs.get("num_heads", 1)
         hidden = kwargs.get("hidden_size") or max(1, input_size // heads)
         kwargs["hidden_size"] = hidden

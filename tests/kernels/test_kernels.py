@@ -394,6 +394,21 @@ def test_prebuilt_csr_and_edge_index_agree():
         torch.testing.assert_close(a, b)
 
 
+def test_a_backend_that_cannot_fuse_an_option_falls_back_to_the_reference(monkeypatch):
+    """The kernel API's one fallback: a backend declaring less in EDGE_FEATURES runs the
+    call on the reference (announced once), with the same result."""
+    from gattn.kernels import cpu
+
+    edge_index, q, k, v, _ = _edge_inputs(10, 10, 2, 3, 3, 40, "none")
+    want = K.edge_attention(q, k, v, edge_index, dropout_p=0.3, dropout_seed=1, backend="cpu")
+    monkeypatch.setattr(cpu, "EDGE_FEATURES", frozenset({"edge_bias"}))
+    monkeypatch.setattr(K, "_fallback_told", set())
+    with pytest.warns(UserWarning, match=r"backend 'cpu' cannot fuse \['dropout'\]"):
+        got = K.edge_attention(q, k, v, edge_index, dropout_p=0.3, dropout_seed=1, backend="cpu")
+    torch.testing.assert_close(got, want)
+    K.edge_attention(q, k, v, edge_index, backend="cpu")  # nothing missing: no warning, fused
+
+
 def test_backend_selection(monkeypatch):
     x = torch.randn(3, 2)
     assert K.resolve_backend(None, x).NAME == "cpu"

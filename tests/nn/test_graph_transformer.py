@@ -8,7 +8,6 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-
 from torch_geometric.nn import MessagePassing
 
 from gattn.kernels import available_backends
