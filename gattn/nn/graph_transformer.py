@@ -278,8 +278,8 @@ class GraphTransformerLayer(nn.Module):
 
     The FFN's hidden size is ``ffn_ratio * channels`` (the paper uses 2). Dropout sits where
     the authors' code has it (on the attention output before :math:`O`, and inside the FFN);
-    attention-coefficient dropout is ``attention_dropout`` (default 0, which keeps the fused
-    kernel; see :class:`GraphTransformerConv`).
+    attention-coefficient dropout is ``attention_dropout`` (default 0; fused into the kernel,
+    see :class:`GraphTransformerConv`).
 
     Args:
         channels: node feature size (input and output); must be divisible by ``heads``.
