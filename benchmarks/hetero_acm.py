@@ -132,7 +132,11 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     data = load_acm(Path(args.root) / "hetero" / "acm")
-    results = {impl: [train(data, impl, seed, args.epochs) for seed in range(args.seeds)] for impl in ("pyg", "gattn")}
+    results: dict[str, list[dict[str, float]]] = {"pyg": [], "gattn": []}
+    for seed in range(args.seeds):  # interleaved, so that a change of machine load hits both alike
+        for impl in results:
+            results[impl].append(train(data, impl, seed, args.epochs))
+            print(f"seed {seed} {impl}: {results[impl][-1]}", flush=True)
 
     def summary(impl: str, key: str, digits: int = 3) -> str:
         values = [r[key] for r in results[impl]]
