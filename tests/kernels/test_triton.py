@@ -126,15 +126,20 @@ def test_edge_attention_unsplit_rows_and_odd_dims(monkeypatch):
     _check_edge_attention(edge_index, q, k, v, kw)
 
 
-@pytest.mark.parametrize("edge_term", ["none", "both", "scale_dim"])
-def test_edge_attention_gradcheck(edge_term):
-    edge_index, q, k, v, kw = _edge_inputs(7, 6, 2, 3, 2, 20, edge_term, hub=18)
-    names = list(kw)
+@pytest.mark.parametrize("edge_term, score, dropout_p", [
+    ("none", "dot", 0.0), ("both", "dot", 0.0), ("scale_dim", "dot", 0.0),
+    ("bias_key_value", "additive", 0.3),
+])
+def test_edge_attention_gradcheck(edge_term, score, dropout_p):
+    edge_index, q, k, v, kw = _edge_inputs(7, 6, 2, 3, 2, 20, edge_term, hub=18, score=score)
+    names = [name for name, t in kw.items() if isinstance(t, torch.Tensor)]
+    extra = {name: t for name, t in kw.items() if not isinstance(t, torch.Tensor)}
 
     def fn(q, k, v, *edge):
-        return K.edge_attention(q, k, v, edge_index, backend="triton", **dict(zip(names, edge)))
+        return K.edge_attention(q, k, v, edge_index, backend="triton", dropout_p=dropout_p, dropout_seed=5,
+                                return_attention=True, **extra, **dict(zip(names, edge)))
 
-    assert torch.autograd.gradcheck(fn, (q, k, v, *kw.values()), fast_mode=not CUDA)
+    assert torch.autograd.gradcheck(fn, (q, k, v, *(kw[n] for n in names)), fast_mode=not CUDA)
 
 
 def test_edge_attention_float32():
