@@ -203,9 +203,7 @@ def with_self_loops(edge_index: Any, edge_attr: Tensor | None, fill_value: Any, 
                 "edge features together with add_self_loops=True are not supported for a torch_sparse "
                 "SparseTensor adjacency (nor in PyG); pass an edge_index [2, E] instead"
             )
-        import torch_sparse
-
-        return torch_sparse.set_diag(edge_index), edge_attr
+        return edge_index.set_diag(), edge_attr  # the SparseTensor's own method: no torch_sparse import
     if not isinstance(edge_index, Tensor) or edge_index.layout != torch.strided or torch.compiler.is_compiling():
         edge_index, edge_attr = remove_self_loops(edge_index, edge_attr)
         return add_self_loops(edge_index, edge_attr, fill_value=fill_value, num_nodes=num_nodes)
