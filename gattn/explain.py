@@ -6,35 +6,40 @@ For any model that returns one attention distribution over a document's tokens p
 :class:`gattn.models.LabelDependentAttention` (``word_attention``). Take one document's rows,
 ``attention[ptr[b]:ptr[b + 1]]``, with its tokens as strings. Standard library and torch only;
 the rows are plain dicts, so ``pandas.DataFrame(rows)`` makes a frame where pandas is wanted.
+:func:`explanations_html` puts several documents on one page (the pipelines' run folders).
 """
 
 from __future__ import annotations
 
 import html
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
 
-__all__ = ["explanation_html", "format_table", "top_tokens", "write_explanation_html"]
+__all__ = ["explanation_html", "explanations_html", "format_table", "top_tokens", "write_explanation_html"]
 
-_COLUMNS = ("code", "description", "score", "rank", "position", "token", "weight")
+#: the columns of :func:`format_table`, in order; ``document`` is the caller's (rows of several notes)
+_COLUMNS = ("document", "code", "description", "score", "true", "rank", "position", "token", "weight")
 
 
-def _codes_to_explain(predicted: Sequence[int] | Tensor, num_codes: int) -> list[int]:
+def _codes_to_explain(predicted: Sequence[int] | Tensor, num_codes: int, name: str = "predicted") -> list[int]:
     """Indices of the codes to explain, from indices or a bool mask [C]."""
     chosen = torch.as_tensor(predicted)
     if chosen.dtype == torch.bool:
         if chosen.shape != (num_codes,):
-            raise ValueError(f"`predicted` as a bool mask must have shape [{num_codes}], got {tuple(chosen.shape)}")
+            raise ValueError(f"`{name}` as a bool mask must have shape [{num_codes}], got {tuple(chosen.shape)}")
         return chosen.nonzero().flatten().tolist()
+    if chosen.numel() == 0 and chosen.dim() == 1:  # an empty list (float to torch): no code
+        return []
     if chosen.is_floating_point() or chosen.dim() > 1:
-        raise TypeError(f"`predicted` must be code indices (ints) or a bool mask [{num_codes}], got {chosen.dtype}")
+        raise TypeError(f"`{name}` must be code indices (ints) or a bool mask [{num_codes}], got {chosen.dtype}")
     indices = chosen.flatten().tolist()
     for index in indices:
         if not 0 <= index < num_codes:
-            raise ValueError(f"`predicted` holds code index {index}, out of range for {num_codes} codes")
+            raise ValueError(f"`{name}` holds code index {index}, out of range for {num_codes} codes")
     return indices
 
 
@@ -47,6 +52,7 @@ def top_tokens(
     k: int = 10,
     scores: Tensor | Sequence[float] | None = None,
     code_descriptions: Sequence[str] | None = None,
+    true_codes: Sequence[int] | Tensor | None = None,
 ) -> list[dict]:
     """The ``k`` tokens of highest attention for each predicted code of one document.
 
@@ -60,10 +66,13 @@ def top_tokens(
         k: tokens per code (fewer when the document is shorter). Default 10.
         scores: optional ``[C]`` predicted probabilities, reported per row.
         code_descriptions: optional ``C`` descriptions, reported per row.
+        true_codes: optional, the document's true codes (indices or a bool mask ``[C]``):
+            each row then says whether its code is one of them (``true``).
 
     Returns one dict per (code, token) with keys ``code``, ``description``, ``score``,
-    ``rank`` (1 = highest weight), ``position`` (token index in the document), ``token``,
-    ``weight``; codes in the order of ``predicted``, ties broken by position.
+    ``true``, ``rank`` (1 = highest weight), ``position`` (token index in the document),
+    ``token``, ``weight`` (``description``, ``score`` and ``true`` are None when not given);
+    codes in the order of ``predicted``, ties broken by position.
     """
     if not isinstance(k, int) or isinstance(k, bool) or k < 1:
         raise ValueError(f"`k` must be a positive int, got {k!r}")
@@ -80,6 +89,7 @@ def top_tokens(
         if values is not None and len(values) != len(codes):
             raise ValueError(f"`{name}` must hold one entry per code ({len(codes)}), got {len(values)}")
     score_list = None if scores is None else torch.as_tensor(scores).detach().cpu().flatten().tolist()
+    true_set = None if true_codes is None else set(_codes_to_explain(true_codes, len(codes), "true_codes"))
     rows = []
     for code in _codes_to_explain(predicted, len(codes)):
         column = attention[:, 0 if attention.size(1) == 1 else code]
@@ -89,6 +99,7 @@ def top_tokens(
                 "code": str(codes[code]),
                 "description": None if code_descriptions is None else str(code_descriptions[code]),
                 "score": None if score_list is None else float(score_list[code]),
+                "true": None if true_set is None else code in true_set,
                 "rank": rank,
                 "position": position,
                 "token": tokens[position],
@@ -102,6 +113,8 @@ def format_table(rows: Sequence[dict]) -> str:
     columns = [c for c in _COLUMNS if any(row.get(c) is not None for row in rows)]
 
     def cell(value: object) -> str:
+        if isinstance(value, bool):
+            return "yes" if value else "no"
         text = "" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
         return text.replace("|", "\\|").replace("\n", " ")
 
@@ -118,44 +131,49 @@ table { border-collapse: collapse; } td, th { border: 1px solid #ccc; padding: 0
 """
 
 
-def explanation_html(
+def _page(title: str, body: list[str]) -> str:
+    esc = html.escape(str(title), quote=True)
+    return "\n".join([
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{esc}</title><style>{_STYLE}</style></head><body>",
+        f"<h1>{esc}</h1>",
+        *body,
+        "</body></html>",
+    ])
+
+
+def _document_sections(
     tokens: Sequence[str],
     attention: Tensor,
     codes: Sequence[str],
     predicted: Sequence[int] | Tensor,
     *,
-    k: int = 10,
-    scores: Tensor | Sequence[float] | None = None,
-    code_descriptions: Sequence[str] | None = None,
-    title: str = "Attention explanation",
-) -> str:
-    """A self-contained HTML page: per predicted code, its top-``k`` tokens as a table and the
-    note with those tokens highlighted (opacity by weight relative to the code's top token).
-
-    Arguments as :func:`top_tokens`; every text (tokens, codes, descriptions, title) is
-    HTML-escaped.
-    """
+    k: int,
+    scores: Tensor | Sequence[float] | None,
+    code_descriptions: Sequence[str] | None,
+    true_codes: Sequence[int] | Tensor | None,
+    level: int,
+) -> list[str]:
+    """One ``<section>`` per explained code of one document (headings at ``<h{level}>``)."""
     esc = lambda value: html.escape(str(value), quote=True)
-    parts = [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        f"<title>{esc(title)}</title><style>{_STYLE}</style></head><body>",
-        f"<h1>{esc(title)}</h1>",
-    ]
+    tokens = [str(token) for token in tokens]
+    options = dict(k=k, scores=scores, code_descriptions=code_descriptions, true_codes=true_codes)
+    top_tokens(tokens, attention, codes, [], **options)  # checks every argument, even with no code chosen
     chosen = _codes_to_explain(predicted, len(codes))
     if not chosen:
-        parts.append("<p>No code predicted for this document.</p>")
-    tokens = [str(token) for token in tokens]
+        return ["<p>No code predicted for this document.</p>"]
+    parts = []
     for code in chosen:
-        code_rows = top_tokens(
-            tokens, attention, codes, [code], k=k, scores=scores, code_descriptions=code_descriptions
-        )
+        code_rows = top_tokens(tokens, attention, codes, [code], **options)
         heading = esc(codes[code])
         if code_descriptions is not None:
             heading += f" &ndash; {esc(code_descriptions[code])}"
         if scores is not None:
             heading += f" (p = {float(torch.as_tensor(scores).flatten()[code]):.3f})"
-        parts.append(f"<section><h2>{heading}</h2>")
+        if code_rows and code_rows[0]["true"] is not None:
+            heading += ", a true code" if code_rows[0]["true"] else ", not a true code"
+        parts.append(f"<section><h{level}>{heading}</h{level}>")
         parts.append("<table><tr><th>rank</th><th>token</th><th>position</th><th>weight</th></tr>")
         parts += [
             f"<tr><td>{row['rank']}</td><td>{esc(row['token'])}</td><td>{row['position']}</td>"
@@ -177,8 +195,56 @@ def explanation_html(
                 f'title="rank {row["rank"]}, weight {row["weight"]:.4f}">{esc(token)}</mark>'
             )
         parts.append(f'<p class="note">{" ".join(words)}</p></section>')
-    parts.append("</body></html>")
-    return "\n".join(parts)
+    return parts
+
+
+def explanation_html(
+    tokens: Sequence[str],
+    attention: Tensor,
+    codes: Sequence[str],
+    predicted: Sequence[int] | Tensor,
+    *,
+    k: int = 10,
+    scores: Tensor | Sequence[float] | None = None,
+    code_descriptions: Sequence[str] | None = None,
+    true_codes: Sequence[int] | Tensor | None = None,
+    title: str = "Attention explanation",
+) -> str:
+    """A self-contained HTML page: per predicted code, its top-``k`` tokens as a table and the
+    note with those tokens highlighted (opacity by weight relative to the code's top token).
+
+    Arguments as :func:`top_tokens`; every text (tokens, codes, descriptions, title) is
+    HTML-escaped.
+    """
+    return _page(title, _document_sections(tokens, attention, codes, predicted, k=k, scores=scores,
+                                           code_descriptions=code_descriptions, true_codes=true_codes, level=2))
+
+
+def explanations_html(documents: Sequence[Mapping[str, Any]], *, title: str = "Attention explanations") -> str:
+    """One HTML page explaining several documents, one ``<article>`` each.
+
+    Args:
+        documents: per document, a mapping with a ``heading`` (e.g. its admission id) and the
+            arguments of :func:`explanation_html` by name (``tokens``, ``attention``, ``codes``,
+            ``predicted``, and optionally ``k``, ``scores``, ``code_descriptions``,
+            ``true_codes``).
+        title: the page title.
+    """
+    body = []
+    for number, document in enumerate(documents):
+        options = dict(document)
+        heading = options.pop("heading", f"document {number}")
+        unknown = set(options) - {"tokens", "attention", "codes", "predicted", "k", "scores", "code_descriptions",
+                                  "true_codes"}
+        if unknown:
+            raise ValueError(f"`documents[{number}]` has unknown keys {sorted(unknown)}")
+        options.setdefault("k", 10)
+        for key in ("scores", "code_descriptions", "true_codes"):
+            options.setdefault(key, None)
+        body.append(f"<article><h2>{html.escape(str(heading), quote=True)}</h2>")
+        body += _document_sections(**options, level=3)
+        body.append("</article>")
+    return _page(title, body)
 
 
 def write_explanation_html(path: str | Path, *args, **kwargs) -> Path:

@@ -168,7 +168,9 @@ class LDAMLoss(nn.Module):
             )
         _check_binary("target", target)
         target = target.to(logits.dtype)
-        shifted = self.scale * (logits - target * self.margins.to(logits.dtype))
+        # the margins follow the logits: a task module moves the loss with the model, but
+        # evaluates it on predictions gathered on the CPU
+        shifted = self.scale * (logits - target * self.margins.to(device=logits.device, dtype=logits.dtype))
         return F.binary_cross_entropy_with_logits(shifted, target, reduction=self.reduction)
 
 

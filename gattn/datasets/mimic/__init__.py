@@ -15,7 +15,7 @@ from pathlib import Path
 from ..root import register_source
 from .cache import default_cache_dir
 from .codes import code_lists, format_icd9, read_code_descriptions, read_icd_codes, top_codes
-from .documents import DocumentBatch, MimicDocuments, gather_ragged
+from .documents import DocumentBatch, LengthBucketBatchSampler, MimicDocuments, gather_ragged
 from .fixture import MimicFixture, write_mimic_fixture, write_noteevents
 from .icd import MimicICD, load_icd_coding
 from .notes import MimicNotes, load_notes
@@ -31,6 +31,7 @@ __all__ = [
     "SCHEMAS",
     "UNK",
     "DocumentBatch",
+    "LengthBucketBatchSampler",
     "MimicDocuments",
     "MimicFixture",
     "MimicICD",

@@ -11,7 +11,9 @@ Layout (plain tensors; no model is imported here):
 
 ``DataLoader(docs, batch_size=..., shuffle=..., collate_fn=docs.collate)`` (or
 :meth:`MimicDocuments.loader`) yields :class:`DocumentBatch` es; the batch is gathered in one
-vectorised step (``__getitems__``) rather than item by item.
+vectorised step (``__getitems__``) rather than item by item. With
+``batch_sampler=LengthBucketBatchSampler(docs.lengths, ...)`` the documents of a batch have
+similar lengths, so a model that pads per batch (a transformer encoder) pads little.
 """
 
 from __future__ import annotations
@@ -22,9 +24,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
-__all__ = ["DocumentBatch", "MimicDocuments", "gather_ragged"]
+__all__ = ["DocumentBatch", "LengthBucketBatchSampler", "MimicDocuments", "gather_ragged"]
 
 
 def gather_ragged(values: Tensor, ptr: Tensor, index: Tensor) -> tuple[Tensor, Tensor]:
@@ -188,3 +190,60 @@ class MimicDocuments(Dataset):
         generator = torch.Generator().manual_seed(seed) if shuffle else None
         return DataLoader(self, batch_size=batch_size, shuffle=shuffle, generator=generator,
                           collate_fn=self.collate, **kwargs)
+
+
+class LengthBucketBatchSampler(Sampler[list[int]]):
+    """Batches of documents of similar length, for encoders that pad each batch to its longest.
+
+    With ``shuffle``: the documents are shuffled, cut into pools of ``pool`` batches, each pool
+    sorted by length and cut into batches, and the batches shuffled; a new order every epoch
+    (``set_epoch``, which Lightning calls, or one more per pass). Without: every document
+    sorted by length (evaluation: the order does not change the metrics).
+
+    Args:
+        lengths: [B] document lengths (``MimicDocuments.lengths``).
+        batch_size: documents per batch (the last batch of a pool may be smaller).
+        shuffle: shuffle as above (training) or sort everything (evaluation). Default False.
+        pool: batches per sorted pool when shuffling (default 50; 1 gives plain shuffled
+            batches; larger pads less but makes batches less random).
+        seed: the shuffling seed (epoch ``e`` uses ``seed + e``).
+    """
+
+    def __init__(self, lengths: Tensor, batch_size: int, *, shuffle: bool = False, pool: int = 50,
+                 seed: int = 0) -> None:
+        lengths = torch.as_tensor(lengths)
+        if lengths.dim() != 1 or lengths.is_floating_point() or lengths.dtype == torch.bool:
+            raise TypeError(f"`lengths` must be a 1-D integer tensor, got {lengths.dtype} {tuple(lengths.shape)}")
+        for name, value in (("batch_size", batch_size), ("pool", pool)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"`{name}` must be a positive int, got {value!r}")
+        self.lengths, self.batch_size, self.shuffle = lengths.long(), batch_size, bool(shuffle)
+        self.pool, self.seed, self.epoch = pool, int(seed), 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        if not self.shuffle:
+            return -(-self.lengths.numel() // self.batch_size)
+        size = self.batch_size * self.pool
+        full, rest = divmod(self.lengths.numel(), size)
+        return full * self.pool + -(-rest // self.batch_size)
+
+    def __iter__(self):
+        count = self.lengths.numel()
+        if not self.shuffle:
+            order = torch.sort(self.lengths, stable=True).indices
+            yield from (order[i: i + self.batch_size].tolist() for i in range(0, count, self.batch_size))
+            return
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        self.epoch += 1  # without set_epoch, the next pass draws another order
+        order = torch.randperm(count, generator=generator)
+        size = self.batch_size * self.pool
+        batches = []
+        for start in range(0, count, size):
+            chunk = order[start: start + size]
+            chunk = chunk[torch.sort(self.lengths[chunk], stable=True).indices]
+            batches += [chunk[i: i + self.batch_size] for i in range(0, chunk.numel(), self.batch_size)]
+        for index in torch.randperm(len(batches), generator=generator).tolist():
+            yield batches[index].tolist()
