@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from gattn.explain import explanation_html, format_table, top_tokens, write_explanation_html
+from gattn.explain import explanation_html, explanations_html, format_table, top_tokens, write_explanation_html
 
 TOKENS = ["pt", "with", "<b>chf</b>", "and", "uti", "&", "chf"]
 CODES = ["428.0", "599.0", "401.9"]
@@ -128,3 +128,22 @@ def test_explain_and_losses_stay_light():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_several_documents_on_one_page_with_true_codes():
+    rows = top_tokens(TOKENS, ATTENTION, CODES, [0, 1], k=1, true_codes=torch.tensor([True, False, False]))
+    assert [r["true"] for r in rows] == [True, False]
+    assert "| code | true | rank |" in format_table(rows) and "| 428.0 | yes | 1 |" in format_table(rows)
+    first = dict(tokens=TOKENS, attention=ATTENTION, codes=CODES, predicted=[0], k=2, true_codes=[0])
+    second = dict(tokens=TOKENS[:3], attention=ATTENTION[:3], codes=CODES, predicted=[], heading="note <2>")
+    page = explanations_html([{"heading": "admission 1", **first}, second], title="two")
+    parser = _Collector()
+    parser.feed(page)
+    assert parser.tags.count("article") == 2 and parser.marks == ["<b>chf</b>", "chf"]
+    assert "note &lt;2&gt;" in page and "No code predicted" in page and ", a true code" in page
+    with pytest.raises(ValueError, match=r"`documents\[0\]` has unknown keys \['colour'\]"):
+        explanations_html([{**first, "colour": "red"}])
+    with pytest.raises(ValueError, match="`true_codes` holds code index 5"):
+        explanations_html([{**first, "true_codes": [5]}])
+    with pytest.raises(ValueError, match=r"`attention` must be \[L=3"):  # checked even with no code chosen
+        explanations_html([{**second, "attention": ATTENTION}])

@@ -11,6 +11,7 @@ from gattn.metrics import (
     compute,
     f1,
     f1_macro,
+    f1_macro_pr,
     f1_micro,
     gauc,
     get_metric,
@@ -219,3 +220,15 @@ def test_ap_matches_sklearn_per_task():
 def test_bad_class_prediction_shape():
     with pytest.raises(ValueError, match="y_pred"):
         accuracy([0, 1], [[0.1, 0.9, 0.0]])
+
+
+def test_f1_macro_pr_is_the_f1_of_macro_precision_and_recall():
+    y = np.array([[1, 0, 0], [1, 1, 0], [0, 1, 1], [0, 0, 1]])
+    logits = np.array([[2.0, -1.0, -1.0], [1.0, -0.5, -2.0], [0.5, 3.0, -1.0], [-1.0, 1.0, -3.0]])
+    # predicted [1,0,0],[1,0,0],[1,1,0],[0,1,0]: label 0 P=2/3 R=1; label 1 P=1/2 R=1/2; label 2
+    # never predicted: P=0 R=0. Macro P = 7/18, macro R = 1/2.
+    p, r = 7 / 18, 1 / 2
+    assert f1_macro_pr(y, logits) == pytest.approx(2 * p * r / (p + r))
+    assert f1_macro(y, logits) == pytest.approx((0.8 + 0.5 + 0.0) / 3)  # mean of per-label F1
+    assert f1_macro_pr(y, np.full((4, 3), -1.0)) == 0.0
+    assert METRICS["f1_macro_pr"].direction == "maximize"

@@ -212,6 +212,10 @@ class MimicPipeline(Pipeline):
             if len(notes) == 0:
                 raise ValueError(self._no_notes(mimic_dir, notes)) from None
             raise ValueError(f"{exc.args[0]} (on the command line: --missing-notes drop or empty)") from None
+        except ValueError as exc:  # fewer codes than the label set asks for (a small extract)
+            if "cannot take the top" not in str(exc):
+                raise
+            raise ValueError(f"{exc} (on the command line: a smaller --top-codes K)") from None
         if icd.train.token_ids.numel() == 0 and icd.train.series is None:
             raise ValueError(self._no_notes(mimic_dir, load_notes(mimic_dir, cache_dir=options["cache_dir"])))
         if len(icd.train) == 0:

@@ -13,6 +13,7 @@ import torch
 from gattn.datasets.mimic import (
     DEFAULT_FEATURES,
     DocumentBatch,
+    LengthBucketBatchSampler,
     MimicDocuments,
     SeriesFeature,
     clean_text,
@@ -127,6 +128,31 @@ def test_loader_covers_every_document_once():
     with pytest.raises(ValueError, match="batch_size"):
         docs.loader(0)
 
+
+
+def test_length_buckets_cover_every_document_once_and_pad_little():
+    lengths = torch.randint(1, 500, (103,), generator=torch.Generator().manual_seed(0))
+    sampler = LengthBucketBatchSampler(lengths, 4, shuffle=True, pool=5, seed=3)
+    epochs = [list(sampler) for _ in range(2)]
+    for batches in epochs:
+        assert len(batches) == len(sampler) == 5 * 5 + 1  # 5 pools of 20 documents, then 3 left
+        assert sorted(i for b in batches for i in b) == list(range(103))
+    assert epochs[0] != epochs[1]  # a new order every pass
+    sampler.set_epoch(0)
+    assert list(sampler) == epochs[0]  # set_epoch (Lightning) repeats an epoch's order
+
+    def padding(batches):
+        return sum(int(lengths[b].max()) * len(b) - int(lengths[b].sum()) for b in batches)
+
+    plain = list(LengthBucketBatchSampler(lengths, 4, shuffle=True, pool=1, seed=3))
+    assert padding(epochs[0]) < padding(plain) / 2
+    ordered = list(LengthBucketBatchSampler(lengths, 4))
+    flat = [i for b in ordered for i in b]
+    assert len(ordered) == 26 and lengths[flat].tolist() == sorted(lengths.tolist())
+    with pytest.raises(ValueError, match="`batch_size` must be a positive int"):
+        LengthBucketBatchSampler(lengths, 0)
+    with pytest.raises(TypeError, match="`lengths` must be a 1-D integer tensor"):
+        LengthBucketBatchSampler(lengths.float(), 2)
 
 def test_documents_validate_their_input():
     docs = small_documents()
