@@ -223,3 +223,21 @@ def test_header_only_notes_and_missing_notes_are_clear_errors(tmp_path, capsys):
         pipeline.prepare(make_config(pipeline, {**values, "splits_dir": str(fx.splits_dir),
                                                 "cache_dir": str(tmp_path / "cache3")}))
 
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_config_files_are_valid_and_hold_the_papers_settings(family):
+    from pathlib import Path
+
+    from gattn.pipelines.config import read_config_file
+
+    values = read_config_file(Path(__file__).resolve().parents[2] / "configs" / f"{family}_mimic3-50.yaml")
+    assert values.pop("pipeline") == family
+    config = make_config(get_pipeline(family), values)
+    assert (config.setting, config.max_length, config.embedding_dim, config.lr, config.batch_size,
+            config.epochs) == ("50", 2500, 128, 1e-3, 8, 30)
+    if family == "transicd":  # Biswas et al.: frozen CBOW vectors, 2 layers, 8 heads, dropout 0.1, LDAM
+        assert (config.layers, config.heads, config.dropout, config.freeze_embeddings, config.loss,
+                config.ldam_c, config.ldam_normalise) == (2, 8, 0.1, True, "ldam", 3.0, False)
+    else:
+        assert config.time_series and config.max_hours == 48 and config.loss == "bce"
