@@ -50,7 +50,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from gattn.pipelines.base import DataLoaders, Pipeline, Split
-from gattn.pipelines.config import TrainConfig, option
+from gattn.pipelines.config import ConfigError, TrainConfig, option
 
 __all__ = ["DEFAULT_MIMIC_FOLDER", "MimicConfig", "MimicData", "MimicPipeline", "ToInputs", "ldam_max_margin",
            "mimic_paths"]
@@ -282,6 +282,15 @@ class MimicPipeline(Pipeline):
             except ValueError:
                 out[f"test_{name}"] = math.nan
         return out
+
+    def word_vectors(self, config: Any, data: MimicData) -> Tensor | None:
+        """The word2vec vectors the model starts from (None: trained from scratch); a frozen
+        embedding needs them."""
+        vectors = data.icd.embeddings
+        if vectors is None and config.freeze_embeddings:
+            raise ConfigError("--freeze-embeddings: the training notes gave no word2vec vectors (no word reached "
+                              "--min-count); use --no-freeze-embeddings or a lower --min-count")
+        return vectors
 
     def token_attention(self, model: nn.Module, inputs: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
         """``(logits [b, C], attention [R, C] or [R, 1])`` of a batch (the family's model)."""

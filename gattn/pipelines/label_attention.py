@@ -79,12 +79,9 @@ class LabelAttentionPipeline(MimicPipeline):
         from gattn.models import LabelDependentAttention
 
         icd = data.icd
-        if icd.embeddings is None and config.freeze_embeddings:
-            raise ConfigError("--freeze-embeddings: the training notes gave no word2vec vectors; use "
-                              "--no-freeze-embeddings or a lower --min-count")
         channels = 0 if icd.train.series is None else int(icd.train.series.size(2))
         return LabelDependentAttention(
-            icd.num_labels, len(icd.vocab), config.embedding_dim, pretrained_embeddings=icd.embeddings,
+            icd.num_labels, len(icd.vocab), config.embedding_dim, pretrained_embeddings=self.word_vectors(config, data),
             freeze_embeddings=config.freeze_embeddings, label_descriptions=icd.description_tokens(empty="unk"),
             time_series_channels=channels, hidden_channels=config.hidden, ngram=config.ngram,
             label_pooling=config.label_pooling, fusion=config.fusion, time_series_layers=config.series_layers,

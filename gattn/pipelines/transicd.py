@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from gattn.pipelines._mimic import MimicConfig, MimicData, MimicPipeline
 from gattn.pipelines.base import Split
-from gattn.pipelines.config import ConfigError, option
+from gattn.pipelines.config import option
 from gattn.pipelines.registry import register_pipeline
 
 __all__ = ["TransICDConfig", "TransICDPipeline"]
@@ -58,11 +58,8 @@ class TransICDPipeline(MimicPipeline):
         from gattn.models import TransICD
 
         icd = data.icd
-        if icd.embeddings is None and config.freeze_embeddings:
-            raise ConfigError("--freeze-embeddings: the training notes gave no word2vec vectors (no word reached "
-                              "--min-count); use --no-freeze-embeddings or a lower --min-count")
         return TransICD(
-            icd.num_labels, len(icd.vocab), config.embedding_dim, pretrained_embeddings=icd.embeddings,
+            icd.num_labels, len(icd.vocab), config.embedding_dim, pretrained_embeddings=self.word_vectors(config, data),
             freeze_embeddings=config.freeze_embeddings, num_layers=config.layers, num_heads=config.heads,
             feedforward_channels=config.feedforward, attention_channels=config.attention, dropout=config.dropout,
         )

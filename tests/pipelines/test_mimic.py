@@ -241,3 +241,15 @@ def test_config_files_are_valid_and_hold_the_papers_settings(family):
                 config.ldam_c, config.ldam_normalise) == (2, 8, 0.1, True, "ldam", 3.0, False)
     else:
         assert config.time_series and config.max_hours == 48 and config.loss == "bce"
+
+
+def test_frozen_embeddings_need_word_vectors():
+    from types import SimpleNamespace
+
+    from gattn.pipelines._mimic import MimicData
+
+    pipeline = get_pipeline("transicd")
+    data = MimicData(SimpleNamespace(embeddings=None))
+    with pytest.raises(ConfigError, match="--freeze-embeddings: the training notes gave no word2vec vectors"):
+        pipeline.word_vectors(make_config(pipeline, {}), data)
+    assert pipeline.word_vectors(make_config(pipeline, {"freeze_embeddings": False}), data) is None
