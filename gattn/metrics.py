@@ -336,8 +336,8 @@ def f1_macro(y_true: Any, y_pred: Any) -> float:
 
 
 def f1_macro_pr(y_true: Any, y_pred: Any) -> float:
-    """Multi-label macro F1 as the ICD-coding literature reports it (CAML's evaluation, reused
-    by the papers that compare with it, TransICD among them): the harmonic mean of the
+    """Multi-label macro F1 as CAML's evaluation (Mullenbach et al. 2018) and many ICD-coding
+    papers after it report it (TransICD's code reports :func:`f1_macro` instead): the harmonic mean of the
     macro-averaged precision and recall at 0.5 (logits > 0), a label never predicted counting
     precision 0 and a label never present recall 0. It is not the mean of per-label F1
     (:func:`f1_macro`), and is at least as large."""

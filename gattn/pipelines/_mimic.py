@@ -25,9 +25,11 @@ the labels with both classes in the evaluated split, as CAML's evaluation does.
 
 Metrics (:mod:`gattn.metrics`, over the whole split): micro and macro ROC-AUC, micro and macro
 F1 at 0.5 (``f1_macro``: the mean of per-label F1; ``f1_macro_pr``: the F1 of macro precision
-and recall, the ICD-coding papers' macro F1), precision at 5, 8 and 15 (those with ``k`` at
-most the number of labels). The best epoch is chosen on the validation micro F1 (CAML's
-criterion). Beside the results: the label-frequency baseline (every test document scored with
+and recall, CAML's macro F1), precision at 5, 8 and 15 (those with ``k`` at most the number
+of labels). The epoch evaluated is the best on validation micro F1 (``--selection best``,
+CAML's criterion) or the last (``--selection last``: no validation during training, as the
+TransICD authors' code, whose macro F1 is the mean of per-label F1, ``f1_macro``). Beside
+the results: the label-frequency baseline (every test document scored with
 the training frequency of each code), what a model that ignores the note can reach.
 
 Explanations (``--explain N``, default 3): after training, the first N test documents with
@@ -97,6 +99,9 @@ class MimicConfig(TrainConfig):
     epochs: int = option(30, "epochs (the best on validation is kept)", low=1, group="training")
     batch_size: int = option(8, "notes per step", low=1, group="training")
     lr: float = option(1e-3, "learning rate", low=0, low_open=True, group="training")
+    selection: str = option("best", "the epoch evaluated on test: best (validation micro F1 after every epoch) or "
+                            "last (no validation during training, as the TransICD authors' code)",
+                            choices=("best", "last"), group="training")
     explain: int = option(3, "test documents explained after training (0: none)", low=0, group="output",
                           run_control=True)
     explain_codes: int = option(5, "explanations: most codes per document", low=1, group="output",
@@ -242,7 +247,8 @@ class MimicPipeline(Pipeline):
                                                pool=config.length_pool, seed=config.seed)
             return DataLoader(documents, batch_sampler=sampler, collate_fn=collate, num_workers=config.num_workers)
 
-        return DataLoaders(loader(icd.train, True), loader(icd.dev, False), loader(icd.test, False))
+        dev = loader(icd.dev, False) if config.selection == "best" else None
+        return DataLoaders(loader(icd.train, True), dev, loader(icd.test, False))
 
     # -------------------------------------------------------------------------- model
     def loss(self, config: Any, data: MimicData) -> Any:
@@ -282,6 +288,11 @@ class MimicPipeline(Pipeline):
             except ValueError:
                 out[f"test_{name}"] = math.nan
         return out
+
+    def check_tunable(self, config: Any) -> None:
+        """``gattn tune`` compares trials on validation, which ``--selection last`` turns off."""
+        if config.selection == "last":
+            raise ConfigError("gattn tune compares trials on the validation split: use --selection best")
 
     def word_vectors(self, config: Any, data: MimicData) -> Tensor | None:
         """The word2vec vectors the model starts from (None: trained from scratch); a frozen

@@ -94,6 +94,7 @@ class LabelAttentionPipeline(MimicPipeline):
 
     def search_space(self, trial: Any, config: Any) -> dict[str, Any]:
         """Learning rate, weight decay, dropout, attention size and phrase window."""
+        self.check_tunable(config)
         params: dict[str, Any] = {
             "lr": trial.suggest_float("lr", 1e-4, 3e-3, log=True),
             "weight_decay": trial.suggest_float("weight_decay", 1e-7, 1e-3, log=True),

@@ -239,6 +239,8 @@ def test_config_files_are_valid_and_hold_the_papers_settings(family):
     if family == "transicd":  # Biswas et al.: frozen CBOW vectors, 2 layers, 8 heads, dropout 0.1, LDAM
         assert (config.layers, config.heads, config.dropout, config.freeze_embeddings, config.loss,
                 config.ldam_c, config.ldam_normalise) == (2, 8, 0.1, True, "ldam", 3.0, False)
+        # the authors' code: AdamW (torch's default decay), the last epoch evaluated
+        assert (config.optimizer, config.weight_decay, config.selection) == ("adamw", 0.01, "last")
     else:
         assert config.time_series and config.max_hours == 48 and config.loss == "bce"
 
@@ -253,3 +255,13 @@ def test_frozen_embeddings_need_word_vectors():
     with pytest.raises(ConfigError, match="--freeze-embeddings: the training notes gave no word2vec vectors"):
         pipeline.word_vectors(make_config(pipeline, {}), data)
     assert pipeline.word_vectors(make_config(pipeline, {"freeze_embeddings": False}), data) is None
+
+
+def test_selection_last_trains_without_validation_and_cannot_be_tuned(fx, cache, tmp_path):
+    pipeline = get_pipeline("label_attention")
+    config = make_config(pipeline, quick(fx, cache, "label_attention", selection="last", explain=0, epochs=3))
+    result = run(pipeline, config, tmp_path / "run")
+    assert result.metrics["epochs"] == 3 and not any(key.startswith("val_") for key in result.metrics)
+    assert "test_f1_macro" in result.metrics
+    with pytest.raises(ConfigError, match="gattn tune compares trials on the validation split"):
+        pipeline.search_space(optuna.trial.FixedTrial({}), config)
