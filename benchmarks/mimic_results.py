@@ -64,8 +64,9 @@ def row(label: str, values: dict, prefix: str = "test_") -> list[str]:
     return [label, *(cell(name) for _, name in COLUMNS)]
 
 
-def demo_statistics(mimic_dir: str, splits_dir: str, cache_dir: str | None) -> None:
-    """What the demo's structured tables give: its admissions in each CAML split, with codes."""
+def demo_statistics(mimic_dir: str, splits_dir: str, cache_dir: str | None, top_codes: int | None = None) -> None:
+    """What the demo's structured tables give: its admissions in each CAML split, with codes
+    (``top_codes``: another label set than the top 50 for the 50 setting)."""
     import torch
 
     from gattn.datasets.mimic import DEFAULT_FEATURES, load_icd_coding, read_admissions
@@ -74,7 +75,7 @@ def demo_statistics(mimic_dir: str, splits_dir: str, cache_dir: str | None) -> N
     print(f"\n{mimic_dir}: {admissions.numel()} admissions")
     for setting in ("50", "full"):
         icd = load_icd_coding(mimic_dir, splits_dir, setting=setting, missing_notes="empty", embedding_dim=None,
-                              cache_dir=cache_dir)
+                              cache_dir=cache_dir, labels=top_codes if setting == "50" else None)
         rows = []
         for name, documents in icd.splits.items():
             present = torch.isin(documents.hadm_ids, admissions)
@@ -86,7 +87,7 @@ def demo_statistics(mimic_dir: str, splits_dir: str, cache_dir: str | None) -> N
                     rows)
     print("codes read:", "; ".join(icd.report["codes"]))
     try:
-        load_icd_coding(mimic_dir, splits_dir, missing_notes="empty", embedding_dim=None,
+        load_icd_coding(mimic_dir, splits_dir, missing_notes="empty", embedding_dim=None, labels=top_codes,
                         time_series=DEFAULT_FEATURES, cache_dir=cache_dir)
     except FileNotFoundError as exc:
         print(f"\ntime series: {exc}")
@@ -148,7 +149,7 @@ def main() -> None:
             from gattn.pipelines._mimic import mimic_paths
 
             mimic_dir, splits_dir = mimic_paths(config)
-            demo_statistics(str(mimic_dir), str(splits_dir), config.cache_dir)
+            demo_statistics(str(mimic_dir), str(splits_dir), config.cache_dir, config.top_codes)
         if rows:
             rows += [baseline, row("TransICD (published)", PUBLISHED, prefix="") + ["-", "-"]]
             title = "MIMIC-III ICD coding, test split (%)" + (" - INVENTED notes (fixture)" if args.fixture else "")

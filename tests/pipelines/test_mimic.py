@@ -265,3 +265,27 @@ def test_selection_last_trains_without_validation_and_cannot_be_tuned(fx, cache,
     assert "test_f1_macro" in result.metrics
     with pytest.raises(ConfigError, match="gattn tune compares trials on the validation split"):
         pipeline.search_space(optuna.trial.FixedTrial({}), config)
+
+
+def test_results_script_on_a_demo_like_folder(tmp_path, monkeypatch, capsys):
+    """benchmarks/mimic_results.py --demo: each pipeline's stopping message, then the label
+    statistics of the folder's admissions in the CAML splits."""
+    from benchmarks import mimic_results
+
+    fx = write_mimic_fixture(tmp_path / "fx", num_admissions=20, seed=2, tables=(
+        "ADMISSIONS", "DIAGNOSES_ICD", "PROCEDURES_ICD", "NOTEEVENTS", "D_ICD_DIAGNOSES", "D_ICD_PROCEDURES"))
+    notes = fx.mimic_dir / "NOTEEVENTS.csv"
+    notes.write_text(notes.read_text(encoding="utf-8").splitlines(keepends=True)[0], encoding="utf-8")
+    monkeypatch.setattr("sys.argv", ["mimic_results.py", "--demo", str(fx.mimic_dir), "--splits-dir",
+                                     str(fx.splits_dir), "--cache-dir", str(tmp_path / "cache"), "--top-codes", "8",
+                                     "--runs-dir", str(tmp_path / "runs")])
+    mimic_results.main()
+    out = capsys.readouterr().out
+    assert "transicd stops with: ValueError: transicd learns from discharge summaries" in out
+    assert "label_attention stops with: ValueError:" in out
+    assert "time series: MIMIC-III table CHARTEVENTS: none of CHARTEVENTS.csv" in out
+    train = set(fx.splits["train_50"])
+    assignments = sum(1 for hadm, _, _, code in fx.codes if hadm in train)  # every code, not only the top 8
+    lines = [line.split() for line in out.splitlines() if line.startswith("train ")]
+    assert int(lines[0][1]) == len(train) and int(lines[0][2]) == len(train)
+    assert int(lines[0][3]) <= assignments and int(lines[0][5]) == 0  # no note token
