@@ -33,7 +33,7 @@ the results: the label-frequency baseline (every test document scored with
 the training frequency of each code), what a model that ignores the note can reach.
 
 Explanations (``--explain N``, default 3): after training, the first N test documents with
-text are scored by the best checkpoint; for each, the codes predicted at 0.5 (at most
+text are scored by the evaluated checkpoint (``--selection``); for each, the codes predicted at 0.5 (at most
 ``--explain-codes``, the most probable first; the single most probable code when none reaches
 0.5) with their ``--explain-tokens`` tokens of highest attention. Written to the run folder:
 ``explanations.md`` (every token with its rank and weight), ``explanations.html`` (the notes
@@ -66,7 +66,7 @@ _PRECISION_AT = (5, 8, 15)
 @dataclass
 class MimicConfig(TrainConfig):
     """Options shared by the MIMIC-III pipelines (data, loss, explanations); TransICD's paper
-    settings for training (batch 8, 30 epochs, Adam 1e-3, the best epoch on validation)."""
+    settings for training (batch 8, 30 epochs, learning rate 1e-3)."""
 
     mimic_dir: str | None = option(None, f"MIMIC-III directory (default: <root>/mimic3/{DEFAULT_MIMIC_FOLDER})",
                                    group="data", run_control=True, metavar="DIR")
