@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench results clean
+.PHONY: demo test lint docs charts bench results clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,17 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 	$(VENV)/bin/ruff check .
+	$(MAKE) docs
+
+# The documentation site (Sphinx) into docs/_build/html, warnings as errors: a docstring that
+# does not parse or a reference to a gattn name that does not exist fails the build.
+docs: $(STAMP)
+	OMP_NUM_THREADS=1 NUMBA_NUM_THREADS=1 $(PY) -m sphinx -W --keep-going -q -b html docs docs/_build/html
+	@echo "docs: docs/_build/html/index.html"
+
+# The README's benchmark charts (docs/charts/*.png), redrawn from the README's tables.
+charts: $(STAMP)
+	$(PY) benchmarks/readme_charts.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
@@ -45,4 +56,4 @@ results: $(STAMP)
 	$(PY) benchmarks/mil_results.py --root $(DATA)
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build *.egg-info docs/_build docs/_generated

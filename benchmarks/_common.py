@@ -82,12 +82,15 @@ def write_ratio_chart(
     cases: list[str],
     series: dict[str, list[float | None]],
     ylabel: str = "x peer (higher is better)",
+    source: str | None = None,
 ) -> str:
     """A grouped bar chart of ratios against a peer (1.0 = the peer), written as a PNG.
 
     ``cases`` label the groups on the x axis (one per benchmark case); ``series`` maps a bar
     name (e.g. ``"speed vs PyG"``, ``"memory vs PyG"``) to one ratio per case (None: no bar).
-    Returns the path written. Needs matplotlib (the ``pipelines`` extra).
+    The cases and ratios are also stored in the PNG's text metadata (``gattn-chart``, JSON:
+    :func:`read_chart_data`), with ``source``, where the figures come from. Returns the path
+    written. Needs matplotlib (the ``pipelines`` extra).
     """
     import matplotlib
 
@@ -95,24 +98,36 @@ def write_ratio_chart(
     import matplotlib.pyplot as plt
 
     width = 0.8 / max(len(series), 1)
-    fig, ax = plt.subplots(figsize=(max(4.0, 1.2 * len(cases) + 2), 3.6))
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.2 * len(cases) + 2), 3.6))
     for n, (name, values) in enumerate(series.items()):
         xs = [i + (n - (len(series) - 1) / 2) * width for i in range(len(cases))]
         heights = [v if v is not None else 0.0 for v in values]
         bars = ax.bar(xs, heights, width, label=name)
         for bar, value in zip(bars, values):
             if value is not None:
-                ax.annotate(f"{value:.1f}x", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                ax.annotate(f"{value:.2g}x" if value < 1 else f"{value:.1f}x",
+                            (bar.get_x() + bar.get_width() / 2, bar.get_height()),
                             ha="center", va="bottom", fontsize=7)
     ax.axhline(1.0, color="black", linewidth=0.8, linestyle="--")
+    top = max([v for values in series.values() for v in values if v is not None] + [1.0])
+    ax.set_ylim(0, top * 1.35)  # room for the legend above the bars
     ax.set_xticks(range(len(cases)))
     ax.set_xticklabels(cases, fontsize=7, rotation=15, ha="right")
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left", ncol=2 if len(series) > 2 else 1)
     fig.tight_layout()
     tmp = f"{path}.tmp.png"
-    fig.savefig(tmp, dpi=110)
+    data = {"title": title, "cases": list(cases), "series": {k: list(v) for k, v in series.items()}, "source": source}
+    fig.savefig(tmp, dpi=110, metadata={"gattn-chart": json.dumps(data), "Software": None})
     plt.close(fig)
     os.replace(tmp, path)
     return path
+
+
+def read_chart_data(path: str) -> dict:
+    """The cases and ratios a chart of :func:`write_ratio_chart` was drawn from."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return json.loads(image.text["gattn-chart"])

@@ -6,6 +6,8 @@
     gattn train --config runs/<pipeline>/<run>/config.yaml      repeat a run
     gattn train --resume runs/<pipeline>/<run>          continue an interrupted run
     gattn tune PIPELINE --trials N [--timeout S] [--storage URL] [--study-name NAME] [options]
+    gattn tune PIPELINE --trials N --dashboard [PORT]   ... watched live in optuna-dashboard
+    gattn dashboard RUN_DIR|STUDY_FILE|URL [--port P]   a finished study in optuna-dashboard
     gattn datasets [--root DIR]                         the data sets found locally
     gattn pipelines                                     the registered pipelines
 
@@ -79,6 +81,9 @@ def _add_tune_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--report-dir", default=None, metavar="DIR",
                        help="where the report goes (default: RUNS_DIR/<pipeline>/<study-name>)")
     group.add_argument("--no-plots", action="store_true", help="do not write PNG plots")
+    group.add_argument("--dashboard", nargs="?", const=8080, default=None, type=_port, metavar="PORT",
+                       help="serve the study in optuna-dashboard on 127.0.0.1:PORT while it runs "
+                            "(default port 8080; 0: any free port)")
 
 
 def _positive_int(text: str) -> int:
@@ -88,6 +93,16 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port in [0, 65535], got {value}")
     return value
 
 
@@ -142,6 +157,10 @@ def build_parser(plugins: Sequence[str] = ()) -> argparse.ArgumentParser:
     data.add_argument("--root", default=None, metavar="DIR",
                       help="data directory (default: $GATTN_DATA, else ~/.local/share/gattn)")
     commands.add_parser("pipelines", help="list the registered pipelines")
+    board = commands.add_parser("dashboard", help="serve a study in optuna-dashboard (until Ctrl-C)")
+    board.add_argument("target", metavar="RUN_DIR", help="runs/<pipeline>, a study's folder, a study file "
+                       "(study.db, .log) or a storage URL")
+    board.add_argument("--port", type=_port, default=8080, help="port on 127.0.0.1 (default 8080; 0: any free)")
     return parser
 
 
@@ -165,7 +184,7 @@ def _write_json(path: str | None, payload: dict[str, Any]) -> None:
 # --------------------------------------------------------------------------- commands
 _RUN_KEYS = {"command", "pipeline", "config", "runs_dir", "json", "run_name", "resume", "trials", "timeout",
              "storage", "study_name", "sampler_seed", "no_prune", "pruner_warmup", "pruner_startup",
-             "report_dir", "no_plots", "debug", "plugin"}
+             "report_dir", "no_plots", "debug", "plugin", "dashboard"}
 
 
 def _configuration(args: argparse.Namespace, pipeline: Any) -> Any:
@@ -254,6 +273,10 @@ def _tune(args: argparse.Namespace) -> int:
     study_name = args.study_name or default_study_name(pipeline, config)
     report_dir = Path(args.report_dir or Path(args.runs_dir) / pipeline.name / study_name)
     print(f"{pipeline.describe(config)}: study {study_name!r}, {args.trials} trials", flush=True)
+    from gattn.tune.dashboard import start_dashboard
+
+    dashboard = start_dashboard(args.dashboard, check_storage(args.storage, pipeline.name, args.runs_dir),
+                                study_name)
     try:
         study = optimize(
             pipeline, config, args.trials, timeout=args.timeout, storage=args.storage,
@@ -265,6 +288,9 @@ def _tune(args: argparse.Namespace) -> int:
         print(f"\ngattn: interrupted: the finished trials are kept in study {study_name!r}; "
               "run the same command again to resume", file=sys.stderr)
         return 130
+    finally:
+        if dashboard is not None:
+            dashboard.stop()
     summary = write_report(study, report_dir, plots=not args.no_plots)
     print(summary_table(summary))
     print(f"\nreport: {report_dir} ({finished_trials(study)} finished trials)")
@@ -299,6 +325,12 @@ def _pipelines(args: argparse.Namespace) -> int:
     for module, why in problems().items():
         print(f"unavailable: {module} ({why})")
     return 0
+
+
+def _dashboard(args: argparse.Namespace) -> int:
+    from gattn.tune.dashboard import serve
+
+    return serve(args.target, port=args.port)
 
 
 # ------------------------------------------------------------------------------- main
@@ -346,7 +378,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
         if args.command == "train" and not args.pipeline and not args.resume:
             parser.error("train needs a PIPELINE (or --config FILE naming one, or --resume RUN_DIR)")
-        handler = {"train": _train, "tune": _tune, "datasets": _datasets, "pipelines": _pipelines}
+        handler = {"train": _train, "tune": _tune, "datasets": _datasets, "pipelines": _pipelines,
+                   "dashboard": _dashboard}
         return handler[args.command](args)
     except KeyboardInterrupt:
         if debug:

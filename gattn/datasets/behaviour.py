@@ -205,7 +205,7 @@ class BehaviourSplit(Dataset):
     def batches(
         self, batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None
     ) -> Iterator[dict[str, Tensor]]:
-        """Batch dicts (keys of :data:`BATCH_KEYS`; the histories as values + ``hist_ptr``) of
+        """Batch dicts (keys of ``BATCH_KEYS``; the histories as values + ``hist_ptr``) of
         ``batch_size`` samples, in order or shuffled with ``generator``."""
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"`batch_size` must be a positive int, got {batch_size!r}")
@@ -249,7 +249,7 @@ class BehaviourData:
 
     Attributes:
         train, val, test: :class:`BehaviourSplit`.
-        fields: :class:`FieldInfo` of ``user_id``, ``item_id``, ``cate_id`` (categorical) and
+        fields: :class:`~gattn.datasets._tables.FieldInfo` of ``user_id``, ``item_id``, ``cate_id`` (categorical) and
             ``hist_item_id`` / ``hist_cate_id`` (sequences sharing ``item_id`` / ``cate_id``'s
             tables); cardinalities include index 0.
         item_category: [num_items + 1] int64, the category id of every item id (0 at 0).

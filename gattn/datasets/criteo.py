@@ -175,7 +175,7 @@ class CriteoSplit(Dataset):
 class CriteoData:
     """The three splits in memory, the field metadata and the processing report.
 
-    ``fields``: :class:`FieldInfo` of ``I1``-``I13`` (key ``"dense"``, column j; categorical
+    ``fields``: :class:`~gattn.datasets._tables.FieldInfo` of ``I1``-``I13`` (key ``"dense"``, column j; categorical
     with their bucket-id cardinality, or numeric when log-scaled) and ``C1``-``C26`` (key
     ``"sparse"``, column j, categorical). ``info``: options, split sizes, vocabulary sizes,
     the malformed-row report, the cache outcome.

@@ -282,7 +282,7 @@ class MILBags:
 
 
 class BagLoader:
-    """A re-iterable loader of :class:`MILBags` batches for :func:`gattn.train.fit`.
+    """A re-iterable loader of :class:`MILBags` batches, for a training loop or a Lightning data module.
 
     Yields ``(instances, ptr, labels)`` tuples: the model is called as ``model(instances,
     ptr)`` against ``labels`` (float, for a binary logit). Reshuffled on every pass when

@@ -168,7 +168,7 @@ class MimicDocuments(Dataset):
 
     def collate(self, items: DocumentBatch | list[dict]) -> DocumentBatch:
         """``collate_fn`` for a DataLoader: passes a batch gathered by ``__getitems__`` through,
-        and stacks a list of :meth:`__getitem__` items otherwise."""
+        and stacks a list of ``dataset[i]`` items otherwise."""
         if isinstance(items, DocumentBatch):
             return items
         lengths = torch.tensor([len(it["token_ids"]) for it in items], dtype=torch.long)
