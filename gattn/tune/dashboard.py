@@ -186,6 +186,10 @@ def resolve_target(target: str | Path) -> tuple[str, str | None]:
                             "sub-folders (give a run folder, a study file or a storage URL)")
 
 
+def _wait_for_ctrl_c() -> None:
+    threading.Event().wait()
+
+
 def serve(target: str | Path, host: str = "127.0.0.1", port: int = DEFAULT_PORT) -> int:
     """``gattn dashboard TARGET``: serve the study until Ctrl-C; returns the exit status."""
     storage, study_name = resolve_target(target)
@@ -195,9 +199,8 @@ def serve(target: str | Path, host: str = "127.0.0.1", port: int = DEFAULT_PORT)
         dashboard.study_name = None
     shown = f"{len(names)} stud{'y' if len(names) == 1 else 'ies'}" + (f" ({', '.join(names)})" if names else "")
     print(f"optuna-dashboard: {dashboard.url}  [{shown}]  Ctrl-C stops it", flush=True)
-    stop = threading.Event()
     try:
-        stop.wait()
+        _wait_for_ctrl_c()
     except KeyboardInterrupt:
         pass
     finally:
