@@ -1,14 +1,17 @@
-"""Printing results: plain-text tables, integers as integers, ``mean ± std`` where a run has a
-standard deviation, and a chance or baseline column (used by the ``gattn`` command, the tuning
-report and the examples)."""
+"""Showing results: plain-text tables (integers as integers, ``mean ± std`` where a run has a
+standard deviation, a chance or baseline column; used by the ``gattn`` command, the tuning
+report and the examples), and the learning curves of a run folder's ``metrics.csv``."""
 
 from __future__ import annotations
 
+import csv
 import math
+import os
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
-__all__ = ["format_results", "format_table"]
+__all__ = ["format_results", "format_table", "plot_learning_curves", "read_epoch_table"]
 
 
 def _fmt(value: Any) -> str:
@@ -63,3 +66,80 @@ def format_results(metrics: dict[str, Any], chance: dict[str, float] | None = No
         rows.append(row)
     header = ("metric", "value", "chance / baseline") if chance else ("metric", "value")
     return format_table(rows, header=header)
+
+
+def read_epoch_table(path: str | os.PathLike) -> dict[str, list[float]]:
+    """The columns of a ``metrics.csv`` written during training (one row per epoch), as floats
+    (NaN where a row has no value).
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: a row whose number of cells differs from the header's (with its line number).
+    """
+    path = Path(path)
+    with path.open(newline="") as handle:
+        rows = list(csv.reader(handle))
+    if not rows:
+        return {}
+    header, columns = rows[0], {name: [] for name in rows[0]}
+    for number, row in enumerate(rows[1:], start=2):
+        if len(row) != len(header):
+            raise ValueError(f"{path}, line {number}: {len(row)} cells, the header has {len(header)}")
+        for name, cell in zip(header, row, strict=True):
+            columns[name].append(float(cell) if cell else math.nan)
+    return columns
+
+
+def plot_learning_curves(
+    tables: Mapping[str, str | os.PathLike], path: str | os.PathLike, title: str = "",
+    metrics: Sequence[str] | None = None,
+) -> Path | None:
+    """A PNG of learning curves per epoch: the losses (left) and the validation metrics (right).
+
+    Args:
+        tables: ``label -> metrics.csv`` (one table: a run; several: the folds of a
+            cross-validation, one line each, labelled).
+        path: the PNG to write (atomically).
+        title: the figure's title.
+        metrics: the validation columns of the right panel (default: every ``val_*`` column
+            that is not a loss).
+
+    Returns:
+        ``path``, or None when no table holds an epoch (nothing is written).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    read = {label: read_epoch_table(csv_path) for label, csv_path in tables.items()}
+    read = {label: table for label, table in read.items() if table.get("epoch")}
+    if not read:
+        return None
+    if metrics is None:
+        metrics = sorted({c for t in read.values() for c in t if c.startswith("val_") and not c.endswith("loss")})
+    several = len(read) > 1
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9.0, 3.4))
+    for n, (label, table) in enumerate(read.items()):
+        for m, (column, axis) in enumerate([(c, left) for c in ("train_loss", "val_loss")]
+                                           + [(c, right) for c in metrics]):
+            if column in table:
+                name = f"{label} {column}" if several else column
+                axis.plot(table["epoch"], table[column], marker="o" if len(table["epoch"]) < 20 else None,
+                          markersize=3, linewidth=1, label=name, color=f"C{n if several else m}",
+                          linestyle="--" if column == "val_loss" else "-")
+    for axis, ylabel in ((left, "loss"), (right, "validation metric")):
+        axis.set_xlabel("epoch")
+        axis.set_ylabel(ylabel)
+        axis.grid(alpha=0.3)
+        if axis.lines:
+            axis.legend(fontsize=7, ncol=2 if several else 1)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path

@@ -8,6 +8,8 @@ and aggregates (mean, and standard deviation over splits). The run folder holds:
     config.yaml          the full effective configuration (gattn train --config repeats the run)
     metrics.json         the aggregated results (and per split)
     metrics.csv          every epoch's metrics (per split folder under cross-validation)
+    learning_curves.png  the curves of metrics.csv (per split folder, and every split's in the
+                         run folder under cross-validation)
     checkpoints/best.ckpt, last.ckpt
                          Lightning checkpoints with model, optimiser and schedule state and the
                          configuration; written to a temporary file and renamed, so a kill
@@ -512,6 +514,9 @@ def _run(pipeline: Pipeline, config: Any, run_dir: Path, *, trial: Any, resume: 
     metrics = _aggregate([{k: v for k, v in r.items() if k != "split"} for r in results])
     metrics["splits"] = len(results)
     files: dict[str, str] = {"config": str(run_dir / "config.yaml")}
+    curves = _learning_curves(pipeline, config, run_dir, splits)
+    if curves is not None:
+        files["learning_curves"] = str(curves)
     if model is not None:
         written = pipeline.artifacts(config, data, model, splits[-1], run_dir)
         files.update({k: str(v) for k, v in written.items()})
@@ -520,6 +525,22 @@ def _run(pipeline: Pipeline, config: Any, run_dir: Path, *, trial: Any, resume: 
                                            "chance": chance, "files": files})
     files["metrics"] = str(run_dir / "metrics.json")
     return RunResult(metrics, results, run_dir, files, chance)
+
+
+def _learning_curves(pipeline: Pipeline, config: Any, run_dir: Path, splits: list[Split]) -> Path | None:
+    """learning_curves.png of each split folder, and of every split together in the run folder."""
+    from .results import plot_learning_curves
+
+    label = pipeline.run_label(config)
+    if len(splits) == 1:
+        return plot_learning_curves({"run": run_dir / "metrics.csv"}, run_dir / "learning_curves.png",
+                                    f"{pipeline.name} {label}")
+    tables = {s.name: run_dir / s.name / "metrics.csv" for s in splits if (run_dir / s.name / "metrics.csv").is_file()}
+    for name, table in tables.items():
+        plot_learning_curves({name: table}, table.with_name("learning_curves.png"), f"{pipeline.name} {label}, {name}")
+    selection = f"val_{pipeline.selection_metric(config)}"
+    return plot_learning_curves(tables, run_dir / "learning_curves.png", f"{pipeline.name} {label}: every split",
+                                metrics=[selection])
 
 
 def _write_json(path: Path, payload: Any) -> None:
