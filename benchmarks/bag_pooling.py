@@ -44,7 +44,16 @@ from torch import Tensor
 if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks._common import cuda_sync, fmt, median_time, peak_rss_mb, print_table, rss_mb, run_child
+from benchmarks._common import (
+    cuda_sync,
+    fmt,
+    median_time,
+    peak_rss_mb,
+    print_table,
+    rss_mb,
+    run_child,
+    write_ratio_chart,
+)
 from gattn.kernels import segment_attention_pool
 from gattn.nn.hopfield import HopfieldPooling
 from gattn.nn.mil import AttentionMILPooling
@@ -218,6 +227,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="256 bags, max 500, D=64")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default=None, help="also write the rows to this JSON file")
+    parser.add_argument("--chart", default="runs/benchmarks/bag_pooling.png",
+                        help="PNG of the ratios against padding ('' = none)")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -237,6 +248,7 @@ def main() -> None:
         f"({len(sizes) * int(sizes.max()) / rows_total:.0f}x the instances)"
     )
     table, records = [], []
+    chart: dict[str, list[float | None]] = {"speed vs padded": [], "memory vs padded": []}
     for op in args.ops.split(","):
         results = {}
         for method in METHODS:
@@ -281,7 +293,10 @@ def main() -> None:
                 ]
             )
             records.append({"op": op, "method": method, **res})
-        if "ms" in ours and "ms" in peer:
+        fits = "ms" in ours and "ms" in peer
+        chart["speed vs padded"].append(peer["ms"] / ours["ms"] if fits else None)
+        chart["memory vs padded"].append(peer["peak_mb"] / max(ours["peak_mb"], 1e-9) if fits else None)
+        if fits:
             table.append(
                 [
                     op,
@@ -297,6 +312,11 @@ def main() -> None:
         ["layer", "method", "time ms", "peak MB", "bytes/instance", "note"],
         table,
     )
+    if args.chart:
+        os.makedirs(os.path.dirname(args.chart) or ".", exist_ok=True)
+        print("chart:", write_ratio_chart(
+            args.chart, f"Ragged bag pooling vs padding ({args.bags} bags, max {int(sizes.max()):,}; no bar: "
+            "padding does not fit)", args.ops.split(","), chart))
     if args.json:
         with open(args.json, "w") as out:
             json.dump(

@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import copy
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -38,7 +39,11 @@ import torch
 from torch_geometric.data import Data
 from torch_geometric.transforms import AddLaplacianEigenvectorPE
 
+if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 import gattn.transforms.laplacian_pe as laplacian_pe_module
+from benchmarks._common import write_ratio_chart
 from gattn.transforms.laplacian_pe import LaplacianPE
 
 DEFAULT_ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ogb"
@@ -131,6 +136,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1,
                         help="torch and BLAS threads for both sides (default 1)")
     parser.add_argument("--quick", action="store_true", help="200 graphs, 2 repeats")
+    parser.add_argument("--chart", default="runs/benchmarks/laplacian_pe.png",
+                        help="PNG of the speed ratios against PyG ('' = none)")
     args = parser.parse_args()
     if args.quick:
         args.graphs, args.repeats = 200, 2
@@ -183,6 +190,14 @@ def main() -> None:
     for name, seconds in rows:
         print(f"{name:<64} {seconds:>9.3f} {1e3 * seconds / len(usable):>9.3f} "
               f"{reference / seconds:>7.1f}x {default / seconds:>9.1f}x")
+    if args.chart:
+        Path(args.chart).parent.mkdir(parents=True, exist_ok=True)
+        ours = rows[2:]
+        print("chart:", write_ratio_chart(
+            args.chart, f"Laplacian PE of {len(usable)} graphs (k={args.k}) vs PyG AddLaplacianEigenvectorPE",
+            [name.removeprefix("gattn").strip(" ,") for name, _ in ours],
+            {"speed vs PyG (is_undirected)": [reference / t for _, t in ours],
+             "speed vs PyG default (eig)": [default / t for _, t in ours]}))
 
 
 if __name__ == "__main__":

@@ -66,6 +66,7 @@ python_display_short_literal_types = True
 # checked (no network for their inventories). See gattn_docs.resolve_reference.
 nitpicky = True
 nitpick_ignore_regex = [
+    (r"py:obj", r"(True|False|None|-?[\d.]+)"),  # PyG's "(default: :obj:`False`)"
     (r"py:.*", r"gattn(\.\w+)*\._\w+.*"),  # private names (a private base class, a helper module)
     (r"py:class", r"[a-z_][^A-Z]*"),  # napoleon's "Returns: name: ..." fields read as types
     (r"py:.*", r"(?!gattn\b)[\w]+\..*"),  # dotted names outside gattn (torch.Tensor, optuna.Trial, ...)

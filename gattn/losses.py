@@ -24,10 +24,17 @@ _REDUCTIONS = ("mean", "sum", "none")
 
 
 def masked_bce_with_logits(output: Tensor, target: Tensor) -> Tensor:
-    """BCE with logits over the labelled entries of ``target`` (NaN labels ignored, as OGB).
+    r"""BCE with logits over the labelled entries of ``target`` (NaN labels ignored, as OGB),
 
-    ``target`` is reshaped to ``output``'s shape. With no labelled entry the loss is 0 (and
+    .. math:: \mathcal{L} = -\frac{1}{|L|}\sum_{(i,t) \in L} \big(y_{it}\log\sigma(z_{it})
+              + (1 - y_{it})\log(1 - \sigma(z_{it}))\big),
+
+    :math:`L` the entries whose label is not NaN. With no labelled entry the loss is 0 (and
     still connected to ``output``'s graph), not NaN.
+
+    Args:
+        output (Tensor): logits :math:`z`. Shape :math:`[N]` or :math:`[N, T]`.
+        target (Tensor): 0/1 labels, NaN where missing; reshaped to ``output``'s shape.
     """
     target = target.reshape(output.shape).to(output.dtype)
     labelled = ~torch.isnan(target)
@@ -37,7 +44,13 @@ def masked_bce_with_logits(output: Tensor, target: Tensor) -> Tensor:
 
 
 def masked_mse(output: Tensor, target: Tensor) -> Tensor:
-    """Mean squared error over the labelled entries (NaN labels ignored; none labelled: 0)."""
+    r"""Mean squared error over the labelled entries,
+    :math:`\frac{1}{|L|}\sum_{(i,t) \in L}(z_{it} - y_{it})^2` (NaN labels ignored; none labelled: 0).
+
+    Args:
+        output (Tensor): predictions. Shape :math:`[N]` or :math:`[N, T]`.
+        target (Tensor): targets, NaN where missing; reshaped to ``output``'s shape.
+    """
     target = target.reshape(output.shape).to(output.dtype)
     labelled = ~torch.isnan(target)
     if not bool(labelled.any()):
@@ -51,6 +64,10 @@ def weighted_cross_entropy(output: Tensor, target: Tensor) -> Tensor:
     .. math:: w_c = \frac{V - n_c}{V}\,[n_c > 0],
 
     :math:`V` the number of nodes of the batch and :math:`n_c` those of class :math:`c`.
+
+    Args:
+        output (Tensor): class scores. Shape :math:`[V, C]`.
+        target (Tensor): class labels. Shape :math:`[V]` (or any shape of :math:`V` entries).
     """
     target = target.reshape(-1).long()
     counts = torch.bincount(target, minlength=output.size(1)).to(output.dtype)
@@ -70,7 +87,14 @@ def ldam_margins(label_counts: Tensor | Sequence[int], max_margin: float) -> Ten
     (``max_margin``). A label with **no** positive in training gets :math:`C` too: its
     :math:`n^{-1/4}` is unbounded, and :math:`C` is the value that normalisation caps it at
     (the same as the rarest seen label). Its margin only acts when a positive of it appears
-    in a batch. Returns float32 ``[K]``.
+    in a batch.
+
+    Args:
+        label_counts (Tensor or list[int]): positives per label in the training set. Shape :math:`[K]`.
+        max_margin (float): :math:`C`, the largest margin.
+
+    Returns:
+        Tensor: the margins, float32. Shape :math:`[K]`.
     """
     counts = torch.as_tensor(label_counts)
     if counts.dim() != 1 or counts.numel() == 0:
@@ -110,17 +134,20 @@ class LDAMLoss(nn.Module):
     attention model", also abbreviated LDAM).
 
     Args:
-        label_counts: positives per label in the **training** set, ``[K]``
-            (:meth:`from_targets` counts them from a target matrix).
-        max_margin: :math:`C`, the largest margin. Default 0.5, Cao et al.'s value. (The
-            authors' TransICD code uses ``C * n^{-1/4}`` with C = 3 without this
+        label_counts (Tensor or list[int]): positives per label in the **training** set, shape
+            :math:`[K]` (:meth:`from_targets` counts them from a target matrix).
+        max_margin (float, optional): :math:`C`, the largest margin, Cao et al.'s value by
+            default. (The authors' TransICD code uses ``C * n^{-1/4}`` with C = 3 without this
             normalisation, so its largest margin is :math:`3\,n_{\min}^{-1/4}`; pass that
-            value to match it.)
-        scale: :math:`s`. Default 1.
-        reduction: ``"mean"`` (over all entries, as ``BCEWithLogitsLoss``), ``"sum"`` or
-            ``"none"`` (``[N, K]``).
+            value to match it.) (default: :obj:`0.5`)
+        scale (float, optional): :math:`s`. (default: :obj:`1.0`)
+        reduction (str, optional): ``"mean"`` (over all entries, as ``BCEWithLogitsLoss``),
+            ``"sum"`` or ``"none"``. (default: ``"mean"``)
 
-    Forward: ``logits`` [N, K] float, ``target`` [N, K] of 0/1 (bool, int or float).
+    Shapes:
+        - **input:** logits :math:`z` :math:`[N, K]` (floating point), target :math:`y`
+          :math:`[N, K]` of 0/1 (bool, int or float)
+        - **output:** a scalar, or :math:`[N, K]` with ``reduction="none"``
     """
 
     margins: Tensor

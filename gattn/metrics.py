@@ -122,10 +122,19 @@ def _as_2d(y_true: Any, y_pred: Any) -> tuple[np.ndarray, np.ndarray]:
 def rocauc(y_true: Any, y_pred: Any) -> float:
     r"""Mean ROC-AUC over tasks, the OGB way.
 
-    ``y_true`` is ``[N]`` or ``[N, T]`` with 0/1 labels and NaN for a missing label;
-    ``y_pred`` holds scores (logits or probabilities) of the same shape. Per task, the rows
-    whose label is NaN are ignored and a task is only scored when both classes occur in it;
-    the result is the mean over the scored tasks.
+    .. math:: \mathrm{ROCAUC} = \frac{1}{|T'|}\sum_{t \in T'} \mathrm{AUC}\big(\{(y_{it}, \hat y_{it})
+              : i \in L_t\}\big)
+
+    where :math:`L_t` are the rows with a (non-NaN) label for task :math:`t` and :math:`T'` the
+    tasks whose labelled rows hold both classes (the others are not scored).
+
+    Args:
+        y_true (Tensor or array): 0/1 labels, NaN for a missing label. Shape :math:`[N]` or
+            :math:`[N, T]`.
+        y_pred (Tensor or array): scores (logits or probabilities), the shape of ``y_true``.
+
+    Returns:
+        float: the mean over the scored tasks.
 
     Raises:
         ValueError: no task has both a positive and a negative label.
@@ -154,6 +163,13 @@ def rmse(y_true: Any, y_pred: Any) -> float:
     .. math:: \frac{1}{T}\sum_{t=1}^{T}\sqrt{\frac{1}{|L_t|}\sum_{i\in L_t}(y_{it}-\hat y_{it})^2}
 
     where :math:`L_t` are the rows with a (non-NaN) label for task :math:`t`.
+
+    Args:
+        y_true (Tensor or array): targets, NaN where missing. Shape :math:`[N]` or :math:`[N, T]`.
+        y_pred (Tensor or array): predictions, the shape of ``y_true``.
+
+    Raises:
+        ValueError: every label is NaN.
     """
     true, pred = _as_2d(y_true, y_pred)
     per_task = []
@@ -191,11 +207,14 @@ def _class_labels(y_true: Any, y_pred: Any) -> tuple[np.ndarray, np.ndarray]:
 
 
 def accuracy(y_true: Any, y_pred: Any) -> float:
-    """Fraction of rows whose predicted class equals the label.
+    r"""Fraction of rows whose predicted class equals the label,
+    :math:`\frac{1}{N}\sum_i [\hat y_i = y_i]`.
 
-    ``y_pred`` is integer class labels ``[N]``, scores ``[N, C]`` (the argmax is taken), or one
-    binary logit per row (floating point ``[N]`` or ``[N, 1]``, positive when > 0: threshold a
-    probability ``p`` by passing ``p - 0.5``).
+    Args:
+        y_true (Tensor or array): integer class labels. Shape :math:`[N]`.
+        y_pred (Tensor or array): integer class labels :math:`[N]`, scores :math:`[N, C]` (the
+            argmax is taken), or one binary logit per row (floating point :math:`[N]` or
+            :math:`[N, 1]`, class 1 when > 0: threshold a probability ``p`` by passing ``p - 0.5``).
     """
     true, pred = _class_labels(y_true, y_pred)
     return float(np.mean(true == pred))
@@ -215,6 +234,11 @@ def weighted_accuracy(y_true: Any, y_pred: Any) -> float:
     [0, 1] (benchmarking-gnns prints percent). benchmarking-gnns averages this value over the
     mini-batches of an epoch; here it is computed once over all the rows given, which does not
     depend on the batch size.
+
+    Args:
+        y_true (Tensor or array): integer class labels. Shape :math:`[N]`.
+        y_pred (Tensor or array): class labels :math:`[N]` or scores :math:`[N, C]`, as for
+            :func:`accuracy`.
     """
     true, pred = _class_labels(y_true, y_pred)
     classes = np.union1d(true, pred)
@@ -227,10 +251,14 @@ def weighted_accuracy(y_true: Any, y_pred: Any) -> float:
 
 
 def f1(y_true: Any, y_pred: Any, average: str = "binary") -> float:
-    """F1 score (scikit-learn's ``f1_score``); ``y_pred`` as for :func:`accuracy`.
+    r"""F1 score, :math:`F_1 = \frac{2\,\mathrm{TP}}{2\,\mathrm{TP} + \mathrm{FP} + \mathrm{FN}}`
+    (scikit-learn's ``f1_score``). A class with no predicted or true member scores 0 (no warning).
 
-    ``average`` is scikit-learn's: ``"binary"`` (F1 of class 1), ``"macro"``, ``"micro"`` or
-    ``"weighted"``. A class with no predicted or true member scores 0 (no warning).
+    Args:
+        y_true (Tensor or array): integer class labels. Shape :math:`[N]`.
+        y_pred (Tensor or array): labels, scores or one logit per row, as for :func:`accuracy`.
+        average (str, optional): scikit-learn's: ``"binary"`` (F1 of class 1), ``"macro"``,
+            ``"micro"`` or ``"weighted"``. (default: ``"binary"``)
     """
     if average not in ("binary", "macro", "micro", "weighted"):
         raise ValueError(
@@ -241,8 +269,18 @@ def f1(y_true: Any, y_pred: Any, average: str = "binary") -> float:
 
 
 def ap(y_true: Any, y_pred: Any) -> float:
-    """Mean average precision over tasks, the OGB way (NaN labels ignored, tasks with both
-    classes only); ``y_true`` / ``y_pred`` as for :func:`rocauc`."""
+    r"""Mean average precision over tasks, the OGB way (NaN labels ignored, tasks with both
+    classes only),
+
+    .. math:: \mathrm{AP}_t = \sum_n (R_n - R_{n-1})\,P_n
+
+    over the thresholds :math:`n` of task :math:`t`'s scores (precision :math:`P_n`, recall
+    :math:`R_n`), averaged over the scored tasks.
+
+    Args:
+        y_true (Tensor or array): 0/1 labels, NaN where missing. Shape :math:`[N]` or :math:`[N, T]`.
+        y_pred (Tensor or array): scores, the shape of ``y_true``.
+    """
     return _mean_over_binary_tasks(y_true, y_pred, average_precision_score, "ap")
 
 
@@ -262,7 +300,14 @@ def _binary(y_true: Any, y_pred: Any) -> tuple[np.ndarray, np.ndarray]:
 
 
 def logloss(y_true: Any, y_pred: Any) -> float:
-    """Binary cross-entropy (natural log) of ``sigmoid(y_pred)`` against 0/1 ``y_true``."""
+    r"""Binary cross-entropy (natural log) of the predicted probabilities,
+
+    .. math:: -\frac{1}{N}\sum_i \big(y_i \log \sigma(\hat y_i) + (1 - y_i)\log(1 - \sigma(\hat y_i))\big).
+
+    Args:
+        y_true (Tensor or array): 0/1 labels. Shape :math:`[N]` or :math:`[N, 1]`.
+        y_pred (Tensor or array): logits, the shape of ``y_true`` (the sigmoid is applied here).
+    """
     true, pred = _binary(y_true, y_pred)
     return float(log_loss(true, _sigmoid(pred), labels=[0, 1]))
 
@@ -275,6 +320,11 @@ def gauc(y_true: Any, y_pred: Any, groups: Any = None) -> float:
 
     over the groups (users) whose rows hold both a positive and a negative label; the other
     groups are skipped, as in the paper.
+
+    Args:
+        y_true (Tensor or array): 0/1 labels. Shape :math:`[N]` or :math:`[N, 1]`.
+        y_pred (Tensor or array): scores, the shape of ``y_true``.
+        groups (Tensor or array): the group (user) of every row. Shape :math:`[N]`.
 
     Raises:
         ValueError: ``groups`` is missing or of another length, or no group has both classes.
@@ -316,7 +366,12 @@ def _multilabel(y_true: Any, y_pred: Any) -> tuple[np.ndarray, np.ndarray]:
 
 
 def rocauc_micro(y_true: Any, y_pred: Any) -> float:
-    """Multi-label ROC-AUC over all (row, label) pairs pooled together (micro average)."""
+    """Multi-label ROC-AUC over all (row, label) pairs pooled together (micro average).
+
+    Args:
+        y_true (Tensor or array): 0/1 entries. Shape :math:`[N, C]`.
+        y_pred (Tensor or array): scores. Shape :math:`[N, C]`.
+    """
     true, pred = _multilabel(y_true, y_pred)
     if true.min() == true.max():
         raise ValueError("rocauc_micro needs both positive and negative entries")
@@ -324,8 +379,14 @@ def rocauc_micro(y_true: Any, y_pred: Any) -> float:
 
 
 def rocauc_macro(y_true: Any, y_pred: Any) -> float:
-    """Multi-label ROC-AUC per label, averaged over the labels with both classes among the rows
-    (as the ICD-coding literature does: a label never or always present is not scored)."""
+    r"""Multi-label ROC-AUC per label, averaged over the labels with both classes among the rows
+    (as the ICD-coding literature does: a label never or always present is not scored),
+    :math:`\frac{1}{|C'|}\sum_{c \in C'} \mathrm{AUC}_c`.
+
+    Args:
+        y_true (Tensor or array): 0/1 entries. Shape :math:`[N, C]`.
+        y_pred (Tensor or array): scores. Shape :math:`[N, C]`.
+    """
     true, pred = _multilabel(y_true, y_pred)
     scorable = (true.min(axis=0) < true.max(axis=0)).nonzero()[0]
     if scorable.size == 0:
@@ -343,13 +404,25 @@ def _f1_averaged(y_true: Any, y_pred: Any, average: str) -> float:
 
 
 def f1_micro(y_true: Any, y_pred: Any) -> float:
-    """Micro-averaged F1: multi-class (labels [N], scores [N, C] or labels) or multi-label
-    (0/1 [N, C] against logits [N, C], thresholded at 0)."""
+    """Micro-averaged F1 (true and false positives and negatives pooled over classes).
+
+    Args:
+        y_true (Tensor or array): class labels :math:`[N]` (multi-class) or 0/1 entries
+            :math:`[N, C]` (multi-label).
+        y_pred (Tensor or array): multi-class: labels :math:`[N]` or scores :math:`[N, C]`;
+            multi-label: logits :math:`[N, C]`, thresholded at 0.
+    """
     return _f1_averaged(y_true, y_pred, "micro")
 
 
 def f1_macro(y_true: Any, y_pred: Any) -> float:
-    """Macro-averaged F1 (inputs as :func:`f1_micro`); a class never predicted nor present scores 0."""
+    r"""Macro-averaged F1, :math:`\frac{1}{C}\sum_c F_{1,c}`; a class never predicted nor present
+    scores 0.
+
+    Args:
+        y_true (Tensor or array): as for :func:`f1_micro`.
+        y_pred (Tensor or array): as for :func:`f1_micro`.
+    """
     return _f1_averaged(y_true, y_pred, "macro")
 
 
@@ -366,7 +439,16 @@ def f1_macro_pr(y_true: Any, y_pred: Any) -> float:
 
 
 def precision_at_k(y_true: Any, y_pred: Any, k: int) -> float:
-    """Mean over rows of the share of the ``k`` top-scored labels that are true (CAML's P@k)."""
+    r"""Precision at :math:`k` (CAML's P@k): the mean over rows of the share of the :math:`k`
+    top-scored labels that are true,
+
+    .. math:: \mathrm{P@}k = \frac{1}{N}\sum_i \frac{1}{k}\sum_{c \in \mathrm{top}_k(\hat y_i)} y_{ic}.
+
+    Args:
+        y_true (Tensor or array): 0/1 entries. Shape :math:`[N, C]`.
+        y_pred (Tensor or array): scores. Shape :math:`[N, C]`.
+        k (int): the number of top-scored labels, in :math:`[1, C]`.
+    """
     true, pred = _multilabel(y_true, y_pred)
     if not isinstance(k, int) or not 1 <= k <= true.shape[1]:
         raise ValueError(f"`k` must be an int in [1, {true.shape[1]}], got {k!r}")
@@ -389,7 +471,18 @@ METRICS: dict[str, Metric] = {}
 
 
 def register_metric(name: str, fn: Callable[..., float], direction: str, needs_groups: bool = False) -> Metric:
-    """Add ``fn`` to the registry as ``name`` (``direction``: ``"maximize"`` or ``"minimize"``)."""
+    """Add a metric to the registry (:data:`METRICS`), so that pipelines can name it.
+
+    Args:
+        name (str): the registry name (a pipeline's ``metric``, the ``val_<name>`` columns).
+        fn (callable): ``fn(y_true, y_pred)`` (or ``fn(y_true, y_pred, groups=)``) returning a float.
+        direction (str): ``"maximize"`` or ``"minimize"``.
+        needs_groups (bool, optional): ``fn`` takes the group of every row (as :func:`gauc`).
+            (default: :obj:`False`)
+
+    Raises:
+        ValueError: another function is registered under ``name``, or a bad ``direction``.
+    """
     if direction not in ("maximize", "minimize"):
         raise ValueError(f"direction must be 'maximize' or 'minimize', got {direction!r}")
     if name in METRICS and METRICS[name].fn is not fn:
@@ -435,7 +528,18 @@ def metric_direction(name: str) -> str:
 
 
 def compute(name: str, y_true: Any, y_pred: Any, groups: Any = None) -> float:
-    """Evaluate the metric ``name``; ``groups`` is passed to the metrics that need it."""
+    """Evaluate the registered metric ``name``.
+
+    Args:
+        name (str): a name of :data:`METRICS`.
+        y_true (Tensor or array): the labels, as the metric takes them.
+        y_pred (Tensor or array): the scores or predictions, as the metric takes them.
+        groups (Tensor or array, optional): the group of every row, passed to the metrics that
+            need it (``gauc``). (default: :obj:`None`)
+
+    Raises:
+        ValueError: an unknown ``name``.
+    """
     metric = _lookup(name)
     if metric.needs_groups:
         return float(metric.fn(y_true, y_pred, groups=groups))
