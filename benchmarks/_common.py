@@ -8,6 +8,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import textwrap
 import time
 from collections.abc import Callable
 
@@ -114,7 +115,7 @@ def write_ratio_chart(
     ax.set_xticks(range(len(cases)))
     ax.set_xticklabels(cases, fontsize=7, rotation=15, ha="right")
     ax.set_ylabel(ylabel)
-    ax.set_title(title, fontsize=9)
+    ax.set_title("\n".join(textwrap.wrap(title, 80)), fontsize=9)  # long titles wrap, never clip
     ax.legend(fontsize=7, loc="upper left", ncol=2 if len(series) > 2 else 1)
     fig.tight_layout()
     tmp = f"{path}.tmp.png"

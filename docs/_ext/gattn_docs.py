@@ -175,7 +175,7 @@ def _option_rows(config_cls: type) -> list[tuple[str, str, str, str]]:
 def family_page(name: str, cls: type) -> str:
     intro = ROOT / "docs" / "families" / f"{name}.intro.md"
     doc = inspect.getdoc(cls) or ""
-    lines = [f"# `{name}`: {doc.splitlines()[0] if doc else cls.__name__}", ""]
+    lines = [f"# `{name}`", "", doc.split("\n\n")[0] if doc else cls.__name__, ""]
     documented = DOCUMENTED.get(id(cls))
     what = f":class:`{documented}`" if documented else f"``{cls.__module__}.{cls.__name__}``"
     lines += ["```{eval-rst}", f"Pipeline class: {what} (module :mod:`{cls.__module__}`), selection metric "

@@ -30,7 +30,14 @@ def _fmt(value: Any) -> str:
 
 def format_table(rows: Sequence[Sequence[Any]] | Mapping[str, Any],
                  header: Sequence[str] | None = None) -> str:
-    """A plain-text table: ``rows`` as a sequence of rows or a mapping ``name -> value``."""
+    """A plain-text table, columns aligned, a rule under the header.
+
+    Args:
+        rows (Sequence or Mapping): a sequence of rows (sequences of cells), or a mapping
+            ``name -> value`` (two columns).
+        header (Sequence[str], optional): the column names. (default: ``("name", "value")``
+            for a mapping, none otherwise)
+    """
     if isinstance(rows, Mapping):
         rows = [(k, v) for k, v in rows.items()]
         header = header or ("name", "value")
@@ -51,7 +58,12 @@ def format_table(rows: Sequence[Sequence[Any]] | Mapping[str, Any],
 
 def format_results(metrics: dict[str, Any], chance: dict[str, float] | None = None) -> str:
     """A table of results: ``mean ± std`` where a ``<name>_std`` is present, a chance column
-    where the pipeline gave one."""
+    where the pipeline gave one.
+
+    Args:
+        metrics (dict): ``name -> value`` (a run's aggregated metrics).
+        chance (dict, optional): ``name -> chance level or baseline``. (default: :obj:`None`)
+    """
     chance = chance or {}
     rows = []
     for key, value in metrics.items():

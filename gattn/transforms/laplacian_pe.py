@@ -349,23 +349,28 @@ def laplacian_pe(
     r"""Laplacian eigenvector encodings of one graph or of many graphs batched together.
 
     Args:
-        edge_index: [2, E] edges. For several graphs, global node ids (graphs stacked one
-            after the other as in a PyG ``Batch``); no edge may join two graphs.
-        num_nodes: number of nodes of a single graph (default: ``edge_index.max() + 1``).
-            Ignored when ``ptr`` is given.
-        k: number of eigenvectors per node.
-        ptr: [G + 1] node offsets of G graphs (``Batch.ptr``); ``None`` means one graph.
-        trivial: ``"all"`` drops every zero eigenvalue, ``"first"`` only the smallest one
-            (see the module docstring).
-        sparse_threshold: graphs (components, with ``trivial="all"``) with more nodes than
-            this use the sparse solver.
-        dtype: floating dtype of the result (the eigensolver always runs in float64).
-        return_eigenvalues: also return the eigenvalues [G, k] (0 where padded).
-        num_workers: threads that run dense eigensolver calls side by side (default:
-            ``torch.get_num_threads()``; 1 runs everything in the calling thread).
+        edge_index (Tensor): the edges, shape :math:`[2, E]`. For several graphs, global node
+            ids (graphs stacked one after the other as in a PyG ``Batch``); no edge may join
+            two graphs.
+        num_nodes (int, optional): number of nodes of a single graph; ignored when ``ptr`` is
+            given. (default: ``edge_index.max() + 1``)
+        k (int, optional): number of eigenvectors per node. (default: :obj:`8`)
+        ptr (Tensor, optional): node offsets of :math:`G` graphs (``Batch.ptr``), shape
+            :math:`[G + 1]`; :obj:`None` means one graph. (default: :obj:`None`)
+        trivial (str, optional): ``"all"`` drops every zero eigenvalue, ``"first"`` only the
+            smallest one (see the module docstring). (default: ``"all"``)
+        sparse_threshold (int, optional): graphs (components, with ``trivial="all"``) with
+            more nodes than this use the sparse solver. (default: :obj:`2000`)
+        dtype (torch.dtype, optional): floating dtype of the result (the eigensolver always
+            runs in float64). (default: ``torch.float32``)
+        return_eigenvalues (bool, optional): also return the eigenvalues (0 where padded).
+            (default: :obj:`False`)
+        num_workers (int, optional): threads that run dense eigensolver calls side by side;
+            1 runs everything in the calling thread. (default: ``torch.get_num_threads()``)
 
     Returns:
-        [N, k] encodings (and [G, k] eigenvalues).
+        Tensor or (Tensor, Tensor): the encodings :math:`[N, k]` (and the eigenvalues
+        :math:`[G, k]`).
     """
     k = _check_k(k)
     _check_options(trivial, sparse_threshold)
@@ -555,16 +560,24 @@ class LaplacianPE(BaseTransform):
     :class:`RandomSignFlip`.
 
     Args:
-        k: number of eigenvectors per node.
-        attr_name: attribute that receives the [N, k] encoding; ``None`` concatenates it
-            to ``data.x`` (as PyG does). (default: ``"pe"``)
-        trivial: ``"all"`` (default) or ``"first"``: which zero eigenvalues are dropped.
-        sparse_threshold: node count above which the sparse solver is used. (default: 2000)
-        dtype: dtype of the stored encoding. (default: ``torch.float32``)
-        eigenvalue_attr: if set, also store the eigenvalues under this name ([1, k] per
-            graph, 0 where padded). (default: ``None``)
-        num_workers: threads for the dense eigensolver calls. (default: ``None``, i.e.
-            ``torch.get_num_threads()`` at call time)
+        k (int): number of eigenvectors per node.
+        attr_name (str, optional): attribute that receives the :math:`[N, k]` encoding;
+            :obj:`None` concatenates it to ``data.x`` (as PyG does). (default: ``"pe"``)
+        trivial (str, optional): ``"all"`` or ``"first"``: which zero eigenvalues are dropped.
+            (default: ``"all"``)
+        sparse_threshold (int, optional): node count above which the sparse solver is used.
+            (default: :obj:`2000`)
+        dtype (torch.dtype, optional): dtype of the stored encoding. (default: ``torch.float32``)
+        eigenvalue_attr (str, optional): if set, also store the eigenvalues under this name
+            (:math:`[1, k]` per graph, 0 where padded). (default: :obj:`None`)
+        num_workers (int, optional): threads for the dense eigensolver calls; :obj:`None`:
+            ``torch.get_num_threads()`` at call time. (default: :obj:`None`)
+
+    Shapes:
+        - **input:** a ``Data`` or ``Batch`` with ``edge_index`` :math:`[2, E]` and
+          :math:`N` nodes
+        - **output:** the same object with ``data[attr_name]`` :math:`[N, k]` (or ``data.x``
+          :math:`[N, F + k]`)
     """
 
     def __init__(
@@ -701,10 +714,20 @@ def random_sign_flip(
     num_graphs: int | None = None,
     generator: torch.Generator | None = None,
 ) -> Tensor:
-    """Multiply every eigenvector of every graph by an independent random sign.
+    r"""Multiply every eigenvector of every graph by an independent random sign,
+    :math:`\mathrm{pe}_{i,j} \leftarrow s_{g(i),j}\,\mathrm{pe}_{i,j}` with
+    :math:`s_{g,j} \sim \mathcal{U}\{-1, +1\}`.
 
-    ``pe``: [N, k]; ``batch``: [N] graph of each node (``None``: one graph). Returns a new
-    tensor (the input, which may be a view into a cached data set, is left untouched).
+    Args:
+        pe (Tensor): the encodings, shape :math:`[N, k]`.
+        batch (Tensor, optional): the graph of each node, shape :math:`[N]`; :obj:`None`: one
+            graph. (default: :obj:`None`)
+        num_graphs (int, optional): the number of graphs. (default: ``batch.max() + 1``)
+        generator (torch.Generator, optional): for reproducible draws. (default: :obj:`None`)
+
+    Returns:
+        Tensor: a new :math:`[N, k]` tensor (the input, which may be a view into a cached data
+        set, is left untouched).
     """
     if not isinstance(pe, Tensor) or pe.dim() != 2:
         raise ValueError(f"pe must be a [N, k] tensor, got {getattr(pe, 'shape', type(pe))}")
@@ -736,8 +759,10 @@ class RandomSignFlip(BaseTransform):
     ``transform``) each access draws new signs. Do not apply it at evaluation.
 
     Args:
-        attr_name: attribute holding the [N, k] encoding. (default: ``"pe"``)
-        generator: optional ``torch.Generator`` for reproducible draws.
+        attr_name (str, optional): attribute holding the :math:`[N, k]` encoding.
+            (default: ``"pe"``)
+        generator (torch.Generator, optional): a generator for reproducible draws.
+            (default: :obj:`None`)
     """
 
     def __init__(self, attr_name: str = "pe", generator: torch.Generator | None = None) -> None:

@@ -17,7 +17,15 @@ __all__ = ["format_table", "summarize", "summary_table", "write_report"]
 
 
 def summarize(study: optuna.Study) -> dict[str, Any]:
-    """Counts by state, the best trial's value, parameters and metrics, the stored config."""
+    """The summary of a study.
+
+    Args:
+        study (optuna.Study): the study (of :func:`gattn.tune.optimize` or any other).
+
+    Returns:
+        dict: the study's name and direction, the trial counts by state, the best trial's
+        value, parameters and metrics, and the stored fixed configuration.
+    """
     from optuna.trial import TrialState
 
     trials = study.get_trials(deepcopy=False)
@@ -74,6 +82,14 @@ def write_report(study: optuna.Study, out_dir: str | Path, plots: bool = True) -
     Plots: ``optimization_history.png`` and ``intermediate_values.png`` (needs a complete
     trial), ``param_importances.png`` (needs at least two complete trials whose parameters
     vary; otherwise skipped, and the reason is recorded under ``"skipped_plots"``).
+
+    Args:
+        study (optuna.Study): the study.
+        out_dir (str or Path): the report folder (created).
+        plots (bool, optional): write the PNG plots. (default: :obj:`True`)
+
+    Returns:
+        dict: the summary of :func:`summarize`, with the files written.
     """
     from optuna.trial import TrialState
 
@@ -128,7 +144,11 @@ def write_report(study: optuna.Study, out_dir: str | Path, plots: bool = True) -
 
 
 def summary_table(summary: Mapping[str, Any]) -> str:
-    """The summary of :func:`summarize` as printable tables."""
+    """The summary of :func:`summarize` as printable tables.
+
+    Args:
+        summary (Mapping): a summary of :func:`summarize` (or ``best.json`` read back).
+    """
     lines = [f"study {summary['study_name']} ({summary['direction']} "
              f"{summary.get('metric') or 'value'})",
              "trials: " + ", ".join(f"{k} {v}" for k, v in summary["trials"].items())]
