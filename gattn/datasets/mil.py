@@ -526,6 +526,17 @@ def digit_bags(
     MNIST-bags, on the small digits set). Bag sizes are normal(``mean_size``, ``std_size``),
     at least 1; about ``positive_fraction`` of the bags are positive. Instance labels (1 for
     the target digit) are kept for attention heatmaps. Features are pixels scaled to [0, 1].
+
+    Args:
+        num_bags (int, optional): number of bags. (default: :obj:`200`)
+        mean_size (float, optional): mean bag size. (default: :obj:`10.0`)
+        std_size (float, optional): standard deviation of the bag size. (default: :obj:`2.0`)
+        target (int, optional): the digit that makes a bag positive, 0-9. (default: :obj:`9`)
+        seed (int, optional): seed of the draw. (default: :obj:`0`)
+        positive_fraction (float, optional): share of positive bags. (default: :obj:`0.5`)
+
+    Returns:
+        MILBags: instances :math:`[R, 64]`, bag pointer :math:`[B + 1]`, bag labels :math:`[B]`.
     """
     from sklearn.datasets import load_digits
 
@@ -600,9 +611,20 @@ def _find(name: str, root: Path) -> Path | None:
 
 
 def load_mil(name: str, root: str | os.PathLike | None = None, **kwargs) -> MILBags:
-    """Load a MIL benchmark by name from the data root (:func:`gattn.datasets.root.resolve_root`),
-    or build the embedded ``digit-bags`` (``kwargs`` go to
-    :func:`digit_bags`)."""
+    """Load a MIL benchmark by name from the data root, or build the embedded ``digit-bags``.
+
+    Args:
+        name (str): a MIL benchmark (``musk1``, ``musk2``, ``elephant``, ...: the keys of
+            ``MIL_DATASETS``, listed with their files by :func:`available`) or ``digit-bags``.
+        root (str or PathLike, optional): the data root; :obj:`None`:
+            :func:`gattn.datasets.root.resolve_root`'s choice. (default: :obj:`None`)
+        **kwargs: for ``digit-bags``, the arguments of :func:`digit_bags`.
+
+    Raises:
+        ValueError: an unknown ``name``.
+        FileNotFoundError: the data set's file is missing (the message names the files looked
+            for and the folder searched).
+    """
     key = name.lower()
     if key == EMBEDDED:
         return digit_bags(**kwargs)
@@ -647,8 +669,18 @@ def cross_validation_folds(
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """The papers' protocol: ``n_folds``-fold cross-validation stratified by bag label.
 
-    Returns ``(train_indices, test_indices)`` per fold; with ``repeats`` > 1, the folds of
-    ``repeats`` differently seeded shuffles (seed, seed+1, ...) one after the other.
+    Args:
+        labels (Tensor or array or list[int]): the bag labels, shape :math:`[B]`.
+        n_folds (int, optional): number of folds, at least 2. (default: :obj:`10`)
+        seed (int, optional): seed of the first shuffle. (default: :obj:`0`)
+        repeats (int, optional): number of differently seeded shuffles (seed, seed+1, ...),
+            their folds one after the other. (default: :obj:`1`)
+
+    Returns:
+        list: ``(train_indices, test_indices)`` per fold, ``n_folds * repeats`` of them.
+
+    Raises:
+        ValueError: fewer bags of the rarest class than folds.
     """
     from sklearn.model_selection import StratifiedKFold
 

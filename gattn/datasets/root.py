@@ -36,7 +36,12 @@ def default_root() -> Path:
 
 
 def resolve_root(root: str | os.PathLike | None = None) -> Path:
-    """The data root: ``root``, else ``$GATTN_DATA``, else :func:`default_root` (absolute)."""
+    """The data root: ``root``, else ``$GATTN_DATA``, else :func:`default_root` (absolute).
+
+    Args:
+        root (str or PathLike, optional): a folder given by the user (``--root``; ``""`` counts
+            as none). (default: :obj:`None`)
+    """
     if root is not None and str(root) != "":
         return Path(root).expanduser().resolve()
     env = os.environ.get(ENV_VAR)
@@ -59,9 +64,16 @@ _SOURCES: dict[str, DataSource] = {}
 
 
 def register_source(name: str, folder: str = "") -> Callable:
-    """Decorator registering ``available(root) -> [(name, present, detail), ...]`` as a source.
+    """Decorator registering ``available(root) -> [(name, present, detail), ...]`` as a data
+    source (``gattn datasets`` lists every source).
 
-    ``folder`` is the sub-folder of the data root the function is given ("" for the root).
+    Args:
+        name (str): the source's name (a heading of ``gattn datasets``).
+        folder (str, optional): the sub-folder of the data root the function is given.
+            (default: ``""``, the root)
+
+    Raises:
+        ValueError: another module registered ``name``.
     """
 
     def decorate(fn: Callable[[Path], list[tuple[str, bool, str]]]) -> Callable:
