@@ -615,7 +615,7 @@ def load_mil(name: str, root: str | os.PathLike | None = None, **kwargs) -> MILB
 
     Args:
         name (str): a MIL benchmark (``musk1``, ``musk2``, ``elephant``, ...: the keys of
-            ``MIL_DATASETS``, listed with their files by :func:`available`) or ``digit-bags``.
+            ``MIL_DATASETS``, listed with their files by ``gattn datasets``) or ``digit-bags``.
         root (str or PathLike, optional): the data root; :obj:`None`:
             :func:`gattn.datasets.root.resolve_root`'s choice. (default: :obj:`None`)
         **kwargs: for ``digit-bags``, the arguments of :func:`digit_bags`.
