@@ -38,6 +38,9 @@ _INFRASTRUCTURE = {"base", "config", "registry", "results", "runner", "task"}
 def register_pipeline(name: str) -> Callable[[type[Pipeline]], type[Pipeline]]:
     """Class decorator: make the :class:`~gattn.pipelines.base.Pipeline` subclass available as ``name``.
 
+    Args:
+        name (str): the registry name (``gattn train NAME``): letters, digits, ``_`` or ``-``.
+
     Raises:
         ValueError: another class already registered ``name``.
     """
@@ -67,7 +70,16 @@ def _import(module: str, label: str) -> None:
 
 
 def discover(plugins: Iterable[str] = ()) -> dict[str, type[Pipeline]]:
-    """Import the built-in families, installed entry points and plug-in modules; the registry."""
+    """Import the built-in families, installed entry points and plug-in modules; the registry.
+
+    Args:
+        plugins (Iterable[str], optional): more modules to import (``gattn --plugin``; the
+            ``GATTN_PLUGINS`` variable and the ``gattn.pipelines`` entry points are always
+            read). (default: ``()``)
+
+    Returns:
+        dict: ``name -> Pipeline subclass``.
+    """
     import gattn.pipelines as package
 
     wanted = [info.name for info in pkgutil.iter_modules(package.__path__, package.__name__ + ".")
@@ -107,6 +119,10 @@ def pipeline_names() -> list[str]:
 
 def get_pipeline(name: str, **kwargs: Any) -> Pipeline:
     """An instance of the pipeline registered as ``name``.
+
+    Args:
+        name (str): a registered name (:func:`pipeline_names`).
+        **kwargs: the pipeline class's constructor arguments.
 
     Raises:
         ValueError: no pipeline has that name (the message lists the registered ones, and the
