@@ -227,18 +227,26 @@ def generate_sbm(
 ) -> list[Data]:
     """Generate ``num_graphs`` PATTERN or CLUSTER graphs, deterministically from ``seed``.
 
+    PATTERN graph i uses pattern ``i % num_patterns``.
+
     Args:
-        task: ``"PATTERN"`` or ``"CLUSTER"``.
-        num_graphs: how many graphs.
-        seed: the random seed; graph i depends only on (seed, task, split, start + i).
-        split: ``"train"``, ``"val"``, ``"test"`` or ``None``: separate random streams, so
-            splits made with the same seed never share a graph. PATTERN's patterns depend
-            on the seed only and are shared by all splits, as in the benchmark.
-        start: index of the first graph (to generate a long sequence in pieces).
-        one_hot: float one-hot ``x`` (PyG's layout) instead of the long feature index.
+        task (str): ``"PATTERN"`` or ``"CLUSTER"``.
+        num_graphs (int): how many graphs.
+        seed (int, optional): the random seed; graph i depends only on (seed, task, split,
+            start + i). (default: :obj:`0`)
+        split (str, optional): ``"train"``, ``"val"``, ``"test"`` or :obj:`None`: separate
+            random streams, so splits made with the same seed never share a graph. PATTERN's
+            patterns depend on the seed only and are shared by all splits, as in the
+            benchmark. (default: :obj:`None`)
+        start (int, optional): index of the first graph (to generate a long sequence in
+            pieces). (default: :obj:`0`)
+        one_hot (bool, optional): float one-hot ``x`` (PyG's layout) instead of the long
+            feature index. (default: :obj:`False`)
         **overrides: any field of :class:`SBMSettings` (e.g. ``p=0.6``, ``num_patterns=10``).
 
-    PATTERN graph i uses pattern ``i % num_patterns``.
+    Returns:
+        list[Data]: graphs with ``x`` :math:`[N]` (or :math:`[N, F]` one-hot),
+        ``edge_index`` :math:`[2, E]` and node labels ``y`` :math:`[N]`.
     """
     task = _check_task(task)
     num_graphs = _check_count(num_graphs, "num_graphs")
@@ -276,13 +284,18 @@ class SBMDataset(InMemoryDataset):
     """One split of PATTERN or CLUSTER, generated in memory.
 
     Args:
-        task: ``"PATTERN"`` or ``"CLUSTER"``.
-        split: ``"train"``, ``"val"`` or ``"test"``.
-        num_graphs: total over the three splits; each split gets its published share
-            (PATTERN 10,000 / 2,000 / 2,000, CLUSTER 10,000 / 1,000 / 1,000). ``None`` (the
-            default) gives the published sizes.
-        seed: random seed (the splits of one seed never share a graph).
-        one_hot, transform, pre_transform: see :func:`generate_sbm` and PyG.
+        task (str): ``"PATTERN"`` or ``"CLUSTER"``.
+        split (str, optional): ``"train"``, ``"val"`` or ``"test"``. (default: ``"train"``)
+        num_graphs (int, optional): total over the three splits; each split gets its
+            published share (PATTERN 10,000 / 2,000 / 2,000, CLUSTER 10,000 / 1,000 / 1,000);
+            :obj:`None` gives the published sizes. (default: :obj:`None`)
+        seed (int, optional): random seed (the splits of one seed never share a graph).
+            (default: :obj:`0`)
+        one_hot (bool, optional): see :func:`generate_sbm`. (default: :obj:`False`)
+        transform (callable, optional): PyG's per-access transform. (default: :obj:`None`)
+        pre_transform (callable, optional): PyG's transform applied once, before the data is
+            kept in memory. (default: :obj:`None`)
+        **overrides: any field of :class:`SBMSettings`.
     """
 
     def __init__(

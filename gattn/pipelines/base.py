@@ -129,6 +129,7 @@ class Pipeline:
 
     # -------------------------------------------------------------------------- model
     def build_model(self, config: Any, data: Any, split: Split) -> nn.Module:
+        """A fresh model for ``split`` (called once per split, after the seed is set)."""
         raise NotImplementedError(f"pipeline {self.name!r} does not implement build_model()")
 
     def loss(self, config: Any, data: Any) -> Any:
