@@ -6,10 +6,10 @@
     gattn train --config runs/<pipeline>/<run>/config.yaml      repeat a run
     gattn train --resume runs/<pipeline>/<run>          continue an interrupted run
     gattn tune PIPELINE --trials N [--timeout S] [--storage URL] [--study-name NAME] [options]
-    gattn tune PIPELINE --trials N --dashboard [PORT]   ... watched live in optuna-dashboard
-    gattn dashboard RUN_DIR|STUDY_FILE|URL [--port P]   a finished study in optuna-dashboard
     gattn datasets [--root DIR]                         the data sets found locally
     gattn pipelines                                     the registered pipelines
+    gattn tune PIPELINE --trials N --dashboard [PORT]   ... watched live in optuna-dashboard
+    gattn dashboard RUN_DIR|STUDY_FILE|URL [--port P]   a finished study in optuna-dashboard
 
 ``gattn train PIPELINE --help`` lists a pipeline's options (generated from its typed
 configuration). A config file (YAML) sets options; options on the command line override it.
@@ -78,12 +78,12 @@ def _add_tune_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--pruner-warmup", type=int, default=5,
                        help="epochs (or folds) before a trial may be pruned (default 5)")
     group.add_argument("--pruner-startup", type=int, default=5, help="trials before pruning starts (default 5)")
-    group.add_argument("--report-dir", default=None, metavar="DIR",
-                       help="where the report goes (default: RUNS_DIR/<pipeline>/<study-name>)")
-    group.add_argument("--no-plots", action="store_true", help="do not write PNG plots")
     group.add_argument("--dashboard", nargs="?", const=8080, default=None, type=_port, metavar="PORT",
                        help="serve the study in optuna-dashboard on 127.0.0.1:PORT while it runs "
                             "(default port 8080; 0: any free port)")
+    group.add_argument("--report-dir", default=None, metavar="DIR",
+                       help="where the report goes (default: RUNS_DIR/<pipeline>/<study-name>)")
+    group.add_argument("--no-plots", action="store_true", help="do not write PNG plots")
 
 
 def _positive_int(text: str) -> int:
@@ -96,16 +96,6 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"expected a port in [0, 65535], got {value}")
-    return value
-
-
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -113,6 +103,16 @@ def _positive_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
     if not value > 0:
         raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port in [0, 65535], got {value}")
     return value
 
 
