@@ -57,11 +57,15 @@ class Dashboard:
     """optuna-dashboard for ``storage`` served from a background thread.
 
     Args:
-        storage: an Optuna storage object, or a URL as ``gattn tune --storage`` takes it
-            (``sqlite:///...``, ``postgresql://...``, ``journal:PATH``).
-        host: the address to listen on (default ``127.0.0.1``: this machine only).
-        port: the port (default :data:`DEFAULT_PORT`; ``0``: any free port, see :attr:`url`).
-        study_name: a study to link to directly (:attr:`url` then opens its page).
+        storage (optuna.storages.BaseStorage or str): an Optuna storage object, or a URL as
+            ``gattn tune --storage`` takes it (``sqlite:///...``, ``postgresql://...``,
+            ``journal:PATH``).
+        host (str, optional): the address to listen on; the default serves this machine only.
+            (default: ``"127.0.0.1"``)
+        port (int, optional): the port; ``0``: any free port (see :attr:`url`).
+            (default: :data:`DEFAULT_PORT`, 8080)
+        study_name (str, optional): a study to link to directly (:attr:`url` then opens its
+            page). (default: :obj:`None`)
 
     Use it as a context manager, or call :meth:`start` and :meth:`stop`:
 
