@@ -531,15 +531,16 @@ def _learning_curves(pipeline: Pipeline, config: Any, run_dir: Path, splits: lis
     """learning_curves.png of each split folder, and of every split together in the run folder."""
     from .results import plot_learning_curves
 
-    label = pipeline.run_label(config)
-    if len(splits) == 1:
-        return plot_learning_curves({"run": run_dir / "metrics.csv"}, run_dir / "learning_curves.png",
-                                    f"{pipeline.name} {label}")
-    tables = {s.name: run_dir / s.name / "metrics.csv" for s in splits if (run_dir / s.name / "metrics.csv").is_file()}
-    for name, table in tables.items():
-        plot_learning_curves({name: table}, table.with_name("learning_curves.png"), f"{pipeline.name} {label}, {name}")
+    label = f"{pipeline.name} {pipeline.run_label(config)}"
+    tables = {s.name: (run_dir if s.name == "run" else run_dir / s.name) / "metrics.csv" for s in splits}
+    tables = {name: table for name, table in tables.items() if table.is_file()}
+    drawn = {name: plot_learning_curves({name: table}, table.with_name("learning_curves.png"),
+                                        label if name == "run" else f"{label}, {name}")
+             for name, table in tables.items()}
+    if len(tables) < 2:
+        return next(iter(drawn.values()), None)
     selection = f"val_{pipeline.selection_metric(config)}"
-    return plot_learning_curves(tables, run_dir / "learning_curves.png", f"{pipeline.name} {label}: every split",
+    return plot_learning_curves(tables, run_dir / "learning_curves.png", f"{label}: every split",
                                 metrics=[selection])
 
 

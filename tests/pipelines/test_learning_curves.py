@@ -65,3 +65,18 @@ def test_a_cross_validated_run_draws_each_split_and_all_together(tmp_path, drawn
         table = read_epoch_table(folder / fold / "metrics.csv")
         assert together[f"{fold} train_loss"] == table["train_loss"]
         assert together[f"{fold} val_rocauc"] == table["val_rocauc"]
+
+
+def test_a_single_split_in_its_own_folder_draws_there(tmp_path):
+    """One fold of a cross-validation (MIL with one repeat of one fold trains in fold-01/)."""
+
+    class OneFold(ToyPipeline):
+        def splits(self, config, data):
+            from gattn.pipelines import Split
+
+            return [Split("fold-01")]
+
+    one = OneFold()
+    result = run(one, make_config(one, {"progress": False, "epochs": 2}), tmp_path / "one")
+    assert result.files["learning_curves"] == str(tmp_path / "one" / "fold-01" / "learning_curves.png")
+    assert (tmp_path / "one" / "fold-01" / "learning_curves.png").stat().st_size > 5_000
