@@ -6,24 +6,6 @@ Python ``float``. Binary and multi-label scores are **logits** (or any monotone 
 ranking metrics do not care); the metrics that need probabilities (log loss, F1 at 0.5) apply
 the sigmoid themselves, and F1 thresholds logits at 0 (probability 0.5).
 
-name                    direction    what
-======================  ===========  ========================================================
-``rocauc``              maximize     mean ROC-AUC over tasks, NaN labels ignored (OGB)
-``ap``                  maximize     mean average precision over tasks (OGB's ``ap``)
-``rmse``                minimize     root mean squared error, mean over tasks (OGB)
-``accuracy``            maximize     class accuracy (labels, scores [N, C] or one logit)
-``weighted_accuracy``   maximize     PATTERN / CLUSTER mean per-class accuracy
-``f1``                  maximize     binary F1 of class 1
-``f1_micro``            maximize     micro F1: multi-class labels, or multi-label at 0.5
-``f1_macro``            maximize     macro F1: multi-class labels, or multi-label at 0.5
-``f1_macro_pr``         maximize     multi-label F1 of macro precision and macro recall (CAML's)
-``rocauc_micro``        maximize     multi-label ROC-AUC over all (row, label) pairs
-``rocauc_macro``        maximize     multi-label ROC-AUC per label, mean over labels with both classes
-``precision_at_5/8/15`` maximize     multi-label precision of the k top-scored labels per row
-``logloss``             minimize     binary cross-entropy of sigmoid(logits) (CTR)
-``gauc``                maximize     grouped AUC: impression-weighted mean of per-group AUC
-======================  ===========  ========================================================
-=======
 ========================  ===========  ==================================================================
 name                      direction    what
 ========================  ===========  ==================================================================
