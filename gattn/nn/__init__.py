@@ -53,3 +53,7 @@ __all__ += [
     "TransformerConv",
     "to_segments",
 ]
+
+from .latte import LATTEConv, compose_meta_relations, meta_relations  # noqa: E402
+
+__all__ += ["LATTEConv", "compose_meta_relations", "meta_relations"]
