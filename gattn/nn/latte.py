@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -25,23 +26,14 @@ from torch_geometric.utils import negative_sampling
 
 from gattn.kernels import edge_attention
 
-__all__ = ["LATTEConv", "compose_meta_relations", "edge_type_key", "meta_relations"]
+from .graph_transformer import _check_positive_int, _check_probability
+
+__all__ = ["LATTEConv", "compose_meta_relations", "meta_relations"]
 
 EdgeType = tuple[str, str, str]
 Metadata = tuple[Sequence[str], Sequence[EdgeType]]
 #: separates relation names in a meta-relation's name: ``"pa.ap"`` is paper -> author -> paper
 META_SEPARATOR = "."
-
-
-def edge_type_key(edge_type: EdgeType) -> str:
-    """The ``ModuleDict`` key of an edge type (PyG's ``"src__rel__dst"`` convention)."""
-    return "__".join(edge_type)
-
-
-def _check_positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"`{name}` must be a positive int, got {value!r}")
-    return value
 
 
 def _check_metadata(metadata: object) -> tuple[list[str], list[EdgeType]]:
@@ -78,10 +70,14 @@ def meta_relations(edge_types: Sequence[EdgeType], order: int) -> list[EdgeType]
     return current
 
 
-def _row_normalised(edge_index: Tensor, num_dst: int) -> Tensor:
+def inverse_in_degree(edge_index: Tensor, num_dst: int) -> Tensor:
     """1 / in-degree of each edge's destination: each row of the adjacency sums to one."""
     degree = torch.bincount(edge_index[1], minlength=num_dst).clamp_(min=1)
     return 1.0 / degree[edge_index[1]].to(torch.float32)
+
+
+def _is_sorted(values: Tensor) -> bool:
+    return values.numel() < 2 or bool((values[1:] >= values[:-1]).all())
 
 
 def _prune_rows(
@@ -91,7 +87,8 @@ def _prune_rows(
     if threshold is not None:
         keep = values >= threshold
         rows, cols, values = rows[keep], cols[keep], values[keep]
-    if top_k is not None and values.numel():
+    if top_k is not None and values.numel() and int(torch.unique_consecutive(rows, return_counts=True)[1].max()
+                                                    if _is_sorted(rows) else torch.bincount(rows).max()) > top_k:
         by_value = torch.argsort(values, descending=True, stable=True)
         order = by_value[torch.argsort(rows[by_value], stable=True)]
         rows, cols, values = rows[order], cols[order], values[order]
@@ -104,25 +101,19 @@ def _prune_rows(
 
 
 def _sparse_product_rows(
-    p_rows: Tensor, p_mid: Tensor, p_values: Tensor, a_ptr: Tensor, a_cols: Tensor,
-    a_values: Tensor, num_cols: int,
+    p_rows: Tensor, p_mid: Tensor, p_values: Tensor, a_matrix: Tensor, first_row: int, num_rows: int,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Entries of P @ A for the given entries of P (A in CSR by its rows), duplicates summed.
-
-    Peak memory is the number of expanded products, sum over P's entries of the length of
-    A's row they hit.
-    """
-    lengths = a_ptr[p_mid + 1] - a_ptr[p_mid]
-    entry = torch.repeat_interleave(torch.arange(p_rows.numel(), device=p_rows.device), lengths)
-    offset = torch.arange(entry.numel(), device=p_rows.device) - torch.repeat_interleave(
-        torch.cumsum(lengths, 0) - lengths, lengths
+    """Entries (rows, cols, values) of P @ A for the given entries of P, whose rows lie in
+    [first_row, first_row + num_rows); A is a coalesced sparse COO matrix. Duplicates are
+    summed; the entries come sorted by row."""
+    chunk = torch.sparse_coo_tensor(
+        torch.stack([p_rows - first_row, p_mid]), p_values, (num_rows, a_matrix.size(0)), check_invariants=False,
     )
-    a_pos = a_ptr[p_mid][entry] + offset
-    key = p_rows[entry] * num_cols + a_cols[a_pos]
-    unique, inverse = torch.unique(key, return_inverse=True)
-    summed = torch.zeros(unique.numel(), dtype=p_values.dtype, device=p_values.device)
-    summed.scatter_add_(0, inverse, p_values[entry] * a_values[a_pos])
-    return unique // num_cols, unique % num_cols, summed
+    with warnings.catch_warnings():  # torch's "sparse CSR support is in beta", raised inside mm
+        warnings.simplefilter("ignore", UserWarning)
+        product = torch.sparse.mm(chunk, a_matrix).coalesce()
+    rows, cols = product.indices()
+    return rows + first_row, cols, product.values()
 
 
 def compose_meta_relations(
@@ -179,12 +170,11 @@ def compose_meta_relations(
     for first_type, first_index in first_order.items():
         a_type, _, b_type = first_type
         num_a, num_b = int(num_nodes_dict[a_type]), int(num_nodes_dict[b_type])
-        # A_1 as CSR over its rows b: each row lists the sources a of b's incoming edges.
-        order = torch.argsort(first_index[1], stable=True)
-        a_cols = first_index[0][order]
-        a_values = _row_normalised(first_index, num_b)[order]
-        a_ptr = torch.zeros(num_b + 1, dtype=torch.long, device=first_index.device)
-        torch.cumsum(torch.bincount(first_index[1], minlength=num_b), 0, out=a_ptr[1:])
+        # A_1 [N_b, N_a]: row b lists the sources a of b's incoming edges
+        a_matrix = torch.sparse_coo_tensor(
+            first_index.flip(0), inverse_in_degree(first_index, num_b), (num_b, num_a), check_invariants=False,
+        ).coalesce()
+        row_length = torch.bincount(first_index[1], minlength=num_b)
         for rest_type, (rest_index, rest_weight) in previous.items():
             if rest_type[0] != b_type:
                 continue
@@ -193,7 +183,7 @@ def compose_meta_relations(
             by_row = torch.argsort(p_rows, stable=True)
             p_rows, p_mid = p_rows[by_row], p_mid[by_row]
             p_values = rest_weight[by_row].to(torch.float32)
-            cost = torch.cumsum(a_ptr[p_mid + 1] - a_ptr[p_mid], 0)
+            cost = torch.cumsum(row_length[p_mid], 0)
             pieces, start = [], 0
             while start < p_rows.numel():
                 base = cost[start - 1] if start else 0
@@ -205,9 +195,10 @@ def compose_meta_relations(
                     row = p_rows[stop - 1]
                     row_start = int(torch.searchsorted(p_rows, row, right=False))
                     stop = row_start if row_start > start else int(torch.searchsorted(p_rows, row, right=True))
+                first_row = int(p_rows[start])
                 rows, cols, values = _sparse_product_rows(
-                    p_rows[start:stop], p_mid[start:stop], p_values[start:stop],
-                    a_ptr, a_cols, a_values, num_a,
+                    p_rows[start:stop], p_mid[start:stop], p_values[start:stop], a_matrix,
+                    first_row, int(p_rows[stop - 1]) - first_row + 1,
                 )
                 pieces.append(_prune_rows(rows, cols, values, threshold, top_k))
                 start = stop
@@ -304,9 +295,7 @@ class LATTEConv(MessagePassing):
         self.heads = _check_positive_int("heads", heads)
         if out_channels % heads:
             raise ValueError(f"`out_channels` ({out_channels}) must be divisible by `heads` ({heads})")
-        if not (isinstance(dropout, (int, float)) and 0.0 <= dropout < 1.0):
-            raise ValueError(f"`dropout` must be a float in [0, 1), got {dropout!r}")
-        self.dropout = float(dropout)
+        self.dropout = _check_probability("dropout", dropout)
         self.sharpening = bool(sharpening)
         self.backend = backend
         self.act_name = act
@@ -319,12 +308,12 @@ class LATTEConv(MessagePassing):
 
         self.lin = nn.ModuleDict({t: nn.Linear(self.in_channels[t], out_channels, bias=bias)
                                   for t in self.node_types})
-        self.lin_query = nn.ModuleDict()
-        self.lin_key = nn.ModuleDict()
-        for edge_type in self.edge_types:
-            src, _, dst = edge_type
-            self.lin_query[edge_type_key(edge_type)] = nn.Linear(self.in_channels[dst], out_channels, bias=bias)
-            self.lin_key[edge_type_key(edge_type)] = nn.Linear(self.in_channels[src], out_channels, bias=bias)
+        # indexed by the relation's position in `edge_types` (meta-relation names contain ".",
+        # which module names may not)
+        self.lin_query = nn.ModuleList(nn.Linear(self.in_channels[e[2]], out_channels, bias=bias)
+                                       for e in self.edge_types)
+        self.lin_key = nn.ModuleList(nn.Linear(self.in_channels[e[0]], out_channels, bias=bias)
+                                     for e in self.edge_types)
         self.sharpen = nn.Parameter(torch.ones(len(self.edge_types), heads), requires_grad=self.sharpening)
         self.lin_beta = nn.ModuleDict({
             t: nn.Linear(self.in_channels[t], len(self.incoming(t)) + 1, bias=bias) for t in self.node_types
@@ -342,7 +331,7 @@ class LATTEConv(MessagePassing):
         return [e[1] for e in self.incoming(node_type)] + ["self"]
 
     def reset_parameters(self) -> None:
-        for lin in [*self.lin.values(), *self.lin_query.values(), *self.lin_key.values()]:
+        for lin in [*self.lin.values(), *self.lin_query, *self.lin_key]:
             nn.init.xavier_uniform_(lin.weight)
             if lin.bias is not None:
                 nn.init.zeros_(lin.bias)
@@ -374,10 +363,10 @@ class LATTEConv(MessagePassing):
         """Sharpened queries [N_dst, H, d] and keys [N_src, H, d] of one relation."""
         src, _, dst = edge_type
         shape = (-1, self.heads, self.out_channels // self.heads)
-        key = edge_type_key(edge_type)
-        query = self.lin_query[key](x_dict[dst]).view(shape)
-        query = query * self.sharpen[self._edge_position[edge_type]].view(1, -1, 1)
-        return query, self.lin_key[key](x_dict[src]).view(shape)
+        position = self._edge_position[edge_type]
+        query = self.lin_query[position](x_dict[dst]).view(shape)
+        query = query * self.sharpen[position].view(1, -1, 1)
+        return query, self.lin_key[position](x_dict[src]).view(shape)
 
     def forward(
         self,
