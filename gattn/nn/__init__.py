@@ -54,6 +54,10 @@ __all__ += [
     "to_segments",
 ]
 
+from .gin_attention import GINAttention, HeadwiseMLP, SparseGINAdapter, WeightedGINConv  # noqa: E402
 from .latte import LATTEConv, compose_meta_relations, meta_relations  # noqa: E402
 
-__all__ += ["LATTEConv", "compose_meta_relations", "meta_relations"]
+__all__ += [
+    "GINAttention", "HeadwiseMLP", "LATTEConv", "SparseGINAdapter", "WeightedGINConv",
+    "compose_meta_relations", "meta_relations",
+]
