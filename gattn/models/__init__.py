@@ -6,11 +6,6 @@ from .graph_transformer import BaseGraphModel, GraphTransformer, MLPReadout
 from .label_dependent_attention import LabelDependentAttention, LabelDependentAttentionOutput
 from .transicd import TransICD
 
-# isort: split
-# heterogeneous graphs: LATTE and its baselines
-from .hetero import HAN, HGT, RGCN, HeteroInput
-from .latte import LATTE, LATTEOutput
-
 __all__ = ["GINE", "BaseGraphModel", "GraphTransformer", "MLPReadout", "PyGTransformer"]
 __all__ += ["TransICD", "LabelDependentAttention", "LabelDependentAttentionOutput"]
 __all__ += ["ATOM_FEATURE_DIMS", "BOND_FEATURE_DIMS", "AtomEncoder", "BondEncoder", "FeatureEmbedding"]
@@ -20,4 +15,12 @@ from .ctr import DARE, DIN, CategoricalFeature, Hiformer, NumericFeature, Sequen
 
 __all__ += ["DARE", "DIN", "CategoricalFeature", "Hiformer", "NumericFeature", "SequenceFeature"]
 
-__all__ += ["HAN", "HGT", "LATTE", "LATTEOutput", "RGCN", "HeteroInput"]
+# Heterogeneous graphs (LATTE and its baselines) and GIN-Attention.
+from .gin_attention import AttentionBlock, GraphAttentionClassifier, SequenceTransformer  # noqa: E402
+from .hetero import HAN, HGT, RGCN, HeteroInput  # noqa: E402
+from .latte import LATTE, LATTEOutput  # noqa: E402
+
+__all__ += [
+    "HAN", "HGT", "LATTE", "RGCN", "AttentionBlock", "GraphAttentionClassifier", "HeteroInput",
+    "LATTEOutput", "SequenceTransformer",
+]

@@ -318,9 +318,11 @@ class SparseGINAdapter(nn.Module):
     :meth:`train` / :meth:`eval`).
 
     Args:
-        attention: a ``torch.nn.MultiheadAttention`` (called with ``need_weights=True,
-            average_attn_weights=False``), or any module whose ``forward(x, **kwargs)`` returns
-            ``(out [B, L, D], weights [B, H, L, L] or [B, L, L])`` for batch-first ``x``.
+        attention: a batch-first ``torch.nn.MultiheadAttention`` (called twice: as usual for the
+            output, and without autograd with ``need_weights=True, average_attn_weights=False``
+            for the weights, so the output is exactly the unwrapped module's), or any module
+            whose ``forward(x, **kwargs)`` returns ``(out [B, L, D], weights [B, H, L, L] or
+            [B, L, L])`` for batch-first ``x``.
         channels: model width ``D``; read from ``attention.embed_dim`` when it has one.
         threshold: :math:`\tau`, keep edges whose summed attention reaches it; give exactly
             one of ``threshold`` and ``top_k``.
@@ -397,8 +399,12 @@ class SparseGINAdapter(nn.Module):
             if is_causal and attn_mask is None:  # MultiheadAttention wants the mask with the hint
                 length = x.size(1)
                 attn_mask = torch.ones(length, length, dtype=torch.bool, device=x.device).triu(1)
-            out, weights = self.attention(x, x, x, key_padding_mask=key_padding_mask, need_weights=True,
-                                          attn_mask=attn_mask, average_attn_weights=False, is_causal=is_causal)
+            call = dict(key_padding_mask=key_padding_mask, attn_mask=attn_mask, is_causal=is_causal)
+            # the output through the module's usual (fused) path, so that it is bit for bit what the
+            # unwrapped model computes; the weights from its slower path, without autograd
+            out = self.attention(x, x, x, need_weights=False, **call)[0]
+            with torch.no_grad():
+                weights = self.attention(x, x, x, need_weights=True, average_attn_weights=False, **call)[1]
         else:
             kwargs = {}
             if key_padding_mask is not None:
