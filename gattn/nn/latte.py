@@ -398,9 +398,11 @@ class LATTEConv(MessagePassing):
                 if return_attention_weights:
                     result, attention[edge_type] = result
                 slots.append(result.reshape(num_dst, self.out_channels))
-            slots.append(value[node_type])
             beta = torch.softmax(self.lin_beta[node_type](x_dict[node_type]), dim=-1)
-            out = torch.einsum("nr,nrc->nc", beta, torch.stack(slots, dim=1))
+            # a running weighted sum: no [N, R, C] stack (and no batched tiny matmuls)
+            out = beta[:, -1:] * value[node_type]
+            for slot, relation_out in enumerate(slots):
+                out = out + beta[:, slot : slot + 1] * relation_out
             if self.norm is not None:
                 out = self.norm[node_type](out)
             if self.act is not None:
