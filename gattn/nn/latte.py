@@ -362,11 +362,14 @@ class LATTEConv(MessagePassing):
     def _query_key(self, x_dict: Mapping[str, Tensor], edge_type: EdgeType) -> tuple[Tensor, Tensor]:
         """Sharpened queries [N_dst, H, d] and keys [N_src, H, d] of one relation."""
         src, _, dst = edge_type
-        shape = (-1, self.heads, self.out_channels // self.heads)
+        dim = self.out_channels // self.heads
         position = self._edge_position[edge_type]
-        query = self.lin_query[position](x_dict[dst]).view(shape)
-        query = query * self.sharpen[position].view(1, -1, 1)
-        return query, self.lin_key[position](x_dict[src]).view(shape)
+        lin = self.lin_query[position]
+        # sharpening scales the projection's rows (C x in) rather than its output (N x C)
+        row_scale = self.sharpen[position].repeat_interleave(dim).unsqueeze(1)
+        bias = None if lin.bias is None else lin.bias * row_scale.squeeze(1)
+        query = F.linear(x_dict[dst], lin.weight * row_scale, bias).view(-1, self.heads, dim)
+        return query, self.lin_key[position](x_dict[src]).view(-1, self.heads, dim)
 
     def forward(
         self,
