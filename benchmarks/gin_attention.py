@@ -36,7 +36,14 @@ from torch import nn
 if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks._common import fmt, median_time, peak_rss_mb, print_table, rss_mb, run_child, write_ratio_chart
+from benchmarks._common import (
+    fmt,
+    measure_forward_backward,
+    prepare_child_environment,
+    print_table,
+    run_child,
+    write_ratio_chart,
+)
 from gattn.nn import GINAttention
 
 METHODS = ("reference", "dense", "sparse-full", "sparse-window")
@@ -134,7 +141,6 @@ def measure(spec: dict) -> dict:
     else:
         def run():
             return model(x)
-    base_rss = rss_mb()
 
     def forward():
         with torch.no_grad():
@@ -143,11 +149,7 @@ def measure(spec: dict) -> dict:
     def forward_backward():
         run().sum().backward()
 
-    result = {"fwd_s": median_time(forward, spec["repeats"]),
-              "fwdbwd_s": median_time(forward_backward, spec["repeats"])}
-    result["peak_mb"] = peak_rss_mb()
-    result["above_inputs_mb"] = peak_rss_mb() - base_rss
-    return result
+    return measure_forward_backward(forward, forward_backward, spec["repeats"], torch.device("cpu"))
 
 
 def main() -> None:
@@ -166,9 +168,7 @@ def main() -> None:
         print(json.dumps(measure(json.loads(args.child))))
         return
 
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see benchmarks/latte.py
-    if args.threads:
-        os.environ["NUMBA_NUM_THREADS"] = str(args.threads)
+    prepare_child_environment(args.threads)
     methods = args.methods.split(",")
     rows, labels = [], []
     series: dict[str, list] = {f"{kind} {m}": [] for m in methods if m != "reference" for kind in ("speed", "memory")}

@@ -36,12 +36,10 @@ if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks._common import (
-    cuda_sync,
     fmt,
-    median_time,
-    peak_rss_mb,
+    measure_forward_backward,
+    prepare_child_environment,
     print_table,
-    rss_mb,
     run_child,
     write_ratio_chart,
 )
@@ -115,8 +113,6 @@ def measure(spec: dict) -> dict:
     x_dict = {t: torch.randn(n, spec["channels"], device=device, requires_grad=True) for t, n in sizes.items()}
     metadata = (list(sizes), list(edges))
     model = build(spec["method"], metadata, spec["channels"], spec["heads"]).to(device)
-    sync = cuda_sync if device.type == "cuda" else (lambda: None)
-    base_rss = rss_mb()
 
     def forward():
         with torch.no_grad():
@@ -127,19 +123,7 @@ def measure(spec: dict) -> dict:
         sum(h.sum() for h in out.values() if h is not None).backward()
 
     result = {"edges": sum(t.size(1) for t in edges.values()), "nodes": sum(sizes.values())}
-    if device.type == "cuda":
-        forward_backward()
-        sync()
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-        forward_backward()
-        sync()
-        result["peak_mb"] = (torch.cuda.max_memory_allocated() - base) / 2**20
-    result["fwd_s"] = median_time(forward, spec["repeats"], sync)
-    result["fwdbwd_s"] = median_time(forward_backward, spec["repeats"], sync)
-    if device.type == "cpu":
-        result["peak_mb"] = peak_rss_mb()
-        result["above_inputs_mb"] = peak_rss_mb() - base_rss
+    result.update(measure_forward_backward(forward, forward_backward, spec["repeats"], device))
     return result
 
 
@@ -160,11 +144,7 @@ def main() -> None:
         print(json.dumps(measure(json.loads(args.child))))
         return
 
-    # numba's OpenMP threads spin after each parallel region and slow every torch op that
-    # follows on a busy machine; every child (all methods alike) gets a passive wait policy
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    if args.threads:
-        os.environ["NUMBA_NUM_THREADS"] = str(args.threads)
+    prepare_child_environment(args.threads)
     scale = 10 if args.quick else args.scale
     memory_key = "above_inputs_mb" if args.device == "cpu" else "peak_mb"  # what the memory ratios compare
     graphs = (["acm"] if ACM_DIR.is_dir() else []) + ["synthetic"]

@@ -84,7 +84,8 @@ class HeteroInput(nn.Module):
 
 
 class _HeteroClassifier(nn.Module):
-    """Input encoder, a stack of convolutions (subclasses), a linear head on the target type."""
+    """Input encoder, a stack of convolutions (subclasses: :meth:`convolve` returns the target
+    type's embeddings, ``head_channels`` wide, by default ``hidden_channels``), a linear head."""
 
     def __init__(
         self,
@@ -96,6 +97,7 @@ class _HeteroClassifier(nn.Module):
         num_layers: int,
         dropout: float,
         num_nodes_dict: Mapping[str, int] | None,
+        head_channels: int | None = None,
     ) -> None:
         super().__init__()
         self.node_types = list(metadata[0])
@@ -106,7 +108,13 @@ class _HeteroClassifier(nn.Module):
         self.num_layers = _check_positive_int("num_layers", num_layers)
         self.dropout = _check_probability("dropout", dropout)
         self.input = HeteroInput(self.node_types, in_channels, hidden_channels, num_nodes_dict, dropout)
-        self.head = nn.Linear(hidden_channels, _check_positive_int("out_channels", out_channels))
+        self.head = nn.Linear(head_channels or hidden_channels, _check_positive_int("out_channels", out_channels))
+
+    def reset_parameters(self) -> None:
+        self.input.reset_parameters()
+        for conv in self.convs:  # every subclass keeps its layers in `convs`
+            conv.reset_parameters()
+        self.head.reset_parameters()
 
     def convolve(self, h_dict: dict[str, Tensor], edge_index_dict: Mapping[EdgeType, Tensor]) -> Tensor:
         raise NotImplementedError

@@ -12,10 +12,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gattn.nn.graph_transformer import _check_positive_int, _check_probability
+from gattn.nn.graph_transformer import _check_positive_int
 from gattn.nn.latte import LATTEConv, compose_meta_relations, inverse_in_degree, meta_relations
 
-from .hetero import HeteroInput
+from .hetero import _HeteroClassifier
 
 __all__ = ["LATTE", "LATTEOutput"]
 
@@ -42,7 +42,7 @@ class LATTEOutput(NamedTuple):
     proximity_loss: Tensor | None
 
 
-class LATTE(nn.Module):
+class LATTE(_HeteroClassifier):
     r"""LATTE node classifier: input encoder, ``num_layers`` :class:`gattn.nn.LATTEConv`
     layers, embeddings of all layers concatenated, linear head on the target type.
 
@@ -99,35 +99,21 @@ class LATTE(nn.Module):
         layer_norm: bool = True,
         backend: str | None = None,
     ) -> None:
-        super().__init__()
-        self.node_types = list(metadata[0])
-        self.edge_types = [tuple(e) for e in metadata[1]]
-        if target_type not in self.node_types:
-            raise ValueError(f"`target_type`={target_type!r} is not a node type of the metadata {self.node_types}")
         if meta_weights not in META_WEIGHTS:
             raise ValueError(f"`meta_weights` must be one of {META_WEIGHTS}, got {meta_weights!r}")
-        self.target_type = target_type
-        self.num_layers = _check_positive_int("num_layers", num_layers)
-        self.hidden_channels = _check_positive_int("hidden_channels", hidden_channels)
-        self.dropout = _check_probability("dropout", dropout)
+        super().__init__(metadata, in_channels, out_channels, target_type, hidden_channels, num_layers, dropout,
+                         num_nodes_dict, head_channels=_check_positive_int("num_layers", num_layers) * hidden_channels)
+        self.hidden_channels = hidden_channels
         self.meta_weights = meta_weights
         self.threshold, self.top_k, self.max_product_nnz = threshold, top_k, max_product_nnz
         if num_layers > 1:  # validate the pruning options now rather than at the first forward
             compose_meta_relations({}, {}, {}, threshold=threshold, top_k=top_k, max_product_nnz=max_product_nnz)
-        self.input = HeteroInput(self.node_types, in_channels, hidden_channels, num_nodes_dict, dropout)
         self.convs = nn.ModuleList(
             LATTEConv(hidden_channels, hidden_channels, (self.node_types, meta_relations(self.edge_types, order)),
                       heads=heads, sharpening=sharpening, layer_norm=layer_norm, backend=backend)
             for order in range(1, num_layers + 1)
         )
-        self.head = nn.Linear(num_layers * hidden_channels, _check_positive_int("out_channels", out_channels))
         self._structure_cache: tuple[tuple, list] | None = None
-
-    def reset_parameters(self) -> None:
-        self.input.reset_parameters()
-        for conv in self.convs:
-            conv.reset_parameters()
-        self.head.reset_parameters()
 
     def _structure_graphs(self, edge_index_dict: Mapping[EdgeType, Tensor], num_nodes: dict[str, int]) -> list:
         """Layer graphs of ``meta_weights="structure"``, cached per input graph."""
@@ -154,7 +140,15 @@ class LATTE(nn.Module):
     ) -> LATTEOutput:
         """Embeddings of every node type and what the layers attended to (see
         :class:`LATTEOutput`); ``proximity=True`` adds the proximity loss of every layer."""
-        h_dict = self.input(x_dict)
+        return self._stack(self.input(x_dict), edge_index_dict, proximity, num_neg_per_edge)
+
+    def convolve(self, h_dict: dict[str, Tensor], edge_index_dict: Mapping[EdgeType, Tensor]) -> Tensor:
+        return self._stack(h_dict, edge_index_dict).embeddings[self.target_type]
+
+    def _stack(
+        self, h_dict: dict[str, Tensor], edge_index_dict: Mapping[EdgeType, Tensor], proximity: bool = False,
+        num_neg_per_edge: float = 1.0,
+    ) -> LATTEOutput:
         num_nodes = {t: h.size(0) for t, h in h_dict.items()}
         first = dict(edge_index_dict)
         structure = self._structure_graphs(first, num_nodes) if self.meta_weights == "structure" else None
@@ -185,9 +179,6 @@ class LATTE(nn.Module):
         embeddings = {t: torch.cat([layer[t] for layer in layers], dim=-1) for t in self.node_types}
         loss = torch.stack(losses).mean() if losses else None
         return LATTEOutput(embeddings, betas, slots, graphs, loss)
-
-    def forward(self, x_dict: Mapping[str, Tensor], edge_index_dict: Mapping[EdgeType, Tensor]) -> Tensor:
-        return self.classify(self.encode(x_dict, edge_index_dict))
 
     def classify(self, output: LATTEOutput) -> Tensor:
         """Logits of the target type from an :meth:`encode` result (what :meth:`forward` does)."""

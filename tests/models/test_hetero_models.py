@@ -99,6 +99,11 @@ def test_every_model_gives_target_logits_and_trains_every_parameter(name: str) -
     model = builders(data)[name]()
     logits = model(x, data.edge_index_dict)
     assert logits.shape == (SIZES["p"], 3)
+    before = [p.detach().clone() for p in model.parameters()]
+    model.reset_parameters()
+    changed = [not torch.equal(a, p) for a, p in zip(before, model.parameters())]
+    assert any(changed) and all(torch.isfinite(p).all() for p in model.parameters())
+    logits = model(x, data.edge_index_dict)
     torch.nn.functional.cross_entropy(logits, data["p"].y).backward()
     # the author features reach the paper logits through the relations
     assert model.input.proj["a"].weight.grad.abs().sum() > 0
