@@ -137,7 +137,9 @@ def compose_meta_relations(
         W_t = W_{t-1} A_1 \in \mathbb{R}^{N_c \times N_a}
 
     (the weight of every path, summed over the paths), then each row keeps the entries
-    :math:`\ge` ``threshold`` and/or its ``top_k`` largest entries.
+    :math:`\ge` ``threshold`` and/or its ``top_k`` largest entries. A row whose bound
+    :math:`\sum_b W_{t-1}[c, b] / \deg(b)` (no entry of the row can exceed it) is below the
+    threshold is dropped before its products are formed.
 
     **Memory bound.** Rows of :math:`W_{t-1}` and :math:`A_1` sum to at most one, so rows of
     :math:`W_t` do too and at most :math:`1/\theta` entries of a row reach the threshold
@@ -179,10 +181,18 @@ def compose_meta_relations(
             if rest_type[0] != b_type:
                 continue
             composed_type = (a_type, f"{first_type[1]}{META_SEPARATOR}{rest_type[1]}", rest_type[2])
+            num_c = int(num_nodes_dict[rest_type[2]])
             p_mid, p_rows = rest_index[0], rest_index[1]  # W_{t-1}[c, b]: rows c, columns b
             by_row = torch.argsort(p_rows, stable=True)
             p_rows, p_mid = p_rows[by_row], p_mid[by_row]
             p_values = rest_weight[by_row].to(torch.float32)
+            if threshold is not None:
+                # every entry of row c is at most sum_b W[c, b] max_a A_1[b, a] = sum_b W[c, b] / deg(b):
+                # rows whose bound is below the threshold lose all their entries, skip them unexpanded
+                bound = torch.zeros(num_c, dtype=torch.float32, device=p_values.device)
+                bound.index_add_(0, p_rows, p_values / row_length[p_mid].clamp(min=1))
+                keep = bound[p_rows] >= threshold
+                p_rows, p_mid, p_values = p_rows[keep], p_mid[keep], p_values[keep]
             cost = torch.cumsum(row_length[p_mid], 0)
             pieces, start = [], 0
             while start < p_rows.numel():
