@@ -38,7 +38,9 @@ class AttentionBlock(nn.Module):
         mlp_ratio: GIN-Attention's per-head MLP ratio; ``None`` (default) takes ``heads / 2``,
             which gives both attentions the same parameter count.
         ffn_ratio: FFN hidden size as a multiple of ``channels``.
-        dropout: on the attention and FFN outputs (and inside GIN-Attention's MLPs).
+        dropout: on the attention and FFN outputs (both attentions alike).
+        mlp_dropout: dropout inside GIN-Attention's per-head MLPs (default 0: plain attention
+            has no dropout inside it either).
         temperature: GIN-Attention's softmax temperature.
 
     The attention module is :attr:`attention`; :meth:`adapt` swaps a sequence block's
@@ -55,6 +57,7 @@ class AttentionBlock(nn.Module):
         ffn_ratio: int = 2,
         dropout: float = 0.0,
         temperature: float = 1.0,
+        mlp_dropout: float = 0.0,
     ) -> None:
         super().__init__()
         self.channels = _check_positive_int("channels", channels)
@@ -67,7 +70,7 @@ class AttentionBlock(nn.Module):
         self.dropout = _check_probability("dropout", dropout)
         if attention == "gin":
             ratio = heads / 2 if mlp_ratio is None else mlp_ratio
-            self.attention: nn.Module = GINAttention(channels, heads, mlp_ratio=ratio, dropout=dropout,
+            self.attention: nn.Module = GINAttention(channels, heads, mlp_ratio=ratio, dropout=mlp_dropout,
                                                      temperature=temperature)
         elif graph:
             self.attention = GraphTransformerConv(channels, channels // heads, heads=heads)
