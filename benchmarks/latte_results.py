@@ -8,7 +8,9 @@ evaluated on the test split (1,000 papers), early stop after ``--patience`` epoc
 improvement. All models are 2 layers wide ``--hidden`` (HAN: one HANConv layer, as in the
 paper) on the same input encoder (a linear projection per featured node type, a learned
 embedding for subjects, which have no features). Every model reads the same first-order
-relations (paper-author, paper-subject and their reverses). Extra models (``--models``):
+relations (paper-author, paper-subject and their reverses); HAN also a self-loop relation per
+node type, since HANConv has no root/self term (its meta-path graphs carry the diagonal).
+Extra models (``--models``):
 ``latte-prox`` (with the proximity loss), ``latte-structure`` (meta-relations weighted by path
 counts instead of attention, composed once), ``han-metapath`` (HAN on the meta-path graphs PAP
 and PSP of ``pap.npz`` / ``psp.npz``, as in the HAN paper; PSP has 4.3M edges, which makes an
@@ -49,11 +51,18 @@ def load(folder: Path, split: int):
 
 
 def graph_for(name: str, data) -> tuple[list, dict]:
-    """(metadata, edge_index_dict) a model reads: meta-path graphs for HAN, relations otherwise."""
+    """(metadata, edge_index_dict) a model reads: the first-order relations; for ``han`` also a
+    self-loop relation per node type (HANConv has no root term: without it a paper would never
+    see its own features); for ``han-metapath`` the meta-path graphs."""
     relations = [e for e in data.edge_types if e[1] not in META_PATHS]
     edge_types = [e for e in data.edge_types if e[1] in META_PATHS] if name == "han-metapath" else relations
-    node_types = sorted({t for e in edge_types for t in (e[0], e[2])})
-    return (node_types, edge_types), {e: data[e].edge_index for e in edge_types}
+    edges = {e: data[e].edge_index for e in edge_types}
+    if name == "han":
+        for node_type in data.node_types:
+            loop = torch.arange(data[node_type].num_nodes)
+            edges[(node_type, "self", node_type)] = torch.stack([loop, loop])
+    node_types = sorted({t for e in edges for t in (e[0], e[2])})
+    return (node_types, list(edges)), edges
 
 
 def build_model(name: str, data, hidden: int, dropout: float) -> torch.nn.Module:
