@@ -43,6 +43,8 @@ import torch
 from torch import Tensor
 from torch_geometric.data import HeteroData
 
+from ._paths import require_file
+
 __all__ = [
     "HECO_DATASETS",
     "available",
@@ -59,19 +61,13 @@ _METAPATH_FILE = re.compile(r"^([a-z])([a-z]+)\1\.npz$")
 _MAX_REPORTED = 10
 
 
-def _missing(path: Path, what: str) -> FileNotFoundError:
-    return FileNotFoundError(f"{what}: file {path.name!r} not found in folder {path.parent}")
-
-
 def read_relation_file(path: str | Path) -> np.ndarray:
     """Read one HeCo relation file: two non-negative integer ids per line -> int64 [E, 2].
 
     Blank lines are skipped. Any other line that is not exactly two non-negative integers
     is malformed: all of them are counted and the first ones reported with line numbers.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise _missing(path, "relation file")
+    path = require_file(path, "relation")
     try:  # the fast path; on any failure the line scan below says exactly what is wrong
         rows = np.loadtxt(path, dtype=np.int64, ndmin=2)
         if rows.shape[1] == 2 and (rows >= 0).all():
@@ -122,9 +118,7 @@ def _read_features(path: Path) -> Tensor:
 
 
 def _read_labels(path: Path) -> Tensor:
-    if not path.is_file():
-        raise _missing(path, "labels")
-    labels = np.load(path)
+    labels = np.load(require_file(path, "labels"))
     if labels.ndim == 2:  # one-hot rows
         if not ((labels == 0) | (labels == 1)).all() or not (labels.sum(1) == 1).all():
             raise ValueError(f"{path}: a 2-D labels array must be one-hot rows")
@@ -270,9 +264,7 @@ def load_heco(
     store = data[name(target)]
     store.y = labels
     for part in ("train", "val", "test"):
-        path = folder / f"{part}_{split}.npy"
-        if not path.is_file():
-            raise _missing(path, f"{part} split for split={split}")
+        path = require_file(folder / f"{part}_{split}.npy", f"{part} split (split={split})")
         index = torch.from_numpy(np.load(path).astype(np.int64)).view(-1)
         if len(index) and (index.min() < 0 or index.max() >= labels.numel()):
             raise ValueError(f"{path}: indices must be in [0, {labels.numel()}), got "

@@ -134,10 +134,10 @@ def test_malformed_rows_are_counted_with_line_numbers(tmp_path: Path) -> None:
 
 def test_missing_files_name_the_file_and_folder(tmp_path: Path) -> None:
     acm_like(tmp_path / "acm")
-    with pytest.raises(FileNotFoundError, match=r"'train_40\.npy' not found in folder .*acm"):
+    with pytest.raises(FileNotFoundError, match=r"'train_40\.npy' not found \(looked in .*acm"):
         load_heco(tmp_path / "acm", split=40)
     os.remove(tmp_path / "acm" / "labels.npy")
-    with pytest.raises(FileNotFoundError, match=r"'labels\.npy' not found in folder .*acm"):
+    with pytest.raises(FileNotFoundError, match=r"'labels\.npy' not found \(looked in .*acm"):
         load_heco(tmp_path / "acm")
     with pytest.raises(FileNotFoundError, match="pa.txt"):
         read_relation_file(tmp_path / "pa.txt")
