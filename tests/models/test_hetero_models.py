@@ -159,3 +159,17 @@ def test_models_reject_bad_options() -> None:
         LATTE(data.metadata(), sizes, 3, "p", num_nodes_dict=counts, meta_weights="paths")
     with pytest.raises(ValueError, match="threshold"):
         LATTE(data.metadata(), sizes, 3, "p", num_nodes_dict=counts, threshold=2.0)
+
+
+def test_latte_composed_graphs_do_not_keep_the_kernel_csr_cache() -> None:
+    """The kernel's CSR cache on an edge tensor forms a cycle the collector cannot free; the
+    graphs LATTE composes anew every forward must not keep it (they would leak)."""
+    from gattn.kernels.csr import _CACHE_ATTR
+
+    data = hetero_data()
+    x, sizes, counts = inputs(data)
+    model = LATTE(data.metadata(), sizes, 3, "p", hidden_channels=8, num_layers=2, heads=2, num_nodes_dict=counts)
+    out = model.encode(x, data.edge_index_dict)
+    model.classify(out).sum().backward()  # the backward pass still finds its CSR
+    assert out.graphs[1] and all(_CACHE_ATTR not in t.__dict__ for t in out.graphs[1].values())
+    assert all(_CACHE_ATTR in t.__dict__ for t in data.edge_index_dict.values())  # input graphs keep it
