@@ -18,10 +18,12 @@ Three experiments (``--experiments``), each over ``--seeds`` seeds, mean +- std:
 * ``adapter``: a small plain Transformer (2 layers, D=64, ``torch.nn.MultiheadAttention``) is
   first trained on token counting (4,000 sequences) and frozen; it is then fine-tuned to
   *group counting* (each token's label: how many tokens share its symbol's residue mod 4,
-  1..16) with (a) a new linear head only, (b) LoRA of rank r on the attention's query, key,
-  value and output projections plus the head, (c) a Sparse GIN adapter on every attention layer
-  (top-k graph of the frozen attention) plus the head; r and the adapter's MLP width are chosen
-  so (b) and (c) train about the same number of parameters (both printed).
+  1..16: other tokens than the frozen attention links) and to *count parity* (whether the
+  token's symbol occurs an odd number of times: the frozen attention already links the tokens
+  that matter) with (a) a new linear head only, (b) LoRA of rank r on the attention's query,
+  key, value and output projections plus the head, (c) a Sparse GIN adapter on every attention
+  layer (top-k graph of the frozen attention) plus the head; r and the adapter's MLP width are
+  chosen so (b) and (c) train about the same number of parameters (both printed).
 
     python benchmarks/gin_attention_results.py                          # all three, 5 seeds
     python benchmarks/gin_attention_results.py --experiments cora --seeds 2
@@ -122,19 +124,26 @@ def run_cora(args) -> dict:
 
 
 # ---------------------------------------------------------------------------- token tasks
+TASKS = ("count", "group", "parity")
+
+
 def token_task(num: int, seed: int, task: str = "count") -> tuple[torch.Tensor, torch.Tensor]:
-    """``count``: label = occurrences of the token's symbol in its sequence (1..8, capped),
-    as a class 0..7; ``group``: occurrences of the symbol's residue mod 4 (1..16), class 0..15."""
+    """Per-token labels of random sequences. ``count``: occurrences of the token's symbol in its
+    sequence (1..8, capped), class 0..7; ``group``: occurrences of the symbol's residue mod 4
+    (1..16), class 0..15; ``parity``: whether the symbol occurs an odd or even number of times."""
+    if task not in TASKS:
+        raise ValueError(f"`task` must be one of {TASKS}, got {task!r}")
     gen = torch.Generator().manual_seed(seed)
     tokens = torch.randint(0, VOCAB, (num, LENGTH), generator=gen)
-    keys = tokens if task == "count" else tokens % GROUPS
+    keys = tokens % GROUPS if task == "group" else tokens
     counts = (keys.unsqueeze(2) == keys.unsqueeze(1)).sum(-1)
-    cap = COUNT_CLASSES if task == "count" else LENGTH // 2
-    return tokens, counts.clamp(max=cap) - 1
+    if task == "parity":
+        return tokens, counts % 2
+    return tokens, counts.clamp(max=task_classes(task)) - 1
 
 
 def task_classes(task: str) -> int:
-    return COUNT_CLASSES if task == "count" else LENGTH // 2
+    return {"count": COUNT_CLASSES, "group": LENGTH // 2, "parity": 2}[task]
 
 
 def evaluate(model: nn.Module, tokens: torch.Tensor, labels: torch.Tensor, batch: int = 500) -> tuple[float, float]:
@@ -306,40 +315,41 @@ def run_adapter(args, out: Path) -> dict:
     pretrained_acc = pretrain_curve[-1]["val_acc"]
     print(f"pretrained on token counting: val accuracy {pretrained_acc:.4f} "
           f"({time.perf_counter() - start:.0f} s)", flush=True)
-    train, val = token_task(args.train_sequences, seed=21, task="group"), token_task(1000, seed=22, task="group")
-    classes = task_classes("group")
     variants = {
         "head only": lambda m: m,
         f"LoRA r={args.lora_rank}": lambda m: lora_model(m, args.lora_rank),
         f"Sparse GIN top-{args.adapter_top_k}": lambda m: adapter_model(m, args.adapter_top_k, args.adapter_ratio),
     }
-    results, rows = {}, []
-    for name, make in variants.items():
-        runs = []
-        for seed in range(args.seeds):
-            torch.manual_seed(seed)
-            model = copy.deepcopy(pretrained)
-            for parameter in model.parameters():
-                parameter.requires_grad_(False)
-            model = with_new_head(make(model), classes)
-            trainable = count_parameters(model, trainable_only=True)
-            start = time.perf_counter()
-            curve = fit(model, train, val, args.finetune_epochs, seed)
-            runs.append(dict(curve=curve, trainable=trainable, seconds=time.perf_counter() - start))
-            print(f"adapter experiment, {name} seed {seed}: val {curve[-1]['val_acc']:.4f} "
-                  f"({trainable:,} trainable, {runs[-1]['seconds']:.0f} s)", flush=True)
-        results[name] = runs
-        rows.append([name, f"{runs[0]['trainable']:,}", mean_std([r["curve"][-1]["val_acc"] for r in runs]),
-                     mean_std([max(c["val_acc"] for c in r["curve"]) for r in runs]),
-                     mean_std([r["curve"][-1]["train_acc"] for r in runs]),
-                     f"{statistics.mean(r['seconds'] for r in runs):.0f}"])
-    print_table(
-        f"Fine-tuning a frozen 2-layer Transformer (pretrained on token counting, val acc {pretrained_acc:.3f}) "
-        f"to group counting ({args.train_sequences} sequences, {args.finetune_epochs} epochs, {args.seeds} seeds), "
-        "per-token accuracy (%)",
-        ["method", "trainable parameters", "val acc (final)", "val acc (best)", "train acc", "s / run"], rows,
-    )
-    return {name: [dict(trainable=r["trainable"], curve=r["curve"]) for r in runs] for name, runs in results.items()}
+    results = {}
+    for task in args.finetune_tasks.split(","):
+        train, val = token_task(args.train_sequences, seed=21, task=task), token_task(1000, seed=22, task=task)
+        results[task], rows = {}, []
+        for name, make in variants.items():
+            runs = []
+            for seed in range(args.seeds):
+                torch.manual_seed(seed)
+                model = copy.deepcopy(pretrained)
+                for parameter in model.parameters():
+                    parameter.requires_grad_(False)
+                model = with_new_head(make(model), task_classes(task))
+                trainable = count_parameters(model, trainable_only=True)
+                start = time.perf_counter()
+                curve = fit(model, train, val, args.finetune_epochs, seed)
+                runs.append(dict(curve=curve, trainable=trainable, seconds=time.perf_counter() - start))
+                print(f"adapter experiment, {task}, {name} seed {seed}: val {curve[-1]['val_acc']:.4f} "
+                      f"({trainable:,} trainable, {runs[-1]['seconds']:.0f} s)", flush=True)
+            results[task][name] = [dict(trainable=r["trainable"], curve=r["curve"]) for r in runs]
+            rows.append([name, f"{runs[0]['trainable']:,}", mean_std([r["curve"][-1]["val_acc"] for r in runs]),
+                         mean_std([max(c["val_acc"] for c in r["curve"]) for r in runs]),
+                         mean_std([r["curve"][-1]["train_acc"] for r in runs]),
+                         f"{statistics.mean(r['seconds'] for r in runs):.0f}"])
+        print_table(
+            f"Fine-tuning a frozen 2-layer Transformer (pretrained on token counting, val acc {pretrained_acc:.3f}) "
+            f"to {task} ({args.train_sequences} sequences, {args.finetune_epochs} epochs, {args.seeds} seeds), "
+            "per-token accuracy (%)",
+            ["method", "trainable parameters", "val acc (final)", "val acc (best)", "train acc", "s / run"], rows,
+        )
+    return results
 
 
 def main() -> None:
@@ -356,6 +366,7 @@ def main() -> None:
     parser.add_argument("--seq-epochs", type=int, default=30)
     parser.add_argument("--pretrain-epochs", type=int, default=30)
     parser.add_argument("--finetune-epochs", type=int, default=20)
+    parser.add_argument("--finetune-tasks", default="group,parity", help="comma-separated: group, parity")
     parser.add_argument("--lora-rank", type=int, default=16)
     parser.add_argument("--adapter-top-k", type=int, default=8)
     parser.add_argument("--adapter-ratio", type=float, default=1.0, help="MLP ratio of the adapter's GIN")

@@ -59,6 +59,19 @@ def test_token_tasks_label_counts() -> None:
     tokens, labels = gin_results.token_task(4, seed=0, task="group")
     row = tokens[1] % gin_results.GROUPS
     assert torch.equal(labels[1], torch.tensor([int((row == t).sum()) for t in row]) - 1)
+    tokens, labels = gin_results.token_task(4, seed=0, task="parity")
+    row = tokens[2]
+    assert torch.equal(labels[2], torch.tensor([int((row == t).sum()) % 2 for t in row]))
+
+
+def test_psp_sampling_keeps_at_most_k_per_destination() -> None:
+    from benchmarks import latte_results
+
+    edge_index = torch.stack([torch.arange(30), torch.tensor([0] * 20 + [1] * 7 + [2] * 3)])
+    sampled = latte_results.sample_per_destination(edge_index, 5, seed=0)
+    assert torch.bincount(sampled[1]).tolist() == [5, 5, 3]
+    pairs = {tuple(p) for p in edge_index.t().tolist()}
+    assert all(tuple(p) in pairs for p in sampled.t().tolist())
 
 
 def test_lora_starts_at_the_pretrained_function_and_trains_only_low_rank_factors() -> None:
