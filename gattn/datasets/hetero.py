@@ -44,6 +44,7 @@ from torch import Tensor
 from torch_geometric.data import HeteroData
 
 from ._paths import require_file
+from .root import register_source
 
 __all__ = [
     "HECO_DATASETS",
@@ -329,6 +330,7 @@ def load_pyg_hetero(name: str, root: str | Path) -> HeteroData:
     return cls(str(root), **kwargs)[0]
 
 
+@register_source("hetero", folder="hetero")
 def available(root: str | Path) -> list[tuple[str, bool, str]]:
     """``(name, present, detail)`` for the HeCo-layout folders ``<root>/<name>`` and PyG's raw
     sets (``<root>/hgb`` for HGBDataset, ``<root>/dblp``, ``<root>/imdb``) under ``root``, the
