@@ -49,6 +49,7 @@ from .root import register_source
 __all__ = [
     "HECO_DATASETS",
     "available",
+    "is_metapath",
     "load_heco",
     "load_pyg_hetero",
     "read_relation_file",
@@ -60,6 +61,12 @@ _RELATION_FILE = re.compile(r"^([a-z])([a-z])\.txt$")
 _FEATURE_FILE = re.compile(r"^([a-z])_feat\.(npz|npy)$")
 _METAPATH_FILE = re.compile(r"^([a-z])([a-z]+)\1\.npz$")
 _MAX_REPORTED = 10
+
+
+def is_metapath(relation: str) -> bool:
+    """Whether ``relation`` (the middle name of an edge type) is a meta-path read from a
+    ``<t>...<t>.npz`` file (``"pap"``), not a relation file or its reverse (``"pa"``, ``"ap"``)."""
+    return _METAPATH_FILE.match(f"{relation}.npz") is not None
 
 
 def read_relation_file(path: str | Path) -> np.ndarray:
