@@ -1,14 +1,16 @@
 """GIN-Attention vs plain multi-head attention of the same size, and the Sparse GIN adapter vs
-LoRA-style low-rank fine-tuning. Plain training loops (model construction is separate, in
-``gattn.models`` and :func:`lora_model` / :func:`adapter_model`); they will move onto the
-pipeline platform (``gattn train gin_attention``).
+LoRA-style low-rank fine-tuning. The Cora experiment runs ``configs/gin_attention_cora.yaml``
+through the ``gin_attention`` pipeline (``gattn train gin_attention``); the two sequence
+experiments keep a plain training loop here (model construction is separate, in
+``gattn.models`` and :func:`lora_model` / :func:`adapter_model`): the pipeline covers the
+graph form only.
 
 Three experiments (``--experiments``), each over ``--seeds`` seeds, mean +- std:
 
 * ``cora``: the sparse form on Cora node classification (Planetoid split: 140 / 500 / 1,000
   nodes), :class:`gattn.models.GraphAttentionClassifier` with GIN-Attention or plain
-  multi-head attention (same width, heads and parameter count), test accuracy at the best
-  validation accuracy.
+  multi-head attention (same width, heads and parameter count), test accuracy and Macro-F1 at
+  the best validation accuracy (the pipeline's ``val_f1_micro``, which equals it here).
 * ``sequence``: the dense form on a small sequence task, *token counting*: sequences of
   ``L=32`` tokens drawn uniformly from 16 symbols; each token's label is how often its symbol
   occurs in the sequence (1..8, capped at 8). The answer is a relation between tokens, not a
@@ -25,8 +27,8 @@ Three experiments (``--experiments``), each over ``--seeds`` seeds, mean +- std:
   layer (top-k graph of the frozen attention) plus the head; r and the adapter's MLP width are
   chosen so (b) and (c) train about the same number of parameters (both printed).
 
-    python benchmarks/gin_attention_results.py                          # all three, 5 seeds
-    python benchmarks/gin_attention_results.py --experiments cora --seeds 2
+    python benchmarks/gin_attention_results.py --root ../shared/data    # all three, 5 seeds
+    python benchmarks/gin_attention_results.py --root ../shared/data --experiments cora --seeds 2
 """
 
 from __future__ import annotations
@@ -36,7 +38,6 @@ import json
 import os
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -49,7 +50,7 @@ if __package__ in (None, ""):
 
 from benchmarks._common import print_table
 
-CORA_RAW = Path(__file__).resolve().parents[2] / "shared" / "data" / "planetoid" / "Cora" / "raw"
+CORA_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "gin_attention_cora.yaml"
 EXPERIMENTS = ("cora", "sequence", "adapter")
 VOCAB, LENGTH, COUNT_CLASSES, GROUPS = 16, 32, 8, 4
 
@@ -64,60 +65,40 @@ def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
 
 
 # ------------------------------------------------------------------------------------- Cora
-def load_cora(raw: Path):
-    """PyG's Planetoid on the raw files, processed in a temporary folder (raw/ is linked)."""
-    from torch_geometric.datasets import Planetoid
-    from torch_geometric.utils import add_self_loops
-
-    missing = [f"ind.cora.{s}" for s in ("x", "y", "tx", "ty", "allx", "ally", "graph", "test.index")
-               if not (raw / f"ind.cora.{s}").is_file()]
-    if missing:
-        raise FileNotFoundError(f"Cora raw file(s) {', '.join(missing)} not found in folder {raw}")
-    with tempfile.TemporaryDirectory() as root:
-        (Path(root) / "Cora").mkdir()
-        (Path(root) / "Cora" / "raw").symlink_to(raw.resolve(), target_is_directory=True)
-        data = Planetoid(root, "Cora")[0]
-    data.edge_index = add_self_loops(data.edge_index, num_nodes=data.num_nodes)[0]
-    return data
-
-
-def build_cora_model(attention: str, data, hidden: int, heads: int, dropout: float) -> nn.Module:
-    from gattn.models import GraphAttentionClassifier
-
-    return GraphAttentionClassifier(data.num_features, hidden, int(data.y.max()) + 1, num_layers=2, heads=heads,
-                                    attention=attention, dropout=dropout)
-
-
 def run_cora(args) -> dict:
-    data = load_cora(args.cora)
+    """``configs/gin_attention_cora.yaml`` through the ``gin_attention`` pipeline, once per
+    attention and seed (``gattn train gin_attention --attention gin|mha --seed N``)."""
+    from gattn.pipelines import get_pipeline, make_config
+    from gattn.pipelines.config import read_config_file
+
+    pipeline = get_pipeline("gin_attention")
+    base = read_config_file(args.cora_config)
+    base.pop("pipeline", None)
     results = {}
     for attention in ("gin", "mha"):
         runs = []
         for seed in range(args.seeds):
-            torch.manual_seed(seed)
-            model = build_cora_model(attention, data, args.cora_hidden, 4, args.cora_dropout)
-            optimizer = torch.optim.Adam(model.parameters(), lr=0.005, weight_decay=5e-4)
-            best, start = (-1.0, 0.0, 0), time.perf_counter()
-            for epoch in range(1, args.cora_epochs + 1):
-                model.train()
-                optimizer.zero_grad()
-                F.cross_entropy(model(data.x, data.edge_index)[data.train_mask], data.y[data.train_mask]).backward()
-                optimizer.step()
-                model.eval()
-                with torch.no_grad():
-                    predicted = model(data.x, data.edge_index).argmax(1)
-                val = (predicted[data.val_mask] == data.y[data.val_mask]).float().mean().item()
-                if val > best[0]:
-                    best = (val, (predicted[data.test_mask] == data.y[data.test_mask]).float().mean().item(), epoch)
-            runs.append(dict(val=best[0], test=best[1], epoch=best[2], seconds=time.perf_counter() - start,
-                             parameters=count_parameters(model)))
-            print(f"cora {attention} seed {seed}: test {best[1]:.4f} (val {best[0]:.4f}, epoch {best[2]})", flush=True)
+            values = {**base, "attention": attention, "seed": seed, "progress": False}
+            if args.root is not None:
+                values["root"] = str(args.root)
+            if args.threads:
+                values["threads"] = args.threads
+            config = make_config(pipeline, values)
+            start = time.perf_counter()
+            metrics = pipeline.run(config, Path(args.out) / f"cora-{attention}-seed{seed}").metrics
+            runs.append(dict(val=metrics["val_accuracy"], test=metrics["test_accuracy"],
+                             test_f1_macro=metrics["test_f1_macro"], epoch=metrics["best_epoch"],
+                             seconds=time.perf_counter() - start, parameters=metrics["num_params"]))
+            print(f"cora {attention} seed {seed}: test {runs[-1]['test']:.4f} (val {runs[-1]['val']:.4f}, "
+                  f"epoch {runs[-1]['epoch']})", flush=True)
         results[attention] = runs
     print_table(
-        f"Cora (Planetoid split), test accuracy (%) at the best validation accuracy, {args.seeds} seeds, "
-        f"2 layers, hidden {args.cora_hidden}, 4 heads, {args.cora_epochs} epochs",
-        ["attention", "test accuracy", "val accuracy", "parameters", "s / run"],
-        [[a, mean_std([r["test"] for r in rs]), mean_std([r["val"] for r in rs]), f"{rs[0]['parameters']:,}",
+        f"{config.dataset} (Planetoid split), test accuracy (= Micro-F1) and Macro-F1 (%) at the best validation "
+        f"accuracy, {args.seeds} seed(s), {config.layers} layers, hidden {config.hidden}, {config.heads} heads, "
+        f"{config.epochs} epochs",
+        ["attention", "test accuracy", "test Macro-F1", "val accuracy", "parameters", "s / run"],
+        [[a, mean_std([r["test"] for r in rs]), mean_std([r["test_f1_macro"] for r in rs]),
+          mean_std([r["val"] for r in rs]), f"{rs[0]['parameters']:,}",
           f"{statistics.mean(r['seconds'] for r in rs):.0f}"] for a, rs in results.items()],
     )
     return results
@@ -356,10 +337,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--experiments", default=",".join(EXPERIMENTS))
     parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--cora", type=Path, default=CORA_RAW, help="folder of the raw ind.cora.* files")
-    parser.add_argument("--cora-hidden", type=int, default=64)
-    parser.add_argument("--cora-dropout", type=float, default=0.6)
-    parser.add_argument("--cora-epochs", type=int, default=150)
+    parser.add_argument("--root", type=Path, default=None, help="data root holding planetoid/Cora/raw "
+                        "(default: $GATTN_DATA)")
+    parser.add_argument("--cora-config", type=Path, default=CORA_CONFIG, help="the cora experiment's config file")
     parser.add_argument("--train-sequences", type=int, default=1000)
     parser.add_argument("--seq-channels", type=int, default=64)
     parser.add_argument("--seq-dropout", type=float, default=0.0)

@@ -122,8 +122,8 @@ def model_graph(model: str, data: Any, metapath_neighbours: int = 32) -> dict[tu
     metapaths = {e for e in data.edge_types if is_metapath(e[1])}
     if model == "han-metapath":
         if not metapaths:
-            raise ConfigError(f"--model han-metapath needs meta-path files (<t>...<t>.npz) in the data folder; "
-                              f"{data.folder} has none")
+            raise ConfigError("--model han-metapath needs meta-path files (<t>...<t>.npz, e.g. pap.npz) in the "
+                              "data folder; it has none")
         edges = {e: data[e].edge_index for e in data.edge_types if e in metapaths}
         if metapath_neighbours:
             edges = {e: sample_per_destination(t, metapath_neighbours, seed=0) for e, t in edges.items()}
@@ -208,9 +208,7 @@ class LATTEPipeline(Pipeline):
         metapaths = config.model == "han-metapath"
         key = (str(folder.resolve()), config.split, metapaths)
         if key not in self._cache:
-            data = load_heco(folder, split=config.split, metapaths=metapaths)
-            data.folder = str(folder)
-            self._cache[key] = data
+            self._cache[key] = load_heco(folder, split=config.split, metapaths=metapaths)
         return self._cache[key]
 
     def datamodule(self, config: Any, data: Any, split: Split) -> DataLoaders:
@@ -254,9 +252,10 @@ class LATTEPipeline(Pipeline):
                               monitor="f1_macro", direction="maximize", meta={"pipeline": self.name})
 
     def chance(self, config: Any, data: Any) -> dict[str, float]:
-        """Micro-F1 of always predicting the majority class of the training nodes, on the test nodes."""
+        """Micro-F1 on the test nodes of always predicting the majority class of the validation
+        nodes (HeCo's training nodes are balanced)."""
         store = data[data.target_type]
-        majority = int(torch.bincount(store.y[store.train_mask]).argmax())
+        majority = int(torch.bincount(store.y[store.val_mask]).argmax())
         return {"test_f1_micro": float((store.y[store.test_mask] == majority).float().mean())}
 
     # ---------------------------------------------------------------------- searching
