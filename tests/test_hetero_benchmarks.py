@@ -64,16 +64,6 @@ def test_token_tasks_label_counts() -> None:
     assert torch.equal(labels[2], torch.tensor([int((row == t).sum()) % 2 for t in row]))
 
 
-def test_psp_sampling_keeps_at_most_k_per_destination() -> None:
-    from benchmarks import latte_results
-
-    edge_index = torch.stack([torch.arange(30), torch.tensor([0] * 20 + [1] * 7 + [2] * 3)])
-    sampled = latte_results.sample_per_destination(edge_index, 5, seed=0)
-    assert torch.bincount(sampled[1]).tolist() == [5, 5, 3]
-    pairs = {tuple(p) for p in edge_index.t().tolist()}
-    assert all(tuple(p) in pairs for p in sampled.t().tolist())
-
-
 def test_lora_starts_at_the_pretrained_function_and_trains_only_low_rank_factors() -> None:
     torch.manual_seed(0)
     model = gin_results.build_sequence_model("mha", 8, 16, 0.0).eval()
@@ -92,20 +82,6 @@ def test_lora_starts_at_the_pretrained_function_and_trains_only_low_rank_factors
 
 
 def test_result_plots_are_written(tmp_path) -> None:
-    from benchmarks import latte_results
-
-    betas = [{"p": {"ap": 0.3, "sp": 0.5, "self": 0.2}, "a": {"pa": 0.6, "self": 0.4}},
-             {"p": {"pa.ap": 0.1, "ps.sp": 0.7, "self": 0.2}}]
-    path = latte_results.plot_betas(betas, str(tmp_path / "beta.png"), "test")
-    assert (tmp_path / "beta.png").stat().st_size > 0 and path.endswith("beta.png")
     curve = [dict(epoch=e, train_loss=1.0 / e, train_acc=0.5, val_loss=1.2 / e, val_acc=0.4) for e in (1, 2, 3)]
     gin_results.plot_curves({"gin": [curve, curve], "mha": [curve]}, str(tmp_path / "curves.png"))
     assert (tmp_path / "curves.png").stat().st_size > 0
-
-
-def test_cora_loader_names_missing_files(tmp_path) -> None:
-    import pytest
-
-    (tmp_path / "ind.cora.x").write_bytes(b"")
-    with pytest.raises(FileNotFoundError, match=r"ind\.cora\.y.*not found in folder"):
-        gin_results.load_cora(tmp_path)
