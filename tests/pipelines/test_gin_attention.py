@@ -11,8 +11,9 @@ import pytest
 import torch
 
 from gattn import cli
-from gattn.pipelines import ConfigError, get_pipeline, load_checkpoint, make_config, run
+from gattn.pipelines import ConfigError, get_pipeline, make_config, run
 from tests.datasets.test_planetoid import write_planetoid
+from tests.pipelines.test_latte import best_model
 
 QUICK = dict(dataset="Cora", hidden=16, heads=2, epochs=3, progress=False, lr=0.01)
 
@@ -69,11 +70,7 @@ def test_metrics_are_sklearn_of_the_best_checkpoint(pipeline, root, tmp_path):
 
     config = make_config(pipeline, {**QUICK, "epochs": 6, "root": str(root)})
     result = run(pipeline, config, tmp_path / "run")
-    data = pipeline.prepare(config)
-    model = pipeline.build_model(config, data, pipeline.splits(config, data)[0])
-    state = load_checkpoint(tmp_path / "run" / "checkpoints" / "best.ckpt")["state_dict"]
-    model.load_state_dict({k.removeprefix("model."): v for k, v in state.items()})
-    model.eval()
+    data, model = best_model(pipeline, config, tmp_path / "run")
     with torch.no_grad():
         predicted = model(data.x, data.edge_index).argmax(1)
     truth, guess = data.y[data.test_mask].numpy(), predicted[data.test_mask].numpy()

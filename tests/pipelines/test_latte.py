@@ -71,11 +71,7 @@ def test_metrics_are_sklearn_f1_of_the_best_checkpoint(pipeline, acm, tmp_path):
 
     config = make_config(pipeline, {**QUICK, "epochs": 5, "dataset": "acm", "root": str(acm)})
     result = run(pipeline, config, tmp_path / "run")
-    data = pipeline.prepare(config)
-    model = pipeline.build_model(config, data, pipeline.splits(config, data)[0])
-    state = load_checkpoint(tmp_path / "run" / "checkpoints" / "best.ckpt")["state_dict"]
-    model.load_state_dict({k.removeprefix("model."): v for k, v in state.items()})
-    model.eval()
+    data, model = best_model(pipeline, config, tmp_path / "run")
     x = {t: data[t].x for t in data.node_types if "x" in data[t]}
     with torch.no_grad():
         predicted = model(x, data.edge_index_dict).argmax(1)
@@ -83,6 +79,15 @@ def test_metrics_are_sklearn_f1_of_the_best_checkpoint(pipeline, acm, tmp_path):
     truth, guess = store.y[store.test_mask].numpy(), predicted[store.test_mask].numpy()
     assert result.metrics["test_f1_micro"] == pytest.approx(f1_score(truth, guess, average="micro"))
     assert result.metrics["test_f1_macro"] == pytest.approx(f1_score(truth, guess, average="macro"))
+
+
+def best_model(pipeline, config, run_dir):
+    """The data and the model of a single-split run, restored from its best checkpoint (eval mode)."""
+    data = pipeline.prepare(config)
+    model = pipeline.build_model(config, data, pipeline.splits(config, data)[0])
+    state = load_checkpoint(run_dir / "checkpoints" / "best.ckpt")["state_dict"]
+    model.load_state_dict({k.removeprefix("model."): v for k, v in state.items()})
+    return data, model.eval()
 
 
 def test_beta_artefacts(pipeline, acm, tmp_path):
