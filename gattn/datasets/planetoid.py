@@ -68,6 +68,11 @@ def available(root: str | os.PathLike) -> list[tuple[str, bool, str]]:
     rows = []
     for name in PLANETOID_DATASETS:
         raw = Path(root) / name / "raw"
-        missing = [p.name for p in _raw_files(name, raw) if not p.is_file()]
-        rows.append((name, not missing, str(raw) if not missing else f"missing in {raw}: {', '.join(missing)}"))
+        files = _raw_files(name, raw)
+        missing = [p.name for p in files if not p.is_file()]
+        if len(missing) == len(files):
+            detail = f"missing (looked for ind.{name.lower()}.* in {raw})"
+        else:
+            detail = str(raw) if not missing else f"incomplete, missing in {raw}: {', '.join(missing)}"
+        rows.append((name, not missing, detail))
     return rows

@@ -66,4 +66,20 @@ def test_available_lists_each_set(tmp_path: Path) -> None:
     write_planetoid(tmp_path / "Cora" / "raw")
     rows = {name: (present, detail) for name, present, detail in available(tmp_path)}
     assert rows["Cora"][0] and not rows["PubMed"][0]
-    assert "missing in" in rows["PubMed"][1] and "ind.pubmed.x" in rows["PubMed"][1]
+    assert "looked for ind.pubmed.*" in rows["PubMed"][1]
+    (tmp_path / "Cora" / "raw" / "ind.cora.graph").unlink()
+    rows = {name: (present, detail) for name, present, detail in available(tmp_path)}
+    assert not rows["Cora"][0] and rows["Cora"][1].endswith("ind.cora.graph")
+
+
+def test_gattn_datasets_lists_planetoid_and_hetero(tmp_path: Path, capsys) -> None:
+    from gattn import cli
+    from tests.datasets.test_hetero import acm_like
+
+    write_planetoid(tmp_path / "planetoid" / "Cora" / "raw")
+    acm_like(tmp_path / "hetero" / "acm")
+    assert cli.main(["datasets", "--root", str(tmp_path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "[planetoid]" in lines and "[hetero]" in lines
+    present = {line.split()[0] for line in lines if len(line.split()) > 1 and line.split()[1] == "yes"}
+    assert {"Cora", "heco-acm"} <= present and "heco-dblp" not in present
