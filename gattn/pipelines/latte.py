@@ -41,7 +41,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from gattn.pipelines.base import DataLoaders, Pipeline, Split
-from gattn.pipelines.config import ConfigError, TrainConfig, option
+from gattn.pipelines.config import ConfigError, TrainConfig, option, option_flag
 from gattn.pipelines.registry import register_pipeline
 from gattn.pipelines.task import TaskModule
 
@@ -184,6 +184,13 @@ class LATTEPipeline(Pipeline):
             raise ConfigError(f"--proximity-weight is LATTE's loss; --model {config.model} has none (use 0)")
         if config.heads is not None and config.model == "rgcn":
             raise ConfigError("--heads: --model rgcn has no attention heads (leave it unset)")
+        defaults = LATTEConfig()
+        owners = {"meta_weights": "latte", "threshold": "latte", "top_k": "latte",
+                  "metapath_neighbours": "han-metapath"}
+        for name, owner in owners.items():
+            if config.model != owner and getattr(config, name) != getattr(defaults, name):
+                raise ConfigError(f"{option_flag(name)} applies to --model {owner} only; --model {config.model} "
+                                  "does not use it")
         filled = {}
         if config.layers is None:
             filled["layers"] = DEFAULT_LAYERS[config.model]

@@ -39,6 +39,10 @@ def test_presets_and_conflicts(pipeline, acm):
         make_config(pipeline, {"model": "hgt", "proximity_weight": 0.1})
     with pytest.raises(ConfigError, match="--heads: --model rgcn"):
         make_config(pipeline, {"model": "rgcn", "heads": 2})
+    with pytest.raises(ConfigError, match="--meta-weights applies to --model latte only; --model hgt"):
+        make_config(pipeline, {"model": "hgt", "meta_weights": "structure"})
+    with pytest.raises(ConfigError, match="--metapath-neighbours applies to --model han-metapath only"):
+        make_config(pipeline, {"model": "han", "metapath_neighbours": 8})
     with pytest.raises(ConfigError, match="--model must be one of"):
         make_config(pipeline, {"model": "gat"})
 
