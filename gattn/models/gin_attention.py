@@ -15,8 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from gattn.nn._checks import check_positive_int, check_probability
 from gattn.nn.gin_attention import GINAttention, SparseGINAdapter
-from gattn.nn.graph_transformer import GraphTransformerConv, _check_positive_int, _check_probability
+from gattn.nn.graph_transformer import GraphTransformerConv
 
 __all__ = ["AttentionBlock", "GraphAttentionClassifier", "SequenceTransformer"]
 
@@ -60,14 +61,14 @@ class AttentionBlock(nn.Module):
         mlp_dropout: float = 0.0,
     ) -> None:
         super().__init__()
-        self.channels = _check_positive_int("channels", channels)
-        self.heads = _check_positive_int("heads", heads)
+        self.channels = check_positive_int("channels", channels)
+        self.heads = check_positive_int("heads", heads)
         if attention not in ATTENTIONS:
             raise ValueError(f"`attention` must be one of {ATTENTIONS}, got {attention!r}")
         if channels % heads:
             raise ValueError(f"`channels` ({channels}) must be divisible by `heads` ({heads})")
         self.kind, self.graph = attention, bool(graph)
-        self.dropout = _check_probability("dropout", dropout)
+        self.dropout = check_probability("dropout", dropout)
         if attention == "gin":
             ratio = heads / 2 if mlp_ratio is None else mlp_ratio
             self.attention: nn.Module = GINAttention(channels, heads, mlp_ratio=ratio, dropout=mlp_dropout,
@@ -79,7 +80,7 @@ class AttentionBlock(nn.Module):
             self.attention = nn.MultiheadAttention(channels, heads, batch_first=True)
         self.norm1 = nn.LayerNorm(channels)
         self.norm2 = nn.LayerNorm(channels)
-        ratio = _check_positive_int("ffn_ratio", ffn_ratio)
+        ratio = check_positive_int("ffn_ratio", ffn_ratio)
         self.ffn = nn.Sequential(
             nn.Linear(channels, ratio * channels), nn.GELU(), nn.Linear(ratio * channels, channels)
         )
@@ -134,17 +135,17 @@ class GraphAttentionClassifier(nn.Module):
                  heads: int = 4, attention: str = "gin", dropout: float = 0.5, input_dropout: float | None = None,
                  mlp_ratio: float | None = None, ffn_ratio: int = 2, temperature: float = 1.0) -> None:
         super().__init__()
-        self.dropout = _check_probability("dropout", dropout)
-        self.input_dropout = self.dropout if input_dropout is None else _check_probability("input_dropout",
+        self.dropout = check_probability("dropout", dropout)
+        self.input_dropout = self.dropout if input_dropout is None else check_probability("input_dropout",
                                                                                          input_dropout)
-        self.lin_in = nn.Linear(_check_positive_int("in_channels", in_channels), hidden_channels)
+        self.lin_in = nn.Linear(check_positive_int("in_channels", in_channels), hidden_channels)
         self.blocks = nn.ModuleList(
             AttentionBlock(hidden_channels, heads, attention, graph=True, mlp_ratio=mlp_ratio,
                            ffn_ratio=ffn_ratio, dropout=dropout, temperature=temperature)
-            for _ in range(_check_positive_int("num_layers", num_layers))
+            for _ in range(check_positive_int("num_layers", num_layers))
         )
         self.norm = nn.LayerNorm(hidden_channels)
-        self.head = nn.Linear(hidden_channels, _check_positive_int("out_channels", out_channels))
+        self.head = nn.Linear(hidden_channels, check_positive_int("out_channels", out_channels))
 
     def forward(self, x: Tensor, edge_index: Tensor) -> Tensor:
         h = self.lin_in(F.dropout(x, p=self.input_dropout, training=self.training))
@@ -177,18 +178,18 @@ class SequenceTransformer(nn.Module):
         super().__init__()
         if pooling not in ("token", "mean"):
             raise ValueError(f"`pooling` must be 'token' or 'mean', got {pooling!r}")
-        self.max_length = _check_positive_int("max_length", max_length)
+        self.max_length = check_positive_int("max_length", max_length)
         self.causal, self.pooling = bool(causal), pooling
-        self.dropout = _check_probability("dropout", dropout)
-        self.token = nn.Embedding(_check_positive_int("vocab_size", vocab_size), channels)
+        self.dropout = check_probability("dropout", dropout)
+        self.token = nn.Embedding(check_positive_int("vocab_size", vocab_size), channels)
         self.position = nn.Embedding(max_length, channels)
         self.blocks = nn.ModuleList(
             AttentionBlock(channels, heads, attention, graph=False, mlp_ratio=mlp_ratio, ffn_ratio=ffn_ratio,
                            dropout=dropout, temperature=temperature)
-            for _ in range(_check_positive_int("num_layers", num_layers))
+            for _ in range(check_positive_int("num_layers", num_layers))
         )
         self.norm = nn.LayerNorm(channels)
-        self.head = nn.Linear(channels, _check_positive_int("out_channels", out_channels))
+        self.head = nn.Linear(channels, check_positive_int("out_channels", out_channels))
 
     def encode(self, tokens: Tensor, key_padding_mask: Tensor | None = None) -> Tensor:
         """Hidden states [B, L, channels] after the final norm."""

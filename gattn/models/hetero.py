@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.nn import HANConv, HGTConv, RGCNConv
 
-from gattn.nn.graph_transformer import _check_positive_int, _check_probability
+from gattn.nn._checks import check_positive_int, check_probability
 
 __all__ = ["HAN", "HGT", "RGCN", "HeteroInput"]
 
@@ -47,8 +47,8 @@ class HeteroInput(nn.Module):
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
-        self.hidden_channels = _check_positive_int("hidden_channels", hidden_channels)
-        self.dropout = _check_probability("dropout", dropout)
+        self.hidden_channels = check_positive_int("hidden_channels", hidden_channels)
+        self.dropout = check_probability("dropout", dropout)
         unknown = [t for t in in_channels if t not in node_types]
         if unknown:
             raise ValueError(f"`in_channels` names node types {unknown} that are not in the metadata")
@@ -60,10 +60,10 @@ class HeteroInput(nn.Module):
                 f"node type(s) {missing} have no features (`in_channels`) and no node count "
                 "(`num_nodes_dict`) for a learned embedding"
             )
-        self.proj = nn.ModuleDict({t: nn.Linear(_check_positive_int(f"in_channels[{t!r}]", c), hidden_channels)
+        self.proj = nn.ModuleDict({t: nn.Linear(check_positive_int(f"in_channels[{t!r}]", c), hidden_channels)
                                    for t, c in in_channels.items()})
         self.embedding = nn.ModuleDict({
-            t: nn.Embedding(_check_positive_int(f"num_nodes_dict[{t!r}]", num_nodes_dict[t]), hidden_channels)
+            t: nn.Embedding(check_positive_int(f"num_nodes_dict[{t!r}]", num_nodes_dict[t]), hidden_channels)
             for t in featureless
         })
 
@@ -105,10 +105,10 @@ class _HeteroClassifier(nn.Module):
         if target_type not in self.node_types:
             raise ValueError(f"`target_type`={target_type!r} is not a node type of the metadata {self.node_types}")
         self.target_type = target_type
-        self.num_layers = _check_positive_int("num_layers", num_layers)
-        self.dropout = _check_probability("dropout", dropout)
+        self.num_layers = check_positive_int("num_layers", num_layers)
+        self.dropout = check_probability("dropout", dropout)
         self.input = HeteroInput(self.node_types, in_channels, hidden_channels, num_nodes_dict, dropout)
-        self.head = nn.Linear(head_channels or hidden_channels, _check_positive_int("out_channels", out_channels))
+        self.head = nn.Linear(head_channels or hidden_channels, check_positive_int("out_channels", out_channels))
 
     def reset_parameters(self) -> None:
         self.input.reset_parameters()

@@ -12,8 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gattn.kernels.csr import _CACHE_ATTR as _CSR_CACHE_ATTR
-from gattn.nn.graph_transformer import _check_positive_int
+from gattn.nn._checks import check_positive_int
 from gattn.nn.latte import LATTEConv, compose_meta_relations, inverse_in_degree, meta_relations
 
 from .hetero import _HeteroClassifier
@@ -103,7 +102,7 @@ class LATTE(_HeteroClassifier):
         if meta_weights not in META_WEIGHTS:
             raise ValueError(f"`meta_weights` must be one of {META_WEIGHTS}, got {meta_weights!r}")
         super().__init__(metadata, in_channels, out_channels, target_type, hidden_channels, num_layers, dropout,
-                         num_nodes_dict, head_channels=_check_positive_int("num_layers", num_layers) * hidden_channels)
+                         num_nodes_dict, head_channels=check_positive_int("num_layers", num_layers) * hidden_channels)
         self.hidden_channels = hidden_channels
         self.meta_weights = meta_weights
         self.threshold, self.top_k, self.max_product_nnz = threshold, top_k, max_product_nnz
@@ -169,8 +168,6 @@ class LATTE(_HeteroClassifier):
                 losses.append(conv.proximity_loss(h_dict, graph, num_neg_per_edge))
             want_attention = structure is None and order < self.num_layers
             result = conv(h_dict, graph, return_beta=True, return_attention_weights=want_attention)
-            if structure is None and order > 1:
-                _release_csr_cache(graph)
             h_dict, beta = result[0], result[1]
             if want_attention:
                 attention = {e: a.detach() for e, a in result[2].items()}
@@ -187,15 +184,3 @@ class LATTE(_HeteroClassifier):
         """Logits of the target type from an :meth:`encode` result (what :meth:`forward` does)."""
         embedding = output.embeddings[self.target_type]
         return self.head(F.dropout(embedding, p=self.dropout, training=self.training))
-
-
-def _release_csr_cache(graph: Mapping[EdgeType, Tensor]) -> None:
-    """Drop the CSR the kernel caches on each of these freshly composed edge tensors.
-
-    The kernel stores the CSR as an attribute of the edge tensor, and the CSR keeps views of
-    that tensor: a cycle Python's collector does not free, so a new graph every forward would
-    leak its CSR (about 2 MB per forward on ACM). The autograd graph keeps its own reference,
-    so the backward pass is unaffected. Remove once the kernel's cache holds no views.
-    """
-    for edge_index in graph.values():
-        edge_index.__dict__.pop(_CSR_CACHE_ATTR, None)

@@ -54,23 +54,16 @@ __all__ += [
     "to_segments",
 ]
 
-# LATTE and GIN-Attention subclass PyG's MessagePassing, and importing torch_geometric pulls in
-# pandas and takes seconds: they are imported on first use, so `import gattn.nn` stays light.
-_LAZY_EXPORTS = {
-    "GINAttention": "gin_attention",
-    "HeadwiseMLP": "gin_attention",
-    "SparseGINAdapter": "gin_attention",
-    "WeightedGINConv": "gin_attention",
-    "LATTEConv": "latte",
-    "compose_meta_relations": "latte",
-    "meta_relations": "latte",
-}
-__all__ += list(_LAZY_EXPORTS)
+# Heterogeneous (LATTE) and graph-aware (GIN-Attention) attention.
+from .gin_attention import GINAttention, HeadwiseMLP, SparseGINAdapter, WeightedGINConv  # noqa: E402
+from .latte import LATTEConv, compose_meta_relations, meta_relations  # noqa: E402
 
-
-def __getattr__(name: str):
-    if name in _LAZY_EXPORTS:
-        import importlib
-
-        return getattr(importlib.import_module(f"{__name__}.{_LAZY_EXPORTS[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__all__ += [
+    "GINAttention",
+    "HeadwiseMLP",
+    "LATTEConv",
+    "SparseGINAdapter",
+    "WeightedGINConv",
+    "compose_meta_relations",
+    "meta_relations",
+]

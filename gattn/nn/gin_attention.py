@@ -23,7 +23,7 @@ from torch_geometric.nn import MessagePassing
 
 from gattn.kernels import edge_attention
 
-from .graph_transformer import _check_positive_int, _check_probability
+from ._checks import check_positive_int, check_probability
 
 __all__ = ["GINAttention", "HeadwiseMLP", "SparseGINAdapter", "WeightedGINConv"]
 
@@ -52,11 +52,11 @@ class HeadwiseMLP(nn.Module):
 
     def __init__(self, heads: int, channels: int, ratio: float = 2.0, dropout: float = 0.0) -> None:
         super().__init__()
-        self.heads = _check_positive_int("heads", heads)
-        self.channels = _check_positive_int("channels", channels)
+        self.heads = check_positive_int("heads", heads)
+        self.channels = check_positive_int("channels", channels)
         self.ratio = _check_positive_float("ratio", ratio)
         self.hidden = max(1, round(ratio * channels))
-        self.dropout = _check_probability("dropout", dropout)
+        self.dropout = check_probability("dropout", dropout)
         self.weight1 = nn.Parameter(torch.empty(heads, channels, self.hidden))
         self.bias1 = nn.Parameter(torch.empty(heads, self.hidden))
         self.norm_weight = nn.Parameter(torch.empty(heads, self.hidden))
@@ -145,8 +145,8 @@ class GINAttention(MessagePassing):
         backend: str | None = None,
     ) -> None:
         super().__init__(aggr="sum", node_dim=0)
-        self.channels = _check_positive_int("channels", channels)
-        self.heads = _check_positive_int("heads", heads)
+        self.channels = check_positive_int("channels", channels)
+        self.heads = check_positive_int("heads", heads)
         if channels % heads:
             raise ValueError(f"`channels` ({channels}) must be divisible by `heads` ({heads})")
         if eps_mode not in EPS_MODES:
@@ -278,7 +278,7 @@ class WeightedGINConv(MessagePassing):
 
     def __init__(self, channels: int, mlp_ratio: float = 2.0, dropout: float = 0.0, eps_init: float = 0.0) -> None:
         super().__init__(aggr="sum")
-        self.channels = _check_positive_int("channels", channels)
+        self.channels = check_positive_int("channels", channels)
         self.eps_init = float(eps_init)
         self.eps = nn.Parameter(torch.full((), self.eps_init))
         self.mlp = HeadwiseMLP(1, channels, mlp_ratio, dropout)
@@ -362,7 +362,7 @@ class SparseGINAdapter(nn.Module):
                              "and `top_k` (keep the k strongest keys per query)")
         if threshold is not None and not (isinstance(threshold, (int, float)) and 0.0 < threshold <= 1.0):
             raise ValueError(f"`threshold` must be a float in (0, 1], got {threshold!r}")
-        self.top_k = None if top_k is None else _check_positive_int("top_k", top_k)
+        self.top_k = None if top_k is None else check_positive_int("top_k", top_k)
         self.threshold = None if threshold is None else float(threshold)
         self.sharpness = _check_positive_float("sharpness", sharpness)
         if self.threshold is not None and center != 0.1:
@@ -379,7 +379,7 @@ class SparseGINAdapter(nn.Module):
             channels = embed_dim
         elif embed_dim is not None and channels != embed_dim:
             raise ValueError(f"`channels`={channels} disagrees with the wrapped module's embed_dim={embed_dim}")
-        self.channels = _check_positive_int("channels", channels)
+        self.channels = check_positive_int("channels", channels)
         self.attention = attention
         self.attention.requires_grad_(False)
         self.gin = WeightedGINConv(self.channels, mlp_ratio=mlp_ratio, dropout=dropout, eps_init=eps_init)

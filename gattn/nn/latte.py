@@ -26,7 +26,7 @@ from torch_geometric.utils import negative_sampling
 
 from gattn.kernels import edge_attention
 
-from .graph_transformer import _check_positive_int, _check_probability
+from ._checks import check_positive_int, check_probability
 
 __all__ = ["LATTEConv", "compose_meta_relations", "meta_relations"]
 
@@ -60,7 +60,7 @@ def meta_relations(edge_types: Sequence[EdgeType], order: int) -> list[EdgeType]
     relations (each edge type is (source, relation, destination), messages flow source ->
     destination) becomes the edge type ``(a, "r1.r2....rt", c)``. Order 1 is ``edge_types``.
     """
-    _check_positive_int("order", order)
+    check_positive_int("order", order)
     current = [tuple(e) for e in edge_types]
     for _ in range(order - 1):
         current = [
@@ -166,8 +166,8 @@ def compose_meta_relations(
     if threshold is not None and not (isinstance(threshold, (int, float)) and 0.0 < threshold <= 1.0):
         raise ValueError(f"`threshold` must be a float in (0, 1] or None, got {threshold!r}")
     if top_k is not None:
-        _check_positive_int("top_k", top_k)
-    _check_positive_int("max_product_nnz", max_product_nnz)
+        check_positive_int("top_k", top_k)
+    check_positive_int("max_product_nnz", max_product_nnz)
     out: dict[EdgeType, tuple[Tensor, Tensor]] = {}
     for first_type, first_index in first_order.items():
         a_type, _, b_type = first_type
@@ -296,16 +296,16 @@ class LATTEConv(MessagePassing):
             missing = [t for t in self.node_types if t not in in_channels]
             if missing:
                 raise ValueError(f"`in_channels` has no size for node type(s) {missing}")
-            self.in_channels = {t: _check_positive_int(f"in_channels[{t!r}]", in_channels[t])
+            self.in_channels = {t: check_positive_int(f"in_channels[{t!r}]", in_channels[t])
                                 for t in self.node_types}
         else:
-            size = _check_positive_int("in_channels", in_channels)
+            size = check_positive_int("in_channels", in_channels)
             self.in_channels = dict.fromkeys(self.node_types, size)
-        self.out_channels = _check_positive_int("out_channels", out_channels)
-        self.heads = _check_positive_int("heads", heads)
+        self.out_channels = check_positive_int("out_channels", out_channels)
+        self.heads = check_positive_int("heads", heads)
         if out_channels % heads:
             raise ValueError(f"`out_channels` ({out_channels}) must be divisible by `heads` ({heads})")
-        self.dropout = _check_probability("dropout", dropout)
+        self.dropout = check_probability("dropout", dropout)
         self.sharpening = bool(sharpening)
         self.backend = backend
         self.act_name = act
