@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench results clean
+.PHONY: demo test test-scale lint bench results clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,12 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 	$(VENV)/bin/ruff check .
+
+# Many processes: tuning workers on a PostgreSQL server the tests start on loopback (as root they run it
+# as the 'postgres' user, installing Debian's server package when no server binaries are found), and
+# distributed training on CPU (gloo). About two minutes.
+test-scale: $(STAMP)
+	$(PY) -m pytest -q -m scale
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
