@@ -68,7 +68,8 @@ def _server_user() -> str | None:
         done = subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
                                SERVER_USER], capture_output=True, text=True)
         if done.returncode != 0:
-            raise Unavailable(f"cannot create the user {SERVER_USER!r} to run PostgreSQL: {done.stderr.strip()}")
+            raise Unavailable(
+                f"cannot create the user {SERVER_USER!r} to run PostgreSQL: {done.stderr.strip()}") from None
     return SERVER_USER
 
 
