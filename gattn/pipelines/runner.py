@@ -352,6 +352,11 @@ def check_distributed(config: Any) -> None:
             f"--strategy {strategy}: the spawned processes do not return their metrics to the run; use "
             "--strategy ddp (Lightning starts one process per device; torchrun and SLURM work too)"
         )
+    accelerator = getattr(config, "accelerator", "auto")
+    on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    if getattr(config, "sync_batchnorm", False) and not on_gpu:
+        raise ConfigError("--sync-batchnorm needs GPUs (torch's SyncBatchNorm runs on CUDA only); on CPU "
+                          "use --norm layer or train on one process")
 
 
 class UnpaddedEvaluation(L.LightningDataModule):
