@@ -82,9 +82,11 @@ def _train(tmp_path: Path, name: str, argv: list[str], devices: int) -> dict[str
 
 
 def _assert_same(one: dict[str, torch.Tensor], two: dict[str, torch.Tensor]) -> None:
+    # float32 sums in another order differ by ~1e-5 after a few steps; a run whose loader was not
+    # sharded (two steps an epoch on half batches) or that counted padding rows is off by ~lr
     assert one.keys() == two.keys()
     for key in one:
-        torch.testing.assert_close(two[key], one[key], rtol=1e-4, atol=1e-5, msg=lambda m, k=key: f"{k}: {m}")
+        torch.testing.assert_close(two[key], one[key], rtol=1e-3, atol=1e-4, msg=lambda m, k=key: f"{k}: {m}")
 
 
 @pytest.mark.scale
@@ -99,11 +101,13 @@ def test_two_processes_train_the_mil_pipeline_like_one(tmp_path):
 
 @pytest.mark.scale
 def test_two_processes_train_the_graph_pipeline_like_one(tmp_path):
-    # 24 molecules: 12 training graphs (6 a process); layer norm (SyncBatchNorm is CUDA-only)
+    # 24 molecules: 12 training graphs (6 a process); layer norm (SyncBatchNorm is CUDA-only). SGD, not
+    # Adam: Adam turns the rounding noise of an all-but-zero gradient (an atom embedding row whose
+    # terms cancel) into a full lr-sized step whose sign depends on the summation order
     write_ogb(tmp_path / "data", num_graphs=24)
     common = ["graph_transformer", "--dataset", "ogbg-molbace", "--layers", "2", "--hidden", "16", "--heads", "4",
               "--pe-dim", "3", "--epochs", "3", "--norm", "layer", "--patience", "none",
-              "--dropout", "0"]
+              "--dropout", "0", "--optimizer", "sgd", "--lr", "0.05"]
     one = _train(tmp_path, "one", [*common, "--batch-size", "12"], devices=1)
     two = _train(tmp_path, "two", [*common, "--batch-size", "6"], devices=2)
     _assert_same(one, two)
