@@ -461,19 +461,12 @@ def open_study(
     pipeline: Any,
     config: Any,
     *,
-    storage: str | optuna.storages.BaseStorage | None = None,
     study_name: str | None = None,
-    runs_dir: str | Path = "runs",
-    seed: int | None = 0,
-    prune: bool = True,
-    n_startup_trials: int = 5,
-    n_warmup_steps: int = 5,
-    heartbeat_interval: int = HEARTBEAT_INTERVAL,
-    grace_period: int = GRACE_PERIOD,
-    retries: int = RETRIES,
+    **options: Any,
 ) -> optuna.Study:
     """The study of ``pipeline`` and ``config`` (created, or reopened and checked against its
     fixed configuration), with the metric, pipeline and configuration stored in its attributes.
+    ``options``: the keyword arguments of :func:`create_study` (storage, seed, pruning, heartbeat).
 
     Raises:
         StudyMismatch: the study was created for another fixed configuration.
@@ -482,12 +475,8 @@ def open_study(
     from gattn.pipelines.config import config_dict
 
     check_tunable(config)
-    study = create_study(
-        pipeline.name, direction=pipeline.direction(config), storage=storage,
-        study_name=study_name or default_study_name(pipeline, config), runs_dir=runs_dir, seed=seed, prune=prune,
-        n_startup_trials=n_startup_trials, n_warmup_steps=n_warmup_steps, heartbeat_interval=heartbeat_interval,
-        grace_period=grace_period, retries=retries,
-    )
+    study = create_study(pipeline.name, direction=pipeline.direction(config),
+                         study_name=study_name or default_study_name(pipeline, config), **options)
     _check_binding(study, fixed_configuration(pipeline, config))
     if "config" not in study.user_attrs:
         study.set_user_attr("config", _json_safe(config_dict(config)))
