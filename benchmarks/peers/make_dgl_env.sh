@@ -5,8 +5,8 @@
 # DGL's wheels on PyPI import only with an old torch: dgl 2.1.0 with torch 2.2.1 (PyPI's Linux
 # wheel of torch 2.2.1 brings its CUDA libraries: a ~5 GB venv), torchdata < 0.8 (later ones
 # dropped the datapipes DGL imports), setuptools < 70 and numpy < 2 (DGL 2.1 is built against
-# numpy 1). gattn itself is installed without its dependencies (its pinned torch is 2.13):
-# gattn.interop needs only torch and torch_geometric.
+# numpy 1; its graphbolt imports pandas and pydantic). gattn itself is installed without its
+# dependencies (its pinned torch is 2.13): gattn.interop needs only torch and torch_geometric.
 #
 #     bash benchmarks/peers/make_dgl_env.sh               # create or update
 #     benchmarks/peers/.venv-dgl/bin/python -m pytest tests/test_interop.py -q
@@ -24,7 +24,7 @@ if [ ! -x "$venv/bin/python" ]; then
     "$venv/bin/python" -m pip install -q --upgrade pip
 fi
 "$venv/bin/python" -m pip install -q "torch==$TORCH_VERSION" "dgl==$DGL_VERSION" 'torchdata<0.8' \
-    'setuptools<70' 'numpy<2' torch_geometric scipy pytest pyyaml
+    'setuptools<70' 'numpy<2' pandas pydantic torch_geometric scipy pytest pyyaml
 "$venv/bin/python" -m pip install -q --no-deps -e "$root"
 "$venv/bin/python" - <<'PY'
 import dgl
