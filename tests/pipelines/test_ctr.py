@@ -16,10 +16,12 @@ from sklearn.metrics import log_loss, roc_auc_score
 from gattn import cli
 from gattn.pipelines import ConfigError, get_pipeline, load_checkpoint, make_config, run
 from gattn.pipelines._ctr import StreamedBatches
+from gattn.pipelines.config import read_config_file
 from tests.datasets.test_behaviour import make_log, write_ml100k
 from tests.datasets.test_criteo import make_rows, write_tsv
 
 SHARED = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 QUICK = dict(epochs=2, batch_size=64, eval_batch_size=100, holdout=3, embedding_dim=8, hidden=(16,),
              progress=False, threads=1)
 DIN_QUICK = dict(QUICK, attention_hidden=(8,))
@@ -214,10 +216,20 @@ def test_hiformer_on_behaviour_data(movielens, tmp_path):
     assert {"test_gauc", "test_rocauc", "test_logloss"} <= set(metrics)
 
 
-def test_cli_train_and_tune(movielens, criteo_file, tmp_path, capsys):
-    common = ["--dataset", str(movielens), "--holdout", "3", "--epochs", "1", "--batch-size", "64",
-              "--embedding-dim", "8", "--hidden", "16", "--threads", "1", "--no-progress",
-              "--runs-dir", str(tmp_path / "runs")]
+def _cli_common(movielens: Path, tmp_path: Path) -> list[str]:
+    return ["--dataset", str(movielens), "--holdout", "3", "--epochs", "1", "--batch-size", "64",
+            "--embedding-dim", "8", "--hidden", "16", "--threads", "1", "--no-progress",
+            "--runs-dir", str(tmp_path / "runs")]
+
+
+def test_cli_tune(movielens, tmp_path, capsys):
+    assert cli.main(["tune", "dare", *_cli_common(movielens, tmp_path), "--trials", "1", "--no-plots"]) == 0
+    printed = capsys.readouterr().out
+    assert "best trial" in printed and "val_gauc" in printed
+
+
+def test_cli_train(movielens, criteo_file, tmp_path, capsys):
+    common = _cli_common(movielens, tmp_path)
     out = tmp_path / "din.json"
     assert cli.main(["train", "din", *common, "--attention-hidden", "8", "--mba-lambda", "0.1",
                      "--json", str(out)]) == 0
@@ -225,14 +237,21 @@ def test_cli_train_and_tune(movielens, criteo_file, tmp_path, capsys):
     assert "test_gauc" in printed and "0.5000" in printed  # the chance column
     saved = json.loads(out.read_text())
     assert saved["config"]["mba_lambda"] == 0.1 and "val_gauc" in saved["metrics"]
-    assert cli.main(["tune", "dare", *common, "--trials", "2", "--no-plots"]) == 0
-    assert "best trial" in capsys.readouterr().out
     assert cli.main(["train", "hiformer", "--dataset", str(criteo_file), "--cache-dir", str(tmp_path / "cache"),
                      "--min-count", "2", "--epochs", "1", "--layers", "1", "--embedding-dim", "8", "--threads", "1",
                      "--no-progress", "--runs-dir", str(tmp_path / "runs")]) == 0
     assert "test_rocauc" in capsys.readouterr().out
     assert cli.main(["train", "din", "--dataset", "criteo-sample", "--no-progress"]) == 1
     assert "attends over behaviour histories" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["din_movielens-100k", "dare_movielens-100k", "hiformer_criteo-sample"])
+def test_config_files_resolve(name):
+    values = read_config_file(CONFIGS / f"{name}.yaml")
+    pipeline = get_pipeline(values.pop("pipeline"))
+    config = make_config(pipeline, values)
+    assert name.startswith(pipeline.name) and config.dataset == name.split("_", 1)[1]
+    assert all(getattr(config, key) == (tuple(v) if isinstance(v, list) else v) for key, v in values.items())
 
 
 @pytest.mark.slow
