@@ -74,6 +74,21 @@ def test_din_config_resolution_and_errors(movielens):
     assert hiformer.data_format == "criteo"  # a file is a Criteo file for Hiformer
 
 
+def test_dare_on_a_taobao_file_with_sampled_negatives(tmp_path):
+    log = make_log(num_users=30, num_items=40, per_user=(10, 20), seed=5)
+    path = tmp_path / "UserBehavior.csv"
+    path.write_text("".join(f"{u},{i},{i % 7},pv,{t}\n" for u, i, _, t in log))
+    dare = get_pipeline("dare")
+    config = make_config(dare, {"dataset": str(path), **QUICK, "top_k": 5, "num_negatives": 2})
+    assert (config.data_format, config.label) == ("taobao", "sampled")
+    data = dare.prepare(config)
+    test = data.splits["test"]
+    # one positive then its two sampled negatives, for every held-out interaction
+    assert torch.equal(test.label.reshape(-1, 3), torch.tensor([[1.0, 0.0, 0.0]]).expand(len(test) // 3, 3))
+    metrics = run(dare, config, tmp_path / "run").metrics
+    assert 0 <= metrics["test_gauc"] <= 1 and 0 <= metrics["test_rocauc"] <= 1
+
+
 def test_missing_data_names_the_folder(tmp_path):
     din = get_pipeline("din")
     with pytest.raises(FileNotFoundError, match="ml-100k"):
