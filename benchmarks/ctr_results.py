@@ -26,7 +26,8 @@ full-rank model.
     python benchmarks/ctr_results.py --part movielens --seeds 0,1,2 --epochs 2
     python benchmarks/ctr_results.py --part hiformer --rows 100000 --chart runs/hiformer.png
 
-Writes ``--chart`` (AUC and GAUC per method, PNG) and, with ``--json``, every run's numbers.
+Writes ``--chart`` (AUC and GAUC per method, PNG) and, with ``--json``, every run's numbers;
+``--from-json FILE`` prints the MovieLens table and redraws the chart from such a file.
 """
 
 from __future__ import annotations
@@ -171,18 +172,32 @@ def movielens(args: argparse.Namespace, records: list[dict]) -> dict[str, dict[s
                     results.setdefault(name, {}).setdefault(key, []).append(out[key])
                 print(f"  seed {seed} {name}: AUC {out['test_rocauc']:.4f} GAUC {out['test_gauc']:.4f} "
                       f"logloss {out['test_logloss']:.4f} train {out['time_s']:.0f}s", flush=True)
+    movielens_table(results, args.epochs, args.seeds)
+    return results
+
+
+def movielens_table(results: dict[str, dict[str, list[float]]], epochs: int, seeds: list[int]) -> None:
     reference = results.get(PEERS["deepctr"], {}).get("time_s")
     rows = []
     for name, values in results.items():
-        per_epoch = float(np.median(values["time_s"])) / args.epochs
-        ratio = (float(np.median(reference)) / args.epochs / per_epoch) if reference else None
+        per_epoch = float(np.median(values["time_s"])) / epochs
+        ratio = (float(np.median(reference)) / epochs / per_epoch) if reference else None
         rows.append([name, *(f"{np.mean(values[k]):.4f} +- {np.std(values[k]):.4f}"
                              for k in ("test_rocauc", "test_gauc", "test_logloss")),
                      f"{per_epoch:.1f}", "-" if ratio is None else f"{ratio:.2f}x"])
     print_table(f"MovieLens-100k (rating >= 4, last 5 per user as test, history <= 50), d=32, batch 1024, "
-                f"{args.epochs} epochs, mean +- std over seeds {','.join(map(str, args.seeds))}, one thread",
+                f"{epochs} epochs, mean +- std over seeds {','.join(map(str, seeds))}, one thread",
                 ["method", "test AUC", "test GAUC", "test log loss", "train s/epoch", "speed vs DeepCTR"], rows)
-    return results
+
+
+def from_records(records: list[dict]) -> tuple[dict[str, dict[str, list[float]]], int, list[int]]:
+    """The MovieLens results of a ``--json`` file, as :func:`movielens` returns them."""
+    results: dict[str, dict[str, list[float]]] = {}
+    rows = [r for r in records if r["part"] == "movielens"]
+    for r in rows:
+        for key in ("test_rocauc", "test_gauc", "test_logloss", "time_s"):
+            results.setdefault(r["method"], {}).setdefault(key, []).append(r[key])
+    return results, int(rows[0]["epochs"]), sorted({r["seed"] for r in rows})
 
 
 # ------------------------------------------------------------------------------ hiformer
@@ -265,14 +280,35 @@ def hiformer(args: argparse.Namespace, records: list[dict]) -> dict[str, dict[st
     return results
 
 
-def chart(path: str, results: dict[str, dict[str, list[float]]]) -> None:
-    from benchmarks._common import write_ratio_chart
+def chart(path: str, results: dict[str, dict[str, list[float]]]) -> str:
+    """Test AUC and GAUC per method (mean over seeds, the standard deviation as error bars)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
 
     names = list(results)
-    series = {metric: [float(np.mean(results[n][key])) for n in names]
-              for metric, key in (("test AUC", "test_rocauc"), ("test GAUC", "test_gauc"))}
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    for n, (label, key) in enumerate((("test AUC", "test_rocauc"), ("test GAUC", "test_gauc"))):
+        xs = np.arange(len(names)) + (n - 0.5) * 0.4
+        means = [float(np.mean(results[m][key])) for m in names]
+        bars = ax.bar(xs, means, 0.4, yerr=[float(np.std(results[m][key])) for m in names], label=label, capsize=3)
+        for bar, value in zip(bars, means):
+            ax.annotate(f"{value:.3f}", (bar.get_x() + bar.get_width() / 2, value), ha="center", va="bottom",
+                        fontsize=7)
+    low = min(float(np.mean(v[k])) for v in results.values() for k in ("test_rocauc", "test_gauc"))
+    ax.set_ylim(max(0.0, low - 0.05), None)
+    ax.set_xticks(range(len(names)))
+    ax.set_xticklabels(names, fontsize=8)
+    ax.set_ylabel("test AUC / GAUC")
+    ax.set_title("MovieLens-100k, same split and budget (mean +- std over seeds)", fontsize=9)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    print("chart:", write_ratio_chart(path, "MovieLens-100k DIN / DARE vs peers", names, series, ylabel="AUC"))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    print("chart:", path)
+    return path
 
 
 def main() -> None:
@@ -288,10 +324,16 @@ def main() -> None:
     parser.add_argument("--latency-batch", type=int, default=1024)
     parser.add_argument("--chart", default="runs/ctr_results.png")
     parser.add_argument("--json", default=None)
+    parser.add_argument("--from-json", default=None, help="print the MovieLens table and chart of a --json file")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         print(json.dumps(child(json.loads(args.child))))
+        return
+    if args.from_json:
+        results, epochs, seeds = from_records(json.loads(Path(args.from_json).read_text()))
+        movielens_table(results, epochs, seeds)
+        chart(args.chart, results)
         return
     args.seeds = [int(s) for s in args.seeds.split(",")]
     args.skip = set(filter(None, args.skip.split(",")))
