@@ -24,7 +24,7 @@ $(STAMP): $(VENV)/bin/python pyproject.toml constraints.txt
 # graphs (forward and forward+backward time, peak memory). Run folder: runs/demo/mil/digit-bags.
 demo: $(STAMP)
 	rm -rf runs/demo
-	$(VENV)/bin/gattn train mil --dataset digit-bags --pooling gated --folds 5 --epochs 12 --batch-size 8 \
+	$(VENV)/bin/gattn train mil --dataset digit-bags --pooling gated --folds 5 --repeats 1 --epochs 12 --batch-size 8 \
 		--lr 1e-3 --hidden 64,32 --threads 1 --runs-dir runs/demo --run-name digit-bags
 	$(PY) benchmarks/edge_attention.py --quick --layers transformer --methods gattn,pyg --repeats 3
 
