@@ -16,12 +16,15 @@ ROC-AUC Elephant 94.9 (%). Nothing is published on this protocol for the other d
 The protocol is long on a CPU (a Musk1 fold is 7,400 one-bag steps); ``--runs-dir`` keeps each
 pair's run folder and, run again, continues where it stopped (finished folds are kept);
 ``--json`` is rewritten after every pair. Pairs can run in separate processes (each with its
-own ``--json``); ``--table`` prints the table of saved JSON files without training:
+own ``--json``); ``--table`` prints the table of saved JSON files without training, and
+``--from-runs`` the table of the folds finished so far in a ``--runs-dir`` (also of runs still
+going or stopped; the folds column then says ``6/10``):
 
     python benchmarks/mil_results.py --root ../shared/data --runs-dir runs/mil-results \\
         --json runs/mil-results/classic.json                               # the README table
     python benchmarks/mil_results.py --datasets musk1 --poolings abmil --repeats 1
     python benchmarks/mil_results.py --table runs/mil-results/*.json [--markdown]
+    python benchmarks/mil_results.py --from-runs runs/mil-results [--markdown]
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -74,7 +79,8 @@ def table_row(record: dict[str, Any]) -> list[str]:
     auc, auc_std = record["test_rocauc"], record["test_rocauc_std"]
     acc_pub, auc_pub = record.get("published_accuracy"), record.get("published_rocauc")
     return [
-        record["dataset"], record["pooling"], str(record["splits"]),
+        record["dataset"], record["pooling"], str(record["splits"]) + (f"/{record['planned']}" if
+                                                                     record.get("planned") else ""),
         f"{acc:.3f} +- {acc_std:.3f}", "-" if acc_pub is None else f"{acc_pub:.3f}", in_spread(acc, acc_std, acc_pub),
         f"{auc:.3f} +- {auc_std:.3f}", "-" if auc_pub is None else f"{auc_pub:.3f}", in_spread(auc, auc_std, auc_pub),
         f"{record['best_epoch']:.0f}", f"{record['seconds']:.0f}",
@@ -97,6 +103,35 @@ def print_records(records: list[dict[str, Any]], markdown: bool = False) -> None
 def protocol_of(config: Any) -> str:
     return (f"{config.folds}-fold CV x {config.repeats}, batch {config.batch_size}, {config.epochs} epochs, "
             f"best epoch by val {config.monitor}" + (f", patience {config.patience}" if config.patience else ""))
+
+
+def published(dataset: str, pooling: str) -> dict[str, float | None]:
+    acc, auc = PUBLISHED.get((dataset, pooling), (None, None))
+    return {"published_accuracy": acc, "published_rocauc": auc}
+
+
+def records_from_runs(runs_dir: str | Path) -> list[dict[str, Any]]:
+    """A record per ``<dataset>-<pooling>`` run folder of ``runs_dir`` from the folds it has
+    finished so far (their ``result.json``), with ``planned``, the folds its configuration asks for."""
+    pipeline = get_pipeline("mil")
+    records = []
+    for saved in sorted(Path(runs_dir).glob("*/config.yaml")):
+        values = read_config_file(saved)
+        values.pop("pipeline", None)
+        config = make_config(pipeline, values)
+        folds = [json.loads(p.read_text()) for p in sorted(saved.parent.glob("*fold-*/result.json"))]
+        if not folds:
+            continue
+        planned = config.folds * config.repeats
+        record: dict[str, Any] = {"dataset": config.dataset, "pooling": config.pooling, "splits": len(folds),
+                                  "planned": min(planned, config.max_folds or planned),
+                                  "seconds": sum(f["time_s"] for f in folds), "protocol": protocol_of(config),
+                                  **published(config.dataset, config.pooling)}
+        for key in ("test_accuracy", "test_rocauc", "best_epoch"):
+            values = np.array([f[key] for f in folds], dtype=float)
+            record[key], record[f"{key}_std"] = float(np.nanmean(values)), float(np.nanstd(values))
+        records.append(record)
+    return records
 
 
 def run_pair(pipeline: Any, config: Any, runs_dir: str | None) -> tuple[dict[str, Any], float]:
@@ -128,10 +163,14 @@ def main() -> None:
     parser.add_argument("--runs-dir", default=None, help="keep each pair's run folder here and resume it")
     parser.add_argument("--table", nargs="+", default=None, metavar="JSON",
                         help="print the table of these saved record files and exit (no training)")
-    parser.add_argument("--markdown", action="store_true", help="with --table: Markdown rows for the README")
+    parser.add_argument("--from-runs", default=None, metavar="RUNS_DIR",
+                        help="print the table of the folds finished so far in this --runs-dir and exit")
+    parser.add_argument("--markdown", action="store_true",
+                        help="with --table / --from-runs: Markdown rows for the README")
     args, extra = parser.parse_known_args()
-    if args.table:
-        records = [r for path in args.table for r in json.loads(Path(path).read_text())]
+    if args.table or args.from_runs:
+        records = ([r for path in args.table for r in json.loads(Path(path).read_text())] if args.table
+                   else records_from_runs(args.from_runs))
         print_records(records, markdown=args.markdown)
         return
     pipeline = get_pipeline("mil")
@@ -147,10 +186,8 @@ def main() -> None:
                                             **overrides})
             print(f"{pipeline.describe(config)} ...", flush=True)
             result, seconds = run_pair(pipeline, config, args.runs_dir)
-            acc_pub, auc_pub = PUBLISHED.get((dataset, pooling), (None, None))
             records.append({"dataset": dataset, "pooling": pooling, **result, "seconds": seconds,
-                            "published_accuracy": acc_pub, "published_rocauc": auc_pub,
-                            "protocol": protocol_of(config)})
+                            **published(dataset, pooling), "protocol": protocol_of(config)})
             row = table_row(records[-1])
             print(f"{dataset} {pooling}: accuracy {row[3]}, ROC-AUC {row[6]} ({seconds:.0f} s)", flush=True)
             if args.json:
