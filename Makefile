@@ -48,7 +48,7 @@ bench: $(STAMP)
 results: $(STAMP)
 	$(PY) benchmarks/graph_transformer_results.py --root $(DATA) --accelerator gpu --jobs 8 --threads 1 \
 		--sbm-max-time 250
-	$(PY) benchmarks/mil_results.py --root $(DATA)
+	$(PY) benchmarks/mil_results.py --root $(DATA) --runs-dir runs/mil-results --json runs/mil-results/classic.json
 	$(PY) benchmarks/latte_results.py --root $(DATA)
 	$(PY) benchmarks/gin_attention_results.py --root $(DATA) --threads 1
 

@@ -32,7 +32,9 @@ Where each default comes from, and where gattn differs:
 * verified in the authors' code: Adam (0.9, 0.999), lr 5e-4 and one bag per step
   (AMLab-Amsterdam/AttentionDeepMIL ``main.py``, MNIST-bags); 5 x 10-fold CV, the encoder
   widths, dropout 0.5 and weight decay 5e-3 on Musk1 (yanyongluan/MINNs, MI-Net; it uses
-  other decays on Musk2 0.03, Fox 0.01, and one dropout after the last layer);
+  other decays on Musk2 0.03, Fox 0.01, learning rate 1e-4 on Fox and Elephant, one dropout
+  after the last layer, SGD with momentum 0.9, 50 epochs, and its decay is a Keras L2 penalty
+  on the weight matrices, not Adam's decay of every parameter as here and in Ilse et al.'s code);
 * from the paper, not re-checked against its text here: weight decay 5e-3 on all the MIL
   benchmarks, dropout after every encoder layer (rate not given: MI-Net's 0.5 is used), 100
   epochs, the best epoch by the lowest validation error + loss;
