@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint docs charts bench results clean
+.PHONY: demo test test-scale lint docs charts bench results clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,7 +24,7 @@ $(STAMP): $(VENV)/bin/python pyproject.toml constraints.txt
 # graphs (forward and forward+backward time, peak memory). Run folder: runs/demo/mil/digit-bags.
 demo: $(STAMP)
 	rm -rf runs/demo
-	$(VENV)/bin/gattn train mil --dataset digit-bags --pooling gated --folds 5 --epochs 12 --batch-size 8 \
+	$(VENV)/bin/gattn train mil --dataset digit-bags --pooling gated --folds 5 --repeats 1 --epochs 12 --batch-size 8 \
 		--lr 1e-3 --hidden 64,32 --threads 1 --runs-dir runs/demo --run-name digit-bags
 	$(PY) benchmarks/edge_attention.py --quick --layers transformer --methods gattn,pyg --repeats 3
 
@@ -43,6 +43,12 @@ docs: $(STAMP)
 charts: $(STAMP)
 	$(PY) benchmarks/readme_charts.py
 
+# Many processes: tuning workers on a PostgreSQL server the tests start on loopback (as root they run it
+# as the 'postgres' user, installing Debian's server package when no server binaries are found), and
+# distributed training on CPU (gloo). About two minutes.
+test-scale: $(STAMP)
+	$(PY) -m pytest -q -m scale
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
@@ -53,7 +59,9 @@ bench: $(STAMP)
 results: $(STAMP)
 	$(PY) benchmarks/graph_transformer_results.py --root $(DATA) --accelerator gpu --jobs 8 --threads 1 \
 		--sbm-max-time 250
-	$(PY) benchmarks/mil_results.py --root $(DATA)
+	$(PY) benchmarks/mil_results.py --root $(DATA) --runs-dir runs/mil-results --json runs/mil-results/classic.json
+	$(PY) benchmarks/latte_results.py --root $(DATA)
+	$(PY) benchmarks/gin_attention_results.py --root $(DATA) --threads 1
 
 clean:
 	rm -rf $(VENV) build *.egg-info docs/_build docs/_generated

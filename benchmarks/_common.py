@@ -132,3 +132,40 @@ def read_chart_data(path: str) -> dict:
 
     with Image.open(path) as image:
         return json.loads(image.text["gattn-chart"])
+
+
+def measure_forward_backward(
+    forward: Callable[[], object], forward_backward: Callable[[], object], repeats: int, device: torch.device
+) -> dict:
+    """Median times of ``forward`` and ``forward_backward`` and the peak memory of the latter.
+
+    CUDA: ``peak_mb`` is the peak allocated above what was allocated before a warmed-up
+    forward+backward. CPU: ``peak_mb`` is the process's peak RSS and ``above_inputs_mb`` that
+    peak minus the RSS on entry (the inputs and the model already built).
+    """
+    sync = cuda_sync if device.type == "cuda" else (lambda: None)
+    base_rss = rss_mb()
+    result = {}
+    if device.type == "cuda":
+        forward_backward()  # warm-up: kernel compilation, CSR build
+        sync()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        forward_backward()
+        sync()
+        result["peak_mb"] = (torch.cuda.max_memory_allocated() - base) / 2**20
+    result["fwd_s"] = median_time(forward, repeats, sync)
+    result["fwdbwd_s"] = median_time(forward_backward, repeats, sync)
+    if device.type == "cpu":
+        result["peak_mb"] = peak_rss_mb()
+        result["above_inputs_mb"] = peak_rss_mb() - base_rss
+    return result
+
+
+def prepare_child_environment(threads: int | None) -> None:
+    """What every child process of a benchmark inherits, all methods alike: a passive OpenMP
+    wait policy (numba's OpenMP threads otherwise spin after each parallel region and slow
+    every torch op that follows on a busy machine) and, given ``threads``, numba's thread count."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    if threads:
+        os.environ["NUMBA_NUM_THREADS"] = str(threads)

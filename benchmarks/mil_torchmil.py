@@ -1,7 +1,8 @@
 """MIL: gattn's ABMIL against torchmil's ABMIL, on the same folds, side by side.
 
 Both models are Ilse et al.'s MIL-benchmark network: the instance encoder fc-256, fc-128,
-fc-64 (ReLU), attention pooling with an attention size of 64 (tanh), one logit. gattn's is
+fc-64 (ReLU, then ``--dropout`` after each layer), attention pooling with an attention size of
+64 (tanh), one logit. gattn's is
 :class:`gattn.nn.ABMIL` on ragged bags (instances of a batch stacked, ``ptr``), torchmil's is
 ``torchmil.models.ABMIL`` with the same encoder as its ``feat_ext``, on bags padded by
 ``torchmil.data.pad_tensors`` with their mask (torchmil's own batching).
@@ -13,10 +14,12 @@ early stopping, exactly as the ``mil`` pipeline does, and the features are stand
 standardised features of every fold and the split indices to one ``.npz`` file per data set;
 each method then runs in its own process (torchmil in its own environment, made by
 ``benchmarks/peers/make_torchmil_env.sh``) and reads that file. Both run the same training
-loop: Adam (betas 0.9, 0.999), ``--lr``, ``--weight-decay``, binary cross-entropy on the
-logit, ``--batch-size`` bags per step in a seeded random order, at most ``--epochs`` epochs,
-stopped after ``--patience`` epochs without a lower validation loss, the weights of the best
-epoch restored for the test fold. One thread per process unless ``--threads`` (torch's, and
+loop, the ``mil`` pipeline's protocol (Ilse et al.'s, :mod:`gattn.pipelines.mil`): Adam
+(betas 0.9, 0.999), ``--lr`` 5e-4, ``--weight-decay`` 5e-3, binary cross-entropy on the logit,
+``--batch-size`` 1 bag per step in a seeded random order, ``--epochs`` 100, and the weights of
+the epoch with the lowest validation error + loss (``--monitor``; or the loss) restored for the
+test fold (``--patience N`` stops a fold after N epochs without a better one; default: never).
+One thread per process unless ``--threads`` (torch's, and
 for gattn also its numba kernels': on a loaded machine their default, one thread per core,
 costs far more in waiting than it gains on bags this small).
 
@@ -28,7 +31,7 @@ the ratios goes to ``--chart``.
 
     bash benchmarks/peers/make_torchmil_env.sh          # once: benchmarks/peers/.venv-torchmil
     python benchmarks/mil_torchmil.py                   # musk1, musk2, elephant, 10 folds
-    python benchmarks/mil_torchmil.py --datasets musk1 --folds 10 --epochs 100 --batch-size 1
+    python benchmarks/mil_torchmil.py --datasets musk1 --batch-size 8 --epochs 50 --patience 10
 """
 
 from __future__ import annotations
@@ -85,11 +88,12 @@ def export_folds(name: str, path: Path, root: str | None, folds: int, seed: int,
 
 
 # ------------------------------------------------------------------------------ models
-def build_gattn(in_channels: int, hidden: Sequence[int], attention: int) -> tuple[torch.nn.Module, Callable]:
+def build_gattn(in_channels: int, hidden: Sequence[int], attention: int,
+                dropout: float = 0.0) -> tuple[torch.nn.Module, Callable]:
     """gattn's ABMIL and its forward on a list of bags (stacked rows + CSR ``ptr``)."""
     from gattn.nn import ABMIL
 
-    model = ABMIL(in_channels, tuple(hidden), attention)
+    model = ABMIL(in_channels, tuple(hidden), attention, dropout=dropout)
 
     def forward(bags: list[torch.Tensor]) -> torch.Tensor:
         sizes = torch.tensor([b.size(0) for b in bags])
@@ -100,15 +104,18 @@ def build_gattn(in_channels: int, hidden: Sequence[int], attention: int) -> tupl
     return model, forward
 
 
-def build_torchmil(in_channels: int, hidden: Sequence[int], attention: int) -> tuple[torch.nn.Module, Callable]:
+def build_torchmil(in_channels: int, hidden: Sequence[int], attention: int,
+                   dropout: float = 0.0) -> tuple[torch.nn.Module, Callable]:
     """torchmil's ABMIL with the same encoder as ``feat_ext``; bags padded by torchmil."""
     from torchmil.data import pad_tensors
     from torchmil.models import ABMIL
 
     layers: list[torch.nn.Module] = []
     size = in_channels
-    for width in hidden:  # the same encoder as gattn.nn.mil_encoder (no dropout)
+    for width in hidden:  # the same encoder as gattn.nn.mil_encoder
         layers += [torch.nn.Linear(size, width), torch.nn.ReLU()]
+        if dropout > 0:
+            layers.append(torch.nn.Dropout(dropout))
         size = width
     model = ABMIL(in_shape=(in_channels,), att_dim=attention, feat_ext=torch.nn.Sequential(*layers))
 
@@ -128,6 +135,18 @@ def _predict(forward: Callable, bags: list[torch.Tensor], chunk: int = 64) -> to
         return torch.cat([forward(bags[i : i + chunk]) for i in range(0, len(bags), chunk)])
 
 
+def selection_value(logits: torch.Tensor, labels: torch.Tensor, monitor: str) -> float:
+    """The validation quantity that picks the best epoch: the BCE loss, or the classification
+    error plus the loss (``error_loss``, Ilse et al.'s rule; gattn's pipeline computes it as
+    ``gattn.pipelines.mil.error_plus_loss``, which the torchmil environment cannot import)."""
+    import torch.nn.functional as F
+
+    loss = float(F.binary_cross_entropy_with_logits(logits, labels))
+    if monitor == "loss":
+        return loss
+    return float(((logits > 0).float() != labels).float().mean()) + loss
+
+
 def train_fold(method: str, data: dict, fold: int, config: dict, epoch_times: list[float]) -> dict:
     """Train ``method``'s ABMIL on one fold: the test logits and labels, the best epoch."""
     import torch.nn.functional as F
@@ -137,12 +156,12 @@ def train_fold(method: str, data: dict, fold: int, config: dict, epoch_times: li
     bags = [x[ptr[b] : ptr[b + 1]] for b in range(len(labels))]
     fit_idx, val_idx, test_idx = (torch.from_numpy(data[f"{part}{fold}"]) for part in ("fit", "val", "test"))
     torch.manual_seed(config["seed"] * 1000 + fold)
-    model, forward = BUILDERS[method](x.size(1), config["hidden"], config["attention"])
+    model, forward = BUILDERS[method](x.size(1), config["hidden"], config["attention"], config["dropout"])
     optimizer = torch.optim.Adam(
         model.parameters(), lr=config["lr"], betas=(0.9, 0.999), weight_decay=config["weight_decay"]
     )
     order = torch.Generator().manual_seed(config["seed"] + fold)
-    best_loss, best_state, best_epoch = float("inf"), None, 0
+    best_value, best_state, best_epoch = float("inf"), None, 0
     for epoch in range(config["epochs"]):
         model.train()
         shuffled = fit_idx[torch.randperm(fit_idx.numel(), generator=order)]
@@ -156,11 +175,11 @@ def train_fold(method: str, data: dict, fold: int, config: dict, epoch_times: li
         epoch_times.append(time.perf_counter() - start)
         model.eval()
         val_logits = _predict(forward, [bags[b] for b in val_idx.tolist()])
-        val_loss = float(F.binary_cross_entropy_with_logits(val_logits, labels[val_idx]))
-        if val_loss < best_loss:
-            best_loss, best_epoch = val_loss, epoch + 1
+        value = selection_value(val_logits, labels[val_idx], config["monitor"])
+        if value < best_value:
+            best_value, best_epoch = value, epoch + 1
             best_state = {k: v.clone() for k, v in model.state_dict().items()}
-        elif epoch + 1 - best_epoch >= config["patience"]:
+        elif config["patience"] is not None and epoch + 1 - best_epoch >= config["patience"]:
             break
     model.load_state_dict(best_state)
     model.eval()
@@ -218,10 +237,14 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--val-fraction", type=float, default=0.1)
     parser.add_argument("--epochs", type=int, default=100)
-    parser.add_argument("--patience", type=int, default=20)
+    parser.add_argument("--patience", type=int, default=None, help="stop a fold after N epochs without a "
+                        "better --monitor (default: train every epoch)")
+    parser.add_argument("--monitor", choices=("error_loss", "loss"), default="error_loss",
+                        help="validation quantity that picks the best epoch (default: error + loss)")
     parser.add_argument("--batch-size", type=int, default=1, help="bags per step (default 1, as Ilse et al.)")
     parser.add_argument("--lr", type=float, default=5e-4)
-    parser.add_argument("--weight-decay", type=float, default=1e-4)
+    parser.add_argument("--weight-decay", type=float, default=5e-3)
+    parser.add_argument("--dropout", type=float, default=0.5, help="after every encoder layer")
     parser.add_argument("--hidden", default="256,128,64", help="instance encoder widths")
     parser.add_argument("--attention", type=int, default=64, help="attention size (L)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per process")
@@ -243,6 +266,8 @@ def main() -> None:
         "seed": args.seed,
         "epochs": args.epochs,
         "patience": args.patience,
+        "monitor": args.monitor,
+        "dropout": args.dropout,
         "batch_size": args.batch_size,
         "lr": args.lr,
         "weight_decay": args.weight_decay,
@@ -289,9 +314,11 @@ def main() -> None:
                 f"{speed[-1]:.2f}x",
             ]
         )
+    stop = f"patience {args.patience}" if args.patience else "no early stop"
     title = (
         f"ABMIL, gattn vs torchmil: {args.folds}-fold CV, batch {args.batch_size}, <= {args.epochs} epochs "
-        f"(patience {args.patience}), {args.threads} thread(s)"
+        f"(best by val {args.monitor}, {stop}), dropout {args.dropout:g}, wd {args.weight_decay:g}, "
+        f"{args.threads} thread(s)"
     )
     header = [
         "data set",

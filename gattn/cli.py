@@ -6,6 +6,8 @@
     gattn train --config runs/<pipeline>/<run>/config.yaml      repeat a run
     gattn train --resume runs/<pipeline>/<run>          continue an interrupted run
     gattn tune PIPELINE --trials N [--timeout S] [--storage URL] [--study-name NAME] [options]
+    gattn tune PIPELINE --trials N --workers K          K local worker processes on one study
+    gattn train PIPELINE --devices N [--num-nodes M] --strategy ddp     distributed training
     gattn datasets [--root DIR]                         the data sets found locally
     gattn pipelines                                     the registered pipelines
     gattn tune PIPELINE --trials N --dashboard [PORT]   ... watched live in optuna-dashboard
@@ -84,16 +86,42 @@ def _add_tune_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--report-dir", default=None, metavar="DIR",
                        help="where the report goes (default: RUNS_DIR/<pipeline>/<study-name>)")
     group.add_argument("--no-plots", action="store_true", help="do not write PNG plots")
+    workers = parser.add_argument_group("workers (many processes or machines on one study)")
+    workers.add_argument("--workers", type=_positive_int, default=1,
+                         help="worker processes started here, sharing the study (default 1); more workers "
+                              "elsewhere run the same command with the same --storage and --study-name")
+    workers.add_argument("--heartbeat-interval", type=_positive_int, default=None, metavar="SECONDS",
+                         help=f"RDB storages: seconds between heartbeats of a running trial "
+                              f"(default {_tuning_default('HEARTBEAT_INTERVAL')})")
+    workers.add_argument("--grace-period", type=_positive_int, default=None, metavar="SECONDS",
+                         help="RDB storages: a running trial without a heartbeat for this long is failed "
+                              f"(at least twice the interval; default {_tuning_default('GRACE_PERIOD')})")
+    workers.add_argument("--retries", type=_non_negative_int, default=None,
+                         help="times a trial whose worker died is queued again with its parameters "
+                              f"(default {_tuning_default('RETRIES')})")
+    workers.add_argument("--worker-index", type=int, default=None, help=argparse.SUPPRESS)
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
+def _whole_number(low: int, expected: str) -> Any:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {value}")
+        return value
+
+    return parse
+
+
+_positive_int = _whole_number(1, "a positive integer")
+_non_negative_int = _whole_number(0, "a whole number >= 0")
+
+
+def _tuning_default(name: str) -> int:
+    # the values live in gattn.tune.study, which imports optuna: not needed to build the parser
+    return {"HEARTBEAT_INTERVAL": 60, "GRACE_PERIOD": 180, "RETRIES": 1}[name]
 
 
 def _positive_float(text: str) -> float:
@@ -184,7 +212,8 @@ def _write_json(path: str | None, payload: dict[str, Any]) -> None:
 # --------------------------------------------------------------------------- commands
 _RUN_KEYS = {"command", "pipeline", "config", "runs_dir", "json", "run_name", "resume", "trials", "timeout",
              "storage", "study_name", "sampler_seed", "no_prune", "pruner_warmup", "pruner_startup",
-             "report_dir", "no_plots", "debug", "plugin", "dashboard"}
+             "report_dir", "no_plots", "debug", "plugin", "dashboard", "workers", "heartbeat_interval",
+             "grace_period", "retries", "worker_index", "argv"}
 
 
 def _configuration(args: argparse.Namespace, pipeline: Any) -> Any:
@@ -214,20 +243,67 @@ def _train(args: argparse.Namespace) -> int:
         return _resume(args)
     pipeline = get_pipeline(args.pipeline)
     config = _configuration(args, pipeline)
-    if args.run_name:
-        run_dir = new_run_dir(args.runs_dir, pipeline, config, args.run_name)
-        if run_dir.exists() and any(run_dir.iterdir()):
-            raise UsageError(f"run folder {run_dir} exists: continue it with --resume {run_dir}, "
-                             "or choose another --run-name")
-    else:
-        run_dir = new_run_dir(args.runs_dir, pipeline, config)
-    print(f"{pipeline.describe(config)}: run folder {run_dir}", flush=True)
-    result = pipeline.run(config, run_dir)
+    run_dir = _distributed_run_dir(args, pipeline, config)
+    if run_dir is None:
+        if args.run_name:
+            run_dir = new_run_dir(args.runs_dir, pipeline, config, args.run_name)
+            if run_dir.exists() and any(run_dir.iterdir()):
+                raise UsageError(f"run folder {run_dir} exists: continue it with --resume {run_dir}, "
+                                 "or choose another --run-name")
+        else:
+            run_dir = new_run_dir(args.runs_dir, pipeline, config)
+        print(f"{pipeline.describe(config)}: run folder {run_dir}", flush=True)
+    return _run_shared(args, pipeline, config, run_dir)
+
+
+def _distributed_run_dir(args: argparse.Namespace, pipeline: Any, config: Any) -> Path | None:
+    """The run folder of a process of a distributed run that is not rank zero (rank zero's), or
+    None for rank zero and single-process runs.
+
+    The processes Lightning starts for the other ranks inherit rank zero's folder through the
+    environment; processes that torchrun or SLURM start together must be given ``--run-name``.
+    """
+    import os
+
+    from gattn.pipelines.runner import RANK_VARIABLES, RUN_DIR_ENV, is_rank_zero, new_run_dir, processes_per_run
+
+    if processes_per_run(config) == 1:
+        return None
+    inherited = os.environ.get(RUN_DIR_ENV)
+    if inherited:
+        return None if is_rank_zero(config) else Path(inherited)
+    if any(name in os.environ for name in RANK_VARIABLES) and not args.run_name:
+        raise UsageError("every process of a distributed run launched by torchrun, SLURM or by hand must write "
+                         "to one run folder: give --run-name NAME (and --runs-dir on a file system the nodes share)")
+    if not is_rank_zero(config):
+        return new_run_dir(args.runs_dir, pipeline, config, args.run_name)
+    return None
+
+
+def _run_shared(args: argparse.Namespace, pipeline: Any, config: Any, run_dir: Path, resume: bool = False) -> int:
+    """Train in ``run_dir``; the processes Lightning starts for the other ranks learn the folder
+    from the environment."""
+    import os
+
+    from gattn.pipelines.runner import RUN_DIR_ENV
+
+    before = os.environ.get(RUN_DIR_ENV)
+    os.environ[RUN_DIR_ENV] = str(Path(run_dir).resolve())
+    try:
+        result = pipeline.run(config, run_dir, resume=resume)
+    finally:
+        if before is None:
+            os.environ.pop(RUN_DIR_ENV, None)
+        else:
+            os.environ[RUN_DIR_ENV] = before
     return _report_run(args, pipeline, config, result)
 
 
 def _report_run(args: argparse.Namespace, pipeline: Any, config: Any, result: Any) -> int:
     from gattn.pipelines.results import format_results
+
+    if not result.rank_zero:
+        return 0  # rank zero of the distributed run prints and writes the results
 
     print(format_results(result.metrics, result.chance))
     extra = {k: v for k, v in result.files.items() if k not in ("config", "metrics")}
@@ -254,47 +330,90 @@ def _resume(args: argparse.Namespace) -> int:
         raise UsageError(f"{run_dir / 'config.yaml'} names no pipeline: it is not a gattn run folder")
     pipeline = get_pipeline(name)
     config = make_config(pipeline, values, source=str(run_dir / "config.yaml"))
-    print(f"{pipeline.describe(config)}: resuming {run_dir}", flush=True)
-    result = pipeline.run(config, run_dir, resume=True)
-    return _report_run(args, pipeline, config, result)
+    from gattn.pipelines.runner import is_rank_zero
+
+    if is_rank_zero(config):
+        print(f"{pipeline.describe(config)}: resuming {run_dir}", flush=True)
+    return _run_shared(args, pipeline, config, run_dir, resume=True)
 
 
 def _tune(args: argparse.Namespace) -> int:
     from gattn.pipelines.registry import get_pipeline
     from gattn.tune import finished_trials, optimize
     from gattn.tune.report import summary_table, write_report
-    from gattn.tune.study import check_storage, default_study_name
+    from gattn.tune.study import (
+        GRACE_PERIOD,
+        HEARTBEAT_INTERVAL,
+        RETRIES,
+        check_heartbeat,
+        check_storage,
+        default_study_name,
+        open_study,
+    )
 
     pipeline = get_pipeline(args.pipeline)
     config = _configuration(args, pipeline)
+    heartbeat = dict(heartbeat_interval=args.heartbeat_interval or HEARTBEAT_INTERVAL,
+                     grace_period=args.grace_period or GRACE_PERIOD,
+                     retries=RETRIES if args.retries is None else args.retries)
+    try:
+        check_heartbeat(heartbeat["heartbeat_interval"], heartbeat["grace_period"])
+    except ValueError as exc:
+        raise UsageError(str(exc).replace("grace_period", "--grace-period")
+                         .replace("heartbeat_interval", "--heartbeat-interval")) from None
     if args.storage is not None:
         check_storage(args.storage, pipeline.name, args.runs_dir)
+    worker = args.worker_index
     pipeline.prepare(config)  # a missing data set is reported before any study is created
     study_name = args.study_name or default_study_name(pipeline, config)
     report_dir = Path(args.report_dir or Path(args.runs_dir) / pipeline.name / study_name)
-    print(f"{pipeline.describe(config)}: study {study_name!r}, {args.trials} trials", flush=True)
-    from gattn.tune.dashboard import start_dashboard
+    prefix = "" if worker is None else f"worker {worker}: "
+    print(f"{prefix}{pipeline.describe(config)}: study {study_name!r}, {args.trials} trials"
+          + (f", {args.workers} workers" if args.workers > 1 else ""), flush=True)
+    options = dict(
+        timeout=args.timeout, storage=args.storage, study_name=study_name, runs_dir=args.runs_dir,
+        seed=args.sampler_seed, prune=not args.no_prune, n_startup_trials=args.pruner_startup,
+        n_warmup_steps=args.pruner_warmup, **heartbeat,
+    )
+    dashboard = None
+    if worker is None and args.dashboard is not None:  # the parent serves it, not every worker
+        from gattn.tune.dashboard import start_dashboard
 
-    dashboard = start_dashboard(args.dashboard, check_storage(args.storage, pipeline.name, args.runs_dir),
-                                study_name)
+        dashboard = start_dashboard(args.dashboard, check_storage(args.storage, pipeline.name, args.runs_dir),
+                                    study_name)
     try:
-        study = optimize(
-            pipeline, config, args.trials, timeout=args.timeout, storage=args.storage,
-            study_name=study_name, runs_dir=args.runs_dir, seed=args.sampler_seed,
-            prune=not args.no_prune, n_startup_trials=args.pruner_startup,
-            n_warmup_steps=args.pruner_warmup,
-        )
+        if args.workers > 1:
+            from gattn.tune.workers import launch_workers
+
+            # the study exists, bound to this configuration, before the workers open it
+            shared = dict(storage=args.storage, study_name=study_name, runs_dir=args.runs_dir, **heartbeat)
+            open_study(pipeline, config, **shared)
+            statuses = launch_workers([*args.argv, "--workers", "1", "--study-name", study_name], args.workers)
+            failed = {k: code for k, code in enumerate(statuses) if code != 0}
+            for index, code in failed.items():
+                how = f"killed by signal {-code}" if code < 0 else f"exit status {code}"
+                print(f"gattn: worker {index} stopped early ({how})", file=sys.stderr)
+            study = open_study(pipeline, config, **shared)
+        else:
+            study = optimize(pipeline, config, args.trials, **options)
+            failed = {}
     except KeyboardInterrupt:
-        print(f"\ngattn: interrupted: the finished trials are kept in study {study_name!r}; "
+        print(f"\ngattn: {prefix}interrupted: the finished trials are kept in study {study_name!r}; "
               "run the same command again to resume", file=sys.stderr)
         return 130
     finally:
         if dashboard is not None:
             dashboard.stop()
+    if worker is not None:
+        print(f"{prefix}done ({finished_trials(study)} finished trials in the study)", flush=True)
+        return 0
     summary = write_report(study, report_dir, plots=not args.no_plots)
     print(summary_table(summary))
     print(f"\nreport: {report_dir} ({finished_trials(study)} finished trials)")
     _write_json(args.json, summary)
+    if failed and finished_trials(study) < args.trials:
+        raise UsageError(f"{len(failed)} worker(s) stopped early and the study has {finished_trials(study)} of "
+                         f"{args.trials} trials: run the same command again to finish it")
     return 0
 
 
@@ -376,6 +495,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv = _insert_pipeline(argv)
         parser = build_parser(plugins)
         args = parser.parse_args(argv)
+        args.argv = [*(a for plugin in plugins for a in ("--plugin", plugin)), *argv]
         if args.command == "train" and not args.pipeline and not args.resume:
             parser.error("train needs a PIPELINE (or --config FILE naming one, or --resume RUN_DIR)")
         handler = {"train": _train, "tune": _tune, "datasets": _datasets, "pipelines": _pipelines,

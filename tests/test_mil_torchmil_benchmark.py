@@ -64,6 +64,8 @@ def test_child_trains_every_fold(folds_file, method):
         seed=0,
         epochs=3,
         patience=2,
+        monitor="error_loss",
+        dropout=0.1,
         batch_size=4,
         lr=1e-3,
         weight_decay=1e-4,
@@ -77,3 +79,24 @@ def test_child_trains_every_fold(folds_file, method):
     assert all(1 <= epoch <= 3 for epoch in result["best_epoch"]) and result["epoch_s"] > 0
     metrics = mil_torchmil.fold_metrics(result)
     assert all(0.0 <= a <= 1.0 for a in metrics["accuracy"]) and len(metrics["rocauc"]) == 3
+
+
+def test_selection_value_is_the_pipelines_error_plus_loss():
+    """The benchmark's own copy of the selection rule (the torchmil venv has no gattn) agrees
+    with the pipeline's."""
+    from gattn.pipelines.mil import error_plus_loss
+
+    logits = torch.tensor([2.0, -1.0, 0.5, -3.0, 0.2])
+    labels = torch.tensor([1.0, 1.0, 0.0, 0.0, 1.0])
+    loss = float(torch.nn.functional.binary_cross_entropy_with_logits(logits, labels))
+    assert mil_torchmil.selection_value(logits, labels, "loss") == pytest.approx(loss)
+    value = mil_torchmil.selection_value(logits, labels, "error_loss")
+    assert value == pytest.approx(2 / 5 + loss)
+    assert value == pytest.approx(error_plus_loss(labels, logits), rel=1e-6)
+
+
+def test_the_torchmil_encoder_gets_the_same_dropout():
+    pytest.importorskip("torchmil")
+    model, _ = mil_torchmil.build_torchmil(6, (8, 4), 3, dropout=0.25)
+    rates = [m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)]
+    assert rates == [0.25, 0.25]

@@ -77,3 +77,6 @@ __all__ = [
     "load_notes",
     "load_time_series",
 ]
+from .hetero import load_heco, load_pyg_hetero, read_relation_file
+
+__all__ += ["load_heco", "load_pyg_hetero", "read_relation_file"]

@@ -99,6 +99,7 @@ __all__ = [
     "CriteoSplit",
     "available",
     "load_criteo",
+    "locate_criteo",
     "prepare_criteo",
 ]
 
@@ -528,7 +529,9 @@ def _fields(meta: dict) -> list[FieldInfo]:
 
 
 # -------------------------------------------------------------------------------- loading
-def _locate(source: str | os.PathLike, root: str | os.PathLike | None) -> Path:
+def locate_criteo(source: str | os.PathLike, root: str | os.PathLike | None = None) -> Path:
+    """The file of ``source``: a name of :data:`CRITEO_DATASETS` under the data root, or a path
+    (a FileNotFoundError names what was looked for and where)."""
     if isinstance(source, str) and source.lower() in CRITEO_DATASETS:
         base = resolve_root(root)
         return find_first(base, CRITEO_DATASETS[source.lower()][1], f"Criteo data set {source!r}")
@@ -548,7 +551,7 @@ def load_criteo(
         root: the data root for a name (default ``$GATTN_DATA``, else ``../shared/data``).
         **options: :func:`prepare_criteo`'s keyword options.
     """
-    processed = prepare_criteo(_locate(source, root), **options)
+    processed = prepare_criteo(locate_criteo(source, root), **options)
     return CriteoData(*(processed.load(name) for name in SPLITS), processed.fields, processed.info)
 
 

@@ -14,3 +14,13 @@ __all__ += ["ATOM_FEATURE_DIMS", "BOND_FEATURE_DIMS", "AtomEncoder", "BondEncode
 from .ctr import DARE, DIN, CategoricalFeature, Hiformer, NumericFeature, SequenceFeature  # noqa: E402
 
 __all__ += ["DARE", "DIN", "CategoricalFeature", "Hiformer", "NumericFeature", "SequenceFeature"]
+
+# Heterogeneous graphs (LATTE and its baselines) and GIN-Attention.
+from .gin_attention import AttentionBlock, GraphAttentionClassifier, SequenceTransformer  # noqa: E402
+from .hetero import HAN, HGT, RGCN, HeteroInput  # noqa: E402
+from .latte import LATTE, LATTEOutput  # noqa: E402
+
+__all__ += [
+    "HAN", "HGT", "LATTE", "RGCN", "AttentionBlock", "GraphAttentionClassifier", "HeteroInput",
+    "LATTEOutput", "SequenceTransformer",
+]

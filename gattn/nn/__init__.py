@@ -53,3 +53,17 @@ __all__ += [
     "TransformerConv",
     "to_segments",
 ]
+
+# Heterogeneous (LATTE) and graph-aware (GIN-Attention) attention.
+from .gin_attention import GINAttention, HeadwiseMLP, SparseGINAdapter, WeightedGINConv  # noqa: E402
+from .latte import LATTEConv, compose_meta_relations, meta_relations  # noqa: E402
+
+__all__ += [
+    "GINAttention",
+    "HeadwiseMLP",
+    "LATTEConv",
+    "SparseGINAdapter",
+    "WeightedGINConv",
+    "compose_meta_relations",
+    "meta_relations",
+]

@@ -116,7 +116,9 @@ class TrainConfig:
     devices: str = option("auto", "devices per node: auto, a count, or a comma-separated list of ids",
                           group="hardware")
     num_nodes: int = option(1, "machines taking part in distributed training", low=1, group="hardware")
-    strategy: str = option("auto", "Lightning strategy (auto, ddp, ddp_spawn, ...)", group="hardware")
+    strategy: str = option("auto", "Lightning strategy (auto, ddp, ...)", group="hardware")
+    sync_batchnorm: bool = option(False, "distributed training: batch norm statistics over the global batch "
+                                  "(all processes) instead of each process's share", group="hardware")
     device: str | None = option(None, "shorthand for --accelerator and --devices: cpu, cuda or cuda:N",
                                 group="hardware")
     precision: str = option("32-true", "numeric precision (bf16-mixed where the hardware supports it)",

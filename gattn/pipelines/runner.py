@@ -21,6 +21,13 @@ metric, plateau or cosine schedules, a minimum learning rate, gradient clipping,
 ``--accelerator/--devices/--strategy/--precision``, Optuna pruning (optuna-integration's
 Lightning callback per epoch, or per split under cross-validation), ``resume`` from the last
 checkpoint of an interrupted run.
+
+Distributed training (``--devices N --num-nodes M --strategy ddp``): every process runs this
+same code. Lightning shards the training loader with a ``DistributedSampler``; validation and
+test loaders are sharded without the rows that sampler repeats to even out the shards
+(:class:`UnpaddedEvaluation`), so that metrics on the gathered predictions count each row once.
+Only rank zero (:func:`is_rank_zero`) writes the run folder: configuration, results,
+checkpoints, epoch table and plots.
 """
 
 from __future__ import annotations
@@ -53,9 +60,12 @@ from .config import ConfigError, build_config, config_dict, write_config_file
 __all__ = [
     "AtomicCheckpointIO",
     "RunResult",
+    "UnpaddedEvaluation",
+    "is_rank_zero",
     "load_checkpoint",
     "make_config",
     "new_run_dir",
+    "processes_per_run",
     "run",
 ]
 
@@ -306,6 +316,125 @@ def _device_shorthand(config: Any) -> Any:
     return dataclasses.replace(config, accelerator=accelerator, devices=devices, device=None)
 
 
+# ------------------------------------------------------------------- distribution
+#: the variables by which Lightning's launcher, torchrun and SLURM give a process its rank
+RANK_VARIABLES = ("RANK", "NODE_RANK", "GROUP_RANK", "LOCAL_RANK", "SLURM_PROCID")
+#: set by rank zero to its run folder: the processes Lightning starts for the other ranks inherit it
+RUN_DIR_ENV = "GATTN_DISTRIBUTED_RUN_DIR"
+_SPAWNING = ("ddp_spawn", "ddp_fork", "ddp_notebook", "fsdp_spawn")
+
+
+def processes_per_run(config: Any) -> int:
+    """How many processes Lightning trains ``config`` on (devices per node x nodes)."""
+    devices = _devices(getattr(config, "devices", "auto"))
+    if devices == "auto":
+        accelerator = getattr(config, "accelerator", "auto")
+        count = torch.cuda.device_count() if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available() \
+            else 1
+    elif isinstance(devices, list):
+        count = len(devices)
+    else:
+        count = devices if devices > 0 else max(torch.cuda.device_count(), 1)  # -1: every GPU
+    return max(int(count), 1) * int(getattr(config, "num_nodes", 1))
+
+
+def is_rank_zero(config: Any) -> bool:
+    """Is this the process that writes the run folder? True for a run on one process, else for
+    the process that the launcher's environment (Lightning, torchrun, SLURM) makes rank zero."""
+    if processes_per_run(config) == 1:
+        return True
+    return all(os.environ.get(name, "0") == "0" for name in RANK_VARIABLES)
+
+
+def check_distributed(config: Any) -> None:
+    """Refuse the strategies whose processes the run folder cannot follow, in one clear line."""
+    strategy = str(getattr(config, "strategy", "auto"))
+    if processes_per_run(config) > 1 and strategy in _SPAWNING:
+        raise ConfigError(
+            f"--strategy {strategy}: the spawned processes do not return their metrics to the run; use "
+            "--strategy ddp (Lightning starts one process per device; torchrun and SLURM work too)"
+        )
+    accelerator = getattr(config, "accelerator", "auto")
+    on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    if getattr(config, "sync_batchnorm", False) and not on_gpu:
+        raise ConfigError("--sync-batchnorm needs GPUs (torch's SyncBatchNorm runs on CUDA only); on CPU "
+                          "use --norm layer or train on one process")
+
+
+class UnpaddedEvaluation(L.LightningDataModule):
+    """A pipeline's data module whose validation and test loaders are sharded across processes
+    without padding.
+
+    Lightning's ``DistributedSampler`` repeats rows so that every process gets as many; the
+    predictions gathered for AUC, GAUC and F1 would then count those rows twice. Here each
+    evaluation loader (a torch ``DataLoader`` with the default batching, PyG's included) is
+    rebuilt on Lightning's ``UnrepeatedDistributedSampler``: disjoint shards covering every row
+    once. The training loader is left to Lightning.
+    """
+
+    def __init__(self, inner: Any) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def prepare_data(self) -> None:
+        if hasattr(self.inner, "prepare_data"):
+            self.inner.prepare_data()
+
+    def setup(self, stage: str) -> None:
+        if hasattr(self.inner, "setup"):
+            self.inner.setup(stage)
+
+    def teardown(self, stage: str) -> None:
+        if hasattr(self.inner, "teardown"):
+            self.inner.teardown(stage)
+
+    def train_dataloader(self) -> Any:
+        return self.inner.train_dataloader()
+
+    def val_dataloader(self) -> Any:
+        return self.unpadded(self.inner.val_dataloader())
+
+    def test_dataloader(self) -> Any:
+        return self.unpadded(self.inner.test_dataloader())
+
+    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
+        return self.inner.transfer_batch_to_device(batch, device, dataloader_idx)
+
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        return self.inner.on_before_batch_transfer(batch, dataloader_idx)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        return self.inner.on_after_batch_transfer(batch, dataloader_idx)
+
+    def unpadded(self, loader: Any, num_replicas: int | None = None, rank: int | None = None) -> Any:
+        """``loader`` rebuilt on the unrepeated sampler of ``rank`` among ``num_replicas`` (default:
+        the trainer's); unchanged on one process, and for loaders with their own sampling."""
+        from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+        from torch.utils.data import DataLoader, DistributedSampler, SequentialSampler
+
+        if num_replicas is None:
+            if self.trainer is None or self.trainer.world_size == 1:
+                return loader
+            num_replicas, rank = self.trainer.world_size, self.trainer.global_rank
+        if (type(loader) is not DataLoader and not isinstance(loader, _pyg_loader())) or loader.batch_size is None:
+            return loader  # not a loader we can rebuild faithfully: Lightning's handling applies
+        if isinstance(loader.sampler, DistributedSampler) or not isinstance(loader.sampler, SequentialSampler):
+            return loader
+        sampler = UnrepeatedDistributedSampler(loader.dataset, num_replicas=num_replicas, rank=rank, shuffle=False)
+        return DataLoader(
+            loader.dataset, batch_size=loader.batch_size, sampler=sampler, num_workers=loader.num_workers,
+            collate_fn=loader.collate_fn, pin_memory=loader.pin_memory, drop_last=loader.drop_last,
+            timeout=loader.timeout, worker_init_fn=loader.worker_init_fn,
+            persistent_workers=loader.persistent_workers if loader.num_workers else False,
+        )
+
+
+def _pyg_loader() -> type:
+    from torch_geometric.loader import DataLoader as PyGDataLoader
+
+    return PyGDataLoader
+
+
 def make_config(pipeline: Pipeline, values: Mapping[str, Any], source: str = "the configuration") -> Any:
     """The pipeline's effective configuration from ``values``: converted, checked, presets applied
     (and ``--device`` turned into ``--accelerator`` / ``--devices``)."""
@@ -329,13 +458,16 @@ def new_run_dir(runs_dir: str | os.PathLike, pipeline: Pipeline, config: Any, na
 
 @dataclasses.dataclass
 class RunResult:
-    """What :func:`run` returns: aggregated metrics, the per-split results, the run folder."""
+    """What :func:`run` returns: aggregated metrics, the per-split results, the run folder (every
+    process of a distributed run returns the same metrics, computed on all the rows)."""
 
     metrics: dict[str, Any]
     splits: list[dict[str, Any]]
     run_dir: Path
     files: dict[str, str]
     chance: dict[str, float]
+    #: False in the processes of a distributed run other than rank zero (which wrote nothing)
+    rank_zero: bool = True
 
 
 def _aggregate(results: list[dict[str, Any]]) -> dict[str, Any]:
@@ -375,12 +507,16 @@ def _train_split(
     task.meta.update(pipeline=pipeline.name, config=config_dict(config), split=split.name)
     datamodule = pipeline.datamodule(config, data, split)
     has_val = _has_stage(datamodule, "val")
+    has_test = _has_stage(datamodule, "test")
+    if processes_per_run(config) > 1:
+        datamodule = UnpaddedEvaluation(datamodule)
 
     checkpoints = ModelCheckpoint(
         dirpath=split_dir / "checkpoints", filename="best", monitor=f"val_{monitor}" if has_val else None,
         mode=mode, save_top_k=1, save_last=True, enable_version_counter=False, auto_insert_metric_name=False,
     )
-    split_dir.mkdir(parents=True, exist_ok=True)
+    if is_rank_zero(config):
+        split_dir.mkdir(parents=True, exist_ok=True)
     callbacks: list[Callback] = [checkpoints, EpochTable(split_dir / "metrics.csv")]
     if has_val and config.patience is not None:
         callbacks.append(EarlyStopping(monitor=f"val_{monitor}", mode=mode, patience=config.patience))
@@ -404,6 +540,7 @@ def _train_split(
         strategy=config.strategy,
         precision=config.precision,
         gradient_clip_val=config.grad_clip,
+        sync_batchnorm=bool(getattr(config, "sync_batchnorm", False)),
         logger=False,
         callbacks=callbacks,
         plugins=[AtomicCheckpointIO()],
@@ -426,7 +563,7 @@ def _train_split(
         _call(trainer, trainer.validate, task, datamodule=datamodule, ckpt_path=best, weights_only=True,
               verbose=False)
         result.update({f"val_{k}": v for k, v in task.last_metrics["val"].items()})
-    if _has_stage(datamodule, "test"):
+    if has_test:
         _call(trainer, trainer.test, task, datamodule=datamodule, ckpt_path=best, weights_only=True, verbose=False)
         result.update({f"test_{k}": v for k, v in task.last_metrics["test"].items()})
     result.update(epochs=int(trainer.current_epoch), best_epoch=_best_epoch(best) if has_val else
@@ -457,6 +594,7 @@ def run(
     if progress is None:
         progress = config.progress if config.progress is not None else sys.stderr.isatty()
     check_hardware(config)
+    check_distributed(config)
     with threads(config.threads):
         return _run(pipeline, config, run_dir, trial=trial, resume=resume, progress=bool(progress))
 
@@ -466,14 +604,16 @@ def _run(pipeline: Pipeline, config: Any, run_dir: Path, *, trial: Any, resume: 
     splits = list(pipeline.splits(config, data))
     if not splits:
         raise ValueError(f"pipeline {pipeline.name!r} produced no split to train on")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_config_file(run_dir / "config.yaml", pipeline.name, config)
+    writer = is_rank_zero(config)  # the other processes of a distributed run write nothing
+    if writer:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_config_file(run_dir / "config.yaml", pipeline.name, config)
     single = len(splits) == 1
     selection = pipeline.selection_metric(config)
     results: list[dict[str, Any]] = []
     model = None
     outer = None
-    if progress and not single:
+    if progress and not single and writer:
         from tqdm.auto import tqdm
 
         outer = tqdm(total=len(splits), desc=pipeline.describe(config), unit="split", dynamic_ncols=True)
@@ -488,9 +628,10 @@ def _run(pipeline: Pipeline, config: Any, run_dir: Path, *, trial: Any, resume: 
                     result, model = _train_split(pipeline, config, data, split, split_dir, trial=trial,
                                                  resume=resume, progress=bool(progress), single=single)
                     result["split"] = split.name
-                    _write_json(done, result)
+                    if writer:
+                        _write_json(done, result)
                     results.append(result)
-                if config.verbose and not single:
+                if config.verbose and not single and writer:
                     print(f"{split.name}: " + "  ".join(
                         f"{k} {v:.4f}" for k, v in results[-1].items()
                         if k.startswith("test_") and isinstance(v, float)), flush=True)
@@ -514,17 +655,19 @@ def _run(pipeline: Pipeline, config: Any, run_dir: Path, *, trial: Any, resume: 
     metrics = _aggregate([{k: v for k, v in r.items() if k != "split"} for r in results])
     metrics["splits"] = len(results)
     files: dict[str, str] = {"config": str(run_dir / "config.yaml")}
-    curves = _learning_curves(pipeline, config, run_dir, splits)
-    if curves is not None:
-        files["learning_curves"] = str(curves)
-    if model is not None:
+    if writer:
+        curves = _learning_curves(pipeline, config, run_dir, splits)
+        if curves is not None:
+            files["learning_curves"] = str(curves)
+    if model is not None and writer:
         written = pipeline.artifacts(config, data, model, splits[-1], run_dir)
         files.update({k: str(v) for k, v in written.items()})
     chance = pipeline.chance(config, data)
-    _write_json(run_dir / "metrics.json", {"pipeline": pipeline.name, "metrics": metrics, "splits": results,
-                                           "chance": chance, "files": files})
+    if writer:
+        _write_json(run_dir / "metrics.json", {"pipeline": pipeline.name, "metrics": metrics, "splits": results,
+                                               "chance": chance, "files": files})
     files["metrics"] = str(run_dir / "metrics.json")
-    return RunResult(metrics, results, run_dir, files, chance)
+    return RunResult(metrics, results, run_dir, files, chance, writer)
 
 
 def _learning_curves(pipeline: Pipeline, config: Any, run_dir: Path, splits: list[Split]) -> Path | None:

@@ -61,7 +61,8 @@ def test_csv_malformed_rows_are_counted(tmp_path):
         read_mil_csv(path)
 
 
-def test_missing_file_names_file_and_place(tmp_path):
+
+def test_missing_file_names_file_and_place(tmp_path, no_mil_package):
     with pytest.raises(FileNotFoundError, match=r"'nope.csv'.*looked in"):
         read_mil_csv(tmp_path / "nope.csv")
     with pytest.raises(FileNotFoundError, match=r"musk1.*mil/musk1.csv.*clean1.data.*under"):
@@ -261,7 +262,8 @@ def test_real_benchmarks_have_the_published_sizes():
     assert present["musk1"] and present["elephant"]
 
 
-def test_the_mil_package_sets_are_found_under_the_root_and_in_the_installed_package(tmp_path, monkeypatch):
+def test_the_mil_package_sets_are_found_under_the_root_and_in_the_installed_package(tmp_path, monkeypatch,
+                                                                                   no_mil_package):
     """The other CSVs the `mil` package ships (same layout): by name under <root>/mil/, else
     in the installed package's data folder (located without importing it)."""
     import importlib.machinery

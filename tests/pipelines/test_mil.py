@@ -3,6 +3,8 @@ task module, per-fold pruning, the attention plot."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import optuna
 import pytest
 import torch
@@ -10,7 +12,8 @@ import torch
 from gattn.pipelines import ConfigError, get_pipeline, make_config, run
 from gattn.pipelines import mil as mil_module
 
-QUICK = dict(dataset="digit-bags", folds=3, max_folds=1, epochs=3, patience=2, batch_size=16, hidden=(16,),
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+QUICK = dict(dataset="digit-bags", folds=3, repeats=1, max_folds=1, epochs=3, patience=2, batch_size=16, hidden=(16,),
              attention=8, plot=False, progress=False)
 
 
@@ -76,7 +79,7 @@ def test_acmil_trains_on_its_own_loss(tmp_path, pipeline, monkeypatch):
 
 def test_search_space_and_plot(tmp_path, pipeline):
     trial = optuna.trial.FixedTrial(
-        {"lr": 1e-3, "weight_decay": 1e-4, "dropout": 0.1, "attention": 16, "heads": 2, "beta": 0.5})
+        {"lr": 1e-3, "weight_decay": 1e-4, "dropout": 0.1, "attention": 32, "heads": 2, "beta": 0.5})
     params = pipeline.search_space(trial, make_config(pipeline, {"pooling": "hopfield"}))
     assert params["heads"] == 2 and params["beta"] == 0.5
     config = make_config(pipeline, {**QUICK, **params, "pooling": "hopfield", "plot": True})
@@ -102,3 +105,77 @@ def test_repeats_name_their_folds(pipeline):
     config = make_config(pipeline, {**QUICK, "repeats": 2, "max_folds": None})
     names = [split.name for split in pipeline.splits(config, pipeline.prepare(config))]
     assert names[:2] == ["repeat-1-fold-01", "repeat-1-fold-02"] and names[-1] == "repeat-2-fold-03"
+
+
+def test_defaults_are_the_papers_protocol(pipeline):
+    """Ilse et al.'s MIL-benchmark protocol (gattn/pipelines/mil.py says where each value comes from)."""
+    config = make_config(pipeline, {})
+    assert (config.folds, config.repeats, config.batch_size, config.epochs) == (10, 5, 1, 100)
+    assert (config.lr, config.weight_decay, config.dropout) == (5e-4, 5e-3, 0.5)
+    assert config.hidden == (256, 128, 64) and config.attention == 64
+    assert config.monitor == "error_loss" and config.patience is None and config.threads == 1
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("mil_*.yaml")), ids=lambda p: p.stem)
+def test_config_files_are_the_default_protocol(path, pipeline):
+    from gattn.pipelines.config import config_dict, read_config_file
+
+    values = read_config_file(path)
+    assert values.pop("pipeline") == "mil" and path.stem == f"mil_{values['dataset']}"
+    config = config_dict(make_config(pipeline, values))
+    defaults = config_dict(make_config(pipeline, {"dataset": values["dataset"]}))
+    assert config == defaults  # the files spell the protocol out; it is also the default
+
+
+def test_best_epoch_has_the_lowest_validation_error_plus_loss(tmp_path, pipeline):
+    import csv
+
+    from sklearn.metrics import accuracy_score, log_loss
+
+    config = make_config(pipeline, {**QUICK, "epochs": 6, "patience": None, "val_fraction": 0.3})
+    result = run(pipeline, config, tmp_path / "run")
+    rows = list(csv.DictReader(open(tmp_path / "run" / "fold-01" / "metrics.csv")))
+    values = [float(r["val_error_loss"]) for r in rows]
+    for r in rows:  # the monitored value is the error plus the BCE loss of the same epoch
+        assert float(r["val_error_loss"]) == pytest.approx(1 - float(r["val_accuracy"]) + float(r["val_loss"]),
+                                                           abs=1e-4)
+    assert len(rows) == 6 and result.metrics["best_epoch"] == 1 + values.index(min(values))
+    assert result.metrics["val_error_loss"] == pytest.approx(min(values), abs=1e-6)
+    y, logits = [1, 0, 1, 1], torch.tensor([2.0, 0.5, -1.0, 3.0])  # the function itself, against sklearn
+    expected = 1 - accuracy_score(y, logits > 0) + log_loss(y, torch.sigmoid(logits).numpy())
+    assert mil_module.error_plus_loss(torch.tensor(y), logits) == pytest.approx(expected)
+
+
+def test_monitor_loss_selects_by_the_validation_loss(tmp_path, pipeline):
+    import csv
+
+    config = make_config(pipeline, {**QUICK, "epochs": 5, "patience": None, "monitor": "loss", "val_fraction": 0.3})
+    result = run(pipeline, config, tmp_path / "run")
+    losses = [float(r["val_loss"]) for r in csv.DictReader(open(tmp_path / "run" / "fold-01" / "metrics.csv"))]
+    assert result.metrics["best_epoch"] == 1 + losses.index(min(losses))
+
+
+def test_training_runs_on_one_torch_and_one_numba_thread(tmp_path, pipeline, monkeypatch):
+    """--threads defaults to 1 for MIL, and the platform sets torch's and numba's pools from it."""
+    import numba
+
+    seen = []
+    original = mil_module.MILPipeline.build_model
+
+    def spy(self, config, bags, split):
+        seen.append((torch.get_num_threads(), numba.get_num_threads()))
+        return original(self, config, bags, split)
+
+    monkeypatch.setattr(mil_module.MILPipeline, "build_model", spy)
+    outside = (torch.get_num_threads(), numba.get_num_threads())
+    torch.set_num_threads(2)  # a pool of two outside the run (numba: as many as it was started with)
+    numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
+    before = (torch.get_num_threads(), numba.get_num_threads())
+    try:
+        run(pipeline, make_config(pipeline, {**QUICK, "epochs": 1}), tmp_path / "run")
+        after = (torch.get_num_threads(), numba.get_num_threads())
+    finally:
+        numba.set_num_threads(outside[1])
+        torch.set_num_threads(outside[0])
+    assert seen == [(1, 1)]
+    assert after == before  # restored afterwards

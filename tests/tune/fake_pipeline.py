@@ -2,8 +2,9 @@
 
 ``run`` reports a few intermediate values (so the pruner has something to look at) and returns
 ``-(x - 2)^2``. The environment variable ``FAKE_INTERRUPT_AT`` makes that trial number raise
-KeyboardInterrupt; ``FAKE_HANG_AT`` makes it sleep (for a subprocess to be killed). They are
-not options, so a resumed study sees the same configuration.
+KeyboardInterrupt; ``FAKE_HANG_AT`` makes it sleep (for a subprocess to be killed);
+``FAKE_SLEEP`` makes every trial last that many seconds (so that several workers overlap). They
+are not options, so a resumed study sees the same configuration.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ class FakePipeline(Pipeline):
         if number is not None and number == int(os.environ.get("FAKE_HANG_AT", -1)):
             print("HANGING", flush=True)
             time.sleep(600)
+        time.sleep(float(os.environ.get("FAKE_SLEEP", 0)))
         value = -((config.x - 2.0) ** 2)
         for epoch in range(1, config.epochs + 1):
             if trial is not None:

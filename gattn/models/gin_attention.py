@@ -1,0 +1,213 @@
+"""Models that compare GIN-Attention with plain multi-head attention of the same size: one
+pre-norm Transformer block whose attention is either :class:`gattn.nn.GINAttention` or plain
+multi-head attention (on graphs: :class:`gattn.nn.GraphTransformerConv` plus an output
+projection; on sequences: ``torch.nn.MultiheadAttention``), a node classifier for graphs and
+a token/sequence model for sequences.
+
+"Same size": GIN-Attention has no value projection but one MLP per head; with the MLP ratio
+:math:`\\gamma = H / 2` (the default here) its attention has the parameters of plain attention
+(:math:`Q, K, O` plus :math:`2 \\gamma D^2 / H = D^2` against :math:`Q, K, V, O`).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from gattn.nn._checks import check_positive_int, check_probability
+from gattn.nn.gin_attention import GINAttention, SparseGINAdapter
+from gattn.nn.graph_transformer import GraphTransformerConv
+
+__all__ = ["AttentionBlock", "GraphAttentionClassifier", "SequenceTransformer"]
+
+ATTENTIONS = ("gin", "mha")
+
+
+class AttentionBlock(nn.Module):
+    r"""Pre-norm Transformer block
+    :math:`h \leftarrow h + \mathrm{Drop}(\mathrm{Attn}(\mathrm{LN}(h)))`,
+    :math:`h \leftarrow h + \mathrm{Drop}(\mathrm{FFN}(\mathrm{LN}(h)))` with a GELU FFN.
+
+    Args:
+        channels: width :math:`D`.
+        heads: attention heads.
+        attention: ``"gin"`` (:class:`gattn.nn.GINAttention`) or ``"mha"`` (plain multi-head
+            attention of the same size).
+        graph: ``True`` for the sparse graph form (``forward(x [N, D], edge_index)``),
+            ``False`` for sequences (``forward(x [B, L, D], key_padding_mask, is_causal)``).
+        mlp_ratio: GIN-Attention's per-head MLP ratio; ``None`` (default) takes ``heads / 2``,
+            which gives both attentions the same parameter count.
+        ffn_ratio: FFN hidden size as a multiple of ``channels``.
+        dropout: on the attention and FFN outputs (both attentions alike).
+        mlp_dropout: dropout inside GIN-Attention's per-head MLPs (default 0: plain attention
+            has no dropout inside it either).
+        temperature: GIN-Attention's softmax temperature.
+
+    The attention module is :attr:`attention`; :meth:`adapt` swaps a sequence block's
+    ``MultiheadAttention`` for a :class:`gattn.nn.SparseGINAdapter` around it.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        heads: int = 4,
+        attention: str = "gin",
+        graph: bool = False,
+        mlp_ratio: float | None = None,
+        ffn_ratio: int = 2,
+        dropout: float = 0.0,
+        temperature: float = 1.0,
+        mlp_dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.channels = check_positive_int("channels", channels)
+        self.heads = check_positive_int("heads", heads)
+        if attention not in ATTENTIONS:
+            raise ValueError(f"`attention` must be one of {ATTENTIONS}, got {attention!r}")
+        if channels % heads:
+            raise ValueError(f"`channels` ({channels}) must be divisible by `heads` ({heads})")
+        self.kind, self.graph = attention, bool(graph)
+        self.dropout = check_probability("dropout", dropout)
+        if attention == "gin":
+            ratio = heads / 2 if mlp_ratio is None else mlp_ratio
+            self.attention: nn.Module = GINAttention(channels, heads, mlp_ratio=ratio, dropout=mlp_dropout,
+                                                     temperature=temperature)
+        elif graph:
+            self.attention = GraphTransformerConv(channels, channels // heads, heads=heads)
+            self.lin_attention_out = nn.Linear(channels, channels)
+        else:
+            self.attention = nn.MultiheadAttention(channels, heads, batch_first=True)
+        self.norm1 = nn.LayerNorm(channels)
+        self.norm2 = nn.LayerNorm(channels)
+        ratio = check_positive_int("ffn_ratio", ffn_ratio)
+        self.ffn = nn.Sequential(
+            nn.Linear(channels, ratio * channels), nn.GELU(), nn.Linear(ratio * channels, channels)
+        )
+
+    def adapt(self, **adapter_options) -> SparseGINAdapter:
+        """Freeze this sequence block's ``MultiheadAttention`` inside a
+        :class:`gattn.nn.SparseGINAdapter` (options passed through) and use the adapter."""
+        if not isinstance(self.attention, nn.MultiheadAttention):
+            raise ValueError("only a sequence block with attention='mha' can be adapted")
+        self.attention = SparseGINAdapter(self.attention, **adapter_options)
+        return self.attention
+
+    def _attend(self, h: Tensor, edge_index: Tensor | None, key_padding_mask: Tensor | None,
+                is_causal: bool) -> Tensor:
+        attention = self.attention
+        if self.graph:
+            out = attention(h, edge_index)
+            return out if self.kind == "gin" else self.lin_attention_out(out)
+        if isinstance(attention, GINAttention):
+            return attention(h, key_padding_mask=key_padding_mask, is_causal=is_causal)
+        causal_mask = None
+        if is_causal:
+            causal_mask = torch.ones(h.size(1), h.size(1), dtype=torch.bool, device=h.device).triu(1)
+        if isinstance(attention, SparseGINAdapter):
+            return attention(h, key_padding_mask=key_padding_mask, attn_mask=causal_mask)[0]
+        return attention(h, h, h, key_padding_mask=key_padding_mask, attn_mask=causal_mask, need_weights=False)[0]
+
+    def forward(self, x: Tensor, edge_index: Tensor | None = None, key_padding_mask: Tensor | None = None,
+                is_causal: bool = False) -> Tensor:
+        if self.graph and edge_index is None:
+            raise ValueError("a graph block needs `edge_index`")
+        attended = self._attend(self.norm1(x), edge_index, key_padding_mask, is_causal)
+        x = x + F.dropout(attended, p=self.dropout, training=self.training)
+        return x + F.dropout(self.ffn(self.norm2(x)), p=self.dropout, training=self.training)
+
+
+class GraphAttentionClassifier(nn.Module):
+    """Node classifier: input projection, ``num_layers`` graph :class:`AttentionBlock`, final
+    LayerNorm, linear head. ``forward(x [N, in], edge_index [2, E])`` -> logits [N, out].
+
+    Args:
+        in_channels, hidden_channels, out_channels: sizes.
+        num_layers: blocks.
+        heads: attention heads.
+        attention: ``"gin"`` or ``"mha"``.
+        dropout: on the input and in every block.
+        input_dropout: dropout on the raw features (default: ``dropout``).
+        mlp_ratio, ffn_ratio, temperature: of the blocks.
+    """
+
+    def __init__(self, in_channels: int, hidden_channels: int, out_channels: int, num_layers: int = 2,
+                 heads: int = 4, attention: str = "gin", dropout: float = 0.5, input_dropout: float | None = None,
+                 mlp_ratio: float | None = None, ffn_ratio: int = 2, temperature: float = 1.0) -> None:
+        super().__init__()
+        self.dropout = check_probability("dropout", dropout)
+        self.input_dropout = self.dropout if input_dropout is None else check_probability("input_dropout",
+                                                                                         input_dropout)
+        self.lin_in = nn.Linear(check_positive_int("in_channels", in_channels), hidden_channels)
+        self.blocks = nn.ModuleList(
+            AttentionBlock(hidden_channels, heads, attention, graph=True, mlp_ratio=mlp_ratio,
+                           ffn_ratio=ffn_ratio, dropout=dropout, temperature=temperature)
+            for _ in range(check_positive_int("num_layers", num_layers))
+        )
+        self.norm = nn.LayerNorm(hidden_channels)
+        self.head = nn.Linear(hidden_channels, check_positive_int("out_channels", out_channels))
+
+    def forward(self, x: Tensor, edge_index: Tensor) -> Tensor:
+        h = self.lin_in(F.dropout(x, p=self.input_dropout, training=self.training))
+        for block in self.blocks:
+            h = block(h, edge_index)
+        return self.head(F.dropout(self.norm(h), p=self.dropout, training=self.training))
+
+
+class SequenceTransformer(nn.Module):
+    """Token embeddings plus learned positions, ``num_layers`` sequence
+    :class:`AttentionBlock`, final LayerNorm, linear head per token (``pooling="token"``) or on
+    the mean over unpadded tokens (``pooling="mean"``).
+
+    Args:
+        vocab_size: number of token ids.
+        max_length: longest sequence (learned positions).
+        channels: width.
+        out_channels: classes.
+        num_layers, heads, attention, dropout, mlp_ratio, ffn_ratio, temperature: of the blocks.
+        causal: causal self-attention in every block.
+        pooling: ``"token"`` (logits [B, L, out]) or ``"mean"`` ([B, out]).
+
+    ``forward(tokens [B, L] long, key_padding_mask [B, L] bool = None)``.
+    """
+
+    def __init__(self, vocab_size: int, max_length: int, channels: int, out_channels: int, num_layers: int = 2,
+                 heads: int = 4, attention: str = "gin", dropout: float = 0.0, causal: bool = False,
+                 pooling: str = "token", mlp_ratio: float | None = None, ffn_ratio: int = 2,
+                 temperature: float = 1.0) -> None:
+        super().__init__()
+        if pooling not in ("token", "mean"):
+            raise ValueError(f"`pooling` must be 'token' or 'mean', got {pooling!r}")
+        self.max_length = check_positive_int("max_length", max_length)
+        self.causal, self.pooling = bool(causal), pooling
+        self.dropout = check_probability("dropout", dropout)
+        self.token = nn.Embedding(check_positive_int("vocab_size", vocab_size), channels)
+        self.position = nn.Embedding(max_length, channels)
+        self.blocks = nn.ModuleList(
+            AttentionBlock(channels, heads, attention, graph=False, mlp_ratio=mlp_ratio, ffn_ratio=ffn_ratio,
+                           dropout=dropout, temperature=temperature)
+            for _ in range(check_positive_int("num_layers", num_layers))
+        )
+        self.norm = nn.LayerNorm(channels)
+        self.head = nn.Linear(channels, check_positive_int("out_channels", out_channels))
+
+    def encode(self, tokens: Tensor, key_padding_mask: Tensor | None = None) -> Tensor:
+        """Hidden states [B, L, channels] after the final norm."""
+        if tokens.dim() != 2 or tokens.dtype != torch.long or tokens.size(1) > self.max_length:
+            raise ValueError(f"`tokens` must be a long tensor [B, L <= {self.max_length}], got "
+                             f"{tokens.dtype} {tuple(tokens.shape)}")
+        positions = torch.arange(tokens.size(1), device=tokens.device)
+        h = F.dropout(self.token(tokens) + self.position(positions), p=self.dropout, training=self.training)
+        for block in self.blocks:
+            h = block(h, key_padding_mask=key_padding_mask, is_causal=self.causal)
+        return self.norm(h)
+
+    def forward(self, tokens: Tensor, key_padding_mask: Tensor | None = None) -> Tensor:
+        h = self.encode(tokens, key_padding_mask)
+        if self.pooling == "mean":
+            if key_padding_mask is None:
+                keep = torch.ones_like(tokens, dtype=h.dtype)
+            else:
+                keep = (~key_padding_mask).to(h.dtype)
+            h = (h * keep.unsqueeze(-1)).sum(1) / keep.sum(1, keepdim=True).clamp(min=1)
+        return self.head(h)
