@@ -11,6 +11,13 @@ gattn's kernels then go to ``<tempdir>/gattn-numba-cache-<uid>``.
 While a gattn kernel compiles (a cache miss), one message per process says what is
 happening and where the result is cached (:data:`logger`, ``logging.WARNING``, so it shows
 without any logging set-up; silence it with ``logging.getLogger("gattn").setLevel(...)``).
+
+Threads: numba's OpenMP threading layer calls ``omp_set_num_threads`` when it starts its
+thread pool (once per process, on the first parallel kernel or ``numba.get_num_threads()``),
+and torch's CPU build shares that OpenMP runtime, so a caller's ``torch.set_num_threads(1)``
+would silently become the core count. :func:`launch_pool` starts the pool once, before any
+gattn kernel runs, and puts torch's setting back, so gattn never changes the caller's thread
+settings (``tests/kernels/test_threads.py``).
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import logging
 import os
 import tempfile
 
+import torch
 from numba.core import caching, event
 
 logger = logging.getLogger("gattn")
@@ -84,3 +92,20 @@ def install() -> None:
     install_cache_fallback()
     if notice not in event._registered.get("numba:compile", []):
         event.register("numba:compile", notice)
+
+
+_pool_started = False
+
+
+def launch_pool() -> None:
+    """Start numba's thread pool (once) and keep torch's intra-op thread count as it was."""
+    global _pool_started
+    if _pool_started:
+        return
+    from numba.np.ufunc.parallel import _launch_threads
+
+    before = torch.get_num_threads()
+    _launch_threads()
+    if torch.get_num_threads() != before:
+        torch.set_num_threads(before)
+    _pool_started = True

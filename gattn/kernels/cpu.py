@@ -31,6 +31,7 @@ from ._edge import EdgeGrads, EdgeTerms, guard_double_backward
 NAME = "cpu"
 EDGE_FEATURES = frozenset({"additive", "dropout", "edge_bias", "edge_scale", "edge_key", "edge_value"})
 _numba_setup.install()  # before the kernels below are decorated with cache=True
+_numba_setup.launch_pool()  # now, so that no later kernel call changes torch's thread count
 _FASTMATH = {"nsz", "contract", "reassoc", "arcp"}  # no nnan/ninf: -inf scores are meaningful
 _jit = dict(parallel=True, cache=True, fastmath=_FASTMATH, nogil=True)
 

@@ -21,7 +21,10 @@ import torch
 from numba import njit, prange
 from torch import Tensor
 
+from . import _numba_setup
 from ._validate import check_floating, check_integer, check_ptr
+
+_numba_setup.launch_pool()  # keeps torch's thread count (see _numba_setup)
 
 __all__ = ["segment_lookup_scores", "segment_topk"]
 

@@ -27,6 +27,10 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from gattn.kernels import _numba_setup
+
+_numba_setup.launch_pool()  # keeps torch's thread count (see _numba_setup)
+
 LANES = 4  # matrices per SIMD group (one AVX2 register of float64)
 _EPS = float(np.finfo(np.float64).eps)
 _SAFE_MIN = float(np.finfo(np.float64).tiny)
