@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 
 from ._cache import cached
+from ._sort import stable_sort_by_key
 from ._validate import check_edge_index, check_edge_index_shape
 
 
@@ -27,6 +28,14 @@ def index_from_ptr(ptr: Tensor) -> Tensor:
     """Segment id of each row, from a row pointer."""
     counts = ptr[1:] - ptr[:-1]
     return torch.repeat_interleave(torch.arange(counts.numel(), device=ptr.device), counts)
+
+
+def _stable_sort(keys: Tensor, num_keys: int) -> tuple[Tensor, Tensor]:
+    """(ptr [num_keys + 1], positions [E] of a stable sort) of node ids in [0, num_keys)."""
+    if keys.device.type == "cpu":
+        return stable_sort_by_key(keys, num_keys)
+    order = torch.argsort(keys, stable=True)
+    return ptr_from_index(keys[order], num_keys), order
 
 
 class CSR:
@@ -49,15 +58,18 @@ class CSR:
         # A stable sort keeps the caller's order within a row: results do not depend on
         # the sort algorithm, and an already sorted edge list keeps the identity.
         self.is_sorted = bool((dst[1:] >= dst[:-1]).all()) if self.num_edges > 1 else True
+        # On CPU a counting sort (O(E), numba) gives the same permutation and the row
+        # pointer in one go; a mini-batch loader's fresh edge_index pays it every step.
+        rowptr = None
         if self.is_sorted:
             self.perm = torch.arange(self.num_edges, device=src.device)
             self.col = src.contiguous()
             sorted_dst = dst
         else:
-            self.perm = torch.argsort(dst, stable=True)
+            rowptr, self.perm = _stable_sort(dst, self.num_dst)
             self.col = src[self.perm]
             sorted_dst = dst[self.perm]
-        self.rowptr = ptr_from_index(sorted_dst, self.num_dst)
+        self.rowptr = ptr_from_index(sorted_dst, self.num_dst) if rowptr is None else rowptr
         self._dst_sorted = sorted_dst
         self._csc: tuple[Tensor, Tensor, Tensor] | None = None
         self._bounds: dict = {}
@@ -71,8 +83,7 @@ class CSR:
     def csc(self) -> tuple[Tensor, Tensor, Tensor]:
         """(colptr [N_src+1], row [E] destinations, csc_edge [E] the caller's edge ids)."""
         if self._csc is None:
-            csc_pos = torch.argsort(self.col, stable=True)
-            colptr = ptr_from_index(self.col[csc_pos], self.num_src)
+            colptr, csc_pos = _stable_sort(self.col, self.num_src)
             self._csc = (colptr, self._dst_sorted[csc_pos], self.perm[csc_pos].contiguous())
         return self._csc
 
