@@ -44,6 +44,7 @@ __all__ = [
     "resolve_backend",
     "segment_attention_pool",
     "segment_softmax",
+    "split_kv",
 ]
 
 _BACKEND_MODULES = {
@@ -189,6 +190,27 @@ def _draw_seed(dropout_p: float, dropout_seed: int | Tensor | None, generator: t
         return dropout_seed
     device = None if generator is None else generator.device
     return torch.randint(0, 2**62, (), generator=generator, device=device)
+
+
+def split_kv(kv: Tensor, heads: int, dim: int, dim_value: int | None = None) -> tuple[Tensor, Tensor]:
+    """Keys [N, H, D] and values [N, H, Dv] as two views of one fused projection `kv`.
+
+    A layer that projects keys and values with one matmul (weights stacked, output
+    [N, H*D + H*Dv]) and passes these views to :func:`edge_attention` gives the CPU kernel
+    each source's key and value as one contiguous row: every edge then costs one random
+    memory fetch instead of two, with no copy (separate k and v are packed per call).
+
+    Args:
+        kv: [N, H*D + H*Dv], keys first.
+        heads, dim: H and D.
+        dim_value: Dv (default D).
+    """
+    dim_value = dim if dim_value is None else dim_value
+    width = heads * (dim + dim_value)
+    if kv.dim() != 2 or kv.size(1) != width:
+        raise ValueError(f"`kv` must be [N, {width}] (heads * (dim + dim_value)), got {list(kv.shape)}")
+    num = kv.size(0)
+    return kv[:, : heads * dim].view(num, heads, dim), kv[:, heads * dim :].view(num, heads, dim_value)
 
 
 def edge_attention(

@@ -3,8 +3,16 @@
 Edge attention walks each destination's incoming edges once with an online (running max)
 softmax, so nothing of size E x H x D is ever stored. The backward pass recomputes the
 scores from the saved per-row log-sum-exp: a CSR pass (per destination) gives dQ, the
-edge-term gradients and the per-edge P and dS [E, H]; a CSC pass (per source) then
-accumulates dK and dV without atomics, so results are deterministic.
+edge-term gradients and the per-edge P and dS [E, 2, H] (in CSR order, written in
+sequence); a CSC pass (per source) then accumulates dK and dV without atomics, so results
+are deterministic.
+
+Memory access: every pass loops over an edge's heads innermost (``for e: for h:``), and the
+keys and values are read from one [N_src, H*D + H*Dv] array whose row j holds k_j then v_j,
+so an edge costs one contiguous random fetch (1 KB at H=4, D=32) rather than a separate
+128-byte piece per head from two tensors. Layers that project K and V with one matmul
+(:func:`gattn.kernels.split_kv`) hand that array over without a copy; separate k and v are
+packed per call (O(N) copy).
 
 Inputs in fp16/bf16 are computed in float32 and cast back. The kernels are compiled on first
 use and cached on disk across processes (see `_numba_setup.py`: where, and the one-time
@@ -80,29 +88,32 @@ def _drop_factor(pe, h, heads, flags, drop, inv_keep):
 
 
 @njit(inline="always", fastmath=_FASTMATH)
-def _additive_input(q, k, ekey, i, j, pe, h, d, has_ekey):
-    """q_id + k_jd (+ edge_key_ed): what the additive score's LeakyReLU sees."""
-    z = q[i, h, d] + k[j, h, d]
+def _additive_input(q, kh, ekey, i, pe, h, d, has_ekey):
+    """q_id + k_jd (+ edge_key_ed): what the additive score's LeakyReLU sees (`kh`: k_j of head h)."""
+    z = q[i, h, d] + kh[d]
     if has_ekey:
         z += ekey[pe, h, d]
     return z
 
 
 @njit(inline="always", fastmath=_FASTMATH)
-def _score(q, k, ekey, escale, att, bias, i, j, pe, h, scale, slope, flags, scale_mode):
+def _score(q, kv, ekey, escale, att, bias, i, j, pe, h, scale, slope, flags, scale_mode):
     """The score of edge (j -> i), head h: dot form or additive form (GAT/GATv2)."""
     dim = q.shape[2]
+    # a slice per head: indices from range() are known non-negative (no wraparound checks),
+    # so the loops over d vectorise
+    kh = kv[j, h * dim:(h + 1) * dim]
     has_ekey = flags & _EKEY
     s = 0.0
     if flags & _ADDITIVE:
         for d in range(dim):
-            z = _additive_input(q, k, ekey, i, j, pe, h, d, has_ekey)
+            z = _additive_input(q, kh, ekey, i, pe, h, d, has_ekey)
             if z <= 0.0:
                 z *= slope
             s += att[h, d] * z
     else:
         for d in range(dim):
-            u = k[j, h, d]
+            u = kh[d]
             if has_ekey:
                 u += ekey[pe, h, d]
             if scale_mode == 2:
@@ -117,57 +128,63 @@ def _score(q, k, ekey, escale, att, bias, i, j, pe, h, scale, slope, flags, scal
 
 
 @njit(inline="always", fastmath=_FASTMATH)
-def _fwd_row(i, rowptr, col, perm, q, k, v, ekey, evalue, escale, att, bias, scale, slope, flags,
-             scale_mode, drop, inv_keep, out, lse):
-    """Online softmax over row i's incoming edges: out[i] and lse[i]."""
+def _fwd_row(i, rowptr, col, perm, q, kv, ekey, evalue, escale, att, bias, scale, slope, flags,
+             scale_mode, drop, inv_keep, out, lse, run_max, run_sum):
+    """Online softmax over row i's incoming edges, all heads per edge: out[i] and lse[i]."""
     heads, dv = out.shape[1], out.shape[2]
-    for h in range(heads):
-        acc = out[i, h]
-        acc[:] = 0.0
-        run_max = -np.inf
-        run_sum = 0.0
-        for e in range(rowptr[i], rowptr[i + 1]):
-            j = col[e]
-            pe = perm[e]
-            s = _score(q, k, ekey, escale, att, bias, i, j, pe, h, scale, slope, flags, scale_mode)
+    vofs = heads * q.shape[2]
+    acc = out[i]
+    acc[:] = 0.0
+    run_max[:] = -np.inf
+    run_sum[:] = 0.0
+    for e in range(rowptr[i], rowptr[i + 1]):
+        j = col[e]
+        pe = perm[e]
+        for h in range(heads):
+            s = _score(q, kv, ekey, escale, att, bias, i, j, pe, h, scale, slope, flags, scale_mode)
             if s == -np.inf:
                 continue
-            if s > run_max:
-                correction = math.exp(run_max - s)
-                run_sum *= correction
+            if s > run_max[h]:
+                correction = math.exp(run_max[h] - s)
+                run_sum[h] *= correction
                 for d in range(dv):
-                    acc[d] *= correction
-                run_max = s
-            p = math.exp(s - run_max)
-            run_sum += p
+                    acc[h, d] *= correction
+                run_max[h] = s
+            p = math.exp(s - run_max[h])
+            run_sum[h] += p
             w = p * _drop_factor(pe, h, heads, flags, drop, inv_keep)
             if w != 0.0:
+                vh = kv[j, vofs + h * dv:vofs + (h + 1) * dv]
+                acc_h = acc[h]
                 if flags & _EVALUE:
                     for d in range(dv):
-                        acc[d] += w * (v[j, h, d] + evalue[pe, h, d])
+                        acc_h[d] += w * (vh[d] + evalue[pe, h, d])
                 else:
                     for d in range(dv):
-                        acc[d] += w * v[j, h, d]
-        if run_sum > 0.0:
-            inv = 1.0 / run_sum
+                        acc_h[d] += w * vh[d]
+    for h in range(heads):
+        if run_sum[h] > 0.0:
+            inv = 1.0 / run_sum[h]
             for d in range(dv):
-                acc[d] *= inv
-            lse[i, h] = run_max + math.log(run_sum)
+                acc[h, d] *= inv
+            lse[i, h] = run_max[h] + math.log(run_sum[h])
         else:
             lse[i, h] = -np.inf
 
 
 @njit(**_jit)
-def _edge_attention_fwd(bounds, rowptr, col, perm, q, k, v, ekey, evalue, escale, att, bias, scale, slope,
+def _edge_attention_fwd(bounds, rowptr, col, perm, q, kv, ekey, evalue, escale, att, bias, scale, slope,
                         flags, scale_mode, drop, inv_keep, out, lse):
     for chunk in prange(bounds.shape[0] - 1):
+        run_max = np.empty(out.shape[1], dtype=np.float64)
+        run_sum = np.empty(out.shape[1], dtype=np.float64)
         for i in range(bounds[chunk], bounds[chunk + 1]):
-            _fwd_row(i, rowptr, col, perm, q, k, v, ekey, evalue, escale, att, bias, scale, slope, flags,
-                     scale_mode, drop, inv_keep, out, lse)
+            _fwd_row(i, rowptr, col, perm, q, kv, ekey, evalue, escale, att, bias, scale, slope, flags,
+                     scale_mode, drop, inv_keep, out, lse, run_max, run_sum)
 
 
 @njit(**_jit)
-def _edge_probs(bounds, rowptr, col, perm, q, k, ekey, escale, att, bias, scale, slope, flags, scale_mode,
+def _edge_probs(bounds, rowptr, col, perm, q, kv, ekey, escale, att, bias, scale, slope, flags, scale_mode,
                 lse, probs):
     """Attention [E, H] (caller's order, before dropout) from the saved log-sum-exp."""
     for chunk in prange(bounds.shape[0] - 1):
@@ -178,18 +195,20 @@ def _edge_probs(bounds, rowptr, col, perm, q, k, ekey, escale, att, bias, scale,
                     if lse[i, h] == -np.inf:
                         probs[pe, h] = 0.0
                     else:
-                        s = _score(q, k, ekey, escale, att, bias, i, col[e], pe, h, scale, slope, flags,
+                        s = _score(q, kv, ekey, escale, att, bias, i, col[e], pe, h, scale, slope, flags,
                                    scale_mode)
                         probs[pe, h] = math.exp(s - lse[i, h])
 
 
 @njit(inline="always", fastmath=_FASTMATH)
-def _bwd_row(i, rowptr, col, perm, q, k, v, ekey, evalue, escale, att, bias, scale, slope, flags,
+def _bwd_row(i, rowptr, col, perm, q, kv, ekey, evalue, escale, att, bias, scale, slope, flags,
              scale_mode, drop, inv_keep, out, lse, dout, dattn, delta_extra,
-             dq, wprobs, dscores, descale, dekey, devalue, datt_rows):
-    """Row i: dQ, the per-edge weights P*mask and dS, and the per-edge input gradients."""
+             dq, wds, descale, dekey, devalue, datt_rows, delta):
+    """Row i, all heads per edge: dQ, the per-edge P*mask and dS (``wds[e]``, in CSR order)
+    and the per-edge input gradients."""
     heads, dim = q.shape[1], q.shape[2]
-    dvdim = v.shape[2]
+    dvdim = dout.shape[2]
+    vofs = heads * dim
     additive = flags & _ADDITIVE
     has_ekey = flags & _EKEY
     for h in range(heads):
@@ -197,42 +216,45 @@ def _bwd_row(i, rowptr, col, perm, q, k, v, ekey, evalue, escale, att, bias, sca
             dq[i, h, d] = 0.0
             if additive:
                 datt_rows[i, h, d] = 0.0
-        if lse[i, h] == -np.inf:
-            for e in range(rowptr[i], rowptr[i + 1]):
-                wprobs[perm[e], h] = 0.0
-                dscores[perm[e], h] = 0.0
-            continue
-        delta = 0.0
+        total = 0.0
         for d in range(dvdim):
-            delta += dout[i, h, d] * out[i, h, d]
+            total += dout[i, h, d] * out[i, h, d]
         if flags & _DATTN:
-            delta += delta_extra[i, h]
-        for e in range(rowptr[i], rowptr[i + 1]):
-            j = col[e]
-            pe = perm[e]
-            s = _score(q, k, ekey, escale, att, bias, i, j, pe, h, scale, slope, flags, scale_mode)
+            total += delta_extra[i, h]
+        delta[h] = total
+    for e in range(rowptr[i], rowptr[i + 1]):
+        j = col[e]
+        pe = perm[e]
+        for h in range(heads):
+            if lse[i, h] == -np.inf:
+                wds[e, 0, h] = 0.0
+                wds[e, 1, h] = 0.0
+                continue
+            s = _score(q, kv, ekey, escale, att, bias, i, j, pe, h, scale, slope, flags, scale_mode)
             p = math.exp(s - lse[i, h])
             factor = _drop_factor(pe, h, heads, flags, drop, inv_keep)
+            vh = kv[j, vofs + h * dvdim:vofs + (h + 1) * dvdim]
             dpv = 0.0
             if flags & _EVALUE:
                 for d in range(dvdim):
-                    dpv += dout[i, h, d] * (v[j, h, d] + evalue[pe, h, d])
+                    dpv += dout[i, h, d] * (vh[d] + evalue[pe, h, d])
             else:
                 for d in range(dvdim):
-                    dpv += dout[i, h, d] * v[j, h, d]
+                    dpv += dout[i, h, d] * vh[d]
             dp = factor * dpv
             if flags & _DATTN:
                 dp += dattn[pe, h]
-            ds = p * (dp - delta)
+            ds = p * (dp - delta[h])
             w = p * factor
-            wprobs[pe, h] = w
-            dscores[pe, h] = ds
+            wds[e, 0, h] = w
+            wds[e, 1, h] = ds
             if flags & _EVALUE:
                 for d in range(dvdim):
                     devalue[pe, h, d] = w * dout[i, h, d]
+            kh = kv[j, h * dim:(h + 1) * dim]
             if additive:
                 for d in range(dim):
-                    z = _additive_input(q, k, ekey, i, j, pe, h, d, has_ekey)
+                    z = _additive_input(q, kh, ekey, i, pe, h, d, has_ekey)
                     gz = ds * att[h, d]
                     if z <= 0.0:  # torch's LeakyReLU gradient takes the slope at 0
                         z *= slope
@@ -245,7 +267,7 @@ def _bwd_row(i, rowptr, col, perm, q, k, v, ekey, evalue, escale, att, bias, sca
             g = ds * scale
             if scale_mode == 2:
                 for d in range(dim):
-                    u = k[j, h, d]
+                    u = kh[d]
                     if has_ekey:
                         u += ekey[pe, h, d]
                     es = escale[pe, h, d]
@@ -260,7 +282,7 @@ def _bwd_row(i, rowptr, col, perm, q, k, v, ekey, evalue, escale, att, bias, sca
                     g_es = g
                 qu = 0.0
                 for d in range(dim):
-                    u = k[j, h, d]
+                    u = kh[d]
                     if has_ekey:
                         u += ekey[pe, h, d]
                     dq[i, h, d] += g_es * u
@@ -272,20 +294,22 @@ def _bwd_row(i, rowptr, col, perm, q, k, v, ekey, evalue, escale, att, bias, sca
 
 
 @njit(**_jit)
-def _edge_attention_bwd_rows(bounds, rowptr, col, perm, q, k, v, ekey, evalue, escale, att, bias, scale, slope,
+def _edge_attention_bwd_rows(bounds, rowptr, col, perm, q, kv, ekey, evalue, escale, att, bias, scale, slope,
                              flags, scale_mode, drop, inv_keep, out, lse, dout, dattn, delta_extra,
-                             dq, wprobs, dscores, descale, dekey, devalue, datt_rows):
+                             dq, wds, descale, dekey, devalue, datt_rows):
     for chunk in prange(bounds.shape[0] - 1):
+        delta = np.empty(q.shape[1], dtype=np.float64)
         for i in range(bounds[chunk], bounds[chunk + 1]):
-            _bwd_row(i, rowptr, col, perm, q, k, v, ekey, evalue, escale, att, bias, scale, slope, flags,
+            _bwd_row(i, rowptr, col, perm, q, kv, ekey, evalue, escale, att, bias, scale, slope, flags,
                      scale_mode, drop, inv_keep, out, lse, dout, dattn, delta_extra,
-                     dq, wprobs, dscores, descale, dekey, devalue, datt_rows)
+                     dq, wds, descale, dekey, devalue, datt_rows, delta)
 
 
 @njit(inline="always", fastmath=_FASTMATH)
-def _bwd_col(j, colptr, row, csc_edge, q, k, ekey, escale, att, scale, slope, flags, scale_mode,
-             dout, wprobs, dscores, dk, dv):
-    """Source j: dK and dV from the per-edge P*mask and dS of its outgoing edges."""
+def _bwd_col(j, colptr, row, csc_pos, csc_edge, q, kv, ekey, escale, att, scale, slope, flags, scale_mode,
+             dout, wds, dk, dv):
+    """Source j: dK and dV from the P*mask and dS of its outgoing edges (``wds`` in CSR
+    order, reached through ``csc_pos``; per-edge inputs through the caller's id ``csc_edge``)."""
     heads, dim = dk.shape[1], dk.shape[2]
     dvdim = dv.shape[2]
     additive = flags & _ADDITIVE
@@ -293,17 +317,19 @@ def _bwd_col(j, colptr, row, csc_edge, q, k, ekey, escale, att, scale, slope, fl
     dk[j] = 0.0
     dv[j] = 0.0
     for t in range(colptr[j], colptr[j + 1]):
+        e = csc_pos[t]
         pe = csc_edge[t]
         i = row[t]
         for h in range(heads):
-            w = wprobs[pe, h]
-            ds = dscores[pe, h]
+            w = wds[e, 0, h]
+            ds = wds[e, 1, h]
             for d in range(dvdim):
                 dv[j, h, d] += w * dout[i, h, d]
             if additive:
+                kh = kv[j, h * dim:(h + 1) * dim]
                 for d in range(dim):
                     gz = ds * att[h, d]
-                    dk[j, h, d] += gz * slope if _additive_input(q, k, ekey, i, j, pe, h, d, has_ekey) <= 0.0 else gz
+                    dk[j, h, d] += gz * slope if _additive_input(q, kh, ekey, i, pe, h, d, has_ekey) <= 0.0 else gz
             elif scale_mode == 2:
                 g = ds * scale
                 for d in range(dim):
@@ -317,13 +343,13 @@ def _bwd_col(j, colptr, row, csc_edge, q, k, ekey, escale, att, scale, slope, fl
 
 
 @njit(**_jit)
-def _edge_attention_bwd_cols(bounds, colptr, row, csc_edge, q, k, ekey, escale, att, scale, slope, flags,
-                             scale_mode, dout, wprobs, dscores, dk, dv):
+def _edge_attention_bwd_cols(bounds, colptr, row, csc_pos, csc_edge, q, kv, ekey, escale, att, scale, slope, flags,
+                             scale_mode, dout, wds, dk, dv):
     """Walks outgoing edges per source, so dK and dV need no atomics (deterministic)."""
     for chunk in prange(bounds.shape[0] - 1):
         for j in range(bounds[chunk], bounds[chunk + 1]):
-            _bwd_col(j, colptr, row, csc_edge, q, k, ekey, escale, att, scale, slope, flags, scale_mode,
-                     dout, wprobs, dscores, dk, dv)
+            _bwd_col(j, colptr, row, csc_pos, csc_edge, q, kv, ekey, escale, att, scale, slope, flags, scale_mode,
+                     dout, wds, dk, dv)
 
 
 # --------------------------------------------------------------------------------------
@@ -457,8 +483,8 @@ class _Operands(NamedTuple):
     """numpy views of the operands in the compute dtype; placeholders stand for absent terms."""
 
     q: np.ndarray
-    k: np.ndarray
-    v: np.ndarray
+    kv: np.ndarray  # [N_src, H*D + H*Dv]: row j holds k_j then v_j
+    dv: int  # the value dimension Dv
     ekey: np.ndarray
     evalue: np.ndarray
     escale: np.ndarray
@@ -471,6 +497,30 @@ class _Operands(NamedTuple):
     drop: np.ndarray
     inv_keep: float
     dtype: torch.dtype  # the compute dtype
+
+
+def _is_packed(k: Tensor, v: Tensor) -> bool:
+    """Whether k [N, H, D] and v [N, H, Dv] are the two halves of one [N, H*D + H*Dv] buffer."""
+    num, heads, dim = k.shape
+    dv = v.shape[2]
+    width = heads * (dim + dv)
+    return (
+        num > 0 and k.dtype == v.dtype and v.shape[:2] == k.shape[:2]
+        and k.stride() == (width, dim, 1) and v.stride() == (width, dv, 1)
+        and k.untyped_storage().data_ptr() == v.untyped_storage().data_ptr()
+        and v.data_ptr() == k.data_ptr() + heads * dim * k.element_size()
+    )
+
+
+def _packed_kv(k: Tensor, v: Tensor, work: torch.dtype) -> np.ndarray:
+    """K and V side by side, [N_src, H*D + H*Dv]: an edge's key and value are one contiguous
+    row (one random fetch per edge instead of two). Taken without a copy when k and v are
+    already views of such a buffer (:func:`gattn.kernels.split_kv`, as gattn's layers
+    project them), else packed here (a copy of O(N) size, small beside the O(E) kernels)."""
+    num, heads, dim = k.shape
+    if k.dtype == work and _is_packed(k, v):
+        return torch.as_strided(k.detach(), (num, heads * (dim + v.shape[2])), (k.stride(0), 1)).numpy()
+    return torch.cat([k.detach().reshape(num, -1), v.detach().reshape(num, -1)], dim=1).to(work).numpy()
 
 
 def _prepare(t: EdgeTerms) -> _Operands:
@@ -503,7 +553,7 @@ def _prepare(t: EdgeTerms) -> _Operands:
         drop[2] = dropout_threshold(t.dropout_p)
         inv_keep = 1.0 / (1.0 - t.dropout_p)
     return _Operands(
-        _np(t.q.to(work)), _np(t.k.to(work)), _np(t.v.to(work)),
+        _np(t.q.to(work)), _packed_kv(t.k, t.v, work), int(t.v.shape[2]),
         arr(t.edge_key, (1, 1, 1)), arr(t.edge_value, (1, 1, 1)), arr(escale, (1, 1, 1)),
         arr(att, (1, 1)), arr(t.edge_bias, (1, 1)),
         float(t.scale), float(t.negative_slope), flags, scale_mode, drop, inv_keep, work,
@@ -511,7 +561,7 @@ def _prepare(t: EdgeTerms) -> _Operands:
 
 
 def _score_args(ops: _Operands) -> tuple:
-    return (ops.q, ops.k, ops.ekey, ops.escale, ops.att, ops.bias, ops.scale, ops.slope, ops.flags,
+    return (ops.q, ops.kv, ops.ekey, ops.escale, ops.att, ops.bias, ops.scale, ops.slope, ops.flags,
             ops.scale_mode)
 
 
@@ -519,11 +569,11 @@ def edge_forward(t: EdgeTerms) -> tuple[Tensor, Tensor]:
     """out [N_dst, H, Dv] (in q's dtype) and the per-row log-sum-exp [N_dst, H] (no autograd)."""
     ops = _prepare(t)
     csr = t.csr
-    out = torch.empty(ops.q.shape[0], ops.q.shape[1], ops.v.shape[2], dtype=ops.dtype)
+    out = torch.empty(ops.q.shape[0], ops.q.shape[1], ops.dv, dtype=ops.dtype)
     lse = torch.empty(ops.q.shape[0], ops.q.shape[1], dtype=ops.dtype)
     _edge_attention_fwd(
         csr.bounds(_balanced_bounds), _np(csr.rowptr), _np(csr.col), _np(csr.perm),
-        ops.q, ops.k, ops.v, ops.ekey, ops.evalue, ops.escale, ops.att, ops.bias, ops.scale, ops.slope,
+        ops.q, ops.kv, ops.ekey, ops.evalue, ops.escale, ops.att, ops.bias, ops.scale, ops.slope,
         ops.flags, ops.scale_mode, ops.drop, ops.inv_keep, out.numpy(), lse.numpy(),
     )
     return out.to(t.q.dtype), lse
@@ -534,10 +584,9 @@ def edge_probabilities(t: EdgeTerms, lse: Tensor) -> Tensor:
     ops = _prepare(t)
     csr = t.csr
     probs = torch.empty(csr.num_edges, ops.q.shape[1], dtype=ops.dtype)
-    q, k, ekey, escale, att, bias, scale, slope, flags, scale_mode = _score_args(ops)
     _edge_probs(
         csr.bounds(_balanced_bounds), _np(csr.rowptr), _np(csr.col), _np(csr.perm),
-        q, k, ekey, escale, att, bias, scale, slope, flags, scale_mode, _np(lse.to(ops.dtype)), probs.numpy(),
+        *_score_args(ops), _np(lse.to(ops.dtype)), probs.numpy(),
     )
     return probs.to(t.q.dtype)
 
@@ -549,9 +598,9 @@ def edge_backward(
     """Gradients of every input from the saved out and log-sum-exp (scores recomputed).
 
     ``dattention`` [E, H] is a gradient arriving at the returned attention weights, with
-    ``attention_delta`` [N_dst, H] its row sums weighted by the attention. Only [E, H]
-    per-edge temporaries (P * mask and dS) are stored, besides the per-edge gradients of
-    per-edge inputs.
+    ``attention_delta`` [N_dst, H] its row sums weighted by the attention. Only one [E, 2, H]
+    per-edge temporary (P * mask and dS, in CSR order so the rows pass writes it in
+    sequence) is stored, besides the per-edge gradients of per-edge inputs.
     """
     ops = _prepare(t)
     csr = t.csr
@@ -565,8 +614,7 @@ def edge_backward(
         dattn, delta_extra = np.zeros((1, 1), dtype=ops.q.dtype), np.zeros((1, 1), dtype=ops.q.dtype)
     out_np, lse_np, dout_np = (_np(x.to(work)) for x in (out, lse, dout))
     dq = torch.empty(num_dst, heads, dim, dtype=work)
-    wprobs = torch.empty(csr.num_edges, heads, dtype=work)
-    dscores = torch.empty(csr.num_edges, heads, dtype=work)
+    wds = torch.empty(csr.num_edges, 2, heads, dtype=work)
 
     def per_edge(present: bool, shape: tuple[int, ...]) -> Tensor:
         return torch.zeros(shape, dtype=work) if present else torch.zeros((1,) * len(shape), dtype=work)
@@ -575,22 +623,21 @@ def edge_backward(
     dekey = per_edge(t.edge_key is not None, tuple(ops.ekey.shape))
     devalue = per_edge(t.edge_value is not None, tuple(ops.evalue.shape))
     datt_rows = torch.empty(num_dst, heads, dim, dtype=work) if t.additive else torch.zeros(1, 1, 1, dtype=work)
+    dk = dv = None
     _edge_attention_bwd_rows(
         csr.bounds(_balanced_bounds), _np(csr.rowptr), _np(csr.col), _np(csr.perm),
-        ops.q, ops.k, ops.v, ops.ekey, ops.evalue, ops.escale, ops.att, ops.bias, ops.scale, ops.slope,
+        ops.q, ops.kv, ops.ekey, ops.evalue, ops.escale, ops.att, ops.bias, ops.scale, ops.slope,
         flags, ops.scale_mode, ops.drop, ops.inv_keep, out_np, lse_np, dout_np, dattn, delta_extra,
-        dq.numpy(), wprobs.numpy(), dscores.numpy(), descale.numpy(), dekey.numpy(), devalue.numpy(),
-        datt_rows.numpy(),
+        dq.numpy(), wds.numpy(), descale.numpy(), dekey.numpy(), devalue.numpy(), datt_rows.numpy(),
     )
-    dk = dv = None
     if need_kv:
         colptr, row, csc_edge = csr.csc()
-        dk = torch.empty(ops.k.shape, dtype=work)
-        dv = torch.empty(ops.v.shape, dtype=work)
+        dk = torch.empty(t.k.shape, dtype=work)
+        dv = torch.empty(t.v.shape, dtype=work)
         _edge_attention_bwd_cols(
-            csr.bounds(_balanced_bounds, transposed=True), _np(colptr), _np(row), _np(csc_edge),
-            ops.q, ops.k, ops.ekey, ops.escale, ops.att, ops.scale, ops.slope, ops.flags, ops.scale_mode,
-            dout_np, wprobs.numpy(), dscores.numpy(), dk.numpy(), dv.numpy(),
+            csr.bounds(_balanced_bounds, transposed=True), _np(colptr), _np(row), _np(csr.csc_positions()),
+            _np(csc_edge), ops.q, ops.kv, ops.ekey, ops.escale, ops.att, ops.scale, ops.slope, ops.flags,
+            ops.scale_mode, dout_np, wds.numpy(), dk.numpy(), dv.numpy(),
         )
 
     def cast(grad: Tensor | None, like: Tensor | None) -> Tensor | None:
@@ -598,9 +645,10 @@ def edge_backward(
 
     if t.edge_scale is not None and t.edge_scale.dim() == 2:
         descale = descale.squeeze(-1)
+    dbias = csr.to_caller_order(wds[:, 1].contiguous()) if t.edge_bias is not None else None
     datt = datt_rows.sum(0) if t.additive and t.att is not None else None
     return EdgeGrads(
-        cast(dq, t.q), cast(dk, t.k), cast(dv, t.v), cast(dscores, t.edge_bias), cast(descale, t.edge_scale),
+        cast(dq, t.q), cast(dk, t.k), cast(dv, t.v), cast(dbias, t.edge_bias), cast(descale, t.edge_scale),
         cast(dekey, t.edge_key), cast(devalue, t.edge_value), cast(datt, t.att),
     )
 

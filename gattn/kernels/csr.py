@@ -72,6 +72,7 @@ class CSR:
         self.rowptr = ptr_from_index(sorted_dst, self.num_dst) if rowptr is None else rowptr
         self._dst_sorted = sorted_dst
         self._csc: tuple[Tensor, Tensor, Tensor] | None = None
+        self._csc_pos: Tensor | None = None
         self._bounds: dict = {}
         self.plans: dict = {}
         self._dst_caller: Tensor | None = None  # work plans of the backends, built on first use
@@ -84,8 +85,14 @@ class CSR:
         """(colptr [N_src+1], row [E] destinations, csc_edge [E] the caller's edge ids)."""
         if self._csc is None:
             colptr, csc_pos = _stable_sort(self.col, self.num_src)
+            self._csc_pos = csc_pos
             self._csc = (colptr, self._dst_sorted[csc_pos], self.perm[csc_pos].contiguous())
         return self._csc
+
+    def csc_positions(self) -> Tensor:
+        """CSR position [E] of each source-sorted edge (per-edge data kept in CSR order)."""
+        self.csc()
+        return self._csc_pos
 
     def bounds(self, make, transposed: bool = False):
         """Work partition of the rows (or, transposed, the sources), made by `make(ptr)`

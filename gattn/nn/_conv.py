@@ -29,10 +29,12 @@ from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
+from torch.nn.parameter import UninitializedParameter
 from torch_geometric.nn.conv import MessagePassing
 from torch_geometric.typing import SparseTensor
 from torch_geometric.utils import add_self_loops, is_torch_sparse_tensor, remove_self_loops, to_edge_index
 
+from gattn.kernels import split_kv
 from gattn.kernels._cache import cached
 from gattn.kernels._validate import check_edge_index_shape
 
@@ -134,6 +136,19 @@ def _merge_size(what: str, implied: tuple, size: tuple | None) -> tuple:
         if implied[position] is not None and size[position] is not None and implied[position] != size[position]:
             raise ValueError(f"`size`={tuple(size)} disagrees with {what} {implied}")
     return tuple(s if s is not None else i for s, i in zip(size, implied))
+
+
+def project_key_value(x: Tensor, lin_key: torch.nn.Module, lin_value: torch.nn.Module, heads: int,
+                      channels: int) -> tuple[Tensor, Tensor]:
+    """Keys and values [N, H, C] of `x` from one matmul with the two layers' weights stacked,
+    as views of one [N, 2*H*C] tensor: the layout the CPU kernel reads without a copy
+    (:func:`gattn.kernels.split_kv`). The parameters stay those of the two layers (PyG's
+    names, state dicts unchanged); lazy (``-1``) layers are initialised by a first plain call."""
+    if isinstance(lin_key.weight, UninitializedParameter) or isinstance(lin_value.weight, UninitializedParameter):
+        return lin_key(x).view(-1, heads, channels), lin_value(x).view(-1, heads, channels)
+    weight = torch.cat([lin_key.weight, lin_value.weight])
+    bias = None if lin_key.bias is None else torch.cat([lin_key.bias, lin_value.bias])
+    return split_kv(torch.nn.functional.linear(x, weight, bias), heads, channels)
 
 
 def channel_pair(in_channels: int | tuple[int, int]) -> tuple[int, int]:

@@ -28,7 +28,7 @@ from torch_geometric.utils import softmax
 from gattn.kernels import edge_attention
 
 from ._checks import check_features, check_positive_int, check_probability
-from ._conv import FusedMessagePassing, as_graph, attention_return, channel_pair, node_features
+from ._conv import FusedMessagePassing, as_graph, attention_return, channel_pair, node_features, project_key_value
 
 __all__ = ["GraphTransformerConv", "GraphTransformerLayer"]
 
@@ -155,8 +155,7 @@ class GraphTransformerConv(FusedMessagePassing):
         graph = as_graph(edge_index, x_src.size(0), x_dst.size(0), size)
         heads, dim = self.heads, self.out_channels
         query = self.lin_query(x_dst).view(-1, heads, dim)
-        key = self.lin_key(x_src).view(-1, heads, dim)
-        value = self.lin_value(x_src).view(-1, heads, dim)
+        key, value = project_key_value(x_src, self.lin_key, self.lin_value, heads, dim)
 
         edge_scale = None
         if edge_attr is None and self.lin_edge is not None and graph.values is not None:

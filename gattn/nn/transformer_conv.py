@@ -15,7 +15,7 @@ from torch_geometric.utils import softmax
 from gattn.kernels import edge_attention
 
 from ._checks import check_features
-from ._conv import FusedMessagePassing, as_graph, attention_return, channel_pair, node_features
+from ._conv import FusedMessagePassing, as_graph, attention_return, channel_pair, node_features, project_key_value
 
 __all__ = ["TransformerConv"]
 
@@ -127,8 +127,7 @@ class TransformerConv(FusedMessagePassing):
         x_src, x_dst = node_features(x, self.lin_key.in_channels, self.lin_query.in_channels, "TransformerConv")
         graph = as_graph(edge_index, x_src.size(0), x_dst.size(0), size)
         query = self.lin_query(x_dst).view(-1, heads, channels)
-        key = self.lin_key(x_src).view(-1, heads, channels)
-        value = self.lin_value(x_src).view(-1, heads, channels)
+        key, value = project_key_value(x_src, self.lin_key, self.lin_value, heads, channels)
         edge_attr = graph.edge_attr(edge_attr) if self.lin_edge is not None else edge_attr
         if self.lin_edge is None and edge_attr is not None:
             raise ValueError("`edge_attr` was given but the layer was built with edge_dim=None")

@@ -1,0 +1,64 @@
+"""Keys and values as views of one fused projection: same results, read without a copy."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from gattn import kernels as K
+from gattn.kernels import cpu
+
+from .graphs import awkward_graph
+
+
+def _packed(num, heads, dim, dim_value, dtype, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    kv = torch.randn(num, heads * (dim + dim_value), generator=gen, dtype=dtype, requires_grad=True)
+    return kv
+
+
+@pytest.mark.parametrize("dim_value", [3, 5])
+def test_split_kv_views_match_separate_keys_and_values(dim_value):
+    heads, dim, num = 2, 3, 12
+    edge_index = awkward_graph(num, num, 60, seed=1)
+    q = torch.randn(num, heads, dim, requires_grad=True)
+    kv = _packed(num, heads, dim, dim_value, torch.float32)
+    k, v = K.split_kv(kv, heads, dim, dim_value)
+    out = K.edge_attention(q, k, v, edge_index, backend="cpu")
+    k2, v2 = (t.detach().clone().requires_grad_() for t in (k, v))
+    q2 = q.detach().clone().requires_grad_()
+    ref = K.edge_attention(q2, k2, v2, edge_index, backend="reference")
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
+    grad = torch.randn_like(out)
+    out.backward(grad)
+    ref.backward(grad)
+    torch.testing.assert_close(q.grad, q2.grad, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(kv.grad, torch.cat([k2.grad.flatten(1), v2.grad.flatten(1)], 1), rtol=1e-4, atol=1e-5)
+
+
+def test_split_kv_gradcheck_float64():
+    heads, dim, num = 2, 2, 7
+    edge_index = awkward_graph(num, num, 25, seed=2)
+    q = torch.randn(num, heads, dim, dtype=torch.float64, requires_grad=True)
+    kv = _packed(num, heads, dim, dim, torch.float64)
+
+    def fn(q, kv):
+        k, v = K.split_kv(kv, heads, dim)
+        return K.edge_attention(q, k, v, edge_index, backend="cpu")
+
+    assert torch.autograd.gradcheck(fn, (q, kv))
+
+
+def test_packed_views_are_read_without_a_copy():
+    kv = _packed(9, 2, 4, 4, torch.float32).detach()
+    k, v = K.split_kv(kv, 2, 4)
+    assert np.shares_memory(cpu._packed_kv(k, v, torch.float32), kv.numpy())
+    separate = cpu._packed_kv(k.contiguous(), v.contiguous(), torch.float32)
+    assert not np.shares_memory(separate, kv.numpy())
+    np.testing.assert_array_equal(separate, kv.numpy())
+
+
+def test_split_kv_rejects_a_wrong_width():
+    with pytest.raises(ValueError, match="kv"):
+        K.split_kv(torch.zeros(3, 10), 2, 3)
