@@ -10,7 +10,8 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import torch
 
@@ -169,3 +170,21 @@ def prepare_child_environment(threads: int | None) -> None:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     if threads:
         os.environ["NUMBA_NUM_THREADS"] = str(threads)
+
+
+@contextmanager
+def background_load(processes: int) -> Iterator[None]:
+    """`processes` busy-loop Python processes spinning while the block runs (0: none): a
+    machine with other work on it, made the same way for every method measured."""
+    procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(processes)]
+    try:
+        yield
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+
+
+def load_average() -> float:
+    """The 1-minute load average of the machine (what else is running)."""
+    return os.getloadavg()[0]

@@ -1,30 +1,38 @@
-"""Edge attention layers: gattn's fused kernels vs the reference vs PyG's layers.
+"""Edge attention layers in a training step: gattn's fused kernels vs PyG's layers.
 
 Three layers, each against PyG's own (same sizes, concatenated heads):
 
-* ``transformer``: Q/K/V projections of x [N, H*D] and multi-head dot-product attention
-  over incoming edges, i.e. PyG's ``TransformerConv(root_weight=False)``; gattn's is the
-  fused :func:`gattn.kernels.edge_attention` (``gattn``; ``reference`` is its plain-torch
-  oracle, ``triton`` forces the Triton backend);
+* ``transformer``: ``gattn.nn.TransformerConv(root_weight=False)`` (Q, K/V projections,
+  multi-head dot-product attention over incoming edges on the fused
+  :func:`gattn.kernels.edge_attention`) vs PyG's ``TransformerConv(root_weight=False)``;
+  ``reference`` is the same layer on the plain-torch oracle, ``triton`` forces Triton;
 * ``gat``: ``gattn.nn.GATConv`` vs ``torch_geometric.nn.GATConv`` (defaults: self-loops);
 * ``gatv2``: ``gattn.nn.GATv2Conv`` vs ``torch_geometric.nn.GATv2Conv``.
 
-Times are medians over repeats of forward and forward+backward on one graph. Every
-(graph, layer, method) runs in a fresh process, so on CPU its peak RSS is its own; on CUDA
-peak memory is torch.cuda.max_memory_allocated above the inputs. The table gives ratios
-against PyG (higher is better) and a PNG chart of them is written (``--chart``).
+What a user sees: the forward (no grad) and a whole **training step** (forward, a loss,
+backward, an Adam step), medians over repeats, with ``--threads`` torch and numba threads,
+``--batch full`` (one graph, its CSR built once and cached) or ``mini`` (a new
+``edge_index`` tensor every step, as a mini-batch loader gives: the CSR is rebuilt each
+step), with no load of ours or under ``--load busy`` (busy-loop processes the benchmark
+starts itself for the time of each measurement); the machine's load average is printed with
+every row. Graphs: ``random`` (uniform), ``powerlaw`` (hub destinations), ``knn`` (a 3-D
+point cloud, each point's 16 nearest neighbours: real locality) and ``cora`` (the Planetoid
+citation graph from ``--data``). Every (graph, layer, method, setting) runs in a fresh
+process, so on CPU its peak RSS is its own; on CUDA peak memory is
+torch.cuda.max_memory_allocated above the inputs. The table gives ratios against PyG (higher
+is better) and a PNG chart of them is written (``--chart``).
 
-    python benchmarks/edge_attention.py             # CPU, full sizes (N=50k, E=1M, ...)
-    python benchmarks/edge_attention.py --quick     # CPU, small sizes (the demo)
+    python benchmarks/edge_attention.py --demo      # one small row, under a minute
+    python benchmarks/edge_attention.py             # CPU: every graph, 1 and 2 threads, idle and busy
+    python benchmarks/edge_attention.py --graphs random --threads 1 --load none,busy --batch full,mini
     python benchmarks/edge_attention.py --device cuda
-    python benchmarks/edge_attention.py --layers gat,gatv2 --methods gattn,pyg
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
-import math
 import os
 import sys
 
@@ -35,8 +43,10 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks._common import (
+    background_load,
     cuda_sync,
     fmt,
+    load_average,
     median_time,
     peak_rss_mb,
     print_table,
@@ -44,17 +54,37 @@ from benchmarks._common import (
     run_child,
     write_ratio_chart,
 )
-from gattn.kernels import edge_attention
 
 LAYERS = ("transformer", "gat", "gatv2")
 
 ARXIV_NODES, ARXIV_EDGES = 169_343, 1_166_243
 
 
-def make_graph(kind: str, num_nodes: int, num_edges: int, seed: int = 0) -> torch.Tensor:
-    """'random': uniform sources and destinations; 'powerlaw': destinations drawn with
-    probability ~ rank^-0.8 (the top node gets ~3% of all edges), sources uniform."""
+GRAPHS = ("random", "powerlaw", "knn", "cora")
+DEFAULT_DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data")
+
+
+def make_graph(kind: str, num_nodes: int, num_edges: int, seed: int = 0, data: str = DEFAULT_DATA
+               ) -> tuple[torch.Tensor, int]:
+    """(edge_index [2, E], number of nodes) of a benchmark graph.
+
+    'random': uniform sources and destinations; 'powerlaw': destinations drawn with
+    probability ~ rank^-0.8 (the top node gets ~3% of all edges), sources uniform; 'knn':
+    `num_nodes` uniform points in the unit cube, each receiving edges from its
+    `num_edges // num_nodes` nearest neighbours (node ids in random order, as a point cloud
+    comes); 'cora': the Planetoid Cora graph read from `data`/planetoid (sizes ignored)."""
     gen = torch.Generator().manual_seed(seed)
+    if kind == "cora":
+        return _cora(data), 2708
+    if kind == "knn":
+        from scipy.spatial import cKDTree
+
+        degree = max(1, num_edges // num_nodes)
+        points = torch.rand(num_nodes, 3, generator=gen, dtype=torch.float64).numpy()
+        _, neighbours = cKDTree(points).query(points, k=degree + 1)
+        src = torch.from_numpy(neighbours[:, 1:].reshape(-1)).long()
+        dst = torch.arange(num_nodes).repeat_interleave(degree)
+        return torch.stack([src, dst]), num_nodes
     src = torch.randint(0, num_nodes, (num_edges,), generator=gen)
     if kind == "random":
         dst = torch.randint(0, num_nodes, (num_edges,), generator=gen)
@@ -63,93 +93,122 @@ def make_graph(kind: str, num_nodes: int, num_edges: int, seed: int = 0) -> torc
         dst = torch.multinomial(weights, num_edges, replacement=True, generator=gen)
         dst = torch.randperm(num_nodes, generator=gen)[dst]
     else:
-        raise ValueError(f"unknown graph kind {kind!r}")
-    return torch.stack([src, dst])
+        raise ValueError(f"unknown graph kind {kind!r}, expected one of {GRAPHS}")
+    return torch.stack([src, dst]), num_nodes
 
 
-class FusedAttention(nn.Module):
-    """The same layer as TransformerConv(root_weight=False), on gattn.kernels.edge_attention."""
+def _cora(data: str) -> torch.Tensor:
+    """Cora's edge_index, read by PyG's Planetoid from `data`/planetoid/Cora/raw (processed
+    files go to a temporary folder, never into the shared data)."""
+    import tempfile
 
-    def __init__(self, channels: int, heads: int, dim: int, backend: str):
-        super().__init__()
-        self.heads, self.dim, self.backend = heads, dim, backend
-        self.lin_query = nn.Linear(channels, heads * dim)
-        self.lin_key = nn.Linear(channels, heads * dim)
-        self.lin_value = nn.Linear(channels, heads * dim)
+    from torch_geometric.datasets import Planetoid
 
-    def forward(self, x: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
-        shape = (-1, self.heads, self.dim)
-        q, k, v = (lin(x).view(shape) for lin in (self.lin_query, self.lin_key, self.lin_value))
-        out = edge_attention(q, k, v, edge_index, scale=1 / math.sqrt(self.dim), backend=self.backend)
-        return out.reshape(-1, self.heads * self.dim)
+    raw = os.path.abspath(os.path.join(data, "planetoid", "Cora", "raw"))
+    if not os.path.isdir(raw):
+        raise FileNotFoundError(f"Cora's raw files (ind.cora.*) not found: searched {raw} (set --data)")
+    with tempfile.TemporaryDirectory() as root:
+        os.makedirs(os.path.join(root, "Cora"))
+        os.symlink(raw, os.path.join(root, "Cora", "raw"))
+        return Planetoid(root, "Cora")[0].edge_index
+
+
+def mini_batches(kind: str, num_nodes: int, num_edges: int, count: int, data: str) -> list[torch.Tensor]:
+    """`count` distinct edge_index tensors, one per training step: for random and power-law
+    graphs fresh graphs of the same law, else the graph's edges in a fresh random order (the
+    same structure, a new tensor: what a loader hands over every step)."""
+    if kind in ("random", "powerlaw"):
+        return [make_graph(kind, num_nodes, num_edges, seed, data)[0] for seed in range(1, count + 1)]
+    edge_index = make_graph(kind, num_nodes, num_edges, 0, data)[0]
+    gen = torch.Generator().manual_seed(1)
+    return [edge_index[:, torch.randperm(edge_index.size(1), generator=gen)] for _ in range(count)]
 
 
 def build(method: str, channels: int, heads: int, dim: int, layer: str = "transformer") -> nn.Module:
     """The benchmarked module: `layer` as implemented by `method` (gattn, reference, triton, pyg)."""
     backend = {"gattn": None, "reference": "reference", "triton": "triton", "pyg": None}[method]
-    if layer == "transformer":
-        if method == "pyg":
-            from torch_geometric.nn import TransformerConv
-
-            return TransformerConv(channels, dim, heads=heads, root_weight=False)
-        return FusedAttention(channels, heads, dim, backend)
-    name = {"gat": "GATConv", "gatv2": "GATv2Conv"}[layer]
+    name = {"transformer": "TransformerConv", "gat": "GATConv", "gatv2": "GATv2Conv"}[layer]
+    options = dict(root_weight=False) if layer == "transformer" else {}
     if method == "pyg":
         import torch_geometric.nn as module
 
-        return getattr(module, name)(channels, dim, heads=heads)
+        return getattr(module, name)(channels, dim, heads=heads, **options)
     import gattn.nn as module
 
-    return getattr(module, name)(channels, dim, heads=heads, backend=backend)
+    return getattr(module, name)(channels, dim, heads=heads, backend=backend, **options)
 
 
 def measure(spec: dict) -> dict:
-    """Time (and on CUDA, memory of) one method on one graph, in this process."""
+    """Time (and memory of) one method on one graph in one setting, in this process."""
     torch.manual_seed(0)
+    threads = spec.get("threads")
+    if threads:
+        torch.set_num_threads(threads)
+        if spec["method"] != "pyg":
+            import numba
+
+            numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
     device = torch.device(spec["device"])
     heads, dim = spec["heads"], spec["dim"]
     channels = heads * dim
-    edge_index = make_graph(spec["graph"], spec["nodes"], spec["edges"]).to(device)
-    x = torch.randn(spec["nodes"], channels, device=device, requires_grad=True)
-    model = build(spec["method"], channels, heads, dim, spec.get("layer", "transformer")).to(device)
+    data = spec.get("data", DEFAULT_DATA)
+    edge_index, nodes = make_graph(spec["graph"], spec["nodes"], spec["edges"], 0, data)
+    edge_index = edge_index.to(device)
+    mini = spec.get("batch", "full") == "mini"
+    steps = 2 * (spec["repeats"] + 1) + 2  # each timed call and warm-up gets its own tensor
+    batches = [e.to(device) for e in mini_batches(spec["graph"], nodes, spec["edges"], steps, data)] if mini else []
+    position = [0]
+
+    def next_graph() -> torch.Tensor:
+        if not mini:
+            return edge_index
+        position[0] += 1
+        return batches[position[0] - 1]
+
+    dtype = getattr(torch, spec.get("dtype", "float32"))
+    x = torch.randn(nodes, channels, device=device, dtype=dtype)
+    model = build(spec["method"], channels, heads, dim, spec.get("layer", "transformer")).to(device, dtype)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     sync = cuda_sync if device.type == "cuda" else (lambda: None)
     base_rss = rss_mb()
 
     def forward():
         with torch.no_grad():
-            model(x, edge_index)
+            model(x, next_graph())
 
-    def forward_backward():
-        model(x, edge_index).sum().backward()
+    def train_step():
+        optimizer.zero_grad(set_to_none=True)
+        model(x, next_graph()).square().mean().backward()
+        optimizer.step()
 
-    result = {}
+    result = {"load": load_average(), "edges": int(edge_index.size(1)), "nodes": nodes}
     if device.type == "cuda":
         torch.cuda.empty_cache()
-        forward_backward()  # warm-up: kernel compilation, CSR build
+        train_step()  # warm-up: kernel compilation, CSR build
         sync()
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
-        forward_backward()
+        train_step()
         sync()
         result["peak_mb"] = (torch.cuda.max_memory_allocated() - base) / 2**20
     result["fwd_s"] = median_time(forward, spec["repeats"], sync)
-    result["fwdbwd_s"] = median_time(forward_backward, spec["repeats"], sync)
+    result["step_s"] = median_time(train_step, spec["repeats"], sync)
     if device.type == "cpu":
         result["peak_mb"] = peak_rss_mb()
         result["above_inputs_mb"] = peak_rss_mb() - base_rss
+    result["load"] = max(result["load"], load_average())
     return result
 
 
-def benchmark_cases(device: str, quick: bool = False) -> list[tuple[str, int, int, int, int]]:
+def benchmark_cases(device: str, quick: bool = False, graphs: tuple[str, ...] = GRAPHS
+                    ) -> list[tuple[str, int, int, int, int]]:
     """(graph kind, nodes, edges, heads, dim) of every benchmarked case."""
     if device == "cpu":
         if quick:
-            return [("random", 5_000, 100_000, 4, 32), ("powerlaw", 5_000, 100_000, 4, 32)]
-        return [
-            ("random", 5_000, 100_000, 4, 32),
-            ("powerlaw", 50_000, 1_000_000, 4, 32),
-            ("random", 50_000, 1_000_000, 4, 32),
-        ]
+            return [("random", 5_000, 100_000, 4, 32)]
+        sizes = {"random": (50_000, 1_000_000), "powerlaw": (50_000, 1_000_000), "knn": (50_000, 800_000),
+                 "cora": (2708, 10_556)}
+        return [(kind, *sizes[kind], 4, 32) for kind in graphs]
     cases = []  # GPU: the random and power-law 1M-edge graphs and an ogbn-arxiv-sized graph
     for heads, dim in ((4, 32), (8, 64)):
         cases += [
@@ -162,38 +221,60 @@ def benchmark_cases(device: str, quick: bool = False) -> list[tuple[str, int, in
 
 def warm_numba_cache() -> None:
     """Compile (or load) the numba kernels once, so child processes only load the cache."""
-    edge_index = make_graph("random", 64, 256)
+    edge_index, _ = make_graph("random", 64, 256)
     for layer in LAYERS:
         x = torch.randn(64, 8, requires_grad=True)
         build("gattn", 8, 2, 4, layer)(x, edge_index).sum().backward()
 
 
-def default_methods(layer: str) -> list[str]:
-    """The reference is timed for the transformer layer only (it is the oracle of the tests)."""
-    return ["gattn", "reference", "pyg"] if layer == "transformer" else ["gattn", "pyg"]
+def default_methods(layer: str, device: str) -> list[str]:
+    """On CUDA the reference is timed too (the tests' oracle); on CPU gattn against PyG."""
+    return ["gattn", "reference", "pyg"] if layer == "transformer" and device == "cuda" else ["gattn", "pyg"]
 
 
-def cache_check_cost(nodes: int, edges: int, repeats: int = 5) -> tuple[float, float]:
-    """(seconds of the structure cache's content check, seconds of a CSR build + its
-    transposed view) on one random graph: the check runs on every call, the build once."""
-    from gattn.kernels import CSR
+def csr_build_cost(nodes: int, edges: int, repeats: int = 5) -> dict[str, float]:
+    """Seconds of: the structure cache's content check (every call), a CSR + CSC build by
+    gattn's counting sort (once per graph, or every mini-batch step), and the same build by
+    torch's stable argsort (what it replaced)."""
+    from gattn.kernels import CSR, ptr_from_index
     from gattn.kernels._cache import checksum
 
-    edge_index = make_graph("random", nodes, edges)
-    check = median_time(lambda: checksum(edge_index), repeats)
-    build = median_time(lambda: CSR(edge_index, nodes, nodes).csc(), max(1, repeats // 2))
-    return check, build
+    edge_index, _ = make_graph("random", nodes, edges)
+
+    def argsort_build() -> None:
+        src, dst = edge_index
+        perm = torch.argsort(dst, stable=True)
+        col = src[perm]
+        ptr_from_index(dst[perm], nodes)
+        ptr_from_index(col[torch.argsort(col, stable=True)], nodes)
+
+    return {
+        "check": median_time(lambda: checksum(edge_index), repeats),
+        "counting": median_time(lambda: CSR(edge_index, nodes, nodes).csc(), repeats),
+        "argsort": median_time(argsort_build, repeats),
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    parser.add_argument("--quick", action="store_true", help="small graphs only (a ~1 minute run)")
+    parser.add_argument("--demo", action="store_true",
+                        help="one small row (random N=5k/E=100k, transformer, 1 thread, full batch): under a minute")
+    parser.add_argument("--quick", action="store_true", help="the small random graph only, every setting asked")
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--methods", default=None,
                         help="comma-separated: gattn (backend by device), reference, pyg, triton "
-                             "(default: gattn,reference,pyg for transformer, gattn,pyg for gat/gatv2)")
-    parser.add_argument("--layers", default=",".join(LAYERS), help=f"comma-separated, from {LAYERS}")
+                             "(default: gattn,pyg; on CUDA also reference for the transformer layer)")
+    parser.add_argument("--layers", default="transformer", help=f"comma-separated, from {LAYERS}")
+    parser.add_argument("--graphs", default=",".join(GRAPHS), help=f"CPU graphs, comma-separated, from {GRAPHS}")
+    parser.add_argument("--threads", default="1,2", help="comma-separated thread counts (CPU)")
+    parser.add_argument("--batch", default="full,mini",
+                        help="full (one cached graph), mini (a new edge_index every step), or both")
+    parser.add_argument("--load", default="none,busy",
+                        help="none (no load of ours), busy (--load-procs busy-loop processes), or both")
+    parser.add_argument("--load-procs", type=int, default=2, help="busy-loop processes for --load busy")
+    parser.add_argument("--dtype", default="float32", help="comma-separated: float32, bfloat16 (layer and input)")
+    parser.add_argument("--data", default=DEFAULT_DATA, help="folder holding planetoid/Cora/raw (the cora graph)")
     parser.add_argument("--chart", default="runs/edge_attention.png", help="PNG chart of the ratios ('' for none)")
     parser.add_argument("--json", default=None, help="also write the rows to this JSON file")
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -206,65 +287,85 @@ def main() -> None:
     unknown = sorted(set(layers) - set(LAYERS))
     if unknown:
         parser.error(f"--layers: unknown {unknown}, expected some of {LAYERS}")
-    cases = benchmark_cases(args.device, args.quick)
+    graphs = tuple(args.graphs.split(","))
+    if set(graphs) - set(GRAPHS):
+        parser.error(f"--graphs: unknown {sorted(set(graphs) - set(GRAPHS))}, expected some of {GRAPHS}")
+    if args.demo:
+        args.quick, args.threads, args.batch, args.load, layers = True, "1", "full", "none", ["transformer"]
+    threads = [int(t) for t in args.threads.split(",")] if args.device == "cpu" else [None]
+    batches, loads, dtypes = args.batch.split(","), args.load.split(","), args.dtype.split(",")
+    if set(batches) - {"full", "mini"} or set(loads) - {"none", "busy"} or set(dtypes) - {"float32", "bfloat16"}:
+        parser.error("--batch takes full,mini, --load none,busy and --dtype float32,bfloat16")
+    cases = benchmark_cases(args.device, args.quick, graphs)
     if args.device == "cpu":
-        repeats = args.repeats or (5 if args.quick else 3)
+        repeats = args.repeats or 3
         warm_numba_cache()
+        nodes, edges = max((case[1], case[2]) for case in cases)
+        cost = csr_build_cost(nodes, edges, 1 if args.demo else 5)
+        print(f"CSR + CSC build, E={edges:,}: counting sort {cost['counting'] * 1e3:.0f} ms vs stable argsort "
+              f"{cost['argsort'] * 1e3:.0f} ms ({cost['argsort'] / cost['counting']:.1f}x); cache content check "
+              f"{cost['check'] * 1e3:.1f} ms per call; load average {load_average():.1f}")
     else:
         repeats = args.repeats or 10
 
-    if args.device == "cpu":
-        nodes, edges = max((case[1], case[2]) for case in cases)
-        check, build = cache_check_cost(nodes, edges)
-        print(f"structure cache: content check {check * 1e3:.1f} ms per call vs CSR build {build * 1e3:.0f} ms "
-              f"once (E={edges:,}; {100 * check / build:.1f} %)")
-
     rows, records, chart_cases = [], [], []
-    chart: dict[str, list[float | None]] = {"fwd+bwd speed vs PyG": [], "memory vs PyG": []}
+    chart: dict[str, list[float | None]] = {"train step vs PyG": [], "forward vs PyG": [], "memory vs PyG": []}
     for graph, nodes, edges, heads, dim in cases:
         for layer in layers:
-            methods = args.methods.split(",") if args.methods else default_methods(layer)
-            results = {}
-            for method in methods:
-                spec = dict(device=args.device, method=method, layer=layer, graph=graph, nodes=nodes, edges=edges,
-                            heads=heads, dim=dim, repeats=repeats)
-                results[method] = run_child("benchmarks.edge_attention", spec)
-                if "error" in results[method]:
-                    print(f"{layer} {graph} N={nodes} {method}: failed: {results[method]['error']}", file=sys.stderr)
-            peer = results.get("pyg", {})
-            case = f"{graph} N={nodes:,} E={edges:,} H={heads} D={dim}"
-            for method in methods:
-                res = results[method]
-                records.append(dict(layer=layer, case=case, method=method, **res))
-                if "error" in res:
-                    rows.append([layer, case, method] + ["failed"] * 7)
-                    continue
+            methods = args.methods.split(",") if args.methods else default_methods(layer, args.device)
+            for thread_count in threads:
+                for load, batch, dtype in itertools.product(loads, batches, dtypes):
+                    results = {}
+                    for method in methods:
+                        spec = dict(device=args.device, method=method, layer=layer, graph=graph, nodes=nodes,
+                                    edges=edges, heads=heads, dim=dim, repeats=repeats, threads=thread_count,
+                                    batch=batch, data=args.data, dtype=dtype)
+                        with background_load(args.load_procs if load == "busy" else 0):
+                            results[method] = run_child("benchmarks.edge_attention", spec)
+                        if "error" in results[method]:
+                            print(f"{layer} {graph} {method}: failed: {results[method]['error']}", file=sys.stderr)
+                    peer = results.get("pyg", {})
+                    size = results.get(methods[0], {})
+                    case = (f"{graph} N={size.get('nodes', nodes):,} E={size.get('edges', edges):,} "
+                            f"H={heads} D={dim}")
+                    setting = f"{thread_count or '-'} thr, {load}, {batch}"
+                    setting += "" if dtype == "float32" else f", {dtype}"
+                    for method in methods:
+                        res = results[method]
+                        records.append(dict(layer=layer, case=case, threads=thread_count, background=load, batch=batch,
+                                            dtype=dtype, method=method, **res))
+                        if "error" in res:
+                            rows.append([layer, case, setting, method] + ["failed"] * 8)
+                            continue
 
-                def ratio(key, res=res, peer=peer):
-                    return peer[key] / res[key] if key in peer and res.get(key) else None
+                        def ratio(key, res=res, peer=peer):
+                            return peer[key] / res[key] if key in peer and res.get(key) else None
 
-                rows.append([
-                    layer, case, method,
-                    fmt(res["fwd_s"], 4), fmt(res["fwdbwd_s"], 4), fmt(res["peak_mb"], 0),
-                    fmt(res.get("above_inputs_mb"), 0),
-                    fmt(ratio("fwd_s"), 2), fmt(ratio("fwdbwd_s"), 2), fmt(ratio("peak_mb"), 2),
-                ])
-                if method == "gattn":
-                    chart_cases.append(f"{layer}\n{graph} E={edges:,}")
-                    chart["fwd+bwd speed vs PyG"].append(ratio("fwdbwd_s"))
-                    chart["memory vs PyG"].append(ratio("peak_mb"))
+                        rows.append([
+                            layer, case, setting, method, fmt(res["load"], 1),
+                            fmt(res["fwd_s"], 4), fmt(res["step_s"], 4), fmt(res["peak_mb"], 0),
+                            fmt(res.get("above_inputs_mb"), 0),
+                            fmt(ratio("fwd_s"), 2), fmt(ratio("step_s"), 2), fmt(ratio("peak_mb"), 2),
+                        ])
+                        print("  ".join(rows[-1]), flush=True)  # as measured: a long run shows its progress
+                        if method == "gattn":
+                            chart_cases.append(f"{layer} {graph}\n{setting}")
+                            chart["train step vs PyG"].append(ratio("step_s"))
+                            chart["forward vs PyG"].append(ratio("fwd_s"))
+                            chart["memory vs PyG"].append(ratio("peak_mb"))
     memory = "peak RSS MB (process)" if args.device == "cpu" else "peak CUDA MB (above inputs)"
     print_table(
         f"Edge attention layers, {args.device}, median of {repeats}; ratios = PyG's layer / method "
-        "(higher is better); memory x compares the first memory column",
-        ["layer", "graph", "method", "fwd s", "fwd+bwd s", memory, "RSS above inputs MB", "fwd x", "fwd+bwd x",
-         "memory x"],
+        "(higher is better); train step = forward + loss + backward + Adam; memory x compares the first memory "
+        "column; load = the machine's 1-minute load average during the run",
+        ["layer", "graph", "threads, load, batch", "method", "load", "fwd s", "train step s", memory,
+         "RSS above inputs MB", "fwd x", "step x", "memory x"],
         rows,
     )
     if args.chart and chart_cases:
         os.makedirs(os.path.dirname(args.chart) or ".", exist_ok=True)
-        path = write_ratio_chart(args.chart, f"gattn vs PyG: edge attention layers ({args.device})", chart_cases,
-                                 chart)
+        path = write_ratio_chart(args.chart, f"gattn vs PyG: edge attention layers in a training step ({args.device})",
+                                 chart_cases, chart)
         print(f"chart: {path}")
     if args.json:
         with open(args.json, "w") as out:

@@ -43,7 +43,7 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import gattn.transforms.laplacian_pe as laplacian_pe_module
-from benchmarks._common import write_ratio_chart
+from benchmarks._common import background_load, load_average, write_ratio_chart
 from gattn.transforms.laplacian_pe import LaplacianPE
 
 DEFAULT_ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ogb"
@@ -138,6 +138,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="200 graphs, 2 repeats")
     parser.add_argument("--chart", default="runs/benchmarks/laplacian_pe.png",
                         help="PNG of the speed ratios against PyG ('' = none)")
+    parser.add_argument("--load-procs", type=int, default=0,
+                        help="busy-loop processes started for the time of the timings (a machine with other work)")
     args = parser.parse_args()
     if args.quick:
         args.graphs, args.repeats = 200, 2
@@ -180,9 +182,12 @@ def main() -> None:
             lambda: LaplacianPE(args.k, num_workers=args.threads).apply(usable),
         ))
     rows = []
-    for name, function in candidates:
-        function()  # warm-up
-        rows.append((name, median_time(function, args.repeats)))
+    with background_load(args.load_procs):
+        for name, function in candidates:
+            function()  # warm-up
+            rows.append((name, median_time(function, args.repeats)))
+        load = load_average()
+    print(f"\nbusy-loop processes of ours: {args.load_procs}; machine load average at the end: {load:.1f}")
     reference = rows[0][1]
     default = rows[1][1]
     print()
