@@ -520,7 +520,8 @@ def _packed_kv(k: Tensor, v: Tensor, work: torch.dtype) -> np.ndarray:
     num, heads, dim = k.shape
     if k.dtype == work and _is_packed(k, v):
         return torch.as_strided(k.detach(), (num, heads * (dim + v.shape[2])), (k.stride(0), 1)).numpy()
-    return torch.cat([k.detach().reshape(num, -1), v.detach().reshape(num, -1)], dim=1).to(work).numpy()
+    rows = (k.detach().reshape(num, heads * dim), v.detach().reshape(num, heads * v.shape[2]))
+    return torch.cat(rows, dim=1).to(work).numpy()
 
 
 def _prepare(t: EdgeTerms) -> _Operands:

@@ -62,3 +62,10 @@ def test_packed_views_are_read_without_a_copy():
 def test_split_kv_rejects_a_wrong_width():
     with pytest.raises(ValueError, match="kv"):
         K.split_kv(torch.zeros(3, 10), 2, 3)
+
+
+def test_no_source_nodes_give_zeros():
+    q = torch.randn(3, 2, 4, requires_grad=True)
+    k, v = torch.zeros(0, 2, 4), torch.zeros(0, 2, 5)
+    out = K.edge_attention(q, k, v, torch.zeros(2, 0, dtype=torch.long), num_nodes=(0, 3), backend="cpu")
+    assert out.shape == (3, 2, 5) and not out.any()
