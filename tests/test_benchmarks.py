@@ -42,9 +42,10 @@ def test_edge_attention_main_writes_table_chart_and_json(tmp_path, monkeypatch, 
     monkeypatch.setattr(edge_attention, "benchmark_cases",
                         lambda device, quick, graphs: [("random", 60, 300, 2, 4)])
     monkeypatch.setattr(edge_attention, "run_child", lambda module, spec: edge_attention.measure(spec))
-    monkeypatch.setattr(sys, "argv", ["edge_attention.py", "--quick", "--repeats", "1",
-                                      "--layers", "transformer,gat,gatv2", "--threads", "1", "--batch", "full,mini", "--load", "none", "--chart",
-                                      str(tmp_path / "chart.png"), "--json", str(tmp_path / "rows.json")])
+    argv = ["edge_attention.py", "--quick", "--repeats", "1", "--layers", "transformer,gat,gatv2",
+            "--threads", "1", "--batch", "full,mini", "--load", "none",
+            "--chart", str(tmp_path / "chart.png"), "--json", str(tmp_path / "rows.json")]
+    monkeypatch.setattr(sys, "argv", argv)
     edge_attention.main()
     printed = capsys.readouterr().out
     assert "counting sort" in printed and "gatv2" in printed and "mini" in printed
