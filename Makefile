@@ -20,13 +20,13 @@ $(STAMP): $(VENV)/bin/python pyproject.toml constraints.txt
 
 # Under 3 minutes on 2 cores, nothing downloaded: gated-attention MIL learns to find the bags
 # holding a 9 among scikit-learn's bundled digits (5-fold CV, accuracy next to chance), then
-# the fused Graph-Transformer-style attention layer against PyG's TransformerConv on two small
-# graphs (forward and forward+backward time, peak memory). Run folder: runs/demo/mil/digit-bags.
+# one row of gattn.nn.TransformerConv against PyG's TransformerConv on a small random graph
+# (forward, training step, peak memory). Run folder: runs/demo/mil/digit-bags.
 demo: $(STAMP)
 	rm -rf runs/demo
 	$(VENV)/bin/gattn train mil --dataset digit-bags --pooling gated --folds 5 --repeats 1 --epochs 12 --batch-size 8 \
 		--lr 1e-3 --hidden 64,32 --threads 1 --runs-dir runs/demo --run-name digit-bags
-	$(PY) benchmarks/edge_attention.py --quick --layers transformer --methods gattn,pyg --repeats 3
+	$(PY) benchmarks/edge_attention.py --demo
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -38,7 +38,12 @@ def marked_table(text: str, name: str) -> list[dict[str, str]]:
     if begin not in text or end not in text:
         raise ValueError(f"README.md has no section marked {begin} ... {end}")
     block = text[text.index(begin) + len(begin):text.index(end)]
-    lines = [line.strip() for line in block.splitlines() if line.strip().startswith("|")]
+    lines = []
+    for line in block.splitlines():  # the first table only: its contiguous "|" lines
+        if line.strip().startswith("|"):
+            lines.append(line.strip())
+        elif lines:
+            break
     if len(lines) < 3:
         raise ValueError(f"the README section {name!r} holds no Markdown table")
     header = [cell.strip() for cell in lines[0].strip("|").split("|")]
