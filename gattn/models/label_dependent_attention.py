@@ -80,7 +80,7 @@ class LabelDependentAttention(nn.Module):
     observation mask) to the same space:
 
     .. math::
-        h_r = P\,e(w_r),\qquad \tilde c_k = P c_k,\qquad s_t = \mathrm{GRU}(x_t \odot m_t, m_t),
+        h_r = \mathrm{LN}(P\,e(w_r)),\qquad \tilde c_k = \mathrm{LN}(P c_k),\qquad s_t = \mathrm{GRU}(x_t \odot m_t, m_t),
 
     .. math::
         z^{text}_{k} = \mathrm{Att}_{words}(h, \tilde c)_k,\qquad
@@ -103,6 +103,15 @@ class LabelDependentAttention(nn.Module):
       variable and weights the *variables* by the similarity of their names to the labels;
       attention over hours needs no variable names and shows *when* the evidence appeared.
       Missing values are handled by feeding the observation mask with the values.
+    * Layer normalisation of the shared space (ours): :math:`h_r = \mathrm{LN}(P\,e(w_r))` and
+      :math:`\tilde c_k = \mathrm{LN}(P c_k)` (``LayerNorm(H)``, with its affine parameters).
+      The paper's words and labels are Clinical-BERT outputs, which end in a LayerNorm:
+      zero-mean, unit-variance features. Word2vec vectors are not: their entries are small
+      (about 0.2 at D = 32) and they share a common direction, which the projection's bias adds
+      to. Without the normalisation every word's compatibility with a label is about the same,
+      the attention stays uniform (its entropy is that of the uniform distribution), the
+      pooled vector is the mean of the note, where a few telling words weigh 1/L, and
+      training stops at the label-prior loss (issue 14). ``layer_norm=False`` drops it.
     * Text encoder: the paper encodes words and label names with a frozen Clinical-BERT.
       None is available here, so the default is a trainable word embedding (optionally
       initialised from pretrained vectors); ``text_encoder`` plugs in a frozen one when it
@@ -135,6 +144,7 @@ class LabelDependentAttention(nn.Module):
         time_series_layers: GRU layers. Default 1.
         dropout: dropout on the word vectors, the attention scores and the fused vectors.
             Default 0.1.
+        layer_norm: normalise the projected words and labels (see above). Default ``True``.
 
     Forward:
         ``input_ids`` [R] the note tokens of all patients concatenated, ``ptr`` [B+1];
@@ -164,6 +174,7 @@ class LabelDependentAttention(nn.Module):
         fusion: str = "mean",
         time_series_layers: int = 1,
         dropout: float = 0.1,
+        layer_norm: bool = True,
     ) -> None:
         super().__init__()
         for name, value, low in (
@@ -180,6 +191,8 @@ class LabelDependentAttention(nn.Module):
             raise ValueError(f"`label_pooling` must be one of {LABEL_POOLINGS}, got {label_pooling!r}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"`dropout` must be in [0, 1), got {dropout!r}")
+        if not isinstance(layer_norm, bool):
+            raise ValueError(f"`layer_norm` must be a bool, got {layer_norm!r}")
         if label_descriptions is not None and label_embeddings is not None:
             raise ValueError("give at most one of `label_descriptions` and `label_embeddings` to initialise the labels")
         self.num_labels, self.hidden_channels = num_labels, hidden_channels
@@ -216,6 +229,7 @@ class LabelDependentAttention(nn.Module):
             self.label_embedding = nn.Parameter(self._initial_labels(label_descriptions, label_embeddings))
 
         self.projection = nn.Linear(self.embedding_dim, hidden_channels)
+        self.norm = nn.LayerNorm(hidden_channels) if layer_norm else None
         self.word_attention = LabelCompatibilityAttention(hidden_channels, ngram, label_pooling, dropout)
         self.dropout = nn.Dropout(dropout)
         fused = hidden_channels
@@ -249,7 +263,8 @@ class LabelDependentAttention(nn.Module):
 
     def reset_parameters(self) -> None:
         """Re-draw the projection, attention, GRU and output weights (word and label vectors kept)."""
-        for module in (self.projection, self.word_attention, self.step_encoder, self.step_attention, self.output):
+        modules = (self.projection, self.norm, self.word_attention, self.step_encoder, self.step_attention, self.output)
+        for module in modules:
             if module is not None:
                 module.reset_parameters()
 
@@ -264,7 +279,7 @@ class LabelDependentAttention(nn.Module):
         return (
             f"{type(self).__name__}(num_labels={self.num_labels}, {encoder}, embedding_dim={self.embedding_dim}, "
             f"hidden_channels={self.hidden_channels}, time_series_channels={self.time_series_channels}, "
-            f"label_pooling={self.label_pooling!r}, fusion={self.fusion!r})"
+            f"label_pooling={self.label_pooling!r}, fusion={self.fusion!r}, layer_norm={self.norm is not None})"
         )
 
     # ------------------------------------------------------------------ embeddings
@@ -289,6 +304,11 @@ class LabelDependentAttention(nn.Module):
         if self.text_encoder is not None:
             return _segment_mean(self._encode_frozen(self.label_token_ids, self.label_ptr), self.label_ptr)
         return self.label_embedding
+
+    def _project(self, vectors: Tensor) -> Tensor:
+        """Words or labels from the word-label space into the attention space: [*, H]."""
+        out = self.projection(vectors)
+        return out if self.norm is None else self.norm(out)
 
     # ------------------------------------------------------------------ time series
     def _check_time_series(
@@ -366,8 +386,8 @@ class LabelDependentAttention(nn.Module):
         batch = ptr.numel() - 1
         series = self._check_time_series(batch, time_series, time_series_mask, time_series_lengths)
 
-        labels = self.projection(self.label_vectors())
-        words = self.projection(self.dropout(self.word_vectors(input_ids, ptr)))
+        labels = self._project(self.label_vectors())
+        words = self._project(self.dropout(self.word_vectors(input_ids, ptr)))
         fused, word_attention = self.word_attention(words, labels, ptr)
         step_attention = step_ptr = None
         if series is not None:

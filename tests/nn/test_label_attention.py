@@ -21,6 +21,14 @@ from .clinical import assert_same_parameter_gradients, presence_batch, train_and
 SIZES = [4, 0, 1, 6, 3]
 
 
+def project(model, vectors):
+    """The model's projection into the attention space, with its LayerNorm written out."""
+    out = model.projection(vectors)
+    if model.norm is None:
+        return out
+    return F.layer_norm(out, (out.size(-1),), model.norm.weight, model.norm.bias, model.norm.eps)
+
+
 def make_ptr(sizes):
     ptr = torch.zeros(len(sizes) + 1, dtype=torch.long)
     ptr[1:] = torch.cumsum(torch.tensor(sizes, dtype=torch.long), 0)
@@ -149,10 +157,10 @@ def batch_inputs(seed=0, lengths=(4, 2, 0, 3, 1)):
 
 def reference_model(model: LabelDependentAttention, ids, ptr, values, mask, lengths):
     """Patient by patient: dense attention; each series through the GRU alone, unpadded."""
-    labels = model.projection(model.label_vectors())
+    labels = project(model, model.label_vectors())
     out = []
     for b, rows in enumerate(docs(ptr)):
-        words = model.projection(model.word_vectors(ids[rows], torch.tensor([0, rows.stop - rows.start])))
+        words = project(model, model.word_vectors(ids[rows], torch.tensor([0, rows.stop - rows.start])))
         z, _ = dense_label_attention(model.word_attention, words, labels)
         if model.step_encoder is not None:
             n = int(lengths[b])
@@ -359,3 +367,51 @@ def test_label_dependent_attention_learns_a_presence_task_and_attends_to_the_cod
     hits = [ids[int(ptr[b]) + int(attention[int(ptr[b]):int(ptr[b + 1]), c].argmax())] == c
             for b, c in target.nonzero().tolist()]
     assert sum(map(bool, hits)) / len(hits) > 0.9
+
+
+def _word2vec_like_vectors(vocab: int, dim: int, gen: torch.Generator) -> torch.Tensor:
+    """Small entries (std 0.18, as CBOW vectors of D = 32 on the MIMIC fixture) around a shared
+    direction, as word2vec vectors have."""
+    common = torch.randn(dim, generator=gen)
+    return 0.18 * torch.randn(vocab, dim, generator=gen) + 0.1 * common
+
+
+def _loss_after_training(layer_norm: bool) -> tuple[float, float]:
+    """Issue 14's set-up in small: long notes in which each of 6 codes plants its word, labels
+    all initialised from the same ``<unk>`` description, word2vec-like vectors, BCE, Adam 3e-3.
+    Returns (the training loss of the last 20 steps, the label-prior loss)."""
+    gen = torch.Generator().manual_seed(0)
+    vocab, codes, unk = 60, 6, 59
+    torch.manual_seed(0)
+    model = LabelDependentAttention(codes, pretrained_embeddings=_word2vec_like_vectors(vocab, 32, gen),
+                                    label_descriptions=[[unk]] * codes, hidden_channels=32, dropout=0.0,
+                                    layer_norm=layer_norm)
+    optimiser = torch.optim.Adam(model.parameters(), lr=3e-3)
+    losses, targets = [], []
+    for _ in range(120):
+        ids, ptr, target = presence_batch(gen, 8, vocab - 1, codes, rate=0.3)
+        ids = torch.repeat_interleave(ids, 4)  # notes of 20 to 120 tokens: a planted word weighs little
+        ptr = ptr * 4
+        loss = F.binary_cross_entropy_with_logits(model(ids, ptr), target)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        losses.append(loss.item())
+        targets.append(target)
+    prior = torch.cat(targets).mean(0).clamp(1e-6, 1 - 1e-6)
+    prior_loss = float(F.binary_cross_entropy(prior.expand_as(torch.cat(targets)), torch.cat(targets)))
+    return sum(losses[-20:]) / 20, prior_loss
+
+
+def test_layer_norm_lets_the_attention_find_planted_words_in_word2vec_like_vectors():
+    # Issue 14: without the normalisation of the shared space, small word2vec-like vectors
+    # keep every word's compatibility with a label alike; the loss stays at the label prior.
+    loss, prior = _loss_after_training(layer_norm=True)
+    assert loss < 0.6 * prior, (loss, prior)
+
+
+@pytest.mark.slow
+def test_without_layer_norm_word2vec_like_vectors_stall_at_the_label_prior():
+    # The same run without it: the failure the normalisation fixes (keeps the test above honest).
+    loss, prior = _loss_after_training(layer_norm=False)
+    assert loss > 0.85 * prior, (loss, prior)
