@@ -80,7 +80,8 @@ class LabelDependentAttention(nn.Module):
     observation mask) to the same space:
 
     .. math::
-        h_r = \mathrm{LN}(P\,e(w_r)),\qquad \tilde c_k = \mathrm{LN}(P c_k),\qquad s_t = \mathrm{GRU}(x_t \odot m_t, m_t),
+        h_r = \mathrm{LN}(P\,e(w_r)),\qquad \tilde c_k = \mathrm{LN}(P c_k),\qquad
+        s_t = \mathrm{GRU}(x_t \odot m_t, m_t),
 
     .. math::
         z^{text}_{k} = \mathrm{Att}_{words}(h, \tilde c)_k,\qquad
