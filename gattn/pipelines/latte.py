@@ -43,6 +43,7 @@ from torch.utils.data import DataLoader
 from gattn.pipelines.base import DataLoaders, Pipeline, Split
 from gattn.pipelines.config import ConfigError, TrainConfig, option, option_flag
 from gattn.pipelines.registry import register_pipeline
+from gattn.pipelines.results import save_figure
 from gattn.pipelines.task import TaskModule
 
 MODELS = ("latte", "han", "hgt", "rgcn", "han-metapath")
@@ -336,13 +337,7 @@ def plot_betas(beta_layers: list[dict[str, dict[str, float]]], path: str | Path,
         ax.set_ylabel("mean beta")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    return save_figure(fig, path)
 
 
 __all__ = ["HeteroNodeTask", "LATTEConfig", "LATTEPipeline", "dataset_folder", "mean_betas", "model_graph",

@@ -66,6 +66,7 @@ from torch.utils.data import DataLoader, Dataset
 from gattn.pipelines.base import DataLoaders, Pipeline, Split
 from gattn.pipelines.config import TrainConfig, option
 from gattn.pipelines.registry import register_pipeline
+from gattn.pipelines.results import save_figure
 from gattn.pipelines.task import TaskModule
 
 
@@ -359,13 +360,7 @@ def plot_attention(model: nn.Module, bags: Any, path: str | Path, num_bags: int 
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    return save_figure(fig, path)
 
 
 __all__ = ["BagSet", "MILConfig", "MILPipeline", "MILTask", "collate_bags", "error_plus_loss",

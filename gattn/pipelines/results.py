@@ -149,9 +149,20 @@ def plot_learning_curves(
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
+    return save_figure(fig, path, dpi=100)
+
+
+def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 110) -> Path:
+    """Write a matplotlib figure to ``path`` (its folder created) through a temporary file and a
+    rename, so that a reader never sees half a PNG; the figure is closed."""
+    import matplotlib.pyplot as plt
+
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
+    try:
+        fig.savefig(tmp, dpi=dpi)
+    finally:
+        plt.close(fig)
     os.replace(tmp, path)
     return path
