@@ -72,6 +72,6 @@ nitpick_ignore_regex = [
     (r"py:.*", r"(?!gattn\b)[\w]+\..*"),  # dotted names outside gattn (torch.Tensor, optuna.Trial, ...)
     (r"py:.*", r"(Tensor|Module|Data|HeteroData|Batch|EdgeIndex|DataFrame|ndarray|Trial|Study|Path|"
                r"Callable|Iterator|Iterable|Sequence|Mapping|MutableMapping|Any|Self|Literal|TypeVar|PathLike|"
-               r"np|pd|nn|L|T|optional|default|torch|optuna)"),
+               r"np|pd|nn|L|T|optional|default|torch|optuna|EdgeType|NodeType|Metadata)"),  # type aliases
 ]
 suppress_warnings = ["myst.header"]

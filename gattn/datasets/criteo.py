@@ -530,7 +530,7 @@ def _fields(meta: dict) -> list[FieldInfo]:
 
 # -------------------------------------------------------------------------------- loading
 def locate_criteo(source: str | os.PathLike, root: str | os.PathLike | None = None) -> Path:
-    """The file of ``source``: a name of :data:`CRITEO_DATASETS` under the data root, or a path
+    """The file of ``source``: a name of ``CRITEO_DATASETS`` under the data root, or a path
     (a FileNotFoundError names what was looked for and where)."""
     if isinstance(source, str) and source.lower() in CRITEO_DATASETS:
         base = resolve_root(root)

@@ -44,7 +44,7 @@ class AttentionBlock(nn.Module):
             has no dropout inside it either).
         temperature: GIN-Attention's softmax temperature.
 
-    The attention module is :attr:`attention`; :meth:`adapt` swaps a sequence block's
+    The attention module is ``attention``; :meth:`adapt` swaps a sequence block's
     ``MultiheadAttention`` for a :class:`gattn.nn.SparseGINAdapter` around it.
     """
 

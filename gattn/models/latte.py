@@ -181,6 +181,6 @@ class LATTE(_HeteroClassifier):
         return LATTEOutput(embeddings, betas, slots, graphs, loss)
 
     def classify(self, output: LATTEOutput) -> Tensor:
-        """Logits of the target type from an :meth:`encode` result (what :meth:`forward` does)."""
+        """Logits of the target type from an :meth:`encode` result (what ``forward`` does)."""
         embedding = output.embeddings[self.target_type]
         return self.head(F.dropout(embedding, p=self.dropout, training=self.training))

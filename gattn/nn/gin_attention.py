@@ -315,7 +315,7 @@ class SparseGINAdapter(nn.Module):
     so at initialisation the output is exactly the wrapped module's. The wrapped module's
     parameters are frozen (``requires_grad=False``); only the GIN and :math:`\lambda` train.
     The wrapped module keeps its own train/eval mode handling (its dropout still follows
-    :meth:`train` / :meth:`eval`).
+    ``train()`` / ``eval()``).
 
     Args:
         attention: a batch-first ``torch.nn.MultiheadAttention`` (called twice: as usual for the

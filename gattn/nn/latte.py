@@ -271,7 +271,7 @@ class LATTEConv(MessagePassing):
           {edge type: [2, E_r]} (source, destination); a relation of ``metadata`` absent from
           the dict contributes zeros.
         - output: ``out_dict`` {node type: [N_m, out_channels]}; with ``return_beta=True`` also
-          ``beta_dict`` {node type: [N_m, |R_m| + 1]} (slot names: :meth:`relation_slots`);
+          ``beta_dict`` ``{node type: [N_m, |R_m| + 1]}`` (slot names: :meth:`relation_slots`);
           with ``return_attention_weights=True`` also {edge type: [E_r, H]} (detached when a
           fused backend computed it).
     """
