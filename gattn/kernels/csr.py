@@ -17,7 +17,18 @@ from ._validate import check_edge_index, check_edge_index_shape
 
 
 def ptr_from_index(index: Tensor, num_segments: int) -> Tensor:
-    """Row pointer [S+1] of a *sorted* segment-id vector."""
+    """Row pointer of a *sorted* segment-id vector: segment ``s`` holds rows
+    ``ptr[s]:ptr[s + 1]``.
+
+    Args:
+        index (torch.Tensor): segment id of each row, sorted ascending, shape ``[R]``, integer
+            ids in ``[0, num_segments)``.
+        num_segments (int): number of segments ``S`` (trailing empty segments included).
+
+    Returns:
+        torch.Tensor: ``ptr``, shape ``[S + 1]``, ``int64``, on ``index``'s device; ``ptr[0] = 0``
+        and ``ptr[S] = R``.
+    """
     counts = torch.bincount(index, minlength=num_segments)
     ptr = torch.zeros(num_segments + 1, dtype=torch.long, device=index.device)
     torch.cumsum(counts, 0, out=ptr[1:])
@@ -25,7 +36,14 @@ def ptr_from_index(index: Tensor, num_segments: int) -> Tensor:
 
 
 def index_from_ptr(ptr: Tensor) -> Tensor:
-    """Segment id of each row, from a row pointer."""
+    """Segment id of each row, from a row pointer (the inverse of :func:`ptr_from_index`).
+
+    Args:
+        ptr (torch.Tensor): row pointer, shape ``[S + 1]``, non-decreasing, ``ptr[0] = 0``.
+
+    Returns:
+        torch.Tensor: ``index``, shape ``[ptr[-1]]``, ``int64``: the sorted segment id of each row.
+    """
     counts = ptr[1:] - ptr[:-1]
     return torch.repeat_interleave(torch.arange(counts.numel(), device=ptr.device), counts)
 
@@ -133,6 +151,21 @@ def get_csr(edge_index: Tensor | CSR, num_src: int, num_dst: int) -> CSR:
     call) for the same node counts, and rebuilt otherwise. A PyG ``Data.edge_index`` or an
     ``EdgeIndex`` is therefore sorted once per training run, and an in-place edit of any
     kind (even one that bypasses the version counter) gives a fresh CSR.
+
+    Args:
+        edge_index (torch.Tensor or CSR): edges ``[2, E]`` (source row 0, destination row 1,
+            integer ids in ``[0, num_src)`` and ``[0, num_dst)``), or a :class:`CSR` already
+            built for the same node counts (returned as is).
+        num_src (int): number of source nodes ``N_src``.
+        num_dst (int): number of destination nodes ``N_dst``.
+
+    Returns:
+        CSR: the edges grouped by destination.
+
+    Raises:
+        TypeError: ``edge_index`` is not a dense integer tensor (or a :class:`CSR`).
+        ValueError: ``edge_index`` is not ``[2, E]``, holds ids outside the node counts, or is a
+            :class:`CSR` for other node counts.
     """
     if isinstance(edge_index, CSR):
         if (edge_index.num_src, edge_index.num_dst) != (num_src, num_dst):
