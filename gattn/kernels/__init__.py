@@ -65,12 +65,29 @@ def _load(name: str) -> Any | None:
 
 
 def available_backends() -> list[str]:
-    """Backends importable in this environment (triton still needs CUDA or TRITON_INTERPRET=1)."""
+    """Backends importable in this environment (triton still needs CUDA or TRITON_INTERPRET=1).
+
+    Returns:
+        list[str]: backend names, a subset of ``["reference", "cpu", "triton"]`` in that order.
+    """
     return [name for name in _BACKEND_MODULES if _load(name) is not None]
 
 
 def resolve_backend(backend: str | None, like: Tensor) -> Any:
-    """The backend module for `backend` (or the automatic choice for `like`'s device)."""
+    """The backend module for `backend` (or the automatic choice for `like`'s device).
+
+    Args:
+        backend (str, optional): ``"reference"``, ``"cpu"``, ``"triton"`` or ``"auto"``.
+            ``None``: the ``GATTN_BACKEND`` environment variable, else ``"auto"`` (triton on
+            CUDA when installed, the CPU kernels on the CPU, else the reference).
+            (default: ``None``)
+        like (torch.Tensor): an input of the call; its device decides ``"auto"`` and the
+            backend checks it can run it.
+
+    Raises:
+        ValueError: an unknown name, a backend that is not installed, or one that cannot run
+            ``like`` (the message says why).
+    """
     name = backend or os.environ.get("GATTN_BACKEND") or "auto"
     if name == "auto":
         if like.is_cuda:
@@ -96,11 +113,31 @@ def segment_softmax(
     *,
     backend: str | None = None,
 ) -> Tensor:
-    """Softmax of `scores` [R] or [R, H] within segments.
+    r"""Softmax of `scores` [R] or [R, H] within segments.
 
-    Segments are given by a sorted CSR row pointer `ptr` [S+1] or an unsorted segment id
-    per row `index` [R]. Scores are max-subtracted; a segment whose scores are all -inf
-    gets zeros.
+    .. math::
+        \mathrm{out}_r = \frac{\exp(s_r - m_{g(r)})}{\sum_{r' : g(r') = g(r)} \exp(s_{r'} - m_{g(r)})},
+        \qquad m_g = \max_{r : g(r) = g} s_r
+
+    per head, where :math:`g(r)` is the segment of row :math:`r`. Segments are given by a
+    sorted CSR row pointer `ptr` [S+1] or an unsorted segment id per row `index` [R] (exactly
+    one of them). A segment whose scores are all -inf gets zeros.
+
+    Args:
+        scores (torch.Tensor): floating scores, shape ``[R]`` or ``[R, H]``.
+        index (torch.Tensor, optional): segment id of each row, shape ``[R]`` (any order).
+            (default: ``None``)
+        ptr (torch.Tensor, optional): row pointer of rows sorted by segment, shape ``[S + 1]``.
+            (default: ``None``)
+        num_segments (int, optional): ``S``; with ``index``, the default is ``index.max() + 1``;
+            with ``ptr``, it must equal ``len(ptr) - 1``. (default: ``None``)
+        backend (str, optional): see :func:`resolve_backend`. (default: ``None``)
+
+    Returns:
+        torch.Tensor: the probabilities, shape and order of ``scores``.
+
+    Raises:
+        ValueError: neither or both of ``index`` and ``ptr``, or shapes that disagree.
     """
     check_floating("scores", scores, (1, 2))
     num_segments = resolve_segments(scores.size(0), index, ptr, num_segments)
@@ -201,9 +238,18 @@ def split_kv(kv: Tensor, heads: int, dim: int, dim_value: int | None = None) -> 
     memory fetch instead of two, with no copy (separate k and v are packed per call).
 
     Args:
-        kv: [N, H*D + H*Dv], keys first.
-        heads, dim: H and D.
-        dim_value: Dv (default D).
+        kv (torch.Tensor): the fused projection, shape ``[N, H * D + H * Dv]``, keys first.
+        heads (int): ``H``.
+        dim (int): ``D``, the key width per head.
+        dim_value (int, optional): ``Dv``, the value width per head; ``None``: ``D``.
+            (default: ``None``)
+
+    Returns:
+        tuple[torch.Tensor, torch.Tensor]: views ``k`` ``[N, H, D]`` and ``v`` ``[N, H, Dv]`` of
+        ``kv`` (no copy).
+
+    Raises:
+        ValueError: ``kv`` is not ``[N, H * (D + Dv)]``.
     """
     dim_value = dim if dim_value is None else dim_value
     width = heads * (dim + dim_value)
@@ -267,9 +313,52 @@ def edge_attention(
     ``dropout_seed`` or a number drawn from ``generator`` (default: torch's global RNG, so
     ``torch.manual_seed`` reproduces it); :func:`dropout_keep_mask` gives the mask.
 
-    A destination with no incoming edge gets zeros. Returns ``out`` [N_dst, H, Dv] and, with
-    ``return_attention=True``, the attention [E, H] (softmax before dropout, caller's edge
-    order), differentiable: a loss on it back-propagates through the fused backward.
+    A destination with no incoming edge gets zeros.
+
+    Args:
+        q (torch.Tensor): queries, shape ``[N_dst, H, D]`` (``score="additive"`` with GAT's
+            per-node terms: ``D = 1``).
+        k (torch.Tensor): keys, shape ``[N_src, H, D]``, dtype and device of ``q``.
+        v (torch.Tensor): values, shape ``[N_src, H, Dv]``.
+        edge_index (torch.Tensor or CSR): ``[2, E]`` integer (source, destination) pairs, or a
+            prebuilt :class:`CSR` (see :func:`get_csr`).
+        num_nodes (int or tuple[int, int], optional): ``N`` or ``(N_src, N_dst)``; ``None``: from
+            the rows of ``k`` and ``q``. (default: ``None``)
+        edge_bias (torch.Tensor, optional): ``b``, shape ``[E, H]``. (default: ``None``)
+        edge_scale (torch.Tensor, optional): :math:`e^{s}`, shape ``[E, H]`` or ``[E, H, D]``;
+            ``score="dot"`` only. (default: ``None``)
+        edge_key (torch.Tensor, optional): added to the keys, shape ``[E, H, D]``.
+            (default: ``None``)
+        edge_value (torch.Tensor, optional): added to the values, shape ``[E, H, Dv]``.
+            (default: ``None``)
+        scale (float, optional): ``score="dot"`` only; ``None``: :math:`1/\sqrt{D}`.
+            (default: ``None``)
+        score (str, optional): ``"dot"`` or ``"additive"`` (:data:`SCORES`).
+            (default: ``"dot"``)
+        att (torch.Tensor, optional): :math:`a`, shape ``[H, D]``; ``score="additive"`` only;
+            ``None``: ones. (default: ``None``)
+        negative_slope (float, optional): of the LeakyReLU (``score="additive"``).
+            (default: ``0.2``)
+        dropout_p (float, optional): attention dropout probability :math:`p` in ``[0, 1)``.
+            (default: ``0.0``)
+        dropout_seed (int or torch.Tensor, optional): the seed of the dropout mask ``m``;
+            ``None``: drawn from ``generator``. (default: ``None``)
+        generator (torch.Generator, optional): draws the seed when ``dropout_seed`` is
+            ``None``; ``None``: torch's global RNG. (default: ``None``)
+        return_attention (bool, optional): also return the attention weights.
+            (default: ``False``)
+        backend (str, optional): see :func:`resolve_backend`. (default: ``None``)
+
+    Returns:
+        torch.Tensor or tuple[torch.Tensor, torch.Tensor]: ``out`` ``[N_dst, H, Dv]`` and, with
+        ``return_attention=True``, the attention ``[E, H]`` (softmax before dropout, caller's
+        edge order), differentiable: a loss on it back-propagates through the fused backward.
+
+    Raises:
+        TypeError: ``q``, ``k``, ``v`` of different dtypes, or a non-integer ``edge_index``.
+        ValueError: shapes that disagree, indices out of range, an option of the other
+            ``score`` (``scale``/``edge_scale`` with ``"additive"``, ``att`` with ``"dot"``), or
+            ``dropout_p`` outside ``[0, 1)``.
     """
     _check_edge_inputs(q, k, v, score, scale, edge_scale, att, dropout_p)
     num_src, num_dst = _node_counts(num_nodes, q, k)
@@ -362,7 +451,21 @@ def dropout_keep_mask(
     seed: int | Tensor, num_edges: int, heads: int, dropout_p: float, device: torch.device | str = "cpu"
 ) -> Tensor:
     """The keep mask [E, H] (caller's edge order, True = kept) that :func:`edge_attention`
-    applies for ``dropout_p`` and ``dropout_seed=seed``; kept weights are scaled by 1/(1-p)."""
+    applies for ``dropout_p`` and ``dropout_seed=seed``; kept weights are scaled by 1/(1-p).
+
+    Args:
+        seed (int or torch.Tensor): the ``dropout_seed`` of the call.
+        num_edges (int): ``E``.
+        heads (int): ``H``.
+        dropout_p (float): the drop probability, in ``[0, 1)``.
+        device (torch.device or str, optional): where the mask is made. (default: ``"cpu"``)
+
+    Returns:
+        torch.Tensor: ``bool``, shape ``[E, H]``.
+
+    Raises:
+        ValueError: ``dropout_p`` outside ``[0, 1)``.
+    """
     check_probability("dropout_p", dropout_p)
     return keep_mask(int(seed), num_edges, heads, dropout_p, device)
 
@@ -388,13 +491,43 @@ def segment_attention_pool(
 ) -> tuple[Tensor, Tensor]:
     r"""Pool the rows of each segment (a bag, a user history) with attention.
 
+    .. math::
+        \mathrm{out}_{g,q} = \sum_{r : g(r) = g} w_{r,q}\, \mathrm{value}_r, \qquad
+        w_{r,q} = \begin{cases} \mathrm{softmax}_{r \in g}(s_{r,q}) & \texttt{normalize=True} \\
+            s_{r,q} & \texttt{normalize=False} \end{cases}, \qquad
+        s_{r,q} = \mathrm{scale}\, \langle x_r, \mathrm{query}_q \rangle
+
     ``x`` [R, D] are the rows (keys, and values unless ``value`` [R, Dv] is given);
     segments by ``ptr`` [S+1] (sorted) or ``index`` [R]. Scores come either from
-    ``query`` ([Q, D] shared, or [S, Q, D] one per segment), as ``scale * <x_r, query>``
-    with ``scale`` defaulting to ``1/sqrt(D)``, or precomputed ``scores`` [R, Q].
-    ``normalize=True`` applies the segment softmax, ``False`` uses the raw scores as
-    weights (DIN). Returns ``out`` [S, Q, Dv] and ``weights`` [R, Q] (caller's row
-    order). An empty segment gives zeros.
+    ``query`` ([Q, D] shared, or [S, Q, D] one per segment) or precomputed ``scores`` [R, Q]
+    (exactly one of them). ``normalize=False`` uses the raw scores as weights (DIN). An
+    empty segment gives zeros.
+
+    Args:
+        x (torch.Tensor): the rows, shape ``[R, D]``.
+        query (torch.Tensor, optional): ``[Q, D]`` (shared) or ``[S, Q, D]`` (one per
+            segment), dtype of ``x``. (default: ``None``)
+        ptr (torch.Tensor, optional): row pointer of rows sorted by segment, shape ``[S + 1]``.
+            (default: ``None``)
+        index (torch.Tensor, optional): segment id of each row, shape ``[R]``.
+            (default: ``None``)
+        scores (torch.Tensor, optional): precomputed scores, shape ``[R, Q]``.
+            (default: ``None``)
+        value (torch.Tensor, optional): the pooled rows, shape ``[R, Dv]``; ``None``: ``x``.
+            (default: ``None``)
+        normalize (bool, optional): segment softmax of the scores. (default: ``True``)
+        scale (float, optional): ``None``: :math:`1/\sqrt{D}`. (default: ``None``)
+        num_segments (int, optional): ``S`` (see :func:`segment_softmax`). (default: ``None``)
+        backend (str, optional): see :func:`resolve_backend`. (default: ``None``)
+
+    Returns:
+        tuple[torch.Tensor, torch.Tensor]: ``out`` ``[S, Q, Dv]`` and ``weights`` ``[R, Q]``
+        (caller's row order).
+
+    Raises:
+        ValueError: neither or both of ``query`` and ``scores`` (or of ``index`` and ``ptr``),
+            or shapes that disagree.
+        TypeError: ``value``, ``query`` or ``scores`` of another dtype than ``x``.
     """
     check_floating("x", x, (2,))
     value = x if value is None else value
