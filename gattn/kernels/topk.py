@@ -104,10 +104,24 @@ def _topk_ptr(ptr: Tensor, k: int) -> Tensor:
 def segment_topk(scores: Tensor, ptr: Tensor, k: int, *, backend: str | None = None) -> tuple[Tensor, Tensor]:
     """The rows of the ``k`` largest ``scores`` [R] in each segment of ``ptr`` [S+1].
 
-    Returns ``rows`` [R_k] (int64 row ids, ascending, so each segment's kept rows stay in
-    their original order) and ``topk_ptr`` [S+1] over them, where a segment keeps
-    ``min(size, k)`` rows. Ties are broken towards the later row. ``backend``: ``"cpu"``
-    (numba; CPU tensors), ``"reference"`` (torch sorts; any device) or None (by device).
+    A segment keeps ``min(size, k)`` rows. Ties are broken towards the later row. No
+    gradient flows through the selection (it returns indices).
+
+    Args:
+        scores (torch.Tensor): floating scores, shape ``[R]``, without NaN.
+        ptr (torch.Tensor): row pointer of the segments, shape ``[S + 1]``.
+        k (int): rows kept per segment, ``>= 1``.
+        backend (str, optional): ``"cpu"`` (numba; CPU tensors), ``"reference"`` (torch sorts;
+            any device) or ``None`` (by device). (default: ``None``)
+
+    Returns:
+        tuple[torch.Tensor, torch.Tensor]: ``rows`` ``[R_k]`` (``int64`` row ids, ascending, so
+        each segment's kept rows stay in their original order) and ``topk_ptr`` ``[S + 1]``
+        over them.
+
+    Raises:
+        ValueError: a bad ``ptr``, ``k < 1``, NaN scores, an unknown backend, or the
+            ``"cpu"`` backend on tensors of another device.
     """
     check_floating("scores", scores, (1,))
     check_ptr(ptr, scores.size(0))
@@ -146,11 +160,29 @@ def _segment_topk_sorted(scores: Tensor, ptr: Tensor, k: int) -> Tensor:
 def segment_lookup_scores(
     table: Tensor, ids: Tensor, query: Tensor, ptr: Tensor, *, scale: float = 1.0
 ) -> Tensor:
-    """``scale * <table[ids[r]], query[s]>`` for every row r of segment s, without autograd.
+    r"""``scale * <table[ids[r]], query[s]>`` for every row r of segment s, without autograd.
 
-    ``table`` [V, D] (an embedding table), ``ids`` [R] its row of each segment row,
-    ``query`` [S, D], ``ptr`` [S+1]. Returns the scores [R] (float32 or float64). The
-    ``[R, D]`` gathered rows are never built on CPU.
+    .. math::
+        s_r = \mathrm{scale}\, \langle \mathrm{table}_{\mathrm{ids}_r}, \mathrm{query}_{g(r)} \rangle
+
+    where :math:`g(r)` is the segment of row :math:`r`. The ``[R, D]`` gathered rows are never
+    built on CPU.
+
+    Args:
+        table (torch.Tensor): an embedding table, shape ``[V, D]``.
+        ids (torch.Tensor): the table row of each segment row, integer, shape ``[R]``, in
+            ``[0, V)``.
+        query (torch.Tensor): one query per segment, shape ``[S, D]``.
+        ptr (torch.Tensor): row pointer of the segments, shape ``[S + 1]``.
+        scale (float, optional): multiplies the products. (default: ``1.0``)
+
+    Returns:
+        torch.Tensor: the scores, shape ``[R]`` (``float64`` for a ``float64`` table, else
+        ``float32``), detached.
+
+    Raises:
+        TypeError: a non-floating ``table`` or ``query``, or non-integer ``ids``.
+        ValueError: shapes that disagree with ``ptr``, or ``ids`` out of range.
     """
     check_floating("table", table, (2,))
     check_floating("query", query, (2,))
