@@ -222,6 +222,17 @@ def target_pair(query: Tensor, keys: Tensor, ptr: Tensor, *, backend: str | None
     """``[k_r, q_s * k_r]`` [R, 2D] for the rows r of each segment s; ``query`` [S, D], ``keys`` [R, D].
 
     Inputs are trusted (validated by the calling layer).
+
+    Args:
+        query (torch.Tensor): one target per segment, shape ``[S, D]``.
+        keys (torch.Tensor): the rows (history items), shape ``[R, D]``.
+        ptr (torch.Tensor): row pointer of the segments, shape ``[S + 1]``, ``ptr[-1] = R``.
+        backend (str, optional): ``"cpu"`` (numba; CPU tensors), ``"reference"`` (torch; any
+            device) or ``None`` (by device). (default: ``None``)
+
+    Returns:
+        torch.Tensor: shape ``[R, 2D]``, dtype of ``keys``, differentiable in ``query`` and
+        ``keys``.
     """
     if _resolve(backend, keys) == "reference":
         rows = torch.repeat_interleave(query, _counts(ptr), dim=0, output_size=keys.size(0))
@@ -251,7 +262,16 @@ class _SegmentBroadcast(torch.autograd.Function):
 
 
 def segment_broadcast(x: Tensor, ptr: Tensor, *, backend: str | None = None) -> Tensor:
-    """``x[s]`` for every row of segment s: [S, C] -> [R, C]; the backward is a segment sum."""
+    """``x[s]`` for every row of segment s: [S, C] -> [R, C]; the backward is a segment sum.
+
+    Args:
+        x (torch.Tensor): one row per segment, shape ``[S, C]``.
+        ptr (torch.Tensor): row pointer of the segments, shape ``[S + 1]``.
+        backend (str, optional): as in :func:`target_pair`. (default: ``None``)
+
+    Returns:
+        torch.Tensor: shape ``[R, C]`` with ``R = ptr[-1]``, dtype of ``x``.
+    """
     num_rows = int(ptr[-1])
     if _resolve(backend, x) == "reference":
         return torch.repeat_interleave(x, _counts(ptr), dim=0, output_size=num_rows)
@@ -280,6 +300,14 @@ def gather_rows(weight: Tensor, index: Tensor, *, backend: str | None = None) ->
 
     Same values and gradient as :func:`torch.nn.functional.embedding`; on CPU the gradient is
     accumulated in one pass over the R rows. Inputs are trusted (ids validated by the caller).
+
+    Args:
+        weight (torch.Tensor): the table, shape ``[V, D]``.
+        index (torch.Tensor): row ids, integer, shape ``[R]``, in ``[0, V)``.
+        backend (str, optional): as in :func:`target_pair`. (default: ``None``)
+
+    Returns:
+        torch.Tensor: shape ``[R, D]``, dtype of ``weight``.
     """
     if _resolve(backend, weight) == "reference" or weight.dtype not in (torch.float32, torch.float64):
         return torch.nn.functional.embedding(index, weight)
@@ -333,11 +361,32 @@ def dice(
     ptr: Tensor | None = None,
     backend: str | None = None,
 ) -> Tensor:
-    """Dice of ``v = x + segment_bias[segment]`` ([R, C]; the bias [S, C] by ``ptr``) or of ``x``.
+    r"""Dice of ``v = x + segment_bias[segment]`` ([R, C]; the bias [S, C] by ``ptr``) or of ``x``.
 
-    In training the statistics are those of the rows (a single row normalises to 0) and
-    ``running_mean`` / ``running_var`` are updated in place (not from fewer than 2 rows);
-    otherwise the running statistics are used. Inputs are trusted.
+    .. math::
+        \mathrm{Dice}(v) = v \odot \big(\alpha + (1 - \alpha)\, p\big), \qquad
+        p = \sigma\Big(\frac{v - \mathrm{E}[v]}{\sqrt{\mathrm{Var}[v] + \epsilon}}\Big)
+
+    per channel. In training the statistics are those of the rows (a single row normalises to
+    0) and ``running_mean`` / ``running_var`` are updated in place (not from fewer than 2
+    rows); otherwise the running statistics are used. Inputs are trusted.
+
+    Args:
+        x (torch.Tensor): shape ``[R, C]``.
+        alpha (torch.Tensor): :math:`\alpha`, shape ``[C]``.
+        running_mean (torch.Tensor): shape ``[C]``, updated in place in training.
+        running_var (torch.Tensor): shape ``[C]`` (unbiased), updated in place in training.
+        training (bool): batch statistics (and running updates) or running statistics.
+        momentum (float): of the running updates.
+        eps (float): :math:`\epsilon`.
+        segment_bias (torch.Tensor, optional): one bias row per segment, shape ``[S, C]``,
+            added to the rows of its segment first; needs ``ptr``. (default: ``None``)
+        ptr (torch.Tensor, optional): row pointer of the segments, shape ``[S + 1]``.
+            (default: ``None``)
+        backend (str, optional): as in :func:`target_pair`. (default: ``None``)
+
+    Returns:
+        torch.Tensor: shape ``[R, C]``, dtype of ``x``.
     """
     method = _resolve(backend, x)
     num_rows = x.size(0)
