@@ -42,24 +42,38 @@ class GATv2Conv(AdditiveAttentionConv):
     the E x H x C tensor of PyG's ``edge_update`` is never built, nor the messages.
 
     Args:
-        in_channels: input size, ``-1`` (lazy), or a ``(source, destination)`` pair.
-        out_channels: size :math:`C` of each head's output.
-        heads: number of heads (default 1).
-        concat: concatenate the heads (default ``True``) or average them.
-        negative_slope: LeakyReLU slope (default 0.2).
-        dropout: dropout of the attention coefficients while training (default 0), fused.
-        add_self_loops: replace self-loops by one per node (default ``True``).
-        edge_dim: edge feature size (default ``None``).
-        fill_value: edge features of the added self-loops (default ``"mean"``).
-        bias: learn biases (default ``True``).
-        share_weights: one weight matrix for sources and destinations (default ``False``).
-        residual: add a linear projection of the destination features (default ``False``).
-        backend: kernel backend (``None`` picks by device).
-        **kwargs: further arguments of ``MessagePassing``.
+        in_channels (int or tuple[int, int]): input size, ``-1`` (lazy), or a
+            ``(source, destination)`` pair.
+        out_channels (int): size :math:`C` of each head's output.
+        heads (int, optional): number of heads :math:`H`. (default: ``1``)
+        concat (bool, optional): concatenate the heads, or average them. (default: ``True``)
+        negative_slope (float, optional): LeakyReLU slope. (default: ``0.2``)
+        dropout (float, optional): dropout of the attention coefficients while training,
+            fused. (default: ``0.0``)
+        add_self_loops (bool, optional): replace self-loops by one per node.
+            (default: ``True``)
+        edge_dim (int, optional): edge feature size. (default: ``None``)
+        fill_value (float or torch.Tensor or str, optional): edge features of the added
+            self-loops. (default: ``"mean"``)
+        bias (bool, optional): learn biases. (default: ``True``)
+        share_weights (bool, optional): one weight matrix for sources and destinations.
+            (default: ``False``)
+        residual (bool, optional): add a linear projection of the destination features.
+            (default: ``False``)
+        backend (str, optional): kernel backend of :func:`gattn.kernels.edge_attention`;
+            ``None`` picks by device. (default: ``None``)
+        **kwargs (optional): further arguments of ``MessagePassing``.
 
-    Forward: ``x`` [N, F] or ``(x_src, x_dst)``; ``edge_index`` [2, E], an ``EdgeIndex`` or
-    a sparse adjacency; ``edge_attr``; ``return_attention_weights`` (truthy: also return the
-    attention after dropout, as PyG does); ``size`` (gattn's addition).
+    Shapes:
+        - **input:** node features ``x`` :math:`(|\mathcal{V}|, F_{in})` or
+          ``(x_src, x_dst)`` :math:`((|\mathcal{V}_s|, F_{s}), (|\mathcal{V}_t|, F_{t}))`;
+          ``edge_index`` :math:`(2, |\mathcal{E}|)`, an ``EdgeIndex`` or a sparse adjacency;
+          edge features ``edge_attr`` :math:`(|\mathcal{E}|, D)` *(optional)*;
+          ``return_attention_weights`` (truthy: also return the attention); ``size``
+          *(optional; gattn's addition)*.
+        - **output:** node features :math:`(|\mathcal{V}_t|, H * C)` (``concat=True``) or
+          :math:`(|\mathcal{V}_t|, C)`; with ``return_attention_weights``, also the attention
+          after dropout, as PyG returns it.
     """
 
     def __init__(
