@@ -47,28 +47,36 @@ class TransformerConv(FusedMessagePassing):
     replaced by this class (``state_dict`` files load both ways).
 
     Args:
-        in_channels: size of each input sample, ``-1`` to infer it on the first call, or a
-            ``(source, destination)`` pair of sizes.
-        out_channels: size :math:`C` of each head's output.
-        heads: number of heads (default 1).
-        concat: concatenate the heads (default ``True``) or average them.
-        beta: gate the skip connection with :math:`\beta_i` (default ``False``; needs
-            ``root_weight``).
-        dropout: dropout probability of the attention coefficients while training (default
-            0), fused into the kernel.
-        edge_dim: edge feature size (default ``None``: no edge features).
-        bias: learn additive biases (default ``True``).
-        root_weight: add the transformed root features :math:`\mathbf{W}_1 \mathbf{x}_i`
-            (default ``True``; ``False`` also turns ``beta`` off, as in PyG).
-        backend: kernel backend (``None`` picks by device).
-        **kwargs: further arguments of ``MessagePassing``.
+        in_channels (int or tuple[int, int]): size of each input sample, ``-1`` to infer it on
+            the first call, or a ``(source, destination)`` pair of sizes.
+        out_channels (int): size :math:`C` of each head's output.
+        heads (int, optional): number of heads :math:`H`. (default: ``1``)
+        concat (bool, optional): concatenate the heads, or average them. (default: ``True``)
+        beta (bool, optional): gate the skip connection with :math:`\beta_i` (needs
+            ``root_weight``). (default: ``False``)
+        dropout (float, optional): dropout probability of the attention coefficients while
+            training, fused into the kernel. (default: ``0.0``)
+        edge_dim (int, optional): edge feature size; ``None``: no edge features.
+            (default: ``None``)
+        bias (bool, optional): learn additive biases. (default: ``True``)
+        root_weight (bool, optional): add the transformed root features
+            :math:`\mathbf{W}_1 \mathbf{x}_i` (``False`` also turns ``beta`` off, as in PyG).
+            (default: ``True``)
+        backend (str, optional): kernel backend of :func:`gattn.kernels.edge_attention`;
+            ``None`` picks by device. (default: ``None``)
+        **kwargs (optional): further arguments of ``MessagePassing``.
 
-    Forward: ``x`` [N, F] or ``(x_src, x_dst)``; ``edge_index`` [2, E], an ``EdgeIndex`` or a
-    sparse adjacency; ``edge_attr`` [E, edge_dim]; ``return_attention_weights``: when set to
-    a bool (True *or* False, as in PyG) also return ``(edge_index, alpha)`` (a
-    ``SparseTensor`` input gets the adjacency with alpha as values), alpha [E, H] before
-    dropout, differentiable; ``size`` ``(N_src, N_dst)`` (gattn's addition). Returns
-    [N_dst, H * C] (or [N_dst, C]).
+    Shapes:
+        - **input:** node features ``x`` :math:`(|\mathcal{V}|, F_{in})` or
+          ``(x_src, x_dst)`` :math:`((|\mathcal{V}_s|, F_{s}), (|\mathcal{V}_t|, F_{t}))`;
+          ``edge_index`` :math:`(2, |\mathcal{E}|)`, an ``EdgeIndex`` or a sparse adjacency;
+          edge features ``edge_attr`` :math:`(|\mathcal{E}|, D)` *(optional)*;
+          ``return_attention_weights``: when set to a bool (True *or* False, as in PyG) also
+          return the attention; ``size`` ``(N_src, N_dst)`` *(optional; gattn's addition)*.
+        - **output:** node features :math:`(|\mathcal{V}_t|, H * C)` (``concat=True``) or
+          :math:`(|\mathcal{V}_t|, C)`; with ``return_attention_weights``, also
+          ``(edge_index, alpha)`` with alpha :math:`(|\mathcal{E}|, H)` before dropout,
+          differentiable (a ``SparseTensor`` input gets the adjacency with alpha as values).
     """
 
     def __init__(
