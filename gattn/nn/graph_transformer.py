@@ -71,23 +71,28 @@ class GraphTransformerConv(FusedMessagePassing):
     incoming edge gets zeros.
 
     Args:
-        in_channels: size of the input node features, ``-1`` to infer it on the first call,
-            or ``(source, destination)`` sizes for a bipartite graph (then ``x`` is a
-            ``(x_src, x_dst)`` pair; queries come from the destinations, keys and values
-            from the sources).
-        out_channels: size :math:`d` of each head.
-        heads: number of heads :math:`H` (default 1).
-        concat: concatenate the heads (``True``, default) or average them (``False``).
-        dropout: dropout probability on the attention coefficients :math:`w_{ij}` while
-            training (default 0); fused into the kernel (``dropout_p``), no E x H x D cost.
-        edge_dim: size of the edge features; ``None`` (default) for the node-only variant.
-        bias: whether the projections :math:`Q, K, V, E` have a bias (default ``True``).
-        update_edges: with ``edge_dim``, also return the edge output :math:`\hat e_{ij}`
-            (default ``True``, the paper's edge variant). ``False`` uses the edge features
-            only inside the attention and returns node features alone.
-        backend: kernel backend for :func:`gattn.kernels.edge_attention` (``None`` picks by
-            device).
-        **kwargs: further arguments of ``MessagePassing`` (``decomposed_layers``, ...).
+        in_channels (int or tuple[int, int]): size of the input node features, ``-1`` to
+            infer it on the first call, or ``(source, destination)`` sizes for a bipartite
+            graph (then ``x`` is a ``(x_src, x_dst)`` pair; queries come from the
+            destinations, keys and values from the sources).
+        out_channels (int): size :math:`d` of each head.
+        heads (int, optional): number of heads :math:`H`. (default: ``1``)
+        concat (bool, optional): concatenate the heads (``True``) or average them
+            (``False``). (default: ``True``)
+        dropout (float, optional): dropout probability on the attention coefficients
+            :math:`w_{ij}` while training; fused into the kernel (``dropout_p``), no
+            E x H x D cost. (default: ``0.0``)
+        edge_dim (int, optional): size of the edge features; ``None`` for the node-only
+            variant. (default: ``None``)
+        bias (bool, optional): whether the projections :math:`Q, K, V, E` have a bias.
+            (default: ``True``)
+        update_edges (bool, optional): with ``edge_dim``, also return the edge output
+            :math:`\hat e_{ij}` (the paper's edge variant). ``False`` uses the edge features
+            only inside the attention and returns node features alone. (default: ``True``)
+        backend (str, optional): kernel backend for :func:`gattn.kernels.edge_attention`;
+            ``None`` picks by device. (default: ``None``)
+        **kwargs (optional): further arguments of ``MessagePassing`` (``decomposed_layers``,
+            ...).
 
     Shapes:
         - input: ``x`` [N, in] or ``([N_src, in_src], [N_dst, in_dst])``, ``edge_index``
@@ -281,24 +286,36 @@ class GraphTransformerLayer(nn.Module):
     see :class:`GraphTransformerConv`).
 
     Args:
-        channels: node feature size (input and output); must be divisible by ``heads``.
-        heads: number of attention heads; each has ``channels // heads`` dimensions.
-        dropout: dropout probability on the attention output and inside the FFNs.
-        norm: ``"batch"`` (BatchNorm, the paper's best setting), ``"layer"`` or ``None``.
-        edge_dim: edge feature size; given, the edge stream is on (edge features scale the
-            attention and are updated). ``None`` for the node-only block.
-        ffn_ratio: FFN hidden size as a multiple of the input size.
-        residual: add the residual connections.
-        attention_dropout: dropout on the attention coefficients.
-        bias: bias of the Q/K/V/E projections.
-        update_edges: with ``edge_dim``, run the edge stream (default ``True``). ``False``
-            lets the edge features scale the attention but computes no edge output and
-            returns ``x`` alone: what a model's last block needs, whose edge output would be
-            discarded (it also leaves no unused parameters).
-        backend: kernel backend (``None`` picks by device).
+        channels (int): node feature size (input and output); must be divisible by ``heads``.
+        heads (int, optional): number of attention heads; each has ``channels // heads``
+            dimensions. (default: ``8``)
+        dropout (float, optional): dropout probability on the attention output and inside
+            the FFNs. (default: ``0.0``)
+        norm (str, optional): ``"batch"`` (BatchNorm, the paper's best setting), ``"layer"``
+            or ``None``. (default: ``"batch"``)
+        edge_dim (int, optional): edge feature size; given, the edge stream is on (edge
+            features scale the attention and are updated). ``None`` for the node-only block.
+            (default: ``None``)
+        ffn_ratio (int, optional): FFN hidden size as a multiple of the input size.
+            (default: ``2``)
+        residual (bool, optional): add the residual connections. (default: ``True``)
+        attention_dropout (float, optional): dropout on the attention coefficients.
+            (default: ``0.0``)
+        bias (bool, optional): bias of the Q/K/V/E projections. (default: ``True``)
+        update_edges (bool, optional): with ``edge_dim``, run the edge stream. ``False`` lets
+            the edge features scale the attention but computes no edge output and returns
+            ``x`` alone: what a model's last block needs, whose edge output would be discarded
+            (it also leaves no unused parameters). (default: ``True``)
+        backend (str, optional): kernel backend of :func:`gattn.kernels.edge_attention`;
+            ``None`` picks by device. (default: ``None``)
 
-    ``forward(x, edge_index, edge_attr=None)`` returns ``x`` [N, channels], or the pair
-    ``(x, edge_attr)`` [E, edge_dim] when the edge stream is on.
+    Shapes:
+        - **input:** ``x`` :math:`(|\mathcal{V}|, \text{channels})`, ``edge_index``
+          :math:`(2, |\mathcal{E}|)`, ``edge_attr`` :math:`(|\mathcal{E}|, \text{edge\_dim})`
+          *(edge variant)*: ``forward(x, edge_index, edge_attr=None)``.
+        - **output:** ``x`` :math:`(|\mathcal{V}|, \text{channels})`, or the pair
+          ``(x, edge_attr)`` with ``edge_attr`` :math:`(|\mathcal{E}|, \text{edge\_dim})`
+          when the edge stream is on.
     """
 
     def __init__(
