@@ -41,20 +41,23 @@ class DAREAttention(TargetAttention):
         {\sqrt{d_{att}}}\Big)\, e^{rep}_j
 
     Args:
-        in_channels: attention embedding size :math:`d_{att}` (query and keys).
-        top_k: K (default ``20``); ``None`` attends over the whole history (no retrieval).
-            A history shorter than K keeps all its behaviours.
-        softmax: normalise the weights over the kept behaviours (default ``True``, the paper);
-            ``False`` uses the scaled scores as weights.
-        scale: score scale (default ``1/sqrt(in_channels)``).
+        in_channels (int): attention embedding size :math:`d_{att}` (query and keys).
+        top_k (int, optional): K; ``None`` attends over the whole history (no retrieval). A
+            history shorter than K keeps all its behaviours. (default: ``20``)
+        softmax (bool, optional): normalise the weights over the kept behaviours (the paper);
+            ``False`` uses the scaled scores as weights. (default: ``True``)
+        scale (float, optional): score scale; ``None``: :math:`1/\sqrt{d_{att}}`.
+            (default: ``None``)
 
-    Forward:
-        ``query`` [B, d_att] (the target's attention embedding); ``keys`` [R, d_att] with
-        ``ptr`` [B+1] or ``lengths`` [B], or padded [B, L, d_att] with ``padding_mask`` [B, L]
-        (True = padding) or ``lengths``; ``value`` in the layout of ``keys`` (the
-        representation embeddings, any size D; default: ``keys``). Returns [B, D] and, with
-        ``return_attention_weights=True``, the weight of every behaviour (zero for those not
-        retrieved; [R] or [B, L]). An empty history gives zeros.
+    Shapes:
+        - **input:** ``query`` :math:`(B, d_{att})` (the target's attention embedding);
+          ``keys`` :math:`(R, d_{att})` with ``ptr`` :math:`(B + 1)` or ``lengths``
+          :math:`(B)`, or padded :math:`(B, L, d_{att})` with ``padding_mask`` :math:`(B, L)`
+          (True = padding) or ``lengths``; ``value`` *(optional)* in the layout of ``keys``
+          (the representation embeddings, any size :math:`D`; default: ``keys``).
+        - **output:** :math:`(B, D)` and, with ``return_attention_weights=True``, the weight of
+          every behaviour (zero for those not retrieved; :math:`(R)` or :math:`(B, L)`). An
+          empty history gives zeros.
     """
 
     def __init__(
