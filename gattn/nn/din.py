@@ -49,15 +49,20 @@ class Dice(nn.Module):
     normalised to 0 (:math:`p = 1/2`) and leaves the running statistics unchanged.
 
     Args:
-        num_features: feature size :math:`C` (the last dimension).
-        eps: :math:`\epsilon` (default ``1e-8``, as DeepCTR-Torch; the paper's code 1e-9).
-        momentum: running-average momentum (default ``0.1``, torch's BatchNorm default).
-        alpha: initial :math:`\alpha` (default ``0.0``, the paper's code).
+        num_features (int): feature size :math:`C` (the last dimension).
+        eps (float, optional): :math:`\epsilon` (as DeepCTR-Torch; the paper's code 1e-9).
+            (default: ``1e-8``)
+        momentum (float, optional): running-average momentum (torch's BatchNorm default).
+            (default: ``0.1``)
+        alpha (float, optional): initial :math:`\alpha` (the paper's code).
+            (default: ``0.0``)
 
-    Forward: ``x`` [N, C] -> [N, C]; optionally ``segment_bias`` [S, C] with ``ptr`` [S+1]:
-    the activation of ``x + segment_bias[segment]`` (rows of segment s get ``segment_bias[s]``),
-    without materialising the broadcast bias (DIN's target term). On CPU a fused kernel
-    (:func:`gattn.kernels.din.dice`).
+    Shapes:
+        - **input:** ``x`` :math:`(N, C)`; optionally ``segment_bias`` :math:`(S, C)` with
+          ``ptr`` :math:`(S + 1)`: the activation of ``x + segment_bias[segment]`` (rows of
+          segment s get ``segment_bias[s]``), without materialising the broadcast bias (DIN's
+          target term). On CPU a fused kernel (:func:`gattn.kernels.din.dice`).
+        - **output:** :math:`(N, C)`.
     """
 
     def __init__(self, num_features: int, eps: float = 1e-8, momentum: float = 0.1, alpha: float = 0.0) -> None:
@@ -135,14 +140,19 @@ class LocalActivationUnit(nn.Module):
     per user, the behaviour's part as one product with a [R, 2D] operand instead of [R, 4D].
 
     Args:
-        in_channels: behaviour (and target) embedding size :math:`D`.
-        hidden_channels: hidden sizes of the MLP (default ``(80, 40)``, the paper's).
-        activation: ``"dice"`` (default), ``"prelu"``, ``"relu"`` or ``"sigmoid"`` after each
-            hidden layer.
-        dropout: dropout after each hidden activation (training only).
+        in_channels (int): behaviour (and target) embedding size :math:`D`.
+        hidden_channels (Sequence[int], optional): hidden sizes of the MLP (the paper's).
+            (default: ``(80, 40)``)
+        activation (str, optional): ``"dice"``, ``"prelu"``, ``"relu"`` or ``"sigmoid"`` after
+            each hidden layer. (default: ``"dice"``)
+        dropout (float, optional): dropout after each hidden activation (training only).
+            (default: ``0.0``)
 
-    Forward: ``query`` [B, D], ``keys`` [R, D] (rows of all histories) and ``ptr`` [B+1];
-    returns the scores [R]. Inputs are trusted: :class:`DINAttention` validates them.
+    Shapes:
+        - **input:** ``query`` :math:`(B, D)`, ``keys`` :math:`(R, D)` (rows of all histories)
+          and ``ptr`` :math:`(B + 1)`. Inputs are trusted: :class:`DINAttention` validates
+          them.
+        - **output:** the scores :math:`(R)`.
     """
 
     def __init__(
@@ -279,18 +289,23 @@ class DINAttention(TargetAttention):
     representation embeddings, as in DARE).
 
     Args:
-        in_channels: query and key size :math:`D`.
-        hidden_channels: hidden sizes of the local activation unit (default ``(80, 40)``).
-        activation: activation of the unit (default ``"dice"``).
-        softmax: normalise the weights per user with a softmax (default ``False``).
-        dropout: dropout inside the unit (default ``0.0``).
+        in_channels (int): query and key size :math:`D`.
+        hidden_channels (Sequence[int], optional): hidden sizes of the local activation unit.
+            (default: ``(80, 40)``)
+        activation (str, optional): activation of the unit (see
+            :class:`LocalActivationUnit`). (default: ``"dice"``)
+        softmax (bool, optional): normalise the weights per user with a softmax.
+            (default: ``False``)
+        dropout (float, optional): dropout inside the unit. (default: ``0.0``)
 
-    Forward:
-        ``query`` [B, D]; ``keys`` [R, D] with ``ptr`` [B+1] or ``lengths`` [B], or padded
-        [B, L, D] with ``padding_mask`` [B, L] (True = padding) or ``lengths`` [B];
-        ``value`` (optional) in the layout of ``keys`` with any last size Dv. Returns the
-        pooled interest [B, Dv] and, with ``return_attention_weights=True``, the weight of
-        each behaviour ([R], or [B, L] with zeros at padding). An empty history gives zeros.
+    Shapes:
+        - **input:** ``query`` :math:`(B, D)`; ``keys`` :math:`(R, D)` with ``ptr``
+          :math:`(B + 1)` or ``lengths`` :math:`(B)`, or padded :math:`(B, L, D)` with
+          ``padding_mask`` :math:`(B, L)` (True = padding) or ``lengths`` :math:`(B)`;
+          ``value`` *(optional)* in the layout of ``keys`` with any last size :math:`D_v`.
+        - **output:** the pooled interest :math:`(B, D_v)` and, with
+          ``return_attention_weights=True``, the weight of each behaviour (:math:`(R)`, or
+          :math:`(B, L)` with zeros at padding). An empty history gives zeros.
     """
 
     def __init__(
@@ -335,11 +350,17 @@ def minibatch_aware_l2(weight: Tensor, ids: Tensor, frequency: Tensor) -> Tensor
     \eta\,\lambda\, w_j / n_j`.
 
     Args:
-        weight: the table [V, D].
-        ids: the ids of the batch (any shape; repeats count once).
-        frequency: [V] occurrences of each id in the data (> 0 for every id that occurs).
+        weight (torch.Tensor): the table, shape ``[V, D]``.
+        ids (torch.Tensor): the integer ids of the batch (any shape; repeats count once).
+        frequency (torch.Tensor): occurrences of each id in the data, shape ``[V]`` (> 0 for
+            every id that occurs).
 
-    Returns: a scalar tensor (differentiable in ``weight``).
+    Returns:
+        torch.Tensor: a scalar (differentiable in ``weight``).
+
+    Raises:
+        ValueError: ``frequency`` of the wrong shape, ids out of range, or a zero frequency
+            for an id of the batch.
     """
     check_floating("weight", weight, (2,))
     check_integer("ids", ids)
