@@ -96,18 +96,21 @@ class HeterogeneousAttention(nn.Module):
     :math:`\hat K^h \approx U_K^h V_K^h`; the same for values.
 
     Args:
-        num_tokens: T.
-        in_channels: token size d.
-        heads: number of heads H (default ``2``).
-        head_channels: d_k per head (default ``in_channels // heads``).
-        composite: composite key/value projections (default ``True``: Hiformer; ``False`` is
-            the paper's plain heterogeneous attention).
-        rank: rank of the low-rank composite projections (default ``None``: full); needs
-            ``composite=True``.
-        dropout: attention dropout (training only).
+        num_tokens (int): number of tokens :math:`T`.
+        in_channels (int): token size :math:`d`.
+        heads (int, optional): number of heads :math:`H`. (default: ``2``)
+        head_channels (int, optional): :math:`d_k` per head; ``None``:
+            ``in_channels // heads``. (default: ``None``)
+        composite (bool, optional): composite key/value projections (Hiformer); ``False`` is
+            the paper's plain heterogeneous attention. (default: ``True``)
+        rank (int, optional): rank of the low-rank composite projections; ``None``: full.
+            Needs ``composite=True``. (default: ``None``)
+        dropout (float, optional): attention dropout (training only). (default: ``0.0``)
 
-    Forward: ``x`` [B, T, d]; ``query_tokens`` (optional 1-D index of tokens) computes the
-    outputs of those tokens only (pruning). Returns [B, T, d] or [B, len(query_tokens), d].
+    Shapes:
+        - **input:** ``x`` :math:`(B, T, d)`; ``query_tokens`` *(optional)*: a 1-D index of
+          tokens whose outputs alone are computed (pruning).
+        - **output:** :math:`(B, T, d)`, or :math:`(B, |\text{query\_tokens}|, d)`.
     """
 
     def __init__(
@@ -178,13 +181,22 @@ class HiformerLayer(nn.Module):
     token-specific projections.
 
     Args:
-        num_tokens, in_channels, heads, head_channels, composite, rank: as
-            :class:`HeterogeneousAttention`.
-        ffn_channels: hidden size of the feed-forward network (default ``4 * in_channels``).
-        dropout: dropout on the attention and on each residual branch (training only).
+        num_tokens (int): number of tokens :math:`T`, as :class:`HeterogeneousAttention`.
+        in_channels (int): token size :math:`d`.
+        heads (int, optional): as :class:`HeterogeneousAttention`. (default: ``2``)
+        head_channels (int, optional): as :class:`HeterogeneousAttention`.
+            (default: ``None``)
+        composite (bool, optional): as :class:`HeterogeneousAttention`. (default: ``True``)
+        rank (int, optional): as :class:`HeterogeneousAttention`. (default: ``None``)
+        ffn_channels (int, optional): hidden size of the feed-forward network; ``None``:
+            ``4 * in_channels``. (default: ``None``)
+        dropout (float, optional): dropout on the attention and on each residual branch
+            (training only). (default: ``0.0``)
 
-    Forward: ``x`` [B, T, d]; ``query_tokens`` (optional) prunes the layer to those tokens'
-    outputs ([B, len(query_tokens), d]), equal to ``layer(x)[:, query_tokens]``.
+    Shapes:
+        - **input:** ``x`` :math:`(B, T, d)`; ``query_tokens`` *(optional)* prunes the layer to
+          those tokens' outputs, equal to ``layer(x)[:, query_tokens]``.
+        - **output:** :math:`(B, T, d)`, or :math:`(B, |\text{query\_tokens}|, d)`.
     """
 
     def __init__(
