@@ -80,14 +80,17 @@ class CodeWiseAttention(nn.Module):
     tokens (the authors' code carries one; it receives no gradient signal).
 
     Args:
-        in_channels: token feature size :math:`D`.
-        num_codes: number of codes :math:`C`.
-        attention_channels: hidden size of :math:`W_1`; ``None`` (default) gives
-            ``2 * in_channels``, the authors' expansion factor 2.
+        in_channels (int): token feature size :math:`D`.
+        num_codes (int): number of codes :math:`C`.
+        attention_channels (int, optional): hidden size of :math:`W_1`; ``None`` gives
+            ``2 * in_channels``, the authors' expansion factor 2. (default: ``None``)
 
-    Forward: ``x`` [R, D] (the tokens of all documents), ``ptr`` [B+1]. Returns the code
-    vectors ``[B, C, D]`` and the attention ``[R, C]`` (column ``c`` sums to one over the
-    tokens of each document). A document without tokens gives zero vectors.
+    Shapes:
+        - **input:** ``x`` :math:`(R, D)` (the tokens of all documents), ``ptr``
+          :math:`(B + 1)`.
+        - **output:** the code vectors :math:`(B, C, D)` and the attention :math:`(R, C)`
+          (column ``c`` sums to one over the tokens of each document). A document without
+          tokens gives zero vectors.
     """
 
     def __init__(self, in_channels: int, num_codes: int, attention_channels: int | None = None) -> None:
@@ -133,8 +136,12 @@ class LabelWiseLinear(nn.Module):
     output the logits ``[B, C]``. Equivalent to ``C`` separate ``nn.Linear(D, 1)`` layers.
 
     Args:
-        in_channels: vector size :math:`D`.
-        num_labels: number of labels :math:`C`.
+        in_channels (int): vector size :math:`D`.
+        num_labels (int): number of labels :math:`C`.
+
+    Shapes:
+        - **input:** ``x`` :math:`(B, C, D)`.
+        - **output:** the logits :math:`(B, C)`.
     """
 
     def __init__(self, in_channels: int, num_labels: int) -> None:
