@@ -49,15 +49,19 @@ class LabelCompatibilityAttention(nn.Module):
     The pooling runs on :func:`gattn.kernels.segment_attention_pool` over the ragged rows.
 
     Args:
-        channels: row and label embedding size :math:`H`.
-        ngram: window of the phrase filter (odd; 1 = no context). Default 3.
-        label_pooling: ``"per_label"`` or ``"max"`` (see above).
-        dropout: dropout on the scores :math:`U` before the softmax (training only; the
-            authors' code drops them too). Default 0.
+        channels (int): row and label embedding size :math:`H`.
+        ngram (int, optional): window of the phrase filter (odd; 1 = no context).
+            (default: ``3``)
+        label_pooling (str, optional): ``"per_label"`` or ``"max"`` (see above).
+            (default: ``"per_label"``)
+        dropout (float, optional): dropout on the scores :math:`U` before the softmax
+            (training only; the authors' code drops them too). (default: ``0.0``)
 
-    Forward: ``x`` [R, H] rows of all sequences, ``label_embedding`` [K, H], ``ptr`` [B+1].
-    Returns the pooled ``[B, K, H]`` (``[B, 1, H]`` with ``"max"``) and the attention
-    ``[R, K]`` (``[R, 1]``). A sequence without rows pools to zeros.
+    Shapes:
+        - **input:** ``x`` :math:`(R, H)` rows of all sequences, ``label_embedding``
+          :math:`(K, H)`, ``ptr`` :math:`(B + 1)`.
+        - **output:** the pooled :math:`(B, K, H)` (:math:`(B, 1, H)` with ``"max"``) and the
+          attention :math:`(R, K)` (:math:`(R, 1)`). A sequence without rows pools to zeros.
     """
 
     def __init__(self, channels: int, ngram: int = 3, label_pooling: str = "per_label", dropout: float = 0.0) -> None:
