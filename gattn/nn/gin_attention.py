@@ -42,12 +42,15 @@ class HeadwiseMLP(nn.Module):
     \mathrm{SiLU} \to \mathrm{Linear}(\gamma d \to d)`.
 
     Args:
-        heads: number of heads :math:`H` (independent weights each).
-        channels: head size :math:`d`.
-        ratio: hidden size multiplier :math:`\gamma` (hidden size ``round(ratio * d)``).
-        dropout: dropout after the first linear map.
+        heads (int): number of heads :math:`H` (independent weights each).
+        channels (int): head size :math:`d`.
+        ratio (float, optional): hidden size multiplier :math:`\gamma` (hidden size
+            ``round(ratio * d)``). (default: ``2.0``)
+        dropout (float, optional): dropout after the first linear map. (default: ``0.0``)
 
-    ``forward(x)``: ``x`` [..., H, d] -> [..., H, d].
+    Shapes:
+        - **input:** ``x`` :math:`(*, H, d)`.
+        - **output:** :math:`(*, H, d)`.
     """
 
     def __init__(self, heads: int, channels: int, ratio: float = 2.0, dropout: float = 0.0) -> None:
@@ -116,19 +119,29 @@ class GINAttention(MessagePassing):
     A query with no key (all padded, or no incoming edge) aggregates zeros.
 
     Args:
-        channels: model width :math:`D` (divisible by ``heads``).
-        heads: number of heads :math:`H`.
-        mlp_ratio: :math:`\gamma`, the MLP hidden size per head is :math:`\gamma d`.
-        dropout: dropout inside the MLPs.
-        temperature: :math:`T` (fixed).
-        eps_mode: ``"gin"`` (default) or ``"reference"`` (see above).
-        eps_init: initial :math:`\epsilon_h` (default 0).
-        out_proj: apply the output projection :math:`W_O` (default ``True``).
-        bias: bias of the query/key (and output) projections.
-        backend: kernel backend of the sparse form (``None``: by device).
+        channels (int): model width :math:`D` (divisible by ``heads``).
+        heads (int, optional): number of heads :math:`H`. (default: ``8``)
+        mlp_ratio (float, optional): :math:`\gamma`, the MLP hidden size per head is
+            :math:`\gamma d`. (default: ``2.0``)
+        dropout (float, optional): dropout inside the MLPs. (default: ``0.0``)
+        temperature (float, optional): :math:`T` (fixed). (default: ``1.0``)
+        eps_mode (str, optional): ``"gin"`` or ``"reference"`` (see above).
+            (default: ``"gin"``)
+        eps_init (float, optional): initial :math:`\epsilon_h`. (default: ``0.0``)
+        out_proj (bool, optional): apply the output projection :math:`W_O`.
+            (default: ``True``)
+        bias (bool, optional): bias of the query/key (and output) projections.
+            (default: ``True``)
+        backend (str, optional): kernel backend of the sparse form; ``None``: by device.
+            (default: ``None``)
 
-    Returns ``out`` ([B, L, D] or [N, D]); with ``return_attention_weights=True`` also the
-    attention: [B, H, L, L] (dense) or ``(edge_index, alpha [E, H])`` (sparse).
+    Shapes:
+        - **input:** dense: ``x`` :math:`(B, L, D)`, ``key_padding_mask`` :math:`(B, L)`
+          *(optional)*, ``is_causal``; sparse: ``x`` :math:`(N, D)` and ``edge_index``
+          :math:`(2, |\mathcal{E}|)`.
+        - **output:** ``out`` :math:`(B, L, D)` or :math:`(N, D)`; with
+          ``return_attention_weights=True`` also the attention: :math:`(B, H, L, L)` (dense)
+          or ``(edge_index, alpha)`` with alpha :math:`(|\mathcal{E}|, H)` (sparse).
     """
 
     def __init__(
@@ -267,13 +280,17 @@ class WeightedGINConv(MessagePassing):
     (Linear -> Dropout -> RMSNorm -> SiLU -> Linear).
 
     Args:
-        channels: feature size (input and output).
-        mlp_ratio: MLP hidden size as a multiple of ``channels``.
-        dropout: dropout inside the MLP.
-        eps_init: initial :math:`\epsilon`.
+        channels (int): feature size (input and output).
+        mlp_ratio (float, optional): MLP hidden size as a multiple of ``channels``.
+            (default: ``2.0``)
+        dropout (float, optional): dropout inside the MLP. (default: ``0.0``)
+        eps_init (float, optional): initial :math:`\epsilon`. (default: ``0.0``)
 
-    ``forward(x, edge_index, edge_weight=None)``: ``x`` [N, channels], ``edge_index`` [2, E],
-    ``edge_weight`` [E] (default ones) -> [N, channels].
+    Shapes:
+        - **input:** ``forward(x, edge_index, edge_weight=None)``: ``x``
+          :math:`(|\mathcal{V}|, \text{channels})`, ``edge_index`` :math:`(2, |\mathcal{E}|)`,
+          ``edge_weight`` :math:`(|\mathcal{E}|)` *(optional; default ones)*.
+        - **output:** :math:`(|\mathcal{V}|, \text{channels})`.
     """
 
     def __init__(self, channels: int, mlp_ratio: float = 2.0, dropout: float = 0.0, eps_init: float = 0.0) -> None:
@@ -318,27 +335,36 @@ class SparseGINAdapter(nn.Module):
     ``train()`` / ``eval()``).
 
     Args:
-        attention: a batch-first ``torch.nn.MultiheadAttention`` (called twice: as usual for the
-            output, and without autograd with ``need_weights=True, average_attn_weights=False``
-            for the weights, so the output is exactly the unwrapped module's), or any module
-            whose ``forward(x, **kwargs)`` returns ``(out [B, L, D], weights [B, H, L, L] or
-            [B, L, L])`` for batch-first ``x``.
-        channels: model width ``D``; read from ``attention.embed_dim`` when it has one.
-        threshold: :math:`\tau`, keep edges whose summed attention reaches it; give exactly
-            one of ``threshold`` and ``top_k``.
-        top_k: keep this many keys per query (fewer when fewer are allowed).
-        sharpness: :math:`\kappa` of the sigmoid (default 10).
-        center: :math:`\tau` of the sigmoid when ``top_k`` is used (default 0.1); with
+        attention (torch.nn.Module): a batch-first ``torch.nn.MultiheadAttention`` (called
+            twice: as usual for the output, and without autograd with
+            ``need_weights=True, average_attn_weights=False`` for the weights, so the output is
+            exactly the unwrapped module's), or any module whose ``forward(x, **kwargs)``
+            returns ``(out [B, L, D], weights [B, H, L, L] or [B, L, L])`` for batch-first
+            ``x``.
+        channels (int, optional): model width ``D``; read from ``attention.embed_dim`` when it
+            has one. (default: ``None``)
+        threshold (float, optional): :math:`\tau`, keep edges whose summed attention reaches
+            it; give exactly one of ``threshold`` and ``top_k``. (default: ``None``)
+        top_k (int, optional): keep this many keys per query (fewer when fewer are allowed).
+            (default: ``None``)
+        sharpness (float, optional): :math:`\kappa` of the sigmoid. (default: ``10.0``)
+        center (float, optional): :math:`\tau` of the sigmoid when ``top_k`` is used; with
             ``threshold``, the sigmoid is centred on the threshold and ``center`` must be left
-            at its default.
-        causal: the wrapped model is causal: each call must carry its causal mask
-            (``is_causal=True`` or ``attn_mask``), and the graph keeps only keys at or before
-            the query.
-        mlp_ratio, dropout, eps_init: of the :class:`WeightedGINConv`.
+            at its default. (default: ``0.1``)
+        causal (bool, optional): the wrapped model is causal: each call must carry its causal
+            mask (``is_causal=True`` or ``attn_mask``), and the graph keeps only keys at or
+            before the query. (default: ``False``)
+        mlp_ratio (float, optional): of the :class:`WeightedGINConv`. (default: ``2.0``)
+        dropout (float, optional): of the :class:`WeightedGINConv`. (default: ``0.0``)
+        eps_init (float, optional): of the :class:`WeightedGINConv`. (default: ``0.0``)
 
-    ``forward(x, key_padding_mask=None, attn_mask=None, is_causal=False)`` with batch-first
-    ``x`` [B, L, D] returns ``(out [B, L, D], None)`` like ``MultiheadAttention`` with
-    ``need_weights=False``, so a Transformer block can call it in place of its attention.
+    Shapes:
+        - **input:** ``forward(x, key_padding_mask=None, attn_mask=None, is_causal=False)``
+          with batch-first ``x`` :math:`(B, L, D)`, ``key_padding_mask`` :math:`(B, L)`
+          *(optional)*.
+        - **output:** ``(out, None)`` with ``out`` :math:`(B, L, D)`, like
+          ``MultiheadAttention`` with ``need_weights=False``, so a Transformer block can call
+          it in place of its attention.
     """
 
     def __init__(
