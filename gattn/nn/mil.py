@@ -73,17 +73,24 @@ class AttentionMILPooling(nn.Module):
     of ACMIL); :math:`V` and :math:`U` are shared.
 
     Args:
-        in_channels: instance feature size :math:`D`.
-        attention_channels: hidden size :math:`L` of the attention MLP.
-        branches: number of attention branches (columns of :math:`w`).
-        gated: use the gated attention.
-        dropout: dropout on the hidden attention features (training only).
+        in_channels (int): instance feature size :math:`D`.
+        attention_channels (int, optional): hidden size :math:`L` of the attention MLP.
+            (default: ``128``)
+        branches (int, optional): number of attention branches (columns of :math:`w`).
+            (default: ``1``)
+        gated (bool, optional): use the gated attention. (default: ``False``)
+        dropout (float, optional): dropout on the hidden attention features (training only).
+            (default: ``0.0``)
 
-    Forward: ``x`` [R, D] with ``ptr`` [B+1] or ``batch`` [R], or padded [B, N, D] with
-    ``mask`` (see :func:`gattn.nn.to_segments`); ``score_mask`` bool in the layout of ``x``
-    ([R, branches] or [B, N, branches]; True = exclude the instance from that branch).
-    Returns the pooled bags ``[B, D]`` (``[B, branches, D]`` when ``branches`` > 1) and the
-    weights in the layout of ``x``. A bag without instances pools to zeros.
+    Shapes:
+        - **input:** ``x`` :math:`(R, D)` with ``ptr`` :math:`(B + 1)` or ``batch``
+          :math:`(R)`, or padded :math:`(B, N, D)` with ``mask`` (see
+          :func:`gattn.nn.to_segments`); ``score_mask`` *(optional)* bool in the layout of
+          ``x`` (:math:`(R, \text{branches})` or :math:`(B, N, \text{branches})`; True =
+          exclude the instance from that branch).
+        - **output:** the pooled bags :math:`(B, D)` (:math:`(B, \text{branches}, D)` when
+          ``branches`` > 1) and the weights in the layout of ``x``. A bag without instances
+          pools to zeros.
     """
 
     def __init__(
@@ -194,9 +201,23 @@ class ABMIL(_BagClassifier):
     (gated: :math:`w^\top(\tanh(V h_k)\odot\mathrm{sigm}(U h_k))`). The default sizes are the
     paper's MIL-benchmark model (fc-256, fc-128, fc-64, attention with L=64, one logit).
 
-    Forward: ``x`` [R, D] with ``ptr`` [B+1] or ``batch`` [R], or padded [B, N, D] with
-    ``mask``; returns the bag logits ``[B]`` (``[B, num_classes]`` for more than one class)
-    and, with ``return_attention=True``, the instance weights (``[R]``, or ``[B, N]``).
+    Args:
+        in_channels (int): instance feature size :math:`D`.
+        hidden (Sequence[int], optional): widths of the instance encoder :math:`f_\psi`
+            (Linear, ReLU, Dropout per layer; empty: no encoder). (default: ``(256, 128, 64)``)
+        attention_channels (int, optional): hidden size :math:`L` of the attention.
+            (default: ``64``)
+        gated (bool, optional): use the gated attention. (default: ``False``)
+        dropout (float, optional): dropout after each encoder layer (training only).
+            (default: ``0.0``)
+        num_classes (int, optional): logits per bag. (default: ``1``)
+
+    Shapes:
+        - **input:** ``x`` :math:`(R, D)` with ``ptr`` :math:`(B + 1)` or ``batch``
+          :math:`(R)`, or padded :math:`(B, N, D)` with ``mask``; ``num_bags`` *(optional)*.
+        - **output:** the bag logits :math:`(B)` (:math:`(B, \text{num\_classes})` for more
+          than one class) and, with ``return_attention=True``, the instance weights
+          (:math:`(R)`, or :math:`(B, N)`).
     """
 
     def __init__(
@@ -247,10 +268,28 @@ class HopfieldMIL(_BagClassifier):
 
     with ``quantity`` learned state patterns :math:`Q` (:class:`HopfieldPooling`).
 
-    Forward: ``x`` [R, D] with ``ptr`` [B+1] or ``batch`` [R], or padded [B, N, D] with
-    ``mask``; returns the bag logits ``[B]`` and, with ``return_attention=True``, the
-    instance weights (``[R]`` or ``[B, N]``: the association averaged over heads and state
-    patterns).
+    Args:
+        in_channels (int): instance feature size :math:`D`.
+        hidden (Sequence[int], optional): widths of the instance encoder :math:`f_\psi`
+            (Linear, ReLU, Dropout per layer; empty: no encoder). (default: ``(256, 128, 64)``)
+        num_heads (int, optional): heads of the Hopfield pooling. (default: ``1``)
+        hopfield_hidden (int, optional): the pooling's ``hidden_size`` (of :math:`Q, K`).
+            (default: ``32``)
+        quantity (int, optional): number of learned state patterns. (default: ``1``)
+        scaling (float, optional): :math:`\beta`; ``None``: :class:`HopfieldPooling`'s
+            default. (default: ``None``)
+        dropout (float, optional): dropout after each encoder layer (training only).
+            (default: ``0.0``)
+        association_dropout (float, optional): dropout of the association (the pooling's
+            ``dropout``). (default: ``0.0``)
+        num_classes (int, optional): logits per bag. (default: ``1``)
+
+    Shapes:
+        - **input:** ``x`` :math:`(R, D)` with ``ptr`` :math:`(B + 1)` or ``batch``
+          :math:`(R)`, or padded :math:`(B, N, D)` with ``mask``; ``num_bags`` *(optional)*.
+        - **output:** the bag logits :math:`(B)` and, with ``return_attention=True``, the
+          instance weights (:math:`(R)` or :math:`(B, N)`: the association averaged over heads
+          and state patterns).
     """
 
     def __init__(
@@ -403,8 +442,28 @@ class ACMIL(_BagClassifier):
     :math:`-\infty`. The loss (:meth:`loss`) is the bag loss, plus the mean of the branch
     losses, plus ``diversity_weight`` times :func:`diversity_loss` of the :math:`a^{(m)}`.
 
-    Forward: ``x`` [R, D] with ``ptr`` [B+1] or ``batch`` [R], or padded [B, N, D] with
-    ``mask``; returns an :class:`ACMILOutput`.
+    Args:
+        in_channels (int): instance feature size :math:`D`.
+        hidden (Sequence[int], optional): widths of the instance encoder :math:`f_\psi`
+            (Linear, ReLU, Dropout per layer; empty: no encoder). (default: ``(256, 128, 64)``)
+        attention_channels (int, optional): hidden size of the attention.
+            (default: ``64``)
+        branches (int, optional): :math:`M`, the attention branches. (default: ``5``)
+        top_k (int, optional): instances per bag among which STKIM masks (``0``: none).
+            (default: ``10``)
+        mask_ratio (float, optional): fraction of the top-``top_k`` instances masked per
+            branch in training, in ``[0, 1)``. (default: ``0.6``)
+        gated (bool, optional): use the gated attention. (default: ``True``)
+        dropout (float, optional): dropout after each encoder layer (training only).
+            (default: ``0.0``)
+        num_classes (int, optional): logits per bag. (default: ``1``)
+        diversity_weight (float, optional): weight of :func:`diversity_loss` in
+            :meth:`loss`. (default: ``1.0``)
+
+    Shapes:
+        - **input:** ``x`` :math:`(R, D)` with ``ptr`` :math:`(B + 1)` or ``batch``
+          :math:`(R)`, or padded :math:`(B, N, D)` with ``mask``; ``num_bags`` *(optional)*.
+        - **output:** an :class:`ACMILOutput`.
     """
 
     def __init__(
