@@ -35,6 +35,7 @@ from ._compose import attention_pool
 from ._dropout import split_seed
 from ._dropout import threshold as dropout_threshold
 from ._edge import EdgeGrads, EdgeTerms, guard_double_backward
+from ._numba_setup import threads_for as _threads_for
 
 NAME = "cpu"
 EDGE_FEATURES = frozenset({"additive", "dropout", "edge_bias", "edge_scale", "edge_key", "edge_value"})
@@ -561,6 +562,11 @@ def _prepare(t: EdgeTerms) -> _Operands:
     )
 
 
+def _edge_work(csr, ops: _Operands) -> int:
+    """Multiply-adds of one pass over the edges: every edge reads its key and value row."""
+    return csr.num_edges * ops.kv.shape[1]
+
+
 def _score_args(ops: _Operands) -> tuple:
     return (ops.q, ops.kv, ops.ekey, ops.escale, ops.att, ops.bias, ops.scale, ops.slope, ops.flags,
             ops.scale_mode)
@@ -572,11 +578,12 @@ def edge_forward(t: EdgeTerms) -> tuple[Tensor, Tensor]:
     csr = t.csr
     out = torch.empty(ops.q.shape[0], ops.q.shape[1], ops.dv, dtype=ops.dtype)
     lse = torch.empty(ops.q.shape[0], ops.q.shape[1], dtype=ops.dtype)
-    _edge_attention_fwd(
-        csr.bounds(_balanced_bounds), _np(csr.rowptr), _np(csr.col), _np(csr.perm),
-        ops.q, ops.kv, ops.ekey, ops.evalue, ops.escale, ops.att, ops.bias, ops.scale, ops.slope,
-        ops.flags, ops.scale_mode, ops.drop, ops.inv_keep, out.numpy(), lse.numpy(),
-    )
+    with _threads_for(_edge_work(csr, ops)):
+        _edge_attention_fwd(
+            csr.bounds(_balanced_bounds), _np(csr.rowptr), _np(csr.col), _np(csr.perm),
+            ops.q, ops.kv, ops.ekey, ops.evalue, ops.escale, ops.att, ops.bias, ops.scale, ops.slope,
+            ops.flags, ops.scale_mode, ops.drop, ops.inv_keep, out.numpy(), lse.numpy(),
+        )
     return out.to(t.q.dtype), lse
 
 
@@ -585,10 +592,11 @@ def edge_probabilities(t: EdgeTerms, lse: Tensor) -> Tensor:
     ops = _prepare(t)
     csr = t.csr
     probs = torch.empty(csr.num_edges, ops.q.shape[1], dtype=ops.dtype)
-    _edge_probs(
-        csr.bounds(_balanced_bounds), _np(csr.rowptr), _np(csr.col), _np(csr.perm),
-        *_score_args(ops), _np(lse.to(ops.dtype)), probs.numpy(),
-    )
+    with _threads_for(_edge_work(csr, ops)):
+        _edge_probs(
+            csr.bounds(_balanced_bounds), _np(csr.rowptr), _np(csr.col), _np(csr.perm),
+            *_score_args(ops), _np(lse.to(ops.dtype)), probs.numpy(),
+        )
     return probs.to(t.q.dtype)
 
 
@@ -625,21 +633,22 @@ def edge_backward(
     devalue = per_edge(t.edge_value is not None, tuple(ops.evalue.shape))
     datt_rows = torch.empty(num_dst, heads, dim, dtype=work) if t.additive else torch.zeros(1, 1, 1, dtype=work)
     dk = dv = None
-    _edge_attention_bwd_rows(
-        csr.bounds(_balanced_bounds), _np(csr.rowptr), _np(csr.col), _np(csr.perm),
-        ops.q, ops.kv, ops.ekey, ops.evalue, ops.escale, ops.att, ops.bias, ops.scale, ops.slope,
-        flags, ops.scale_mode, ops.drop, ops.inv_keep, out_np, lse_np, dout_np, dattn, delta_extra,
-        dq.numpy(), wds.numpy(), descale.numpy(), dekey.numpy(), devalue.numpy(), datt_rows.numpy(),
-    )
-    if need_kv:
-        colptr, row, csc_edge = csr.csc()
-        dk = torch.empty(t.k.shape, dtype=work)
-        dv = torch.empty(t.v.shape, dtype=work)
-        _edge_attention_bwd_cols(
-            csr.bounds(_balanced_bounds, transposed=True), _np(colptr), _np(row), _np(csr.csc_positions()),
-            _np(csc_edge), ops.q, ops.kv, ops.ekey, ops.escale, ops.att, ops.scale, ops.slope, ops.flags,
-            ops.scale_mode, dout_np, wds.numpy(), dk.numpy(), dv.numpy(),
+    with _threads_for(_edge_work(csr, ops)):
+        _edge_attention_bwd_rows(
+            csr.bounds(_balanced_bounds), _np(csr.rowptr), _np(csr.col), _np(csr.perm),
+            ops.q, ops.kv, ops.ekey, ops.evalue, ops.escale, ops.att, ops.bias, ops.scale, ops.slope,
+            flags, ops.scale_mode, ops.drop, ops.inv_keep, out_np, lse_np, dout_np, dattn, delta_extra,
+            dq.numpy(), wds.numpy(), descale.numpy(), dekey.numpy(), devalue.numpy(), datt_rows.numpy(),
         )
+        if need_kv:
+            colptr, row, csc_edge = csr.csc()
+            dk = torch.empty(t.k.shape, dtype=work)
+            dv = torch.empty(t.v.shape, dtype=work)
+            _edge_attention_bwd_cols(
+                csr.bounds(_balanced_bounds, transposed=True), _np(colptr), _np(row), _np(csr.csc_positions()),
+                _np(csc_edge), ops.q, ops.kv, ops.ekey, ops.escale, ops.att, ops.scale, ops.slope, ops.flags,
+                ops.scale_mode, dout_np, wds.numpy(), dk.numpy(), dv.numpy(),
+            )
 
     def cast(grad: Tensor | None, like: Tensor | None) -> Tensor | None:
         return None if grad is None or like is None else grad.to(like.dtype)
@@ -658,7 +667,8 @@ class _SegmentSoftmax(torch.autograd.Function):
     @staticmethod
     def forward(ctx, scores, ptr):
         out = torch.empty_like(scores)
-        _segment_softmax_fwd(_np(ptr), _np(scores), out.numpy())
+        with _threads_for(scores.numel()):
+            _segment_softmax_fwd(_np(ptr), _np(scores), out.numpy())
         ctx.save_for_backward(out, ptr)
         return out
 
@@ -666,7 +676,8 @@ class _SegmentSoftmax(torch.autograd.Function):
     def backward(ctx, grad):
         probs, ptr = ctx.saved_tensors
         dscores = torch.empty_like(probs)
-        _segment_softmax_bwd(_np(ptr), _np(probs), _np(grad), dscores.numpy())
+        with _threads_for(probs.numel()):
+            _segment_softmax_bwd(_np(ptr), _np(probs), _np(grad), dscores.numpy())
         return *guard_double_backward("gattn.kernels.segment_softmax (cpu backend)", (dscores,), (probs,)), None
 
 
@@ -681,7 +692,8 @@ class _WeightedSegmentSum(torch.autograd.Function):
     @staticmethod
     def forward(ctx, weights, value, ptr):
         out = torch.empty(ptr.shape[0] - 1, weights.shape[1], value.shape[1], dtype=value.dtype)
-        _pool_fwd(_np(ptr), _np(weights), _np(value), out.numpy())
+        with _threads_for(weights.numel() * value.shape[1]):
+            _pool_fwd(_np(ptr), _np(weights), _np(value), out.numpy())
         ctx.save_for_backward(weights, value, ptr)
         return out
 
@@ -689,7 +701,8 @@ class _WeightedSegmentSum(torch.autograd.Function):
     def backward(ctx, dout):
         weights, value, ptr = ctx.saved_tensors
         dweights, dvalue = torch.empty_like(weights), torch.empty_like(value)
-        _pool_bwd(_np(ptr), _np(weights), _np(value), _np(dout), dweights.numpy(), dvalue.numpy())
+        with _threads_for(weights.numel() * value.shape[1]):
+            _pool_bwd(_np(ptr), _np(weights), _np(value), _np(dout), dweights.numpy(), dvalue.numpy())
         name = "gattn.kernels.segment_attention_pool (cpu backend)"
         return *guard_double_backward(name, (dweights, dvalue), (weights, value)), None
 
@@ -700,7 +713,8 @@ class _SegmentQueryScores(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, query, ptr, scale):
         scores = torch.empty(x.shape[0], query.shape[1], dtype=x.dtype)
-        _segment_query_scores(_np(ptr), _np(x), _np(query), scale, scores.numpy())
+        with _threads_for(x.numel() * query.shape[1]):
+            _segment_query_scores(_np(ptr), _np(x), _np(query), scale, scores.numpy())
         ctx.save_for_backward(x, query, ptr)
         ctx.scale = scale
         return scores
@@ -709,7 +723,9 @@ class _SegmentQueryScores(torch.autograd.Function):
     def backward(ctx, dscores):
         x, query, ptr = ctx.saved_tensors
         dx, dquery = torch.empty_like(x), torch.empty_like(query)
-        _segment_query_scores_bwd(_np(ptr), _np(x), _np(query), ctx.scale, _np(dscores), dx.numpy(), dquery.numpy())
+        with _threads_for(x.numel() * query.shape[1]):
+            _segment_query_scores_bwd(_np(ptr), _np(x), _np(query), ctx.scale, _np(dscores), dx.numpy(),
+                                      dquery.numpy())
         name = "gattn.kernels.segment_attention_pool (cpu backend)"
         return *guard_double_backward(name, (dx, dquery), (x, query)), None, None
 

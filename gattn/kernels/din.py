@@ -26,6 +26,7 @@ import torch
 from numba import njit, prange
 from torch import Tensor
 
+from ._numba_setup import threads_for
 from .cpu import _balanced_bounds, _np
 
 __all__ = ["dice", "gather_rows", "segment_broadcast", "target_pair"]
@@ -205,7 +206,8 @@ class _TargetPair(torch.autograd.Function):
     def forward(ctx, query, keys, ptr):
         bounds = _balanced_bounds(ptr)
         out = torch.empty(keys.size(0), 2 * keys.size(1), dtype=keys.dtype)
-        _pair_fwd(bounds, _np(ptr), _np(query), _np(keys), out.numpy())
+        with threads_for(out.numel()):
+            _pair_fwd(bounds, _np(ptr), _np(query), _np(keys), out.numpy())
         ctx.save_for_backward(query, keys, ptr)
         ctx.bounds = bounds
         return out
@@ -214,7 +216,8 @@ class _TargetPair(torch.autograd.Function):
     def backward(ctx, dout):
         query, keys, ptr = ctx.saved_tensors
         dquery, dkeys = torch.empty_like(query), torch.empty_like(keys)
-        _pair_bwd(ctx.bounds, _np(ptr), _np(query), _np(keys), _np(dout), dquery.numpy(), dkeys.numpy())
+        with threads_for(dout.numel()):
+            _pair_bwd(ctx.bounds, _np(ptr), _np(query), _np(keys), _np(dout), dquery.numpy(), dkeys.numpy())
         return dquery, dkeys, None
 
 
@@ -248,7 +251,8 @@ class _SegmentBroadcast(torch.autograd.Function):
     def forward(ctx, x, ptr, num_rows):
         bounds = _balanced_bounds(ptr)
         out = torch.empty(num_rows, x.size(1), dtype=x.dtype)
-        _broadcast_fwd(bounds, _np(ptr), _np(x), out.numpy())
+        with threads_for(out.numel()):
+            _broadcast_fwd(bounds, _np(ptr), _np(x), out.numpy())
         ctx.save_for_backward(ptr)
         ctx.bounds = bounds
         return out
@@ -257,7 +261,8 @@ class _SegmentBroadcast(torch.autograd.Function):
     def backward(ctx, dout):
         (ptr,) = ctx.saved_tensors
         dx = torch.empty(ptr.numel() - 1, dout.size(1), dtype=dout.dtype)
-        _segment_sum(ctx.bounds, _np(ptr), _np(dout), dx.numpy())
+        with threads_for(dout.numel()):
+            _segment_sum(ctx.bounds, _np(ptr), _np(dout), dx.numpy())
         return dx, None, None
 
 
@@ -291,7 +296,8 @@ class _GatherRows(torch.autograd.Function):
     def backward(ctx, dout):
         (index,) = ctx.saved_tensors
         grad = torch.zeros(ctx.num_rows, dout.size(1), dtype=dout.dtype)
-        _scatter_rows(_np(index), _np(dout), grad.numpy())
+        with threads_for(dout.numel()):
+            _scatter_rows(_np(index), _np(dout), grad.numpy())
         return grad, None
 
 
@@ -321,10 +327,11 @@ class _Dice(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, alpha, bias, ptr, bounds, mean, rstd, training):
         out, gate = torch.empty_like(x), torch.empty_like(x)
-        _dice_normalise(bounds, _np(ptr), _np(x), _np(bias), _np(mean), _np(rstd), gate.numpy())
-        # torch's sigmoid is vectorised; numba's exp is not (no SVML): this pass costs least here
-        torch.sigmoid_(gate)
-        _dice_fwd(bounds, _np(ptr), _np(x), _np(bias), _np(alpha), _np(gate), out.numpy())
+        with threads_for(x.numel()):
+            _dice_normalise(bounds, _np(ptr), _np(x), _np(bias), _np(mean), _np(rstd), gate.numpy())
+            # torch's sigmoid is vectorised; numba's exp is not (no SVML): this pass costs least here
+            torch.sigmoid_(gate)
+            _dice_fwd(bounds, _np(ptr), _np(x), _np(bias), _np(alpha), _np(gate), out.numpy())
         ctx.save_for_backward(x, alpha, bias, ptr, mean, rstd, gate)
         ctx.bounds, ctx.training = bounds, training
         return out
@@ -335,7 +342,8 @@ class _Dice(torch.autograd.Function):
         bounds, chunks, channels = ctx.bounds, ctx.bounds.shape[0] - 1, x.size(1)
         args = (bounds, _np(ptr), _np(x), _np(bias), _np(mean), _np(rstd), _np(alpha), _np(gate), _np(dout))
         sums = np.zeros((3, chunks, channels), dtype=np.float64)
-        _dice_bwd_sums(*args, sums[0], sums[1], sums[2])
+        with threads_for(x.numel()):
+            _dice_bwd_sums(*args, sums[0], sums[1], sums[2])
         totals = torch.from_numpy(sums.sum(1))
         if ctx.training:
             rows = max(x.size(0), 1)
@@ -343,7 +351,8 @@ class _Dice(torch.autograd.Function):
         else:  # running statistics are constants
             mean_grad = mean_grad_norm = torch.zeros(channels, dtype=x.dtype)
         dx, dbias = torch.empty_like(x), torch.empty_like(bias)
-        _dice_bwd(*args, _np(mean_grad), _np(mean_grad_norm), dx.numpy(), dbias.numpy())
+        with threads_for(x.numel()):
+            _dice_bwd(*args, _np(mean_grad), _np(mean_grad_norm), dx.numpy(), dbias.numpy())
         dbias = dbias if ctx.needs_input_grad[2] else None
         return dx, totals[2].to(alpha.dtype), dbias, None, None, None, None, None
 

@@ -141,7 +141,8 @@ def segment_topk(scores: Tensor, ptr: Tensor, k: int, *, backend: str | None = N
         raise ValueError(f"the cpu backend takes CPU tensors, got device {scores.device}")
     rows = torch.empty(int(topk_ptr[-1]), dtype=torch.long)
     work = scores.detach().to(torch.float64 if scores.dtype == torch.float64 else torch.float32).contiguous()
-    _segment_topk(ptr.contiguous().numpy(), work.numpy(), k, topk_ptr.numpy(), rows.numpy())
+    with _numba_setup.threads_for(work.numel()):
+        _segment_topk(ptr.contiguous().numpy(), work.numpy(), k, topk_ptr.numpy(), rows.numpy())
     return rows, topk_ptr
 
 

@@ -73,3 +73,28 @@ def test_kernels_keep_the_callers_thread_settings():
     assert len(result["torch"]) == 12
     assert result["numba_after_default"] == result["numba_default"] == 2
     assert result["numba_after_one"] == 1
+
+
+def test_small_kernel_launches_run_on_the_calling_thread():
+    """Below SERIAL_WORK a launch runs with one numba thread; the caller's count comes back,
+    also when the kernel raises."""
+    import numba
+    import pytest
+
+    from gattn.kernels import _numba_setup
+
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("numba has one thread here: nothing to switch")
+    before = numba.get_num_threads()
+    numba.set_num_threads(2)
+    try:
+        with _numba_setup.threads_for(_numba_setup.SERIAL_WORK - 1):
+            assert numba.get_num_threads() == 1
+        assert numba.get_num_threads() == 2
+        with _numba_setup.threads_for(_numba_setup.SERIAL_WORK):
+            assert numba.get_num_threads() == 2
+        with pytest.raises(RuntimeError), _numba_setup.threads_for(1):
+            raise RuntimeError("kernel failed")
+        assert numba.get_num_threads() == 2
+    finally:
+        numba.set_num_threads(before)
