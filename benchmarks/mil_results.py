@@ -141,7 +141,8 @@ def run_pair(pipeline: Any, config: Any, runs_dir: str | None) -> tuple[dict[str
         folder = Path(runs_dir) / f"{config.dataset}-{config.pooling}"
         saved = folder / "config.yaml"
         if saved.is_file():
-            ignored = run_control_fields(type(config))
+            # max_folds only says how many of the folds to run: finished folds stay valid
+            ignored = run_control_fields(type(config)) | {"max_folds"}
             before = {k: v for k, v in read_config_file(saved).items() if k not in ignored and k != "pipeline"}
             now = {k: v for k, v in config_dict(config).items() if k not in ignored}
             changed = sorted(k for k in now if before.get(k) != now[k])
