@@ -128,8 +128,11 @@ def threads_for(work: int) -> Iterator[None]:
     (numba's thread count is per calling thread and put back afterwards)."""
     import numba
 
+    if work >= SERIAL_WORK:
+        yield
+        return
     threads = numba.get_num_threads()
-    if threads == 1 or work >= SERIAL_WORK:
+    if threads == 1:
         yield
         return
     numba.set_num_threads(1)

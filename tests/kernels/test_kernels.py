@@ -511,3 +511,18 @@ def test_csr_cached_on_pyg_edge_index_and_data():
             K.edge_attention(q, q, q, edge_index, backend="cpu"),
             K.edge_attention(q, q, q, raw, backend="reference"),
         )
+
+
+@pytest.mark.parametrize("segments", [3, 200])  # the short (list) and the long (tensor) check
+def test_segment_softmax_rejects_a_malformed_ptr(segments):
+    sizes = torch.full((segments,), 2, dtype=torch.long)
+    ptr = torch.cat([torch.zeros(1, dtype=torch.long), sizes.cumsum(0)])
+    scores = torch.randn(int(ptr[-1]), 2)
+    K.segment_softmax(scores, ptr=ptr, backend="reference")  # well formed: no error
+    for bad, message in ((ptr + 1, "must start at 0"), (ptr[:-1], "must end at the number of rows")):
+        with pytest.raises(ValueError, match=message):
+            K.segment_softmax(scores, ptr=bad, backend="reference")
+    swapped = ptr.clone()
+    swapped[1], swapped[2] = ptr[2], ptr[1]
+    with pytest.raises(ValueError, match="must be non-decreasing"):
+        K.segment_softmax(scores, ptr=swapped, backend="reference")
