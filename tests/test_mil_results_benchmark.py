@@ -43,3 +43,21 @@ def test_in_spread_says_the_signed_gap():
     assert mil_results.in_spread(0.85, 0.05, 0.892) == "yes"
     assert mil_results.in_spread(0.80, 0.05, 0.892) == "no (-0.092)"
     assert mil_results.in_spread(0.80, 0.05, None) == "-"
+
+
+def test_a_run_resumes_under_another_max_folds_and_keeps_its_folds(tmp_path, pipeline):
+    mil_results.run_pair(pipeline, make_config(pipeline, {**QUICK, "max_folds": 1}), str(tmp_path))
+    first = (tmp_path / "digit-bags-abmil" / "fold-01" / "result.json").read_text()
+    metrics, _ = mil_results.run_pair(pipeline, make_config(pipeline, {**QUICK, "max_folds": 2}), str(tmp_path))
+    assert metrics["splits"] == 2
+    assert (tmp_path / "digit-bags-abmil" / "fold-01" / "result.json").read_text() == first  # kept, not retrained
+
+
+def test_repetition_accuracy_counts_only_complete_repetitions():
+    folds = [{"split": f"repeat-{r}-fold-{f:02d}", "test_accuracy": acc}
+             for r, accs in ((1, (0.8, 1.0)), (2, (0.6, 0.8)), (3, (1.0,))) for f, acc in enumerate(accs, 1)]
+    assert mil_results.repetition_accuracies(folds, 2) == pytest.approx([0.9, 0.7])
+    assert mil_results.repetitions_cell([0.9, 0.7]) == "0.800 +- 0.100 (2)"
+    assert mil_results.repetitions_cell([]) == "-"
+    one_repeat = [{"split": "fold-01", "test_accuracy": 0.5}, {"split": "fold-02", "test_accuracy": 1.0}]
+    assert mil_results.repetition_accuracies(one_repeat, 2) == pytest.approx([0.75])
