@@ -476,6 +476,24 @@ def _csr_edge_index(csr: CSR) -> Tensor:
     return csr.to_caller_order(torch.stack([csr.col, dst_sorted]).t()).t()
 
 
+def _one_segment_pool(
+    x: Tensor, value: Tensor, query: Tensor | None, scores: Tensor | None, normalize: bool, scale: float
+) -> tuple[Tensor, Tensor]:
+    """:func:`segment_attention_pool` of one non-empty segment as dense tensor ops: a softmax
+    over the rows and one matmul. One bag per step (Ilse et al.'s MIL setting) would otherwise
+    pay the segment machinery's fixed cost, several times the arithmetic, on every step. Same
+    rule as the kernels: a query whose scores are all -inf gets zero weights. Taken only under
+    the automatic backend choice (a backend named by the caller runs its kernels)."""
+    if scores is None:
+        scores = (x @ (query if query.dim() == 2 else query[0]).t()) * scale
+    weights = scores
+    if normalize:
+        top = scores.detach().amax(0, keepdim=True)
+        exp = torch.exp(scores - torch.where(torch.isfinite(top), top, torch.zeros_like(top)))
+        weights = exp / exp.sum(0, keepdim=True).clamp_min(torch.finfo(scores.dtype).tiny)
+    return (weights.t() @ value).unsqueeze(0), weights
+
+
 def segment_attention_pool(
     x: Tensor,
     query: Tensor | None = None,
@@ -555,6 +573,9 @@ def segment_attention_pool(
             raise TypeError(f"`{name}` must have the dtype of x ({x.dtype}), got {tensor.dtype}")
     scale = 1.0 / math.sqrt(x.size(1)) if scale is None else float(scale)
     module = resolve_backend(backend, x)
+    automatic = (backend or os.environ.get("GATTN_BACKEND") or "auto") == "auto"
+    if automatic and num_segments == 1 and x.size(0) > 0 and x.dtype in (torch.float32, torch.float64):
+        return _one_segment_pool(x, value, query, scores, normalize, scale)
     if module.NAME == "reference":
         if index is None:
             index = index_from_ptr(ptr)

@@ -526,3 +526,42 @@ def test_segment_softmax_rejects_a_malformed_ptr(segments):
     swapped[1], swapped[2] = ptr[2], ptr[1]
     with pytest.raises(ValueError, match="must be non-decreasing"):
         K.segment_softmax(scores, ptr=swapped, backend="reference")
+
+
+@pytest.mark.parametrize("form", ["query", "query3", "scores", "raw", "masked"])
+def test_one_segment_pool_matches_the_reference(form):
+    """One segment under the automatic backend takes the dense path: same values and gradients
+    as the reference kernels, gradcheck in float64, zero weights for an all -inf query."""
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(7, 5, dtype=torch.float64, generator=gen, requires_grad=True)
+    value = torch.randn(7, 3, dtype=torch.float64, generator=gen, requires_grad=True)
+    query = torch.randn(2, 5, dtype=torch.float64, generator=gen, requires_grad=True)
+    scores = torch.randn(7, 2, dtype=torch.float64, generator=gen)
+    if form == "masked":
+        scores[:, 1] = float("-inf")
+        scores[2:4, 0] = float("-inf")
+    scores.requires_grad_(True)
+    ptr = torch.tensor([0, 7])
+
+    def pool(backend, x, value, query, scores):
+        kwargs = dict(value=value, ptr=ptr, backend=backend, normalize=form != "raw")
+        if form in ("query", "query3"):
+            return K.segment_attention_pool(x, query if form == "query" else query.unsqueeze(0), **kwargs)
+        return K.segment_attention_pool(x, scores=scores, **kwargs)
+
+    inputs = (x, value, query, scores)
+    fast, ref = pool(None, *inputs), pool("reference", *inputs)
+    for a, b in zip(fast, ref):
+        torch.testing.assert_close(a, b)
+    if form == "masked":
+        assert torch.equal(fast[1][:, 1], torch.zeros(7, dtype=torch.float64))
+        assert torch.equal(fast[0][0, 1], torch.zeros(3, dtype=torch.float64))
+    weights = torch.randn(1, 2, 3, dtype=torch.float64, generator=gen)
+    grads = [torch.autograd.grad((p[0] * weights).sum() + p[1].sum(), inputs, allow_unused=True)
+             for p in (fast, ref)]
+    for a, b in zip(*grads):
+        assert (a is None) == (b is None)  # the unused one of query / scores
+        if a is not None:
+            torch.testing.assert_close(a, b)
+    if form != "masked":  # -inf scores have no finite-difference gradient
+        torch.autograd.gradcheck(lambda *t: pool(None, *t), inputs, check_undefined_grad=False)
