@@ -125,3 +125,65 @@ def test_the_committed_charts_show_the_readme_tables() -> None:
     text = (ROOT / "README.md").read_text()
     for name in readme_charts.CHART_SPECS:
         assert f"docs/charts/{name}.png" in text, f"the README does not show chart {name}"
+
+
+# ------------------------------------------------------------------------ offline site
+def test_external_scripts_finds_a_cdn_script(gattn_docs, tmp_path) -> None:
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "index.html").write_text('<script src="_static/mathjax/tex-chtml.js"></script>'
+                                         '<a href="https://github.com/x">a link is no script</a>')
+    assert gattn_docs.external_scripts(tmp_path) == {}
+    (tmp_path / "sub" / "page.html").write_text(
+        '<script defer="defer" src="https://cdn.jsdelivr.net/npm/mathjax@4/tex-mml-chtml.js"></script>'
+        "<SCRIPT src='//unpkg.com/x.js'></SCRIPT>")
+    assert gattn_docs.external_scripts(tmp_path) == {
+        "sub/page.html": ["//unpkg.com/x.js", "https://cdn.jsdelivr.net/npm/mathjax@4/tex-mml-chtml.js"]}
+
+
+def _docs_conf() -> dict:
+    namespace: dict = {"__file__": str(DOCS / "conf.py")}
+    exec(compile((DOCS / "conf.py").read_text(), str(DOCS / "conf.py"), "exec"), namespace)
+    return namespace
+
+
+def test_a_page_with_math_builds_with_mathjax_from_the_site(gattn_docs, tmp_path) -> None:
+    """The docs' math setup (conf.py's extensions and mathjax_path) on a one-page site: MathJax is
+    a file of the built site and no page loads a script from another host."""
+    pytest.importorskip("sphinx")
+    from sphinx.application import Sphinx
+
+    conf = _docs_conf()
+    assert "sphinx-mathjax-offline" in conf["extensions"]
+    assert not conf["mathjax_path"].startswith(("http:", "https:", "//"))
+    src, out = tmp_path / "src", tmp_path / "html"
+    src.mkdir()
+    (src / "conf.py").write_text(
+        f"extensions = {[e for e in conf['extensions'] if e != 'gattn_docs']!r}\n"
+        f"mathjax_path = {conf['mathjax_path']!r}\n")
+    (src / "index.rst").write_text("Title\n=====\n\n.. math::\n\n   \\alpha_{i,j} = \\mathrm{softmax}_j(e_{i,j})\n")
+    app = Sphinx(str(src), str(src), str(out), str(tmp_path / "doctrees"), "html", status=None, warning=None,
+                 freshenv=True)
+    app.connect("build-finished", gattn_docs.check_no_external_scripts, priority=900)
+    app.build()
+    assert app.statuscode == 0
+    page = (out / "index.html").read_text()
+    assert f'src="_static/{conf["mathjax_path"]}"' in page
+    assert (out / "_static" / conf["mathjax_path"]).stat().st_size > 100_000
+    assert gattn_docs.external_scripts(out) == {}
+
+
+def test_a_cdn_mathjax_fails_the_build(gattn_docs, tmp_path) -> None:
+    pytest.importorskip("sphinx")
+    from sphinx.application import Sphinx
+    from sphinx.errors import ExtensionError
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "conf.py").write_text("extensions = ['sphinx.ext.mathjax']\n")  # the CDN default
+    (src / "index.rst").write_text("Title\n=====\n\n.. math::\n\n   x^2\n")
+    app = Sphinx(str(src), str(src), str(tmp_path / "html"), str(tmp_path / "doctrees"), "html", status=None,
+                 warning=None, freshenv=True)
+    app.connect("build-finished", gattn_docs.check_no_external_scripts, priority=900)
+    with pytest.raises(ExtensionError) as failure:  # Sphinx wraps the handler's error
+        app.build()
+    assert "load scripts from another host" in str(failure.value.orig_exc)
