@@ -187,3 +187,12 @@ def test_a_cdn_mathjax_fails_the_build(gattn_docs, tmp_path) -> None:
     with pytest.raises(ExtensionError) as failure:  # Sphinx wraps the handler's error
         app.build()
     assert "load scripts from another host" in str(failure.value.orig_exc)
+
+
+def test_the_dgl_example_runs_alone() -> None:
+    """The DGL example is run by itself in the DGL environment (benchmarks/peers/.venv-dgl, whose
+    older torch cannot run the page's other blocks), so it must import all it uses."""
+    page = DOCS / "scaling.md"
+    blocks = [b for b in _python_blocks(page) if "to_dgl(" in b]
+    assert len(blocks) == 1, "scaling.md should hold one DGL example"
+    exec(compile(blocks[0], f"{page}:dgl-example", "exec"), {})
