@@ -2,8 +2,9 @@
 
 Sphinx, as PyG does: the docstrings are written in reStructuredText with Google-style
 ``Args:`` sections (napoleon) and LaTeX in ``.. math::`` (MathJax, served from the site itself:
-the equations render offline), and they cross-reference each other with ``:class:`` / ``:func:`` roles. The pages are Markdown (MyST). The API pages
-are generated at build time from the packages' ``__all__`` by ``_ext/gattn_docs.py``: a new
+the equations render offline), and they cross-reference each other with ``:class:`` /
+``:func:`` roles. The pages are Markdown (MyST). The API pages are generated at build time
+from the packages' ``__all__`` by ``_ext/gattn_docs.py``: a new
 layer, loader or pipeline appears without editing the docs.
 
 The build runs with warnings as errors (``-W``): a docstring that does not parse, a
