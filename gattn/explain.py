@@ -109,7 +109,11 @@ def top_tokens(
 
 
 def format_table(rows: Sequence[dict]) -> str:
-    """The rows of :func:`top_tokens` as a Markdown table (columns with no value left out)."""
+    """The rows of :func:`top_tokens` as a Markdown table (columns with no value left out).
+
+    Args:
+        rows (Sequence[dict]): rows of :func:`top_tokens` (or with a ``document`` key added).
+    """
     columns = [c for c in _COLUMNS if any(row.get(c) is not None for row in rows)]
 
     def cell(value: object) -> str:
@@ -215,6 +219,19 @@ def explanation_html(
 
     Arguments as :func:`top_tokens`; every text (tokens, codes, descriptions, title) is
     HTML-escaped.
+
+    Args:
+        tokens (Sequence[str]): the document's ``L`` tokens.
+        attention (Tensor): per-code attention over the tokens :math:`(L, C)` (or :math:`(L, 1)`).
+        codes (Sequence[str]): the ``C`` code names.
+        predicted (Sequence[int] or Tensor): the codes to explain: indices or a bool mask :math:`(C)`.
+        k (int, optional): tokens per code. (default: ``10``)
+        scores (Tensor or Sequence[float], optional): predicted probabilities :math:`(C)`.
+            (default: ``None``)
+        code_descriptions (Sequence[str], optional): ``C`` descriptions. (default: ``None``)
+        true_codes (Sequence[int] or Tensor, optional): the true codes (indices or a bool mask).
+            (default: ``None``)
+        title (str, optional): the page title. (default: ``"Attention explanation"``)
     """
     return _page(title, _document_sections(tokens, attention, codes, predicted, k=k, scores=scores,
                                            code_descriptions=code_descriptions, true_codes=true_codes, level=2))
@@ -248,7 +265,12 @@ def explanations_html(documents: Sequence[Mapping[str, Any]], *, title: str = "A
 
 
 def write_explanation_html(path: str | Path, *args, **kwargs) -> Path:
-    """Write :func:`explanation_html` (same arguments after ``path``) to ``path`` (UTF-8); returns it."""
+    """Write :func:`explanation_html` (same arguments after ``path``) to ``path`` (UTF-8); returns it.
+
+    Args:
+        path (str or Path): the file to write (its folder is created).
+        *args, **kwargs: the arguments of :func:`explanation_html`.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(explanation_html(*args, **kwargs), encoding="utf-8")

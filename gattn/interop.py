@@ -102,6 +102,9 @@ def to_dgl(data: Data | HeteroData) -> Any:
     per edge (a tensor that fits both, on a graph with as many nodes as edges, is a node
     attribute unless its name starts with ``edge_``).
 
+    Args:
+        data (Data or HeteroData): the graph; every node and edge attribute goes along.
+
     Raises:
         TypeError: ``data`` is neither ``Data`` nor ``HeteroData``.
         ValueError: no ``edge_index``, or ids outside the node counts.
