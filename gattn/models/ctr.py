@@ -52,7 +52,13 @@ __all__ = [
 
 @dataclass(frozen=True)
 class CategoricalFeature:
-    """An id feature with ids in ``[0, num_embeddings)``; ``embedding_dim`` None = the model's."""
+    """An id feature with ids in ``[0, num_embeddings)``; ``embedding_dim`` None = the model's.
+
+    Args:
+        name (str): the feature's column name.
+        num_embeddings (int): the number of ids.
+        embedding_dim (int, optional): its embedding size (``None``: the model's). (default: ``None``)
+    """
 
     name: str
     num_embeddings: int
@@ -62,7 +68,13 @@ class CategoricalFeature:
 @dataclass(frozen=True)
 class NumericFeature:
     """A numeric feature bucketed by sorted ``boundaries``: bucket ``i`` holds
-    ``boundaries[i-1] <= x < boundaries[i]`` (``len(boundaries) + 1`` buckets)."""
+    ``boundaries[i-1] <= x < boundaries[i]`` (``len(boundaries) + 1`` buckets).
+
+    Args:
+        name (str): the feature's column name.
+        boundaries (tuple[float, ...]): the sorted bucket boundaries.
+        embedding_dim (int, optional): its embedding size (``None``: the model's). (default: ``None``)
+    """
 
     name: str
     boundaries: tuple[float, ...]
@@ -71,7 +83,12 @@ class NumericFeature:
 
 @dataclass(frozen=True)
 class SequenceFeature:
-    """A history of ids of the categorical feature ``target`` (sharing its table)."""
+    """A history of ids of the categorical feature ``target`` (sharing its table).
+
+    Args:
+        name (str): the feature's column name (a ragged history).
+        target (str): the name of the :class:`CategoricalFeature` whose table it shares.
+    """
 
     name: str
     target: str

@@ -79,14 +79,22 @@ class FeatureEmbedding(nn.Module):
 
 
 class AtomEncoder(FeatureEmbedding):
-    """OGB's atom encoder: the 9 atom features of ``ogb.utils.features`` (no ogb needed)."""
+    """OGB's atom encoder: the 9 atom features of ``ogb.utils.features`` (no ogb needed).
+
+    Args:
+        channels (int): the embedding size (the features' embeddings are summed).
+    """
 
     def __init__(self, channels: int) -> None:
         super().__init__(ATOM_FEATURE_DIMS, channels, "atom_embedding_list")
 
 
 class BondEncoder(FeatureEmbedding):
-    """OGB's bond encoder: the 3 bond features of ``ogb.utils.features`` (no ogb needed)."""
+    """OGB's bond encoder: the 3 bond features of ``ogb.utils.features`` (no ogb needed).
+
+    Args:
+        channels (int): the embedding size (the features' embeddings are summed).
+    """
 
     def __init__(self, channels: int) -> None:
         super().__init__(BOND_FEATURE_DIMS, channels, "bond_embedding_list")

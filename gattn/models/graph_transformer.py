@@ -32,6 +32,11 @@ class MLPReadout(nn.Sequential):
     .. math::
         y = W_{L} \,\mathrm{ReLU}(W_{L-1} \cdots \mathrm{ReLU}(W_0 h)), \qquad
         W_\ell \in \mathbb{R}^{\lfloor c/2^{\ell+1}\rfloor \times \lfloor c/2^{\ell}\rfloor}
+
+    Args:
+        in_channels (int): input size :math:`c`.
+        out_channels (int): output size.
+        num_layers (int, optional): hidden layers :math:`L`, each halving the width. (default: ``2``)
     """
 
     def __init__(self, in_channels: int, out_channels: int, num_layers: int = 2) -> None:
@@ -56,6 +61,33 @@ class BaseGraphModel(nn.Module):
     Subclasses build their layers in :meth:`build_layers` and run them in
     :meth:`apply_layers`; the rest (``forward(data)``) is common. See
     :class:`GraphTransformer` for the meaning of the arguments.
+
+    Args:
+        in_channels (int or torch.nn.Module, optional): input node feature size, or a module
+            embedding ``data.x`` into ``hidden_channels``; ``None`` with ``atom_encoder`` /
+            ``num_embeddings``.
+        hidden_channels (int): width of every layer.
+        out_channels (int): output size (classes or targets).
+        num_layers (int, optional): number of layers. (default: ``4``)
+        task (str, optional): ``"graph"`` (pooled, ``[num_graphs, out]``) or ``"node"``
+            (``[N, out]``). (default: ``"graph"``)
+        pe_dim (int, optional): size of the Laplacian positional encoding in ``data.<pe_attr>``
+            (``0``: none). (default: ``0``)
+        edge_dim (int, optional): edge feature size (``None``: no edge features). (default: ``None``)
+        norm (str, optional): ``"batch"``, ``"layer"`` or ``None``. (default: ``"batch"``)
+        dropout (float, optional): dropout in the layers. (default: ``0.0``)
+        input_dropout (float, optional): dropout on the input embedding. (default: ``0.0``)
+        readout (str, optional): graph pooling, ``"mean"``, ``"sum"`` or ``"max"``.
+            (default: ``"mean"``)
+        readout_layers (int, optional): hidden layers of the halving readout MLP. (default: ``2``)
+        atom_encoder (bool, optional): embed OGB molecule features with :class:`AtomEncoder` /
+            :class:`BondEncoder`. (default: ``False``)
+        num_embeddings (int, optional): embed integer node ids with an ``nn.Embedding`` of this
+            many rows. (default: ``None``)
+        num_edge_embeddings (int, optional): the same for edge ids. (default: ``None``)
+
+        pe_attr (str, optional): name of the PE attribute of ``data``. (default: ``"pe"``)
+        pe_sign_flip (bool, optional): flip PE signs at random while training. (default: ``True``)
     """
 
     def __init__(

@@ -163,7 +163,21 @@ class HAN(_HeteroClassifier):
 
 class HGT(_HeteroClassifier):
     """HGT (Hu et al. 2020) from PyG's ``HGTConv`` (type-specific attention and messages,
-    gated skip connection), ``num_layers`` layers of one width. Arguments as :class:`HAN`."""
+    gated skip connection), ``num_layers`` layers of one width. Arguments as :class:`HAN`.
+
+    Args:
+        metadata (Metadata): ``(node_types, edge_types)``.
+        in_channels (Mapping[str, int]): feature size per featured node type.
+        out_channels (int): number of classes.
+        target_type (str): the node type to classify.
+        hidden_channels (int, optional): width of every layer. (default: ``64``)
+        num_layers (int, optional): number of layers. (default: ``2``)
+
+        heads (int, optional): attention heads (``hidden_channels`` divisible by it). (default: ``4``)
+        dropout (float, optional): dropout on inputs and before the head. (default: ``0.5``)
+        num_nodes_dict (Mapping[str, int], optional): node counts of featureless types (learned
+            embeddings). (default: ``None``)
+    """
 
     def __init__(self, metadata: Metadata, in_channels: Mapping[str, int], out_channels: int, target_type: str,
                  hidden_channels: int = 64, num_layers: int = 2, heads: int = 4, dropout: float = 0.5,
@@ -187,7 +201,22 @@ class RGCN(_HeteroClassifier):
     graph (node types stacked, one relation id per edge type): a weight per relation, mean
     aggregation per relation, a root weight; ReLU and dropout between layers. Arguments as
     :class:`HAN`, plus ``num_bases`` (basis decomposition; ``None``: a full weight per
-    relation)."""
+    relation).
+
+    Args:
+        metadata (Metadata): ``(node_types, edge_types)``.
+        in_channels (Mapping[str, int]): feature size per featured node type.
+        out_channels (int): number of classes.
+        target_type (str): the node type to classify.
+        hidden_channels (int, optional): width of every layer. (default: ``64``)
+        num_layers (int, optional): number of layers. (default: ``2``)
+
+        dropout (float, optional): dropout between layers. (default: ``0.5``)
+        num_nodes_dict (Mapping[str, int], optional): node counts of featureless types (learned
+            embeddings). (default: ``None``)
+        num_bases (int, optional): basis decomposition of the relation weights (``None``: a full
+            weight per relation). (default: ``None``)
+    """
 
     def __init__(self, metadata: Metadata, in_channels: Mapping[str, int], out_channels: int, target_type: str,
                  hidden_channels: int = 64, num_layers: int = 2, dropout: float = 0.5,

@@ -34,6 +34,15 @@ class LabelDependentAttentionOutput(NamedTuple):
     (or ``[S, 1]``) over the ``S`` valid time steps of all patients and ``step_ptr`` [B+1]
     delimiting them (both ``None`` without time series). Step ``i`` of patient ``b`` is row
     ``step_ptr[b] + i``.
+
+    Attributes:
+        logits (Tensor): :math:`(B, K)`.
+        word_attention (Tensor): every word's attention to each label :math:`(R, K)` (``(R, 1)`` with
+            ``label_pooling="max"``).
+        step_attention (Tensor, optional): attention over the valid time steps :math:`(S, K)` (or
+            :math:`(S, 1)`; ``None`` without time series).
+        step_ptr (Tensor, optional): the patients over the steps :math:`(B + 1)` (``None`` without
+            time series).
     """
 
     logits: Tensor
