@@ -269,7 +269,8 @@ def write_explanation_html(path: str | Path, *args, **kwargs) -> Path:
 
     Args:
         path (str or Path): the file to write (its folder is created).
-        *args, **kwargs: the arguments of :func:`explanation_html`.
+        *args: the positional arguments of :func:`explanation_html`.
+        **kwargs: its keyword arguments.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

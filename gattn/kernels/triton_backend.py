@@ -413,7 +413,7 @@ def edge_forward(t: EdgeTerms) -> tuple[Tensor, Tensor]:
     """out [N_dst, H, Dv] and the per-row log-sum-exp [N_dst, H] (no autograd).
 
     Args:
-        t (EdgeTerms): the validated inputs of one :func:`gattn.kernels.edge_attention` call.
+        t (gattn.kernels._edge.EdgeTerms): the validated inputs of one :func:`gattn.kernels.edge_attention` call.
     """
     return _edge_forward(_edge_inputs(t))
 
@@ -422,7 +422,7 @@ def edge_probabilities(t: EdgeTerms, lse: Tensor) -> Tensor:
     """Attention [E, H] in the caller's edge order (before dropout), from the log-sum-exp.
 
     Args:
-        t (EdgeTerms): the inputs of the forward call.
+        t (gattn.kernels._edge.EdgeTerms): the inputs of the forward call.
         lse (Tensor): the per-row log-sum-exp :func:`edge_forward` returned :math:`(N_{dst}, H)`.
     """
     inp = _edge_inputs(t)
@@ -440,7 +440,7 @@ def edge_backward(
     r"""Gradients of every input, in the inputs' dtypes (see ``gattn/kernels/_edge.py``).
 
     Args:
-        t (EdgeTerms): the inputs of the forward call.
+        t (gattn.kernels._edge.EdgeTerms): the inputs of the forward call.
         out (Tensor): the forward output :math:`(N_{dst}, H, D_v)`.
         lse (Tensor): the forward's per-row log-sum-exp :math:`(N_{dst}, H)`.
         dout (Tensor): the gradient of ``out``.
