@@ -231,7 +231,11 @@ def _ragged_rows(starts: Tensor, lengths: Tensor, ptr: Tensor) -> Tensor:
 
 def collate_behaviour(samples: Sequence[Mapping[str, Tensor]]) -> dict[str, Tensor]:
     """Collate :class:`BehaviourSplit` items into a batch dict: per-sample values stacked,
-    histories concatenated with their ``hist_ptr`` [b+1] (for ``DataLoader(collate_fn=...)``)."""
+    histories concatenated with their ``hist_ptr`` [b+1] (for ``DataLoader(collate_fn=...)``).
+
+    Args:
+        samples (Sequence[Mapping[str, Tensor]]): items of a :class:`BehaviourSplit`.
+    """
     batch = {key: torch.stack([s[key] for s in samples]) for key in ("user_id", "item_id", "cate_id", "label",
                                                                        "timestamp")}
     lengths = torch.tensor([s["hist_item_id"].numel() for s in samples], dtype=torch.long)
@@ -704,7 +708,14 @@ def read_amazon(
 ) -> Interactions:
     """Read SNAP Amazon ``reviews_*.json[.gz]`` (the behaviours: ``reviewerID``, ``asin``,
     ``overall``, ``unixReviewTime``) and ``meta_*.json[.gz]`` (``asin``, ``categories``; the
-    category is ``categories[0][-1]``). Strict JSON lines and python-literal lines both work."""
+    category is ``categories[0][-1]``). Strict JSON lines and python-literal lines both work.
+
+    Args:
+        reviews (str or os.PathLike): the ``reviews_*.json[.gz]`` file.
+        meta (str or os.PathLike): the ``meta_*.json[.gz]`` file.
+        on_malformed (str, optional): ``"warn"`` (count and report the malformed rows with their line
+            numbers, skip them) or ``"raise"``. (default: ``"warn"``)
+    """
     reviews = require_file(reviews, "Amazon reviews")
     meta = require_file(meta, "Amazon metadata")
     reports: list[dict] = []
@@ -746,7 +757,17 @@ def read_taobao(
     """Read Taobao ``UserBehavior.csv`` (no header: user id, item id, category id, behaviour
     type, unix time), keeping the ``behaviours`` types (default all of pv, buy, cart, fav).
     An item's category is the one on its first row; how many items have rows with other
-    categories is in ``notes["items_with_several_categories"]``."""
+    categories is in ``notes["items_with_several_categories"]``.
+
+    Args:
+        path (str or os.PathLike): the ``UserBehavior.csv`` file.
+        behaviours (Sequence[str], optional): the behaviour types kept.
+            (default: ``("pv", "buy", "cart", "fav")``)
+        on_malformed (str, optional): ``"warn"`` (count and report the malformed rows with their line
+            numbers, skip them) or ``"raise"``. (default: ``"warn"``)
+        block_size (int, optional): bytes of CSV parsed per block; memory grows with it.
+            (default: ``16 << 20``)
+    """
     unknown = set(behaviours) - set(TAOBAO_BEHAVIOURS)
     if unknown or not behaviours:
         raise ValueError(f"`behaviours` must be a non-empty subset of {TAOBAO_BEHAVIOURS}, got {behaviours!r}")
@@ -790,7 +811,15 @@ def load_movielens(
     """MovieLens samples: ``name`` is ``"movielens-100k"``, ``"movielens-1m"``,
     ``"movielens-20m"`` (under ``<root>/movielens/``) or a folder path; ``options`` go to
     :func:`read_movielens` (``category``, ``on_malformed``) and :func:`build_behaviour_data`
-    (default ``label="rating"``, ``positive_rating=4``)."""
+    (default ``label="rating"``, ``positive_rating=4``).
+
+    Args:
+        name (str, optional): ``"movielens-100k"``, ``"movielens-1m"``, ``"movielens-20m"`` or a
+            folder path. (default: ``"movielens-100k"``)
+        root (str or os.PathLike, optional): the data root (``None``: :func:`gattn.datasets.root.resolve_root`).
+            (default: ``None``)
+        **options (optional): for :func:`read_movielens` and :func:`build_behaviour_data`.
+    """
     build, read = _split_options(options)
     folder = resolve_root(root) / MOVIELENS[name.lower()][1] if name.lower() in MOVIELENS else Path(name)
     return build_behaviour_data(read_movielens(folder, **read), **build)
@@ -808,7 +837,18 @@ def load_amazon(
     one sampled negative per positive (``label="sampled"``, ``positive_rating=None``),
     leave-last-out per user. Files: ``reviews`` and ``meta`` if given, else
     ``<root>/amazon/reviews_<category>_5.json[.gz]`` (or without ``_5``) and
-    ``<root>/amazon/meta_<category>.json[.gz]``."""
+    ``<root>/amazon/meta_<category>.json[.gz]``.
+
+    Args:
+        category (str, optional): the Amazon category of the file names. (default: ``"Electronics"``)
+        root (str or os.PathLike, optional): the data root (``None``: :func:`gattn.datasets.root.resolve_root`).
+            (default: ``None``)
+        reviews (str or os.PathLike, optional): the reviews file (``None``: under the root).
+            (default: ``None``)
+        meta (str or os.PathLike, optional): the meta file (``None``: under the root).
+            (default: ``None``)
+        **options (optional): for :func:`read_amazon` and :func:`build_behaviour_data`.
+    """
     folder = resolve_root(root) / AMAZON_FOLDER
     if reviews is None:
         reviews = find_first(folder, [f"reviews_{category}{k}.json{z}" for k in ("_5", "") for z in ("", ".gz")],
@@ -823,7 +863,16 @@ def load_taobao(
     path: str | os.PathLike | None = None, root: str | os.PathLike | None = None, **options
 ) -> BehaviourData:
     """Taobao samples from ``path`` (default ``<root>/taobao/UserBehavior.csv``): every kept
-    behaviour a positive, ``num_negatives`` sampled negatives each (``label="sampled"``)."""
+    behaviour a positive, ``num_negatives`` sampled negatives each (``label="sampled"``).
+
+    Args:
+        path (str or os.PathLike, optional): the ``UserBehavior.csv`` file (``None``: under the
+            root). (default: ``None``)
+        root (str or os.PathLike, optional): the data root (``None``: :func:`gattn.datasets.root.resolve_root`).
+            (default: ``None``)
+        **options (optional): for :func:`read_taobao` and :func:`build_behaviour_data`
+            (``num_negatives``, ...).
+    """
     if path is None:
         path = resolve_root(root) / TAOBAO_FILE
     build, read = _split_options({"label": "sampled", "positive_rating": None, **options})
@@ -832,7 +881,12 @@ def load_taobao(
 
 @register_source("behaviour")
 def available(root: str | os.PathLike | None = None) -> list[tuple[str, bool, str]]:
-    """``(name, present, where or what is missing)`` for the behaviour data sets."""
+    """``(name, present, where or what is missing)`` for the behaviour data sets.
+
+    Args:
+        root (str or os.PathLike, optional): the data root (``None``: :func:`gattn.datasets.root.resolve_root`).
+            (default: ``None``)
+    """
     base = resolve_root(root)
     found = []
     for name, (description, sub) in MOVIELENS.items():
@@ -853,7 +907,12 @@ def export_din_parquet(data: BehaviourData, folder: str | os.PathLike) -> dict[s
     ``user_id``, ``item_id``, ``cate_id`` (int64), ``hist_item_id``, ``hist_cate_id``
     (list<int64>, chronological, most recent last), ``label`` (int64 0/1); ids 1-based, 0 is
     padding. ``meta.json`` holds the vocabulary sizes (index 0 included) and the options.
-    Returns the paths by split."""
+    Returns the paths by split.
+
+    Args:
+        data (BehaviourData): the splits to write.
+        folder (str or os.PathLike): the output folder (created).
+    """
     folder = Path(folder).expanduser()
     folder.mkdir(parents=True, exist_ok=True)
     paths = {}

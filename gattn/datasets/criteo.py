@@ -180,6 +180,13 @@ class CriteoData:
     with their bucket-id cardinality, or numeric when log-scaled) and ``C1``-``C26`` (key
     ``"sparse"``, column j, categorical). ``info``: options, split sizes, vocabulary sizes,
     the malformed-row report, the cache outcome.
+
+    Attributes:
+        train (CriteoSplit): the training split.
+        val (CriteoSplit): the validation split.
+        test (CriteoSplit): the test split.
+        fields (list[gattn.datasets._tables.FieldInfo]): the fields' metadata.
+        info (dict, optional): the processing report (rows read, malformed rows, ...).
     """
 
     train: CriteoSplit
@@ -196,7 +203,13 @@ class CriteoData:
 class CriteoProcessed:
     """A processed Criteo file on disk: one parquet file per split (``paths``), the fields and
     the processing report (``info``). Columns: ``label`` (int8), ``I1``-``I13`` (int32 bucket ids
-    or float32), ``C1``-``C26`` (int32 ids)."""
+    or float32), ``C1``-``C26`` (int32 ids).
+
+    Attributes:
+        paths (dict[str, Path]): the parquet file of each split.
+        fields (list[gattn.datasets._tables.FieldInfo]): the fields' metadata.
+        info (dict): the processing report.
+    """
 
     paths: dict[str, Path]
     fields: list[FieldInfo]
@@ -531,7 +544,13 @@ def _fields(meta: dict) -> list[FieldInfo]:
 # -------------------------------------------------------------------------------- loading
 def locate_criteo(source: str | os.PathLike, root: str | os.PathLike | None = None) -> Path:
     """The file of ``source``: a name of ``CRITEO_DATASETS`` under the data root, or a path
-    (a FileNotFoundError names what was looked for and where)."""
+    (a FileNotFoundError names what was looked for and where).
+
+    Args:
+        source (str or os.PathLike): a name of ``CRITEO_DATASETS`` or a file path.
+        root (str or os.PathLike, optional): the data root (``None``: :func:`gattn.datasets.root.resolve_root`).
+            (default: ``None``)
+    """
     if isinstance(source, str) and source.lower() in CRITEO_DATASETS:
         base = resolve_root(root)
         return find_first(base, CRITEO_DATASETS[source.lower()][1], f"Criteo data set {source!r}")
@@ -557,7 +576,12 @@ def load_criteo(
 
 @register_source("criteo")
 def available(root: str | os.PathLike | None = None) -> list[tuple[str, bool, str]]:
-    """``(name, present, where or what is missing)`` for the named Criteo files."""
+    """``(name, present, where or what is missing)`` for the named Criteo files.
+
+    Args:
+        root (str or os.PathLike, optional): the data root (``None``: :func:`gattn.datasets.root.resolve_root`).
+            (default: ``None``)
+    """
     base = resolve_root(root)
     found = []
     for name, (description, candidates) in CRITEO_DATASETS.items():

@@ -65,7 +65,11 @@ _MAX_REPORTED = 10
 
 def is_metapath(relation: str) -> bool:
     """Whether ``relation`` (the middle name of an edge type) is a meta-path read from a
-    ``<t>...<t>.npz`` file (``"pap"``), not a relation file or its reverse (``"pa"``, ``"ap"``)."""
+    ``<t>...<t>.npz`` file (``"pap"``), not a relation file or its reverse (``"pa"``, ``"ap"``).
+
+    Args:
+        relation (str): the middle name of an edge type.
+    """
     return _METAPATH_FILE.match(f"{relation}.npz") is not None
 
 
@@ -74,6 +78,9 @@ def read_relation_file(path: str | Path) -> np.ndarray:
 
     Blank lines are skipped. Any other line that is not exactly two non-negative integers
     is malformed: all of them are counted and the first ones reported with line numbers.
+
+    Args:
+        path (str or Path): the relation file.
     """
     path = require_file(path, "relation")
     try:  # the fast path; on any failure the line scan below says exactly what is wrong
@@ -325,6 +332,10 @@ def load_pyg_hetero(name: str, root: str | Path) -> HeteroData:
     file is missing, :class:`FileNotFoundError` names every missing file and the folder
     searched. PyG processes the raw files once into ``<root>/.../processed`` (so ``root`` must
     be writable the first time).
+
+    Args:
+        name (str): the data set (one of PyG's raw sets: an HGB name, ``"dblp"``, ``"imdb"``).
+        root (str or Path): the data root's ``hetero`` folder.
     """
     root = Path(root)
     paths = _pyg_raw_paths(name, root)
@@ -341,7 +352,11 @@ def load_pyg_hetero(name: str, root: str | Path) -> HeteroData:
 def available(root: str | Path) -> list[tuple[str, bool, str]]:
     """``(name, present, detail)`` for the HeCo-layout folders ``<root>/<name>`` and PyG's raw
     sets (``<root>/hgb`` for HGBDataset, ``<root>/dblp``, ``<root>/imdb``) under ``root``, the
-    data root's ``hetero`` folder."""
+    data root's ``hetero`` folder.
+
+    Args:
+        root (str or Path): the data root's ``hetero`` folder.
+    """
     root = Path(root)
     rows = []
     for name in HECO_DATASETS:

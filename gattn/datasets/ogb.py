@@ -70,7 +70,11 @@ def master_table() -> pd.DataFrame:
 
 
 def canonical_name(name: str) -> str:
-    """``"ogbg_molbace"`` or ``"ogbg-molbace"`` (any case) -> ``"ogbg-molbace"``."""
+    """``"ogbg_molbace"`` or ``"ogbg-molbace"`` (any case) -> ``"ogbg-molbace"``.
+
+    Args:
+        name (str): a data set name, with ``-`` or ``_``, any case.
+    """
     if not isinstance(name, str) or not name.strip():
         raise ValueError(f"name must be a non-empty str such as 'ogbg-molbace', got {name!r}")
     name = name.strip().lower()
@@ -115,6 +119,9 @@ def available(root: str | Path) -> list[tuple[str, bool, str]]:
 
     Returns one ``(name, present, detail)`` per data set OGB knows: ``detail`` is the folder
     when present, otherwise what is missing (the folder, or the files missing inside it).
+
+    Args:
+        root (str or Path): the data root's OGB folder.
     """
     root = Path(root)
     table = master_table()
@@ -423,6 +430,9 @@ def evaluator(name: str) -> Any:
 
     The evaluator only reads ``master.csv`` from the installed ``ogb`` package; it needs no
     download and no network.
+
+    Args:
+        name (str): the data set (``"ogbg-molbace"`` or ``"ogbg_molbace"``).
     """
     from ogb.graphproppred import Evaluator
 

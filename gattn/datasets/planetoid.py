@@ -64,7 +64,11 @@ def load_planetoid(name: str, raw: str | os.PathLike) -> Data:
 @register_source("planetoid", folder="planetoid")
 def available(root: str | os.PathLike) -> list[tuple[str, bool, str]]:
     """``(name, present, detail)`` for ``<root>/<Name>/raw`` of each Planetoid set, ``root``
-    being the data root's ``planetoid`` folder."""
+    being the data root's ``planetoid`` folder.
+
+    Args:
+        root (str or os.PathLike): the data root's ``planetoid`` folder.
+    """
     rows = []
     for name in PLANETOID_DATASETS:
         raw = Path(root) / name / "raw"

@@ -138,6 +138,12 @@ def top_codes(codes: pd.DataFrame, k: int, hadm_ids: Sequence[int] | np.ndarray 
     CAML's rule: counts over every admission with a discharge summary (its train, dev and test
     sets together); pass those admissions as ``hadm_ids``. Ties are broken by the code string,
     so the set is deterministic.
+
+    Args:
+        codes (pandas.DataFrame): the code assignments (``HADM_ID``, ``ICD9_CODE``).
+        k (int): the number of codes.
+        hadm_ids (Sequence[int], optional): count only these admissions (``None``: all).
+            (default: ``None``)
     """
     if not isinstance(k, int) or k < 1:
         raise ValueError(f"`k` must be a positive int, got {k!r}")
@@ -154,6 +160,11 @@ def top_codes(codes: pd.DataFrame, k: int, hadm_ids: Sequence[int] | np.ndarray 
 def code_lists(codes: pd.DataFrame, hadm_ids: Sequence[int] | np.ndarray,
                label_codes: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     """Each admission's labels as a ragged index list over ``label_codes``.
+
+    Args:
+        codes (pandas.DataFrame): the code assignments (``HADM_ID``, ``ICD9_CODE``).
+        hadm_ids (Sequence[int]): the admissions, in output order.
+        label_codes (Sequence[str]): the label set; other codes are left out.
 
     Returns:
         ``(ptr [B+1] int64, index [nnz] int64)``: admission ``b`` (``hadm_ids[b]``) has the
@@ -207,6 +218,11 @@ def read_code_descriptions(
     tables are used only when present), then ``descriptions_file``: CAML's ``ICD9_descriptions``
     (``code<TAB>description`` per line, codes dotted; it also lists ranges such as
     ``401-405.99``, kept as they are). At least one source must be given.
+
+    Args:
+        mimic_dir (str or os.PathLike, optional): the MIMIC-III directory. (default: ``None``)
+        descriptions_file (str or os.PathLike, optional): CAML's ``ICD9_descriptions``.
+            (default: ``None``)
     """
     if mimic_dir is None and descriptions_file is None:
         raise ValueError("give `mimic_dir` (D_ICD_* tables) and/or `descriptions_file` (ICD9_descriptions)")

@@ -30,7 +30,13 @@ __all__ = ["DocumentBatch", "LengthBucketBatchSampler", "MimicDocuments", "gathe
 
 
 def gather_ragged(values: Tensor, ptr: Tensor, index: Tensor) -> tuple[Tensor, Tensor]:
-    """Rows ``index`` of a ragged tensor, in that order: ``(values [n], ptr [len(index)+1])``."""
+    """Rows ``index`` of a ragged tensor, in that order: ``(values [n], ptr [len(index)+1])``.
+
+    Args:
+        values (Tensor): the ragged rows' values, concatenated.
+        ptr (Tensor): the rows over ``values``.
+        index (Tensor): the rows to take, in order.
+    """
     start, length = ptr[index], ptr[index + 1] - ptr[index]
     new_ptr = torch.zeros(index.numel() + 1, dtype=torch.long)
     torch.cumsum(length, 0, out=new_ptr[1:])

@@ -151,6 +151,12 @@ class TableReport:
 
 
 def resolve_mimic_dir(mimic_dir: str | os.PathLike) -> Path:
+    """``mimic_dir`` as a path (``~`` expanded), checked: a TypeError for another type, a
+    FileNotFoundError naming it when it is not a directory.
+
+    Args:
+        mimic_dir (str or os.PathLike): the MIMIC-III directory.
+    """
     if not isinstance(mimic_dir, str | os.PathLike):
         raise TypeError(f"`mimic_dir` must be a str or path, got {type(mimic_dir).__name__}")
     path = Path(mimic_dir).expanduser()
@@ -165,7 +171,12 @@ def _candidates(table: str) -> list[str]:
 
 def find_table(mimic_dir: str | os.PathLike, table: str) -> Path:
     """The file of MIMIC-III ``table`` in ``mimic_dir``: ``TABLE.csv``, ``TABLE.csv.gz`` or the
-    lower-case names. Raises ``FileNotFoundError`` naming the names tried and the directory."""
+    lower-case names. Raises ``FileNotFoundError`` naming the names tried and the directory.
+
+    Args:
+        mimic_dir (str or os.PathLike): the MIMIC-III directory.
+        table (str): the table's name (e.g. ``"NOTEEVENTS"``).
+    """
     return find_first(resolve_mimic_dir(mimic_dir), _candidates(table.upper()), f"MIMIC-III table {table.upper()}")
 
 
@@ -347,7 +358,17 @@ def read_table(
     block_size: int = 4 << 20,
     report: TableReport | None = None,
 ) -> pa.Table:
-    """All of :func:`iter_table`'s chunks as one table (for the small tables)."""
+    """All of :func:`iter_table`'s chunks as one table (for the small tables).
+
+    Args:
+        mimic_dir (str or os.PathLike): the MIMIC-III directory.
+        table (str): the table's name (a key of :data:`SCHEMAS`).
+        columns (Sequence[str]): upper-case column names to read.
+        optional (Sequence[str], optional): columns that may be absent. (default: ``()``)
+        on_malformed (str, optional): ``"raise"`` or ``"skip"``. (default: ``"raise"``)
+        block_size (int, optional): bytes of CSV parsed per block. (default: ``4 << 20``)
+        report (TableReport, optional): a report to fill. (default: ``None``)
+    """
     kinds = _kinds(table, columns)
     chunks = list(iter_table(mimic_dir, table, columns, optional=optional, on_malformed=on_malformed,
                              block_size=block_size, report=report))

@@ -38,7 +38,13 @@ __all__ = ["DEFAULT_FEATURES", "SeriesFeature", "TimeSeries", "load_time_series"
 
 @dataclass(frozen=True)
 class SeriesFeature:
-    """One time-series feature: the ``itemids`` of ``table`` whose values it averages."""
+    """One time-series feature: the ``itemids`` of ``table`` whose values it averages.
+
+    Attributes:
+        name (str): the feature's name.
+        table (str): the MIMIC-III table of its values (``CHARTEVENTS``, ``LABEVENTS``).
+        itemids (tuple[int, ...]): the ``ITEMID`` values averaged into it.
+    """
 
     name: str
     table: str

@@ -37,7 +37,11 @@ _SPECIALS = ["<pad>", "<unk>"]
 
 
 def split_words(texts: pa.Array | pa.ChunkedArray) -> tuple[pa.Array, np.ndarray]:
-    """Cleaned texts -> (all words, flat; document index of each word). Empty texts give none."""
+    """Cleaned texts -> (all words, flat; document index of each word). Empty texts give none.
+
+    Args:
+        texts (pyarrow.Array): cleaned texts.
+    """
     if isinstance(texts, pa.ChunkedArray):
         texts = texts.combine_chunks()
     lists = pc.split_pattern(pc.fill_null(texts, ""), " ")
