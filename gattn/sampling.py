@@ -130,7 +130,19 @@ class NeighborBatches:
 def neighbor_loader(data: Data, num_neighbors: Sequence[int], input_nodes: Tensor | None = None,
                     batch_size: int = 1, shuffle: bool = False, seed: int | None = None, **kwargs: Any) -> Any:
     """PyG's ``NeighborLoader`` when its backend is installed, else :class:`NeighborBatches`
-    (the same batch layout). ``kwargs`` (``num_workers``, ...) go to PyG's loader only."""
+    (the same batch layout). ``kwargs`` (``num_workers``, ...) go to PyG's loader only.
+
+    Args:
+        data (Data): the graph.
+        num_neighbors (Sequence[int]): neighbours sampled per node and hop (``-1``: all).
+        input_nodes (Tensor, optional): the seed nodes (ids or a boolean mask; ``None``: every node).
+            (default: ``None``)
+        batch_size (int, optional): seeds per batch. (default: ``1``)
+        shuffle (bool, optional): seeds in a new random order on every pass. (default: ``False``)
+        seed (int, optional): seed of the shuffling and sampling (``None``: unseeded).
+            (default: ``None``)
+        **kwargs (optional): for PyG's ``NeighborLoader`` only (``num_workers``, ...).
+    """
     generator = torch.Generator().manual_seed(seed) if seed is not None else None
     if has_pyg_sampler():
         from torch_geometric.loader import NeighborLoader

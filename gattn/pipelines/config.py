@@ -133,7 +133,11 @@ class TrainConfig:
 
 
 def option_flag(name: str) -> str:
-    """The command-line spelling of a field: ``batch_size`` -> ``--batch-size``."""
+    """The command-line spelling of a field: ``batch_size`` -> ``--batch-size``.
+
+    Args:
+        name (str): a field name.
+    """
     return "--" + name.replace("_", "-")
 
 
@@ -246,6 +250,12 @@ def _hints(cls: type) -> dict[str, Any]:
 def build_config(cls: type, values: Mapping[str, Any], source: str = "the configuration") -> Any:
     """A ``cls`` instance from ``values`` (option name -> value), converted and checked.
 
+    Args:
+        cls (type): the configuration dataclass.
+        values (Mapping[str, Any]): option name -> value.
+        source (str, optional): what the values came from, for error messages.
+            (default: ``"the configuration"``)
+
     Raises:
         ConfigError: an unknown option, a value of the wrong type, a choice or bound violated;
             the message names the option and ``source`` (e.g. the config file).
@@ -278,7 +288,11 @@ def check_config(config: Any) -> None:
 
 
 def config_dict(config: Any) -> dict[str, Any]:
-    """The configuration as a plain dict (tuples become lists), ready for YAML or JSON."""
+    """The configuration as a plain dict (tuples become lists), ready for YAML or JSON.
+
+    Args:
+        config (TrainConfig): a configuration instance.
+    """
     return {f.name: (list(v) if isinstance(v := getattr(config, f.name), tuple) else v)
             for f in dataclasses.fields(config)}
 
@@ -305,6 +319,10 @@ def add_options(parser: argparse.ArgumentParser, cls: type) -> None:
 
     Options given on the command line appear in the parsed namespace; the others do not
     (``argparse.SUPPRESS``), so that a config file's values are not overridden by defaults.
+
+    Args:
+        parser (argparse.ArgumentParser): the parser (or sub-parser) to extend.
+        cls (type): the configuration dataclass.
     """
     hints = _hints(cls)
     groups: dict[str, Any] = {}
@@ -336,6 +354,9 @@ def add_options(parser: argparse.ArgumentParser, cls: type) -> None:
 def read_config_file(path: str | os.PathLike) -> dict[str, Any]:
     """The mapping in a YAML config file (a ``pipeline:`` key is kept; checks come later).
 
+    Args:
+        path (str or os.PathLike): the YAML file.
+
     Raises:
         ConfigError: the file is missing (named, with the folder looked in), is not YAML, or is
             not a mapping of option names to values.
@@ -357,7 +378,13 @@ def read_config_file(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def write_config_file(path: str | os.PathLike, pipeline: str, config: Any) -> Path:
-    """Write ``pipeline`` and every field of ``config`` as YAML, atomically."""
+    """Write ``pipeline`` and every field of ``config`` as YAML, atomically.
+
+    Args:
+        path (str or os.PathLike): the YAML file to write.
+        pipeline (str): the pipeline's name (the ``pipeline:`` key).
+        config (TrainConfig): the configuration.
+    """
     import yaml
 
     path = Path(path)

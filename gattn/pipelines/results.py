@@ -84,6 +84,9 @@ def read_epoch_table(path: str | os.PathLike) -> dict[str, list[float]]:
     """The columns of a ``metrics.csv`` written during training (one row per epoch), as floats
     (NaN where a row has no value).
 
+    Args:
+        path (str or os.PathLike): the ``metrics.csv`` file.
+
     Raises:
         FileNotFoundError: no such file.
         ValueError: a row whose number of cells differs from the header's (with its line number).
