@@ -57,17 +57,20 @@ def top_tokens(
     """The ``k`` tokens of highest attention for each predicted code of one document.
 
     Args:
-        tokens: the document's tokens, ``L`` strings.
-        attention: ``[L, C]`` per-code attention over the tokens (``[L, 1]``: one
+        tokens (Sequence[str]): the document's tokens, ``L`` strings.
+        attention (Tensor): ``[L, C]`` per-code attention over the tokens (``[L, 1]``: one
             distribution shared by all codes, as with ``label_pooling="max"``).
-        codes: the ``C`` code names.
-        predicted: which codes to explain: indices, or a bool mask ``[C]`` (e.g.
+        codes (Sequence[str]): the ``C`` code names.
+        predicted (Sequence[int] or Tensor): which codes to explain: indices, or a bool mask ``[C]`` (e.g.
             ``probabilities > 0.5``).
-        k: tokens per code (fewer when the document is shorter). Default 10.
-        scores: optional ``[C]`` predicted probabilities, reported per row.
-        code_descriptions: optional ``C`` descriptions, reported per row.
-        true_codes: optional, the document's true codes (indices or a bool mask ``[C]``):
-            each row then says whether its code is one of them (``true``).
+        k (int, optional): tokens per code (fewer when the document is shorter). Default 10.
+        scores (Tensor or Sequence[float], optional): optional ``[C]`` predicted probabilities, reported per row.
+            (default: ``None``)
+        code_descriptions (Sequence[str], optional): optional ``C`` descriptions, reported per row.
+            (default: ``None``)
+        true_codes (Sequence[int] or Tensor, optional): optional, the document's true codes (indices
+            or a bool mask ``[C]``): each row then says whether its code is one of them (``true``).
+            (default: ``None``)
 
     Returns one dict per (code, token) with keys ``code``, ``description``, ``score``,
     ``true``, ``rank`` (1 = highest weight), ``position`` (token index in the document),
@@ -241,11 +244,11 @@ def explanations_html(documents: Sequence[Mapping[str, Any]], *, title: str = "A
     """One HTML page explaining several documents, one ``<article>`` each.
 
     Args:
-        documents: per document, a mapping with a ``heading`` (e.g. its admission id) and the
-            arguments of :func:`explanation_html` by name (``tokens``, ``attention``, ``codes``,
-            ``predicted``, and optionally ``k``, ``scores``, ``code_descriptions``,
-            ``true_codes``).
-        title: the page title.
+        documents (Sequence[Mapping[str, Any]]): per document, a mapping with a ``heading`` (e.g.
+            its admission id) and the arguments of :func:`explanation_html` by name (``tokens``,
+            ``attention``, ``codes``, ``predicted``, and optionally ``k``, ``scores``,
+            ``code_descriptions``, ``true_codes``).
+        title (str, optional): the page title. (default: ``"Attention explanations"``)
     """
     body = []
     for number, document in enumerate(documents):

@@ -34,7 +34,7 @@ def from_dgl(graph: Any) -> Data | HeteroData:
     """A DGL graph as PyG data (see the module docstring).
 
     Args:
-        graph: a ``dgl.DGLGraph`` (homogeneous or heterogeneous).
+        graph (Any): a ``dgl.DGLGraph`` (homogeneous or heterogeneous).
 
     Raises:
         TypeError: ``graph`` is not a DGL graph.

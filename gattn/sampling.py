@@ -33,13 +33,15 @@ class NeighborBatches:
     at hop ``k`` (``-1``: all of them).
 
     Args:
-        data: the graph (``edge_index`` source -> destination; node attributes of length
+        data (Data): the graph (``edge_index`` source -> destination; node attributes of length
             ``num_nodes`` are sliced into each batch).
-        num_neighbors: neighbours per node and hop.
-        input_nodes: the seed nodes (ids or a boolean mask); ``None``: every node.
-        batch_size: seeds per batch.
-        shuffle: seeds in a new random order on every pass.
-        generator: random numbers of the shuffling and sampling.
+        num_neighbors (Sequence[int]): neighbours per node and hop.
+        input_nodes (Tensor, optional): the seed nodes (ids or a boolean mask); ``None``: every node.
+            (default: ``None``)
+        batch_size (int, optional): seeds per batch. (default: ``1``)
+        shuffle (bool, optional): seeds in a new random order on every pass. (default: ``False``)
+        generator (torch.Generator, optional): random numbers of the shuffling and sampling.
+            (default: ``None``)
     """
 
     def __init__(self, data: Data, num_neighbors: Sequence[int], input_nodes: Tensor | None = None,

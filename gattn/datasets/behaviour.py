@@ -147,11 +147,11 @@ class BehaviourSplit(Dataset):
 
     Attributes:
         user_id, item_id, cate_id: [B] int64 ids of the user, the target item, its category.
-        label: [B] float32, 1 positive, 0 negative.
-        timestamp: [B] int64 the target interaction's unix time.
+        label (Tensor): [B] float32, 1 positive, 0 negative.
+        timestamp (Tensor): [B] int64 the target interaction's unix time.
         hist_item_id, hist_cate_id: [R] int64 the histories, sample after sample,
             chronological within a sample (most recent last).
-        hist_ptr: [B+1] int64; sample ``b``'s history is rows ``hist_ptr[b]:hist_ptr[b+1]``.
+        hist_ptr (Tensor): [B+1] int64; sample ``b``'s history is rows ``hist_ptr[b]:hist_ptr[b+1]``.
     """
 
     user_id: Tensor
@@ -253,13 +253,13 @@ class BehaviourData:
 
     Attributes:
         train, val, test: :class:`BehaviourSplit`.
-        fields: :class:`~gattn.datasets._tables.FieldInfo` of ``user_id``, ``item_id``, ``cate_id`` (categorical) and
-            ``hist_item_id`` / ``hist_cate_id`` (sequences sharing ``item_id`` / ``cate_id``'s
-            tables); cardinalities include index 0.
-        item_category: [num_items + 1] int64, the category id of every item id (0 at 0).
-        vocab: ``"user_id"`` / ``"item_id"`` / ``"cate_id"`` -> the raw key of every id
+        fields (list[gattn.datasets._tables.FieldInfo]): :class:`~gattn.datasets._tables.FieldInfo` of ``user_id``,
+            ``item_id``, ``cate_id`` (categorical) and ``hist_item_id`` / ``hist_cate_id``
+            (sequences sharing ``item_id`` / ``cate_id``'s tables); cardinalities include index 0.
+        item_category (Tensor): [num_items + 1] int64, the category id of every item id (0 at 0).
+        vocab (dict[str, np.ndarray]): ``"user_id"`` / ``"item_id"`` / ``"cate_id"`` -> the raw key of every id
             (entry 0 is None).
-        info: the source, every option, sample counts, malformed-row reports.
+        info (dict, optional): the source, every option, sample counts, malformed-row reports.
     """
 
     train: BehaviourSplit
@@ -294,11 +294,12 @@ class Interactions:
 
     Attributes:
         user, item: [n] raw keys (ints or strings). timestamp: [n] int64 unix time.
-        rating: [n] float64, or None when the source has none (Taobao).
+        rating (np.ndarray, optional): [n] float64, or None when the source has none (Taobao).
         item_keys, item_categories: the category token of each item key (a key listed
             twice keeps its first token).
-        name: the source's name. malformed: the readers' malformed-row reports.
-        notes: other facts the reader counted (copied into the samples' ``info``).
+        name (str, optional): the source's name. malformed: the readers' malformed-row reports.
+            (default: ``""``)
+        notes (dict, optional): other facts the reader counted (copied into the samples' ``info``).
     """
 
     user: np.ndarray
@@ -345,19 +346,21 @@ def build_behaviour_data(
     """Samples (target, history, label) per split from an interaction log.
 
     Args:
-        interactions: from a reader (:func:`read_movielens`, :func:`read_amazon`,
+        interactions (Interactions): from a reader (:func:`read_movielens`, :func:`read_amazon`,
             :func:`read_taobao`) or built by hand.
-        label: ``"rating"`` (rating >= ``positive_rating`` is positive) or ``"sampled"``
+        label (str, optional): ``"rating"`` (rating >= ``positive_rating`` is positive) or ``"sampled"``
             (positives plus ``num_negatives`` sampled negatives each); see the module docstring.
-        positive_rating: the rating threshold (default 4.0). In ``"sampled"`` mode, None makes
+            (default: ``"rating"``)
+        positive_rating (float, optional): the rating threshold (default 4.0). In ``"sampled"`` mode, None makes
             every interaction a positive.
-        num_negatives: negatives per positive in ``"sampled"`` mode (default 1).
-        split: ``"leave_last_out"`` (default) or ``"global_time"``.
-        holdout: targets per user in test and in validation for ``"leave_last_out"`` (default 1).
-        time_split: (train, val, test) fractions of the targets for ``"global_time"``.
-        max_history: keep the most recent ``max_history`` history items (default: all).
-        min_history: drop targets with fewer history items (default 0: keep all).
-        seed: seeds the negative sampling.
+        num_negatives (int, optional): negatives per positive in ``"sampled"`` mode (default 1).
+        split (str, optional): ``"leave_last_out"`` (default) or ``"global_time"``.
+        holdout (int, optional): targets per user in test and in validation for ``"leave_last_out"`` (default 1).
+        time_split (Sequence[float], optional): (train, val, test) fractions of the targets for ``"global_time"``.
+            (default: ``(0.8, 0.1, 0.1)``)
+        max_history (int, optional): keep the most recent ``max_history`` history items (default: all).
+        min_history (int, optional): drop targets with fewer history items (default 0: keep all).
+        seed (int, optional): seeds the negative sampling. (default: ``0``)
     """
     if label not in ("rating", "sampled"):
         raise ValueError(f"`label` must be 'rating' or 'sampled', got {label!r}")
@@ -573,7 +576,7 @@ def read_movielens(
     ``movies.dat``) or ml-20m style (``ratings.csv`` + ``movies.csv``), whichever is there.
 
     Args:
-        folder: the folder holding the files.
+        folder (str or os.PathLike): the folder holding the files.
         category: ``"genres"`` (the genre set as one category, default) or ``"first_genre"``.
         on_malformed: ``"warn"`` (default) or ``"raise"``.
     """

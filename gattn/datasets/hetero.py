@@ -179,18 +179,20 @@ def load_heco(
     """Read a data set in the HeCo layout (see the module docstring) into ``HeteroData``.
 
     Args:
-        folder: the data set's folder, e.g. ``../shared/data/hetero/acm``.
-        split: labelled nodes per class of the split to read (``train_<split>.npy`` ...; HeCo
+        folder (str or Path): the data set's folder, e.g. ``../shared/data/hetero/acm``.
+        split (int, optional): labelled nodes per class of the split to read (``train_<split>.npy`` ...; HeCo
             ships 20, 40 and 60). Sets ``train_mask``, ``val_mask``, ``test_mask`` on the
-            target type.
-        target: the labelled node type (a file letter); ``None`` infers it.
-        featureless: ``"embedding"`` (default: node types without a feature file get
+            target type. (default: ``20``)
+        target (str, optional): the labelled node type (a file letter); ``None`` infers it.
+            (default: ``None``)
+        featureless (str, optional): ``"embedding"`` (default: node types without a feature file get
             ``num_nodes`` only) or ``"onehot"`` (they get an identity ``x``).
-        add_reverse: also store every relation reversed (message passing in both directions).
-        metapaths: also read the meta-path adjacency files (``pap.npz`` -> edge type
-            ``("p", "pap", "p")``).
-        node_type_names: optional map from file letters to node type names
-            (``{"p": "paper", ...}``); edge type names keep the letters.
+        add_reverse (bool, optional): also store every relation reversed (message passing in both directions).
+            (default: ``True``)
+        metapaths (bool, optional): also read the meta-path adjacency files (``pap.npz`` -> edge type
+            ``("p", "pap", "p")``). (default: ``False``)
+        node_type_names (Mapping[str, str], optional): optional map from file letters to node type names
+            (``{"p": "paper", ...}``); edge type names keep the letters. (default: ``None``)
 
     Returns:
         ``HeteroData`` with ``x`` (or ``num_nodes``) per node type, ``edge_index`` per

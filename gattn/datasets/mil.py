@@ -136,12 +136,13 @@ class MILBags:
     """A set of bags: all instances stacked, without padding.
 
     Attributes:
-        instances: [R, D] float32 features of every instance, bag after bag.
-        ptr: [B+1] CSR row pointer; bag ``b`` holds rows ``ptr[b]:ptr[b+1]``.
-        labels: [B] bag labels (0/1 for the binary benchmarks).
-        bag_ids: the bag's identifier in the source file, one per bag.
-        instance_labels: [R] instance labels when the source has them (digit-bags), else None.
-        name: the data set's name.
+        instances (Tensor): [R, D] float32 features of every instance, bag after bag.
+        ptr (Tensor): [B+1] CSR row pointer; bag ``b`` holds rows ``ptr[b]:ptr[b+1]``.
+        labels (Tensor): [B] bag labels (0/1 for the binary benchmarks).
+        bag_ids (list[str], optional): the bag's identifier in the source file, one per bag.
+        instance_labels (Tensor, optional): [R] instance labels when the source has them (digit-bags), else None.
+            (default: ``None``)
+        name (str, optional): the data set's name. (default: ``""``)
     """
 
     instances: Tensor

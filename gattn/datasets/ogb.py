@@ -242,9 +242,9 @@ class OGBGraphPropDataset(InMemoryDataset):
     [1, num_tasks]; a missing label stays NaN). ``num_nodes`` is stored explicitly.
 
     Args:
-        name: ``"ogbg-molbace"`` or the folder name ``"ogbg_molbace"``.
-        root: folder that holds the data set folder (e.g. ``../shared/data/ogb``).
-        split: split folder under ``split/`` (default: the one OGB lists, ``scaffold``).
+        name (str): ``"ogbg-molbace"`` or the folder name ``"ogbg_molbace"``.
+        root (str or Path): folder that holds the data set folder (e.g. ``../shared/data/ogb``).
+        split (str, optional): split folder under ``split/`` (default: the one OGB lists, ``scaffold``).
         transform, pre_transform, pre_filter: as for any PyG data set.
 
     Attributes:

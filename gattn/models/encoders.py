@@ -30,9 +30,10 @@ class FeatureEmbedding(nn.Module):
         h = \sum_{c=1}^{F} E_c[x_c], \qquad E_c \in \mathbb{R}^{n_c \times d}
 
     Args:
-        feature_dims: number of categories :math:`n_c` of each column.
-        channels: embedding size :math:`d`.
-        table_name: attribute name of the list of tables (for checkpoint compatibility).
+        feature_dims (Sequence[int]): number of categories :math:`n_c` of each column.
+        channels (int): embedding size :math:`d`.
+        table_name (str, optional): attribute name of the list of tables (for checkpoint compatibility).
+            (default: ``"embeddings"``)
 
     Forward: integer ``x`` [N, F] -> [N, channels]. A value outside its column's categories
     raises a ``ValueError`` naming the column.

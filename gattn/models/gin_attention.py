@@ -30,19 +30,21 @@ class AttentionBlock(nn.Module):
     :math:`h \leftarrow h + \mathrm{Drop}(\mathrm{FFN}(\mathrm{LN}(h)))` with a GELU FFN.
 
     Args:
-        channels: width :math:`D`.
-        heads: attention heads.
-        attention: ``"gin"`` (:class:`gattn.nn.GINAttention`) or ``"mha"`` (plain multi-head
-            attention of the same size).
-        graph: ``True`` for the sparse graph form (``forward(x [N, D], edge_index)``),
+        channels (int): width :math:`D`.
+        heads (int, optional): attention heads. (default: ``4``)
+        attention (str, optional): ``"gin"`` (:class:`gattn.nn.GINAttention`) or ``"mha"`` (plain multi-head
+            attention of the same size). (default: ``"gin"``)
+        graph (bool, optional): ``True`` for the sparse graph form (``forward(x [N, D], edge_index)``),
             ``False`` for sequences (``forward(x [B, L, D], key_padding_mask, is_causal)``).
-        mlp_ratio: GIN-Attention's per-head MLP ratio; ``None`` (default) takes ``heads / 2``,
+            (default: ``False``)
+        mlp_ratio (float, optional): GIN-Attention's per-head MLP ratio; ``None`` (default) takes ``heads / 2``,
             which gives both attentions the same parameter count.
-        ffn_ratio: FFN hidden size as a multiple of ``channels``.
-        dropout: on the attention and FFN outputs (both attentions alike).
-        mlp_dropout: dropout inside GIN-Attention's per-head MLPs (default 0: plain attention
+        ffn_ratio (int, optional): FFN hidden size as a multiple of ``channels``. (default: ``2``)
+        dropout (float, optional): on the attention and FFN outputs (both attentions alike).
+            (default: ``0.0``)
+        mlp_dropout (float, optional): dropout inside GIN-Attention's per-head MLPs (default 0: plain attention
             has no dropout inside it either).
-        temperature: GIN-Attention's softmax temperature.
+        temperature (float, optional): GIN-Attention's softmax temperature. (default: ``1.0``)
 
     The attention module is ``attention``; :meth:`adapt` swaps a sequence block's
     ``MultiheadAttention`` for a :class:`gattn.nn.SparseGINAdapter` around it.
@@ -123,11 +125,11 @@ class GraphAttentionClassifier(nn.Module):
 
     Args:
         in_channels, hidden_channels, out_channels: sizes.
-        num_layers: blocks.
-        heads: attention heads.
-        attention: ``"gin"`` or ``"mha"``.
-        dropout: on the input and in every block.
-        input_dropout: dropout on the raw features (default: ``dropout``).
+        num_layers (int, optional): blocks. (default: ``2``)
+        heads (int, optional): attention heads. (default: ``4``)
+        attention (str, optional): ``"gin"`` or ``"mha"``. (default: ``"gin"``)
+        dropout (float, optional): on the input and in every block. (default: ``0.5``)
+        input_dropout (float, optional): dropout on the raw features (default: ``dropout``).
         mlp_ratio, ffn_ratio, temperature: of the blocks.
     """
 
@@ -160,13 +162,14 @@ class SequenceTransformer(nn.Module):
     the mean over unpadded tokens (``pooling="mean"``).
 
     Args:
-        vocab_size: number of token ids.
-        max_length: longest sequence (learned positions).
-        channels: width.
-        out_channels: classes.
+        vocab_size (int): number of token ids.
+        max_length (int): longest sequence (learned positions).
+        channels (int): width.
+        out_channels (int): classes.
         num_layers, heads, attention, dropout, mlp_ratio, ffn_ratio, temperature: of the blocks.
-        causal: causal self-attention in every block.
-        pooling: ``"token"`` (logits [B, L, out]) or ``"mean"`` ([B, out]).
+        causal (bool, optional): causal self-attention in every block. (default: ``False``)
+        pooling (str, optional): ``"token"`` (logits [B, L, out]) or ``"mean"`` ([B, out]).
+            (default: ``"token"``)
 
     ``forward(tokens [B, L] long, key_padding_mask [B, L] bool = None)``.
     """

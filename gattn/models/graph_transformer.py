@@ -279,29 +279,35 @@ class GraphTransformer(BaseGraphModel):
     Node tasks skip the pooling.
 
     Args:
-        in_channels: input node feature size, or a module embedding ``data.x`` into
+        in_channels (int or nn.Module, optional): input node feature size, or a module embedding ``data.x`` into
             ``hidden_channels``; ignored with ``atom_encoder`` / ``num_embeddings`` (may be
             ``None`` then).
-        hidden_channels: width of every block (divisible by ``heads``).
-        out_channels: output size (classes or targets).
-        num_layers: number of Graph Transformer blocks.
-        heads: attention heads per block.
-        task: ``"graph"`` (pooled, [num_graphs, out]) or ``"node"`` ([N, out]).
-        pe_dim: size of the Laplacian positional encoding in ``data.<pe_attr>``; 0 for none.
-        edge_dim: edge feature size; ``None`` turns edge features off (node-only blocks).
+        hidden_channels (int): width of every block (divisible by ``heads``).
+        out_channels (int): output size (classes or targets).
+        num_layers (int, optional): number of Graph Transformer blocks. (default: ``4``)
+        heads (int, optional): attention heads per block. (default: ``8``)
+        task (str, optional): ``"graph"`` (pooled, [num_graphs, out]) or ``"node"`` ([N, out]).
+            (default: ``"graph"``)
+        pe_dim (int, optional): size of the Laplacian positional encoding in ``data.<pe_attr>``; 0 for none.
+            (default: ``0``)
+        edge_dim (int, optional): edge feature size; ``None`` turns edge features off (node-only blocks).
             With ``atom_encoder`` or ``num_edge_embeddings`` any positive value turns them on.
-        norm: ``"batch"`` or ``"layer"`` (or ``None``).
-        dropout: dropout in the blocks; ``input_dropout`` on the input embedding.
-        readout: graph pooling, ``"mean"``, ``"sum"`` or ``"max"``.
-        readout_layers: hidden layers of the halving readout MLP (the paper uses 2).
-        atom_encoder: embed OGB molecule features with :class:`gattn.models.encoders.AtomEncoder` /
-            ``BondEncoder`` (OGB's encoders, without the ogb package).
-        num_embeddings: embed integer node ids (e.g. SBM node types, ZINC atom types) with an
+            (default: ``None``)
+        norm (str, optional): ``"batch"`` or ``"layer"`` (or ``None``). (default: ``"batch"``)
+        dropout (float, optional): dropout in the blocks; ``input_dropout`` on the input embedding.
+            (default: ``0.0``)
+        readout (str, optional): graph pooling, ``"mean"``, ``"sum"`` or ``"max"``. (default: ``"mean"``)
+        readout_layers (int, optional): hidden layers of the halving readout MLP (the paper uses 2).
+            (default: ``2``)
+        atom_encoder (bool, optional): embed OGB molecule features with :class:`gattn.models.encoders.AtomEncoder` /
+            ``BondEncoder`` (OGB's encoders, without the ogb package). (default: ``False``)
+        num_embeddings (int, optional): embed integer node ids (e.g. SBM node types, ZINC atom types) with an
             ``nn.Embedding`` of this many rows; ``num_edge_embeddings`` likewise for edges.
+            (default: ``None``)
         ffn_ratio, residual, attention_dropout, backend: as in
             :class:`gattn.nn.GraphTransformerLayer`.
-        pe_attr: name of the PE attribute of ``data`` (default ``"pe"``).
-        pe_sign_flip: flip PE signs at random while training.
+        pe_attr (str, optional): name of the PE attribute of ``data`` (default ``"pe"``).
+        pe_sign_flip (bool, optional): flip PE signs at random while training. (default: ``True``)
     """
 
     def __init__(

@@ -30,12 +30,12 @@ class HeteroInput(nn.Module):
     node types with features, a learned embedding per node for the others.
 
     Args:
-        node_types: all node types the model sees.
-        in_channels: feature size per node type that has features.
-        hidden_channels: the common width.
-        num_nodes_dict: node count per featureless node type (those absent from
-            ``in_channels``); required for each of them.
-        dropout: dropout on the projected features.
+        node_types (Sequence[str]): all node types the model sees.
+        in_channels (Mapping[str, int]): feature size per node type that has features.
+        hidden_channels (int): the common width.
+        num_nodes_dict (Mapping[str, int], optional): node count per featureless node type (those absent from
+            ``in_channels``); required for each of them. (default: ``None``)
+        dropout (float, optional): dropout on the projected features. (default: ``0.0``)
     """
 
     def __init__(
@@ -129,15 +129,17 @@ class HAN(_HeteroClassifier):
     meta-path edge types for the paper's model) and semantic attention across them.
 
     Args:
-        metadata: ``(node_types, edge_types)``.
-        in_channels: feature size per featured node type.
-        out_channels: number of classes.
-        target_type: the node type to classify.
-        hidden_channels: width (``heads`` must divide it).
-        num_layers: stacked ``HANConv`` layers (ELU between them).
-        heads: attention heads.
-        dropout: on inputs, attention (``HANConv``'s) and before the head.
-        num_nodes_dict: node counts of featureless types (learned embeddings).
+        metadata (Metadata): ``(node_types, edge_types)``.
+        in_channels (Mapping[str, int]): feature size per featured node type.
+        out_channels (int): number of classes.
+        target_type (str): the node type to classify.
+        hidden_channels (int, optional): width (``heads`` must divide it). (default: ``64``)
+        num_layers (int, optional): stacked ``HANConv`` layers (ELU between them). (default: ``1``)
+        heads (int, optional): attention heads. (default: ``8``)
+        dropout (float, optional): on inputs, attention (``HANConv``'s) and before the head.
+            (default: ``0.5``)
+        num_nodes_dict (Mapping[str, int], optional): node counts of featureless types (learned embeddings).
+            (default: ``None``)
     """
 
     def __init__(self, metadata: Metadata, in_channels: Mapping[str, int], out_channels: int, target_type: str,

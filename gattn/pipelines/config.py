@@ -66,15 +66,16 @@ def option(
     """A configuration field.
 
     Args:
-        default: the value when neither a config file nor the command line sets it.
-        help: one line for ``--help``.
-        choices: the allowed values.
+        default (Any): the value when neither a config file nor the command line sets it.
+        help (str): one line for ``--help``.
+        choices (Sequence[Any], optional): the allowed values. (default: ``None``)
         low, high: bounds of a number (or of every element of a tuple); ``low_open`` /
             ``high_open`` exclude the bound itself.
-        group: the ``--help`` section (``data``, ``model``, ``training``, ``hardware``, ...).
-        run_control: the field changes how a run is carried out, not its result (progress bars,
-            worker count, the data folder): it is not part of what binds an Optuna study.
-        metavar: the placeholder shown by ``--help``.
+        group (str, optional): the ``--help`` section (``data``, ``model``, ``training``, ``hardware``, ...).
+            (default: ``None``)
+        run_control (bool, optional): the field changes how a run is carried out, not its result (progress bars,
+            worker count, the data folder): it is not part of what binds an Optuna study. (default: ``False``)
+        metavar (str, optional): the placeholder shown by ``--help``. (default: ``None``)
     """
     meta = dict(help=help, choices=tuple(choices) if choices is not None else None, low=low, high=high,
                 low_open=low_open, high_open=high_open, group=group, run_control=run_control, metavar=metavar)

@@ -617,13 +617,15 @@ def run(
     """Train and evaluate ``config`` (an effective configuration, see :func:`make_config`).
 
     Args:
-        pipeline: the family.
-        config: its configuration.
-        run_dir: the run folder (created; under cross-validation one sub-folder per split).
-        trial: an Optuna trial to report to (pruning per epoch, or per split under CV).
-        resume: continue from the last checkpoint of each split that did not finish, and keep
-            the splits that did.
-        progress: tqdm bars (None: ``config.progress``, else when stderr is a terminal).
+        pipeline (Pipeline): the family.
+        config (Any): its configuration.
+        run_dir (str or os.PathLike): the run folder (created; under cross-validation one sub-folder per split).
+        trial (Any, optional): an Optuna trial to report to (pruning per epoch, or per split under CV).
+            (default: ``None``)
+        resume (bool, optional): continue from the last checkpoint of each split that did not finish, and keep
+            the splits that did. (default: ``False``)
+        progress (bool, optional): tqdm bars (None: ``config.progress``, else when stderr is a terminal).
+            (default: ``None``)
 
     Raises:
         optuna.TrialPruned: the trial was pruned.

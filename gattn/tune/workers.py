@@ -89,9 +89,9 @@ def fail_dead_local_trials(study: Any, on_fail: Callable[[Any, Any], None] | Non
     """Fail the RUNNING trials of ``study`` whose worker ran on this machine and is gone.
 
     Args:
-        study: an Optuna study.
-        on_fail: called with ``(study, frozen_trial)`` for each trial failed here (the storage's
-            retry callback).
+        study (Any): an Optuna study.
+        on_fail (Callable[[Any, Any], None], optional): called with ``(study, frozen_trial)`` for
+            each trial failed here (the storage's retry callback). (default: ``None``)
 
     Returns:
         the numbers of the trials failed.

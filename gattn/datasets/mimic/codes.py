@@ -58,8 +58,9 @@ def format_icd9(codes: str | Iterable[str] | pa.Array, kind: str) -> str | pa.Ar
     """Insert the dot into undotted MIMIC-III ICD-9 codes (module docstring for the rules).
 
     Args:
-        codes: one code or many (a sequence or a pyarrow string array); nulls stay null.
-        kind: ``"diagnosis"`` or ``"procedure"``.
+        codes (str or Iterable[str] or pa.Array): one code or many (a sequence or a pyarrow string
+            array); nulls stay null.
+        kind (str): ``"diagnosis"`` or ``"procedure"``.
 
     Returns:
         The dotted code (a ``str`` for a ``str`` input, else a pyarrow string array).
@@ -87,10 +88,11 @@ def read_icd_codes(
     """The ICD-9 codes of every admission, dotted, from ``DIAGNOSES_ICD`` / ``PROCEDURES_ICD``.
 
     Args:
-        mimic_dir: the MIMIC-III directory.
-        kind: ``"diagnosis"``, ``"procedure"`` or ``"both"`` (default).
-        hadm_ids: keep only these admissions (default: all).
-        on_malformed: ``"raise"`` or ``"skip"`` (see :mod:`gattn.datasets.mimic.tables`).
+        mimic_dir (str or os.PathLike): the MIMIC-III directory.
+        kind (str, optional): ``"diagnosis"``, ``"procedure"`` or ``"both"`` (default).
+        hadm_ids (Sequence[int] or np.ndarray, optional): keep only these admissions (default: all).
+        on_malformed (str, optional): ``"raise"`` or ``"skip"`` (see :mod:`gattn.datasets.mimic.tables`).
+            (default: ``"raise"``)
 
     Returns:
         A DataFrame with one row per code row of the source: ``HADM_ID`` (int64),

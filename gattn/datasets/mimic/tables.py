@@ -111,15 +111,15 @@ class TableReport:
     """What reading one table found.
 
     Attributes:
-        path: the file read.
-        rows: data rows the CSV parser saw (malformed ones included).
-        kept: rows the loader kept after its filters.
-        skipped: rows left out on purpose, by reason (e.g. ``{"no HADM_ID": 12}``): these are
+        path (str): the file read.
+        rows (int, optional): data rows the CSV parser saw (malformed ones included). (default: ``0``)
+        kept (int, optional): rows the loader kept after its filters. (default: ``0``)
+        skipped (dict[str, int], optional): rows left out on purpose, by reason (e.g. ``{"no HADM_ID": 12}``): these are
             documented filters, not errors.
-        malformed: number of malformed rows (wrong number of fields, a value that does not
-            parse as its column's kind).
-        malformed_lines: ``(line, reason)`` of the first ``1000`` of them; ``line`` is the
-            physical line (1 = the header) on which the row starts.
+        malformed (int, optional): number of malformed rows (wrong number of fields, a value that does not
+            parse as its column's kind). (default: ``0``)
+        malformed_lines (list[tuple[int, str]], optional): ``(line, reason)`` of the first ``1000``
+            of them; ``line`` is the physical line (1 = the header) on which the row starts.
     """
 
     path: str
@@ -281,13 +281,14 @@ def iter_table(
     """Stream MIMIC-III ``table`` from ``mimic_dir`` as pyarrow tables of ``columns``.
 
     Args:
-        mimic_dir: the MIMIC-III directory.
-        table: the table's name (a key of :data:`SCHEMAS`, e.g. ``"NOTEEVENTS"``).
-        columns: upper-case column names to read; each must be in the header unless listed in
+        mimic_dir (str or os.PathLike): the MIMIC-III directory.
+        table (str): the table's name (a key of :data:`SCHEMAS`, e.g. ``"NOTEEVENTS"``).
+        columns (Sequence[str]): upper-case column names to read; each must be in the header unless listed in
             ``optional`` (an absent optional column is left out of the batches).
-        on_malformed: ``"raise"`` (default) or ``"skip"`` (see the module docstring).
-        block_size: bytes of CSV parsed per block (default 4 MiB); memory grows with it.
-        report: a :class:`TableReport` to fill (rows seen, malformed rows and their lines).
+        on_malformed (str, optional): ``"raise"`` (default) or ``"skip"`` (see the module docstring).
+        block_size (int, optional): bytes of CSV parsed per block (default 4 MiB); memory grows with it.
+        report (TableReport, optional): a :class:`TableReport` to fill (rows seen, malformed rows and their lines).
+            (default: ``None``)
 
     Yields:
         ``pyarrow.Table`` chunks with the upper-case column names, integers as ``int64``,
