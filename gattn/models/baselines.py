@@ -46,6 +46,13 @@ class GINE(BaseGraphModel):
         train_eps (bool, optional): learn :math:`\epsilon` (else ``0``). (default: ``False``)
         **kwargs (optional): the other options of :class:`GraphTransformer` (``task``, ``pe_dim``,
             ``edge_dim``, ``norm``, ``dropout``, ``readout``, ...).
+
+    Shapes:
+        - **input:** a PyG ``Data`` / ``Batch`` with ``x`` :math:`(N, F)` (or integer ids),
+          ``edge_index`` :math:`(2, E)` and, as configured, ``edge_attr`` :math:`(E, D)`, ``batch``
+          :math:`(N)` and the PE attribute :math:`(N, \text{pe\_dim})`.
+        - **output:** :math:`(\text{num\_graphs}, \text{out\_channels})` for ``task="graph"``,
+          :math:`(N, \text{out\_channels})` for ``task="node"``.
     """
 
     def __init__(
@@ -163,6 +170,13 @@ class PyGTransformer(GraphTransformer):
 
         backend (str, optional): accepted for the same signature as :class:`GraphTransformer`;
             PyG's layer has no kernel backend. (default: ``None``)
+
+    Shapes:
+        - **input:** a PyG ``Data`` / ``Batch`` with ``x`` :math:`(N, F)` (or integer ids),
+          ``edge_index`` :math:`(2, E)` and, as configured, ``edge_attr`` :math:`(E, D)`, ``batch``
+          :math:`(N)` and the PE attribute :math:`(N, \text{pe\_dim})`.
+        - **output:** :math:`(\text{num\_graphs}, \text{out\_channels})` for ``task="graph"``,
+          :math:`(N, \text{out\_channels})` for ``task="node"``.
     """
 
     def make_layer(self, last: bool) -> nn.Module:

@@ -416,9 +416,12 @@ class DIN(_TargetAttentionCTR):
             ``decoupled=True``.
         interest_product (bool, optional): also feed ``target * interest`` to the MLP (default ``False``).
 
-    Forward: ``features`` {name: [B]}, ``history`` {name: ids [R] or [B, L]} with ``ptr`` /
-    ``lengths`` / ``padding_mask``; returns logits [B] and, with
-    ``return_attention_weights=True``, the weight of every behaviour ([R] or [B, L]).
+    Shapes:
+        - **input:** ``features`` {name: :math:`(B)`}, ``history`` {name: ids :math:`(R)` with
+          ``ptr`` :math:`(B + 1)` or ``lengths`` :math:`(B)`, or padded :math:`(B, L)` with
+          ``padding_mask`` or ``lengths``}.
+        - **output:** logits :math:`(B)`; with ``return_attention_weights=True`` also the
+          weight of every behaviour (:math:`(R)` or :math:`(B, L)`).
     """
 
     def __init__(
@@ -475,7 +478,9 @@ class DARE(_TargetAttentionCTR):
         interest_product (bool, optional): feed ``target * interest`` to the MLP (default ``True``, the paper's
             target-aware representation).
 
-    Forward: as :class:`DIN`; the weights are zero for behaviours not retrieved.
+    Shapes:
+        - **input:** as :class:`DIN`.
+        - **output:** as :class:`DIN`; the weights are zero for behaviours not retrieved.
     """
 
     def __init__(
@@ -551,7 +556,9 @@ class Hiformer(nn.Module):
         dropout (float, optional): dropout in the layers and the MLP (default ``0.0``).
         prune (bool, optional): compute only the task tokens in the last layer (default ``True``).
 
-    Forward: ``features`` {name: [B]}; returns logits [B] (one task) or [B, num_tasks].
+    Shapes:
+        - **input:** ``features`` {name: :math:`(B)`}.
+        - **output:** logits :math:`(B)` (one task) or :math:`(B, \text{num\_tasks})`.
     """
 
     def __init__(

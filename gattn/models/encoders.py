@@ -35,8 +35,11 @@ class FeatureEmbedding(nn.Module):
         table_name (str, optional): attribute name of the list of tables (for checkpoint compatibility).
             (default: ``"embeddings"``)
 
-    Forward: integer ``x`` [N, F] -> [N, channels]. A value outside its column's categories
-    raises a ``ValueError`` naming the column.
+    Shapes:
+        - **input:** integer ``x`` :math:`(N, F)`.
+        - **output:** :math:`(N, \text{channels})`.
+
+    A value outside its column's categories raises a ``ValueError`` naming the column.
     """
 
     def __init__(self, feature_dims: Sequence[int], channels: int, table_name: str = "embeddings") -> None:
@@ -80,10 +83,14 @@ class FeatureEmbedding(nn.Module):
 
 
 class AtomEncoder(FeatureEmbedding):
-    """OGB's atom encoder: the 9 atom features of ``ogb.utils.features`` (no ogb needed).
+    r"""OGB's atom encoder: the 9 atom features of ``ogb.utils.features`` (no ogb needed).
 
     Args:
         channels (int): the embedding size (the features' embeddings are summed).
+
+    Shapes:
+        - **input:** integer atom features :math:`(N, 9)`.
+        - **output:** :math:`(N, \text{channels})`.
     """
 
     def __init__(self, channels: int) -> None:
@@ -91,10 +98,14 @@ class AtomEncoder(FeatureEmbedding):
 
 
 class BondEncoder(FeatureEmbedding):
-    """OGB's bond encoder: the 3 bond features of ``ogb.utils.features`` (no ogb needed).
+    r"""OGB's bond encoder: the 3 bond features of ``ogb.utils.features`` (no ogb needed).
 
     Args:
         channels (int): the embedding size (the features' embeddings are summed).
+
+    Shapes:
+        - **input:** integer bond features :math:`(E, 3)`.
+        - **output:** :math:`(E, \text{channels})`.
     """
 
     def __init__(self, channels: int) -> None:

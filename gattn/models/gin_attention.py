@@ -48,6 +48,12 @@ class AttentionBlock(nn.Module):
 
     The attention module is ``attention``; :meth:`adapt` swaps a sequence block's
     ``MultiheadAttention`` for a :class:`gattn.nn.SparseGINAdapter` around it.
+
+    Shapes:
+        - **input:** a graph block: ``x`` :math:`(N, D)` and ``edge_index`` :math:`(2, E)`; a
+          sequence block: ``x`` :math:`(B, L, D)`, ``key_padding_mask`` *(optional)* :math:`(B, L)`
+          bool (True = padding), ``is_causal``.
+        - **output:** the shape of ``x``.
     """
 
     def __init__(
@@ -120,7 +126,7 @@ class AttentionBlock(nn.Module):
 
 
 class GraphAttentionClassifier(nn.Module):
-    """Node classifier: input projection, ``num_layers`` graph :class:`AttentionBlock`, final
+    r"""Node classifier: input projection, ``num_layers`` graph :class:`AttentionBlock`, final
     LayerNorm, linear head. ``forward(x [N, in], edge_index [2, E])`` -> logits [N, out].
 
     Args:
@@ -131,6 +137,10 @@ class GraphAttentionClassifier(nn.Module):
         dropout (float, optional): on the input and in every block. (default: ``0.5``)
         input_dropout (float, optional): dropout on the raw features (default: ``dropout``).
         mlp_ratio, ffn_ratio, temperature: of the blocks.
+
+    Shapes:
+        - **input:** ``x`` :math:`(N, \text{in\_channels})`, ``edge_index`` :math:`(2, E)`.
+        - **output:** logits :math:`(N, \text{out\_channels})`.
     """
 
     def __init__(self, in_channels: int, hidden_channels: int, out_channels: int, num_layers: int = 2,
@@ -157,7 +167,7 @@ class GraphAttentionClassifier(nn.Module):
 
 
 class SequenceTransformer(nn.Module):
-    """Token embeddings plus learned positions, ``num_layers`` sequence
+    r"""Token embeddings plus learned positions, ``num_layers`` sequence
     :class:`AttentionBlock`, final LayerNorm, linear head per token (``pooling="token"``) or on
     the mean over unpadded tokens (``pooling="mean"``).
 
@@ -172,6 +182,12 @@ class SequenceTransformer(nn.Module):
             (default: ``"token"``)
 
     ``forward(tokens [B, L] long, key_padding_mask [B, L] bool = None)``.
+
+    Shapes:
+        - **input:** ``tokens`` :math:`(B, L)` int64, ``key_padding_mask`` *(optional)*
+          :math:`(B, L)` bool (True = padding).
+        - **output:** logits :math:`(B, L, \text{out\_channels})` (``pooling="token"``) or
+          :math:`(B, \text{out\_channels})` (``pooling="mean"``).
     """
 
     def __init__(self, vocab_size: int, max_length: int, channels: int, out_channels: int, num_layers: int = 2,

@@ -37,6 +37,10 @@ class MLPReadout(nn.Sequential):
         in_channels (int): input size :math:`c`.
         out_channels (int): output size.
         num_layers (int, optional): hidden layers :math:`L`, each halving the width. (default: ``2``)
+
+    Shapes:
+        - **input:** :math:`(*, \text{in\_channels})`.
+        - **output:** :math:`(*, \text{out\_channels})`.
     """
 
     def __init__(self, in_channels: int, out_channels: int, num_layers: int = 2) -> None:
@@ -56,7 +60,7 @@ class MLPReadout(nn.Sequential):
 
 
 class BaseGraphModel(nn.Module):
-    """Shared embedding, positional encoding, pooling and readout of the graph models.
+    r"""Shared embedding, positional encoding, pooling and readout of the graph models.
 
     Subclasses build their layers in :meth:`build_layers` and run them in
     :meth:`apply_layers`; the rest (``forward(data)``) is common. See
@@ -88,6 +92,13 @@ class BaseGraphModel(nn.Module):
 
         pe_attr (str, optional): name of the PE attribute of ``data``. (default: ``"pe"``)
         pe_sign_flip (bool, optional): flip PE signs at random while training. (default: ``True``)
+
+    Shapes:
+        - **input:** a PyG ``Data`` / ``Batch`` with ``x`` :math:`(N, F)` (or integer ids),
+          ``edge_index`` :math:`(2, E)` and, as configured, ``edge_attr`` :math:`(E, D)`, ``batch``
+          :math:`(N)` and the PE attribute :math:`(N, \text{pe\_dim})`.
+        - **output:** :math:`(\text{num\_graphs}, \text{out\_channels})` for ``task="graph"``,
+          :math:`(N, \text{out\_channels})` for ``task="node"``.
     """
 
     def __init__(
@@ -308,6 +319,13 @@ class GraphTransformer(BaseGraphModel):
             :class:`gattn.nn.GraphTransformerLayer`.
         pe_attr (str, optional): name of the PE attribute of ``data`` (default ``"pe"``).
         pe_sign_flip (bool, optional): flip PE signs at random while training. (default: ``True``)
+
+    Shapes:
+        - **input:** a PyG ``Data`` / ``Batch`` with ``x`` :math:`(N, F)` (or integer ids),
+          ``edge_index`` :math:`(2, E)` and, as configured, ``edge_attr`` :math:`(E, D)`, ``batch``
+          :math:`(N)` and the PE attribute :math:`(N, \text{pe\_dim})`.
+        - **output:** :math:`(\text{num\_graphs}, \text{out\_channels})` for ``task="graph"``,
+          :math:`(N, \text{out\_channels})` for ``task="node"``.
     """
 
     def __init__(

@@ -36,6 +36,11 @@ class HeteroInput(nn.Module):
         num_nodes_dict (Mapping[str, int], optional): node count per featureless node type (those absent from
             ``in_channels``); required for each of them. (default: ``None``)
         dropout (float, optional): dropout on the projected features. (default: ``0.0``)
+
+    Shapes:
+        - **input:** ``x_dict`` {node type: :math:`(N_t, F_t)`}.
+        - **output:** {node type: :math:`(N_t, \text{hidden\_channels})`} (featureless types:
+          their learned embeddings).
     """
 
     def __init__(
@@ -125,7 +130,7 @@ class _HeteroClassifier(nn.Module):
 
 
 class HAN(_HeteroClassifier):
-    """HAN (Wang et al. 2019) from PyG's ``HANConv``: node-level attention per edge type (give
+    r"""HAN (Wang et al. 2019) from PyG's ``HANConv``: node-level attention per edge type (give
     meta-path edge types for the paper's model) and semantic attention across them.
 
     Args:
@@ -140,6 +145,11 @@ class HAN(_HeteroClassifier):
             (default: ``0.5``)
         num_nodes_dict (Mapping[str, int], optional): node counts of featureless types (learned embeddings).
             (default: ``None``)
+
+    Shapes:
+        - **input:** ``x_dict`` {node type: :math:`(N_t, F_t)`} (featureless types: none),
+          ``edge_index_dict`` {edge type: :math:`(2, E_r)`}.
+        - **output:** logits of the ``target_type`` nodes :math:`(N_{\text{target}}, \text{out\_channels})`.
     """
 
     def __init__(self, metadata: Metadata, in_channels: Mapping[str, int], out_channels: int, target_type: str,
@@ -164,7 +174,7 @@ class HAN(_HeteroClassifier):
 
 
 class HGT(_HeteroClassifier):
-    """HGT (Hu et al. 2020) from PyG's ``HGTConv`` (type-specific attention and messages,
+    r"""HGT (Hu et al. 2020) from PyG's ``HGTConv`` (type-specific attention and messages,
     gated skip connection), ``num_layers`` layers of one width. Arguments as :class:`HAN`.
 
     Args:
@@ -179,6 +189,11 @@ class HGT(_HeteroClassifier):
         dropout (float, optional): dropout on inputs and before the head. (default: ``0.5``)
         num_nodes_dict (Mapping[str, int], optional): node counts of featureless types (learned
             embeddings). (default: ``None``)
+
+    Shapes:
+        - **input:** ``x_dict`` {node type: :math:`(N_t, F_t)`} (featureless types: none),
+          ``edge_index_dict`` {edge type: :math:`(2, E_r)`}.
+        - **output:** logits of the ``target_type`` nodes :math:`(N_{\text{target}}, \text{out\_channels})`.
     """
 
     def __init__(self, metadata: Metadata, in_channels: Mapping[str, int], out_channels: int, target_type: str,
@@ -199,7 +214,7 @@ class HGT(_HeteroClassifier):
 
 
 class RGCN(_HeteroClassifier):
-    """R-GCN (Schlichtkrull et al. 2018) from PyG's ``RGCNConv`` on the homogeneous view of the
+    r"""R-GCN (Schlichtkrull et al. 2018) from PyG's ``RGCNConv`` on the homogeneous view of the
     graph (node types stacked, one relation id per edge type): a weight per relation, mean
     aggregation per relation, a root weight; ReLU and dropout between layers. Arguments as
     :class:`HAN`, plus ``num_bases`` (basis decomposition; ``None``: a full weight per
@@ -218,6 +233,11 @@ class RGCN(_HeteroClassifier):
             embeddings). (default: ``None``)
         num_bases (int, optional): basis decomposition of the relation weights (``None``: a full
             weight per relation). (default: ``None``)
+
+    Shapes:
+        - **input:** ``x_dict`` {node type: :math:`(N_t, F_t)`} (featureless types: none),
+          ``edge_index_dict`` {edge type: :math:`(2, E_r)`}.
+        - **output:** logits of the ``target_type`` nodes :math:`(N_{\text{target}}, \text{out\_channels})`.
     """
 
     def __init__(self, metadata: Metadata, in_channels: Mapping[str, int], out_channels: int, target_type: str,

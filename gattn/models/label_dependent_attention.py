@@ -158,14 +158,17 @@ class LabelDependentAttention(nn.Module):
             Default 0.1.
         layer_norm (bool, optional): normalise the projected words and labels (see above). Default ``True``.
 
-    Forward:
-        ``input_ids`` [R] the note tokens of all patients concatenated, ``ptr`` [B+1];
-        ``time_series`` [B, T, F] float (standardised values; anything at unobserved
-        entries is ignored, NaN included), ``time_series_mask`` [B, T, F] bool (True =
-        observed; default all observed) and ``time_series_lengths`` [B] int (valid hours;
-        steps beyond are padding; default T). Returns the logits ``[B, K]``, or with
-        ``return_attention=True`` a :class:`LabelDependentAttentionOutput`. A patient
-        without words (or without steps) pools that view to zeros.
+    Shapes:
+        - **input:** ``input_ids`` :math:`(R)` the note tokens of all patients concatenated,
+          ``ptr`` :math:`(B + 1)`; ``time_series`` *(optional)* :math:`(B, T, F)` float
+          (standardised values; anything at unobserved entries is ignored, NaN included),
+          ``time_series_mask`` *(optional)* :math:`(B, T, F)` bool (True = observed; default
+          all observed) and ``time_series_lengths`` *(optional)* :math:`(B)` int (valid hours;
+          steps beyond are padding; default T).
+        - **output:** the logits :math:`(B, K)`, or with ``return_attention=True`` a
+          :class:`LabelDependentAttentionOutput`.
+
+    A patient without words (or without steps) pools that view to zeros.
     """
 
     def __init__(

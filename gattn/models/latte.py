@@ -85,6 +85,11 @@ class LATTE(_HeteroClassifier):
     ``forward(x_dict, edge_index_dict)`` returns the logits [N_target, out_channels];
     :meth:`encode` returns a :class:`LATTEOutput` (embeddings, beta per layer, graphs and the
     optional proximity loss).
+
+    Shapes:
+        - **input:** ``x_dict`` {node type: :math:`(N_t, F_t)`} (featureless types: none),
+          ``edge_index_dict`` {edge type: :math:`(2, E_r)`}.
+        - **output:** logits of the ``target_type`` nodes :math:`(N_{\text{target}}, \text{out\_channels})`.
     """
 
     def __init__(

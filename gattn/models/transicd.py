@@ -66,10 +66,14 @@ class TransICD(nn.Module):
         scale_embeddings (bool, optional): multiply the embeddings by :math:`\sqrt d` before adding the
             encoding (Vaswani et al., and the authors' code). Default ``True``.
 
-    Forward: ``input_ids`` [R] (int64), ``ptr`` [B+1]. Returns the logits ``[B, C]``, and with
-    ``return_attention=True`` also the per-code token attention ``[R, C]`` (column ``c``
-    sums to one over each document's tokens). A document without tokens gets zero code
-    vectors, so its logits are the biases :math:`b_c`.
+    Shapes:
+        - **input:** ``input_ids`` :math:`(R)` int64, the tokens of all documents
+          concatenated; ``ptr`` :math:`(B + 1)`.
+        - **output:** the logits :math:`(B, C)`; with ``return_attention=True`` also the
+          per-code token attention :math:`(R, C)` (column ``c`` sums to one over each
+          document's tokens).
+
+    A document without tokens gets zero code vectors, so its logits are the biases :math:`b_c`.
     """
 
     def __init__(
