@@ -158,16 +158,13 @@ class PyGTransformer(GraphTransformer):
         num_embeddings (int, optional): embed integer node ids with an ``nn.Embedding`` of this
             many rows. (default: ``None``)
         num_edge_embeddings (int, optional): the same for edge ids. (default: ``None``)
-
         heads (int, optional): attention heads (``hidden_channels`` divisible by it). (default: ``8``)
         ffn_ratio (int, optional): the feed-forward width as a multiple of ``hidden_channels``.
             (default: ``2``)
         residual (bool, optional): residual connections around attention and FFN. (default: ``True``)
         attention_dropout (float, optional): dropout on the attention weights. (default: ``0.0``)
-
         pe_attr (str, optional): name of the PE attribute of ``data``. (default: ``"pe"``)
         pe_sign_flip (bool, optional): flip PE signs at random while training. (default: ``True``)
-
         backend (str, optional): accepted for the same signature as :class:`GraphTransformer`;
             PyG's layer has no kernel backend. (default: ``None``)
 

@@ -127,7 +127,11 @@ class AttentionBlock(nn.Module):
 
 class GraphAttentionClassifier(nn.Module):
     r"""Node classifier: input projection, ``num_layers`` graph :class:`AttentionBlock`, final
-    LayerNorm, linear head. ``forward(x [N, in], edge_index [2, E])`` -> logits [N, out].
+    LayerNorm, linear head:
+
+    .. math::
+        h^{(0)} = W_{\mathrm{in}}\, x,\qquad h^{(\ell + 1)} = \mathrm{Block}_{\ell}\big(h^{(\ell)},
+        \mathcal{E}\big),\qquad y = W_{\mathrm{out}}\, \mathrm{LN}\big(h^{(L)}\big).
 
     Args:
         in_channels, hidden_channels, out_channels: sizes.
@@ -169,7 +173,12 @@ class GraphAttentionClassifier(nn.Module):
 class SequenceTransformer(nn.Module):
     r"""Token embeddings plus learned positions, ``num_layers`` sequence
     :class:`AttentionBlock`, final LayerNorm, linear head per token (``pooling="token"``) or on
-    the mean over unpadded tokens (``pooling="mean"``).
+    the mean over unpadded tokens (``pooling="mean"``):
+
+    .. math::
+        h^{(0)}_p = E[t_p] + P_p,\qquad h^{(\ell + 1)} = \mathrm{Block}_{\ell}\big(h^{(\ell)}\big),
+        \qquad y_p = W\, \mathrm{LN}\big(h^{(L)}_p\big)
+        \ \text{ or }\ y = W\, \frac{1}{|\{p\}|}\sum_{p} \mathrm{LN}\big(h^{(L)}_p\big).
 
     Args:
         vocab_size (int): number of token ids.

@@ -89,7 +89,6 @@ class BaseGraphModel(nn.Module):
         num_embeddings (int, optional): embed integer node ids with an ``nn.Embedding`` of this
             many rows. (default: ``None``)
         num_edge_embeddings (int, optional): the same for edge ids. (default: ``None``)
-
         pe_attr (str, optional): name of the PE attribute of ``data``. (default: ``"pe"``)
         pe_sign_flip (bool, optional): flip PE signs at random while training. (default: ``True``)
 

@@ -233,7 +233,6 @@ def make_storage(
             or a ``.log`` path) or object (``None``: ``<runs_dir>/<pipeline>/study.db``).
         pipeline (str): the pipeline's name (for the default file).
         runs_dir (str or Path, optional): the runs folder. (default: ``"runs"``)
-
         heartbeat_interval (int, optional): seconds between a running trial's heartbeats (RDB
             storages). (default: :data:`HEARTBEAT_INTERVAL`, 60)
         grace_period (int, optional): seconds without a heartbeat after which a trial is failed (at
@@ -377,19 +376,16 @@ def create_study(
     Args:
         pipeline (str): the pipeline's name (for the default storage).
         direction (str): ``"maximize"`` or ``"minimize"`` (the selection metric's).
-
         storage (str or optuna.storages.BaseStorage, optional): a storage URL (RDB, ``journal:PATH``
             or a ``.log`` path) or object (``None``: ``<runs_dir>/<pipeline>/study.db``).
         study_name (str, optional): the study's name (``None``: Optuna's). (default: ``None``)
         runs_dir (str or Path, optional): the runs folder. (default: ``"runs"``)
-
         seed (int, optional): seed of the sampler (trial ``k`` draws with ``seed + k``; ``None``:
             unseeded). (default: ``0``)
         prune (bool, optional): stop unpromising trials early (median pruner). (default: ``True``)
         n_startup_trials (int, optional): trials before TPE and the pruner start to act.
             (default: ``5``)
         n_warmup_steps (int, optional): epochs of a trial before it may be pruned. (default: ``5``)
-
         heartbeat_interval (int, optional): seconds between a running trial's heartbeats (RDB
             storages). (default: :data:`HEARTBEAT_INTERVAL`, 60)
         grace_period (int, optional): seconds without a heartbeat after which a trial is failed (at
@@ -599,12 +595,10 @@ def optimize(
         runs_dir (str or Path, optional): the runs folder. (default: ``"runs"``)
         timeout (float, optional): seconds after which this worker starts no trial (``None``: no
             limit). (default: ``None``)
-
         storage (str or optuna.storages.BaseStorage, optional): a storage URL (RDB, ``journal:PATH``
             or a ``.log`` path) or object (``None``: ``<runs_dir>/<pipeline>/study.db``).
         study_name (str, optional): the study's name (``None``: :func:`default_study_name`).
             (default: ``None``)
-
         seed (int, optional): seed of the sampler (trial ``k`` draws with ``seed + k``; ``None``:
             unseeded). (default: ``0``)
         prune (bool, optional): stop unpromising trials early (median pruner). (default: ``True``)
@@ -613,7 +607,6 @@ def optimize(
         n_warmup_steps (int, optional): epochs of a trial before it may be pruned. (default: ``5``)
         callbacks (list[Callable], optional): Optuna callbacks run after each trial.
             (default: ``None``)
-
         heartbeat_interval (int, optional): seconds between a running trial's heartbeats (RDB
             storages). (default: :data:`HEARTBEAT_INTERVAL`, 60)
         grace_period (int, optional): seconds without a heartbeat after which a trial is failed (at
