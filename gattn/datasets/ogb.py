@@ -245,7 +245,9 @@ class OGBGraphPropDataset(InMemoryDataset):
         name (str): ``"ogbg-molbace"`` or the folder name ``"ogbg_molbace"``.
         root (str or Path): folder that holds the data set folder (e.g. ``../shared/data/ogb``).
         split (str, optional): split folder under ``split/`` (default: the one OGB lists, ``scaffold``).
-        transform, pre_transform, pre_filter: as for any PyG data set.
+        transform (Callable, optional): as for any PyG data set. (default: ``None``)
+        pre_transform (Callable, optional): as for any PyG data set. (default: ``None``)
+        pre_filter (Callable, optional): as for any PyG data set. (default: ``None``)
 
     Attributes:
         num_tasks, task_type (``"binary classification"`` / ``"regression"`` / ...),

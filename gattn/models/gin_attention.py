@@ -134,13 +134,17 @@ class GraphAttentionClassifier(nn.Module):
         \mathcal{E}\big),\qquad y = W_{\mathrm{out}}\, \mathrm{LN}\big(h^{(L)}\big).
 
     Args:
-        in_channels, hidden_channels, out_channels: sizes.
+        in_channels (int): input feature size.
+        hidden_channels (int): width of the blocks.
+        out_channels (int): classes.
         num_layers (int, optional): blocks. (default: ``2``)
         heads (int, optional): attention heads. (default: ``4``)
         attention (str, optional): ``"gin"`` or ``"mha"``. (default: ``"gin"``)
         dropout (float, optional): on the input and in every block. (default: ``0.5``)
         input_dropout (float, optional): dropout on the raw features (default: ``dropout``).
-        mlp_ratio, ffn_ratio, temperature: of the blocks.
+        mlp_ratio (float, optional): the blocks' ``mlp_ratio`` (:class:`AttentionBlock`). (default: ``None``)
+        ffn_ratio (int, optional): the blocks' ``ffn_ratio``. (default: ``2``)
+        temperature (float, optional): the blocks' ``temperature``. (default: ``1.0``)
 
     Shapes:
         - **input:** ``x`` :math:`(N, \text{in\_channels})`, ``edge_index`` :math:`(2, E)`.
@@ -185,7 +189,13 @@ class SequenceTransformer(nn.Module):
         max_length (int): longest sequence (learned positions).
         channels (int): width.
         out_channels (int): classes.
-        num_layers, heads, attention, dropout, mlp_ratio, ffn_ratio, temperature: of the blocks.
+        num_layers (int, optional): sequence blocks. (default: ``2``)
+        heads (int, optional): attention heads of the blocks. (default: ``4``)
+        attention (str, optional): the blocks' ``attention``. (default: ``"gin"``)
+        dropout (float, optional): dropout in the blocks. (default: ``0.0``)
+        mlp_ratio (float, optional): the blocks' ``mlp_ratio`` (:class:`AttentionBlock`). (default: ``None``)
+        ffn_ratio (int, optional): the blocks' ``ffn_ratio``. (default: ``2``)
+        temperature (float, optional): the blocks' ``temperature``. (default: ``1.0``)
         causal (bool, optional): causal self-attention in every block. (default: ``False``)
         pooling (str, optional): ``"token"`` (logits [B, L, out]) or ``"mean"`` ([B, out]).
             (default: ``"token"``)

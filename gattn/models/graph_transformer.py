@@ -314,8 +314,11 @@ class GraphTransformer(BaseGraphModel):
         num_embeddings (int, optional): embed integer node ids (e.g. SBM node types, ZINC atom types) with an
             ``nn.Embedding`` of this many rows; ``num_edge_embeddings`` likewise for edges.
             (default: ``None``)
-        ffn_ratio, residual, attention_dropout, backend: as in
-            :class:`gattn.nn.GraphTransformerLayer`.
+        ffn_ratio (int, optional): the feed-forward width as a multiple of ``hidden_channels`` (as
+            in :class:`gattn.nn.GraphTransformerLayer`). (default: ``2``)
+        residual (bool, optional): residual connections around attention and FFN. (default: ``True``)
+        attention_dropout (float, optional): dropout on the attention weights. (default: ``0.0``)
+        backend (str, optional): kernel backend of the attention (``None``: by device). (default: ``None``)
         pe_attr (str, optional): name of the PE attribute of ``data`` (default ``"pe"``).
         pe_sign_flip (bool, optional): flip PE signs at random while training. (default: ``True``)
 

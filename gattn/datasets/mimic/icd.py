@@ -192,7 +192,9 @@ def load_icd_coding(
             (default: ``3``)
         max_vocab (int, optional): keep at most this many words (default: no limit).
         embedding_dim (int, optional): word2vec size (default 100; None: no embeddings).
-        embedding_epochs, embedding_workers, seed: word2vec's epochs (5), threads (1) and seed (0).
+        embedding_epochs (int, optional): word2vec's epochs. (default: ``5``)
+        embedding_workers (int, optional): word2vec's threads. (default: ``1``)
+        seed (int, optional): word2vec's seed. (default: ``0``)
         descriptions_file (str or os.PathLike, optional): CAML's ``ICD9_descriptions`` (default:
             ``splits_dir/ICD9_descriptions`` when it exists).
         missing_notes (str, optional): what to do with a split admission that has no discharge summary:
@@ -200,7 +202,9 @@ def load_icd_coding(
         time_series (Sequence[SeriesFeature], optional): features for hourly series (e.g.
             :data:`.timeseries.DEFAULT_FEATURES`); None (default) for none.
         max_hours (int, optional): hours of series from admission (48). (default: ``48``)
-        cache_dir, refresh, on_malformed: as in :func:`.notes.load_notes`.
+        cache_dir (str or os.PathLike, optional): as in :func:`.notes.load_notes`. (default: ``None``)
+        refresh (bool, optional): as in :func:`.notes.load_notes`. (default: ``False``)
+        on_malformed (str, optional): as in :func:`.notes.load_notes`. (default: ``"raise"``)
     """
     if setting not in ("50", "full"):
         raise ValueError(f"`setting` must be '50' or 'full', got {setting!r}")

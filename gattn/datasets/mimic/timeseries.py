@@ -199,7 +199,10 @@ def load_time_series(
             :data:`DEFAULT_FEATURES`); the tables they name must exist.
         max_hours (int, optional): hours from admission kept (default 48).
         drop_error_rows (bool, optional): leave out CHARTEVENTS rows flagged ``ERROR = 1`` (default True).
-        cache_dir, refresh, on_malformed, block_size: as in :func:`.notes.load_notes`.
+        cache_dir (str or os.PathLike, optional): as in :func:`.notes.load_notes`. (default: ``None``)
+        refresh (bool, optional): as in :func:`.notes.load_notes`. (default: ``False``)
+        on_malformed (str, optional): as in :func:`.notes.load_notes`. (default: ``"raise"``)
+        block_size (int, optional): as in :func:`.notes.load_notes`. (default: ``1 << 22``)
     """
     if not isinstance(max_hours, int) or max_hours < 1:
         raise ValueError(f"`max_hours` must be a positive int, got {max_hours!r}")

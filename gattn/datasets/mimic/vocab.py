@@ -200,7 +200,10 @@ def train_word2vec(
             ``epochs + 1`` times.
         vocabulary (Vocabulary): rows of the result follow it; only its words are trained.
         dim (int, optional): vector size (default 100, CAML's; TransICD used 128).
-        epochs, window, skip_gram, negative: gensim's ``epochs``, ``window``, ``sg``, ``negative``.
+        epochs (int, optional): gensim's ``epochs``. (default: ``5``)
+        window (int, optional): gensim's ``window``. (default: ``5``)
+        skip_gram (bool, optional): gensim's ``sg``. (default: ``False``)
+        negative (int, optional): gensim's ``negative``. (default: ``5``)
         seed (int, optional): gensim's ``seed``, and the ``<unk>`` vector's. (default: ``0``)
         workers (int, optional): gensim threads (default 1: reproducible; more is faster but not deterministic).
 
