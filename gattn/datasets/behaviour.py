@@ -146,11 +146,14 @@ class BehaviourSplit(Dataset):
     """The samples of one split; histories ragged (values + CSR pointer).
 
     Attributes:
-        user_id, item_id, cate_id: [B] int64 ids of the user, the target item, its category.
+        user_id (Tensor): [B] int64 id of the user.
+        item_id (Tensor): [B] int64 id of the target item.
+        cate_id (Tensor): [B] int64 id of the target item's category.
         label (Tensor): [B] float32, 1 positive, 0 negative.
         timestamp (Tensor): [B] int64 the target interaction's unix time.
-        hist_item_id, hist_cate_id: [R] int64 the histories, sample after sample,
+        hist_item_id (Tensor): [R] int64 the item histories, sample after sample,
             chronological within a sample (most recent last).
+        hist_cate_id (Tensor): [R] int64 the category histories, in the same order.
         hist_ptr (Tensor): [B+1] int64; sample ``b``'s history is rows ``hist_ptr[b]:hist_ptr[b+1]``.
     """
 
@@ -252,7 +255,9 @@ class BehaviourData:
     """Train, validation and test samples with their field metadata.
 
     Attributes:
-        train, val, test: :class:`BehaviourSplit`.
+        train (BehaviourSplit): the training samples.
+        val (BehaviourSplit): the validation samples.
+        test (BehaviourSplit): the test samples.
         fields (list[gattn.datasets._tables.FieldInfo]): :class:`~gattn.datasets._tables.FieldInfo` of ``user_id``,
             ``item_id``, ``cate_id`` (categorical) and ``hist_item_id`` / ``hist_cate_id``
             (sequences sharing ``item_id`` / ``cate_id``'s tables); cardinalities include index 0.
@@ -293,12 +298,15 @@ class Interactions:
     """An interaction log as read from a source, before ids and samples.
 
     Attributes:
-        user, item: [n] raw keys (ints or strings). timestamp: [n] int64 unix time.
+        user (np.ndarray): [n] raw user keys (ints or strings).
+        item (np.ndarray): [n] raw item keys (ints or strings).
+        timestamp (np.ndarray): [n] int64 unix time.
         rating (np.ndarray, optional): [n] float64, or None when the source has none (Taobao).
-        item_keys, item_categories: the category token of each item key (a key listed
+        item_keys (np.ndarray): the item keys with a category.
+        item_categories (np.ndarray): the category token of each of ``item_keys`` (a key listed
             twice keeps its first token).
-        name (str, optional): the source's name. malformed: the readers' malformed-row reports.
-            (default: ``""``)
+        name (str, optional): the source's name. (default: ``""``)
+        malformed (list[dict], optional): the readers' malformed-row reports. (default: ``[]``)
         notes (dict, optional): other facts the reader counted (copied into the samples' ``info``).
     """
 
@@ -577,8 +585,9 @@ def read_movielens(
 
     Args:
         folder (str or os.PathLike): the folder holding the files.
-        category: ``"genres"`` (the genre set as one category, default) or ``"first_genre"``.
-        on_malformed: ``"warn"`` (default) or ``"raise"``.
+        category (str, optional): ``"genres"`` (the genre set as one category) or
+            ``"first_genre"``. (default: ``"genres"``)
+        on_malformed (str, optional): ``"warn"`` or ``"raise"``. (default: ``"warn"``)
     """
     if category not in ("genres", "first_genre"):
         raise ValueError(f"`category` must be 'genres' or 'first_genre', got {category!r}")

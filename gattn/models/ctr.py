@@ -469,7 +469,12 @@ class DARE(_TargetAttentionCTR):
     gather, no gradients); only the K kept behaviours are embedded with gradients.
 
     Args:
-        features, sequences, embedding_dim, hidden_channels, activation, dropout: as :class:`DIN`.
+        features (Sequence[CategoricalFeature or NumericFeature]): as :class:`DIN`.
+        sequences (Sequence[SequenceFeature]): as :class:`DIN`.
+        embedding_dim (int, optional): as :class:`DIN`. (default: ``32``)
+        hidden_channels (Sequence[int], optional): as :class:`DIN`. (default: ``(200, 80)``)
+        activation (str, optional): as :class:`DIN`. (default: ``"prelu"``)
+        dropout (float, optional): as :class:`DIN`. (default: ``0.0``)
         top_k (int, optional): behaviours kept per user (default ``20``; ``None``: attend over all).
         softmax (bool, optional): normalise the weights over the kept behaviours (default ``True``).
         decoupled (bool, optional): separate attention tables (default ``True``, DARE; ``False`` is the paper's
@@ -546,7 +551,8 @@ class Hiformer(nn.Module):
             (one token each; all of one embedding size).
         embedding_dim (int, optional): token size d (default ``16``).
         num_layers (int, optional): Hiformer layers (default ``2``).
-        heads (int, optional): attention heads (default ``2``); head_channels: per head (default ``d // heads``).
+        heads (int, optional): attention heads (default ``2``).
+        head_channels (int, optional): size per head (default ``d // heads``).
         composite (bool, optional): composite key/value projections (default ``True``).
         rank (int, optional): low-rank composite projections (default ``None``: full rank).
         ffn_channels (int, optional): feed-forward size (default ``4 * d``).

@@ -304,16 +304,16 @@ class GraphTransformer(BaseGraphModel):
             With ``atom_encoder`` or ``num_edge_embeddings`` any positive value turns them on.
             (default: ``None``)
         norm (str, optional): ``"batch"`` or ``"layer"`` (or ``None``). (default: ``"batch"``)
-        dropout (float, optional): dropout in the blocks; ``input_dropout`` on the input embedding.
-            (default: ``0.0``)
+        dropout (float, optional): dropout in the blocks. (default: ``0.0``)
+        input_dropout (float, optional): dropout on the input embedding. (default: ``0.0``)
         readout (str, optional): graph pooling, ``"mean"``, ``"sum"`` or ``"max"``. (default: ``"mean"``)
         readout_layers (int, optional): hidden layers of the halving readout MLP (the paper uses 2).
             (default: ``2``)
         atom_encoder (bool, optional): embed OGB molecule features with :class:`gattn.models.encoders.AtomEncoder` /
             ``BondEncoder`` (OGB's encoders, without the ogb package). (default: ``False``)
         num_embeddings (int, optional): embed integer node ids (e.g. SBM node types, ZINC atom types) with an
-            ``nn.Embedding`` of this many rows; ``num_edge_embeddings`` likewise for edges.
-            (default: ``None``)
+            ``nn.Embedding`` of this many rows. (default: ``None``)
+        num_edge_embeddings (int, optional): the same for edge ids. (default: ``None``)
         ffn_ratio (int, optional): the feed-forward width as a multiple of ``hidden_channels`` (as
             in :class:`gattn.nn.GraphTransformerLayer`). (default: ``2``)
         residual (bool, optional): residual connections around attention and FFN. (default: ``True``)

@@ -113,7 +113,9 @@ def to_segments(
         mask (Tensor, optional): ``[B, N]`` bool, True = padding (padded input only). (default: ``None``)
         num_segments (int, optional): the number of segments S, when ``batch`` does not reach the last
             (empty) segments; checked against ``ptr`` / ``B`` otherwise. (default: ``None``)
-        name, ptr_name, batch_name: argument names used in error messages.
+        name (str, optional): the name of ``x`` in error messages. (default: ``"x"``)
+        ptr_name (str, optional): the name of ``ptr`` in error messages. (default: ``"ptr"``)
+        batch_name (str, optional): the name of ``batch`` in error messages. (default: ``"batch"``)
 
     Returns:
         :class:`Segments` (grouped rows, CSR ``ptr``, the way back).

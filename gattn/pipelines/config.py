@@ -69,8 +69,11 @@ def option(
         default (Any): the value when neither a config file nor the command line sets it.
         help (str): one line for ``--help``.
         choices (Sequence[Any], optional): the allowed values. (default: ``None``)
-        low, high: bounds of a number (or of every element of a tuple); ``low_open`` /
-            ``high_open`` exclude the bound itself.
+        low (float, optional): lower bound of a number (or of every element of a tuple).
+            (default: ``None``)
+        high (float, optional): upper bound. (default: ``None``)
+        low_open (bool, optional): ``low`` itself is excluded. (default: ``False``)
+        high_open (bool, optional): ``high`` itself is excluded. (default: ``False``)
         group (str, optional): the ``--help`` section (``data``, ``model``, ``training``, ``hardware``, ...).
             (default: ``None``)
         run_control (bool, optional): the field changes how a run is carried out, not its result (progress bars,

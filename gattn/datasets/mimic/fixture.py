@@ -159,7 +159,8 @@ class MimicFixture:
             listed).
         notes (list[dict], optional): one dict per NOTEEVENTS row, every column (upper-case keys;
             datetimes as datetime).
-        chartevents / labevents: one dict per row.
+        chartevents (list[dict], optional): one dict per ``CHARTEVENTS`` row. (default: ``[]``)
+        labevents (list[dict], optional): one dict per ``LABEVENTS`` row. (default: ``[]``)
         splits (dict[str, list[int]], optional): ``{"train_full": [...], "dev_50": [...], ...}`` HADM_IDs in file order.
         descriptions (dict[str, str], optional): dotted code -> the description the fixture wrote
             (D_ICD_* or ICD9_descriptions).

@@ -53,11 +53,14 @@ class MimicICD:
     """The ICD-coding data set.
 
     Attributes:
-        train, dev, test: the splits' :class:`MimicDocuments`.
+        train (MimicDocuments): the training documents.
+        dev (MimicDocuments): the validation documents.
+        test (MimicDocuments): the test documents.
         codes (list[str]): the C label codes (dotted), the column order of every label matrix.
         descriptions (list[str]): one description per code ("" when no source has one).
-        description_ids, description_ptr: the descriptions cleaned and encoded with ``vocab``,
-            ragged (``[n]`` int64, ``[C+1]`` int64), not truncated.
+        description_ids (Tensor): the descriptions cleaned and encoded with ``vocab``, all
+            concatenated, ``[n]`` int64, not truncated.
+        description_ptr (Tensor): the codes over ``description_ids``, ``[C+1]`` int64.
         vocab (Vocabulary): the :class:`Vocabulary` (0 ``<pad>``, 1 ``<unk>``).
         embeddings (Tensor, optional): ``[len(vocab), d]`` float32 word2vec vectors, or None (``embedding_dim=None``,
             or no training words).

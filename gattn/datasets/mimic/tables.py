@@ -283,8 +283,10 @@ def iter_table(
     Args:
         mimic_dir (str or os.PathLike): the MIMIC-III directory.
         table (str): the table's name (a key of :data:`SCHEMAS`, e.g. ``"NOTEEVENTS"``).
-        columns (Sequence[str]): upper-case column names to read; each must be in the header unless listed in
-            ``optional`` (an absent optional column is left out of the batches).
+        columns (Sequence[str]): upper-case column names to read; each must be in the header
+            unless listed in ``optional``.
+        optional (Sequence[str], optional): columns that may be absent (an absent optional column
+            is left out of the batches). (default: ``()``)
         on_malformed (str, optional): ``"raise"`` (default) or ``"skip"`` (see the module docstring).
         block_size (int, optional): bytes of CSV parsed per block (default 4 MiB); memory grows with it.
         report (TableReport, optional): a :class:`TableReport` to fill (rows seen, malformed rows and their lines).
