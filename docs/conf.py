@@ -1,9 +1,10 @@
 """Sphinx configuration of the gattn documentation (``make docs``).
 
 Sphinx, as PyG does: the docstrings are written in reStructuredText with Google-style
-``Args:`` sections (napoleon) and LaTeX in ``.. math::`` (MathJax), and they cross-reference
-each other with ``:class:`` / ``:func:`` roles. The pages are Markdown (MyST). The API pages
-are generated at build time from the packages' ``__all__`` by ``_ext/gattn_docs.py``: a new
+``Args:`` sections (napoleon) and LaTeX in ``.. math::`` (MathJax, served from the site itself:
+the equations render offline), and they cross-reference each other with ``:class:`` /
+``:func:`` roles. The pages are Markdown (MyST). The API pages are generated at build time
+from the packages' ``__all__`` by ``_ext/gattn_docs.py``: a new
 layer, loader or pipeline appears without editing the docs.
 
 The build runs with warnings as errors (``-W``): a docstring that does not parse, a
@@ -33,6 +34,7 @@ extensions = [
     "sphinx.ext.autosummary",
     "sphinx.ext.napoleon",
     "sphinx.ext.mathjax",
+    "sphinx-mathjax-offline",  # MathJax from the built site (_static/mathjax), not a CDN: offline equations
     "myst_parser",
     "gattn_docs",
 ]
@@ -43,6 +45,11 @@ templates_path: list[str] = []
 html_theme = "furo"
 html_title = f"gattn {release}"
 html_show_sourcelink = False
+
+# The MathJax 3 the offline extension copies into _static/mathjax at the end of the build (set here,
+# not left to that extension, so that a Sphinx that changes its default cannot bring the CDN back;
+# gattn_docs.check_no_external_scripts fails the build if a page loads a script from another host).
+mathjax_path = "mathjax/tex-chtml.js"
 
 myst_enable_extensions = ["dollarmath", "amsmath", "colon_fence", "deflist"]
 myst_heading_anchors = 3

@@ -149,7 +149,12 @@ def _first_line(text: str | None) -> str:
 
 
 def build_parser(plugins: Sequence[str] = ()) -> argparse.ArgumentParser:
-    """The full parser: one sub-command per registered pipeline under ``train`` and ``tune``."""
+    """The full parser: one sub-command per registered pipeline under ``train`` and ``tune``.
+
+    Args:
+        plugins (Sequence[str], optional): modules to import first, so that the pipelines they
+            register get sub-commands (``--plugin``). (default: ``()``)
+    """
     from gattn.pipelines.config import add_options
     from gattn.pipelines.registry import discover, problems
 
@@ -478,7 +483,11 @@ def _insert_pipeline(argv: list[str]) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``gattn`` console script; returns the exit status."""
+    """Entry point of the ``gattn`` console script; returns the exit status.
+
+    Args:
+        argv (Sequence[str], optional): the arguments (``None``: ``sys.argv[1:]``). (default: ``None``)
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     argv = [a for a in argv if a != "--debug"]

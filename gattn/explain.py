@@ -57,17 +57,20 @@ def top_tokens(
     """The ``k`` tokens of highest attention for each predicted code of one document.
 
     Args:
-        tokens: the document's tokens, ``L`` strings.
-        attention: ``[L, C]`` per-code attention over the tokens (``[L, 1]``: one
+        tokens (Sequence[str]): the document's tokens, ``L`` strings.
+        attention (Tensor): ``[L, C]`` per-code attention over the tokens (``[L, 1]``: one
             distribution shared by all codes, as with ``label_pooling="max"``).
-        codes: the ``C`` code names.
-        predicted: which codes to explain: indices, or a bool mask ``[C]`` (e.g.
+        codes (Sequence[str]): the ``C`` code names.
+        predicted (Sequence[int] or Tensor): which codes to explain: indices, or a bool mask ``[C]`` (e.g.
             ``probabilities > 0.5``).
-        k: tokens per code (fewer when the document is shorter). Default 10.
-        scores: optional ``[C]`` predicted probabilities, reported per row.
-        code_descriptions: optional ``C`` descriptions, reported per row.
-        true_codes: optional, the document's true codes (indices or a bool mask ``[C]``):
-            each row then says whether its code is one of them (``true``).
+        k (int, optional): tokens per code (fewer when the document is shorter). Default 10.
+        scores (Tensor or Sequence[float], optional): optional ``[C]`` predicted probabilities, reported per row.
+            (default: ``None``)
+        code_descriptions (Sequence[str], optional): optional ``C`` descriptions, reported per row.
+            (default: ``None``)
+        true_codes (Sequence[int] or Tensor, optional): optional, the document's true codes (indices
+            or a bool mask ``[C]``): each row then says whether its code is one of them (``true``).
+            (default: ``None``)
 
     Returns one dict per (code, token) with keys ``code``, ``description``, ``score``,
     ``true``, ``rank`` (1 = highest weight), ``position`` (token index in the document),
@@ -109,7 +112,11 @@ def top_tokens(
 
 
 def format_table(rows: Sequence[dict]) -> str:
-    """The rows of :func:`top_tokens` as a Markdown table (columns with no value left out)."""
+    """The rows of :func:`top_tokens` as a Markdown table (columns with no value left out).
+
+    Args:
+        rows (Sequence[dict]): rows of :func:`top_tokens` (or with a ``document`` key added).
+    """
     columns = [c for c in _COLUMNS if any(row.get(c) is not None for row in rows)]
 
     def cell(value: object) -> str:
@@ -215,6 +222,19 @@ def explanation_html(
 
     Arguments as :func:`top_tokens`; every text (tokens, codes, descriptions, title) is
     HTML-escaped.
+
+    Args:
+        tokens (Sequence[str]): the document's ``L`` tokens.
+        attention (Tensor): per-code attention over the tokens :math:`(L, C)` (or :math:`(L, 1)`).
+        codes (Sequence[str]): the ``C`` code names.
+        predicted (Sequence[int] or Tensor): the codes to explain: indices or a bool mask :math:`(C)`.
+        k (int, optional): tokens per code. (default: ``10``)
+        scores (Tensor or Sequence[float], optional): predicted probabilities :math:`(C)`.
+            (default: ``None``)
+        code_descriptions (Sequence[str], optional): ``C`` descriptions. (default: ``None``)
+        true_codes (Sequence[int] or Tensor, optional): the true codes (indices or a bool mask).
+            (default: ``None``)
+        title (str, optional): the page title. (default: ``"Attention explanation"``)
     """
     return _page(title, _document_sections(tokens, attention, codes, predicted, k=k, scores=scores,
                                            code_descriptions=code_descriptions, true_codes=true_codes, level=2))
@@ -224,11 +244,11 @@ def explanations_html(documents: Sequence[Mapping[str, Any]], *, title: str = "A
     """One HTML page explaining several documents, one ``<article>`` each.
 
     Args:
-        documents: per document, a mapping with a ``heading`` (e.g. its admission id) and the
-            arguments of :func:`explanation_html` by name (``tokens``, ``attention``, ``codes``,
-            ``predicted``, and optionally ``k``, ``scores``, ``code_descriptions``,
-            ``true_codes``).
-        title: the page title.
+        documents (Sequence[Mapping[str, Any]]): per document, a mapping with a ``heading`` (e.g.
+            its admission id) and the arguments of :func:`explanation_html` by name (``tokens``,
+            ``attention``, ``codes``, ``predicted``, and optionally ``k``, ``scores``,
+            ``code_descriptions``, ``true_codes``).
+        title (str, optional): the page title. (default: ``"Attention explanations"``)
     """
     body = []
     for number, document in enumerate(documents):
@@ -248,7 +268,13 @@ def explanations_html(documents: Sequence[Mapping[str, Any]], *, title: str = "A
 
 
 def write_explanation_html(path: str | Path, *args, **kwargs) -> Path:
-    """Write :func:`explanation_html` (same arguments after ``path``) to ``path`` (UTF-8); returns it."""
+    """Write :func:`explanation_html` (same arguments after ``path``) to ``path`` (UTF-8); returns it.
+
+    Args:
+        path (str or Path): the file to write (its folder is created).
+        *args: the positional arguments of :func:`explanation_html`.
+        **kwargs: its keyword arguments.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(explanation_html(*args, **kwargs), encoding="utf-8")

@@ -34,7 +34,7 @@ def from_dgl(graph: Any) -> Data | HeteroData:
     """A DGL graph as PyG data (see the module docstring).
 
     Args:
-        graph: a ``dgl.DGLGraph`` (homogeneous or heterogeneous).
+        graph (Any): a ``dgl.DGLGraph`` (homogeneous or heterogeneous).
 
     Raises:
         TypeError: ``graph`` is not a DGL graph.
@@ -101,6 +101,9 @@ def to_dgl(data: Data | HeteroData) -> Any:
     Node attributes are the tensors with one row per node, edge attributes those with one row
     per edge (a tensor that fits both, on a graph with as many nodes as edges, is a node
     attribute unless its name starts with ``edge_``).
+
+    Args:
+        data (Data or HeteroData): the graph; every node and edge attribute goes along.
 
     Raises:
         TypeError: ``data`` is neither ``Data`` nor ``HeteroData``.

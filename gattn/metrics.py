@@ -413,7 +413,12 @@ def f1_macro_pr(y_true: Any, y_pred: Any) -> float:
     papers after it report it (TransICD's code reports :func:`f1_macro` instead): the harmonic mean of the
     macro-averaged precision and recall at 0.5 (logits > 0), a label never predicted counting
     precision 0 and a label never present recall 0. It is not the mean of per-label F1
-    (:func:`f1_macro`), and is at least as large."""
+    (:func:`f1_macro`), and is at least as large.
+
+    Args:
+        y_true (Tensor or array): 0/1 entries. Shape :math:`[N, C]`.
+        y_pred (Tensor or array): logits (positive: predicted). Shape :math:`[N, C]`.
+    """
     true, pred = _multilabel(y_true, y_pred)
     precision, recall, _, _ = precision_recall_fscore_support(
         true, (pred > 0).astype(np.int64), average="macro", zero_division=0)
@@ -440,7 +445,14 @@ def precision_at_k(y_true: Any, y_pred: Any, k: int) -> float:
 
 @dataclass(frozen=True)
 class Metric:
-    """A registered metric: ``fn(y_true, y_pred[, groups=])`` and whether higher is better."""
+    """A registered metric: ``fn(y_true, y_pred[, groups=])`` and whether higher is better.
+
+    Attributes:
+        name (str): the registry name.
+        fn (callable): ``fn(y_true, y_pred)`` (or with ``groups=``) returning a float.
+        direction (str): ``"maximize"`` or ``"minimize"``.
+        needs_groups (bool, optional): ``fn`` takes ``groups=`` (GAUC's users). (default: ``False``)
+    """
 
     name: str
     fn: Callable[..., float]
@@ -500,12 +512,20 @@ def _lookup(name: str) -> Metric:
 
 
 def get_metric(name: str) -> Callable[..., float]:
-    """The metric function registered under ``name`` (see :data:`METRICS`)."""
+    """The metric function registered under ``name`` (see :data:`METRICS`).
+
+    Args:
+        name (str): a registered name (``KeyError`` listing the names otherwise).
+    """
     return _lookup(name).fn
 
 
 def metric_direction(name: str) -> str:
-    """``"maximize"`` or ``"minimize"`` for the metric registered under ``name``."""
+    """``"maximize"`` or ``"minimize"`` for the metric registered under ``name``.
+
+    Args:
+        name (str): a registered name (``KeyError`` listing the names otherwise).
+    """
     return _lookup(name).direction
 
 

@@ -33,13 +33,15 @@ class NeighborBatches:
     at hop ``k`` (``-1``: all of them).
 
     Args:
-        data: the graph (``edge_index`` source -> destination; node attributes of length
+        data (Data): the graph (``edge_index`` source -> destination; node attributes of length
             ``num_nodes`` are sliced into each batch).
-        num_neighbors: neighbours per node and hop.
-        input_nodes: the seed nodes (ids or a boolean mask); ``None``: every node.
-        batch_size: seeds per batch.
-        shuffle: seeds in a new random order on every pass.
-        generator: random numbers of the shuffling and sampling.
+        num_neighbors (Sequence[int]): neighbours per node and hop.
+        input_nodes (Tensor, optional): the seed nodes (ids or a boolean mask); ``None``: every node.
+            (default: ``None``)
+        batch_size (int, optional): seeds per batch. (default: ``1``)
+        shuffle (bool, optional): seeds in a new random order on every pass. (default: ``False``)
+        generator (torch.Generator, optional): random numbers of the shuffling and sampling.
+            (default: ``None``)
     """
 
     def __init__(self, data: Data, num_neighbors: Sequence[int], input_nodes: Tensor | None = None,
@@ -130,7 +132,19 @@ class NeighborBatches:
 def neighbor_loader(data: Data, num_neighbors: Sequence[int], input_nodes: Tensor | None = None,
                     batch_size: int = 1, shuffle: bool = False, seed: int | None = None, **kwargs: Any) -> Any:
     """PyG's ``NeighborLoader`` when its backend is installed, else :class:`NeighborBatches`
-    (the same batch layout). ``kwargs`` (``num_workers``, ...) go to PyG's loader only."""
+    (the same batch layout). ``kwargs`` (``num_workers``, ...) go to PyG's loader only.
+
+    Args:
+        data (Data): the graph.
+        num_neighbors (Sequence[int]): neighbours sampled per node and hop (``-1``: all).
+        input_nodes (Tensor, optional): the seed nodes (ids or a boolean mask; ``None``: every node).
+            (default: ``None``)
+        batch_size (int, optional): seeds per batch. (default: ``1``)
+        shuffle (bool, optional): seeds in a new random order on every pass. (default: ``False``)
+        seed (int, optional): seed of the shuffling and sampling (``None``: unseeded).
+            (default: ``None``)
+        **kwargs (optional): for PyG's ``NeighborLoader`` only (``num_workers``, ...).
+    """
     generator = torch.Generator().manual_seed(seed) if seed is not None else None
     if has_pyg_sampler():
         from torch_geometric.loader import NeighborLoader

@@ -317,10 +317,42 @@ def _drop_type_docstring(app: Sphinx, what: str, name: str, obj: Any, options: A
             lines.clear()
 
 
+# ------------------------------------------------------------------- offline site
+_SCRIPT_SRC = re.compile(r"""<script\b[^>]*\bsrc\s*=\s*["']?((?:https?:)?//[^"'\s>]+)""", re.IGNORECASE)
+
+
+def external_scripts(html_dir: Path) -> dict[str, list[str]]:
+    """The scripts each built page loads from another host: ``{page: [url, ...]}`` (empty when
+    the site works offline). A protocol-relative ``//host/x.js`` counts as external."""
+    found: dict[str, list[str]] = {}
+    for page in sorted(Path(html_dir).rglob("*.html")):
+        urls = _SCRIPT_SRC.findall(page.read_text(errors="replace"))
+        if urls:
+            found[str(page.relative_to(html_dir))] = sorted(set(urls))
+    return found
+
+
+def check_no_external_scripts(app: Sphinx, exception: Exception | None) -> None:
+    """Fail an HTML build whose pages load a script from another host (MathJax from a CDN):
+    the site is read offline too, and equations would show as raw LaTeX."""
+    if exception is not None or app.builder.format != "html":
+        return
+    found = external_scripts(Path(app.outdir))
+    if found:
+        page, urls = next(iter(found.items()))
+        raise RuntimeError(f"{len(found)} built pages load scripts from another host (e.g. {page}: {', '.join(urls)}); "
+                           "serve them from _static (see mathjax_path in docs/conf.py)")
+    mathjax = app.config.mathjax_path
+    if mathjax and not (Path(app.outdir) / "_static" / mathjax).is_file():
+        raise RuntimeError(f"mathjax_path {mathjax!r} is not in the built site's _static folder "
+                           "(is the sphinx-mathjax-offline extension loaded?)")
+
+
 def setup(app: Sphinx) -> dict[str, Any]:
     app.setup_extension("sphinx.ext.napoleon")
     _napoleon_without_inline_types(app)
     app.connect("autodoc-process-docstring", _drop_type_docstring, priority=100)
     app.connect("builder-inited", generate)
     app.connect("missing-reference", resolve_reference)
+    app.connect("build-finished", check_no_external_scripts, priority=900)  # after the MathJax copy (500)
     return {"version": "1", "parallel_read_safe": True, "parallel_write_safe": True}

@@ -33,16 +33,17 @@ class FieldInfo:
     """One model input field.
 
     Attributes:
-        name: the field's name (``"C7"``, ``"item_id"``, ``"hist_item_id"``, ...).
-        kind: ``"categorical"`` (integer ids into an embedding table), ``"numeric"`` (float
+        name (str): the field's name (``"C7"``, ``"item_id"``, ``"hist_item_id"``, ...).
+        kind (str): ``"categorical"`` (integer ids into an embedding table), ``"numeric"`` (float
             values) or ``"sequence"`` (a ragged list of ids per sample).
-        cardinality: rows of the field's embedding table, index 0 included (0 is reserved
+        cardinality (int, optional): rows of the field's embedding table, index 0 included (0 is reserved
             for padding / out-of-vocabulary); None for numeric fields.
-        key: the key of the batch dictionary (and of the split's attribute) that holds it.
-        column: the column of ``key``'s [N, F] tensor that holds it; None when the tensor is
-            the field's alone.
-        shares: for a sequence field, the categorical field whose embedding table it shares
-            (``hist_item_id`` shares ``item_id``); None otherwise.
+        key (str): the key of the batch dictionary (and of the split's attribute) that holds it.
+        column (int, optional): the column of ``key``'s [N, F] tensor that holds it; None when
+            the tensor is the field's alone. (default: ``None``)
+        shares (str, optional): for a sequence field, the categorical field whose embedding
+            table it shares (``hist_item_id`` shares ``item_id``); None otherwise.
+            (default: ``None``)
     """
 
     name: str
@@ -67,6 +68,15 @@ class MalformedRows:
     ``policy="warn"`` skips the rows and :meth:`finish` warns with the summary;
     ``policy="raise"`` makes :meth:`finish` raise a ValueError with it. Line numbers are
     physical, 1-based, counting the header line.
+
+    Attributes:
+        path (Path): the file.
+        policy (str, optional): ``"warn"`` or ``"raise"`` (the loaders' ``on_malformed``).
+            (default: ``"warn"``)
+        count (int, optional): malformed rows so far. (default: ``0``)
+        first (list[tuple[int, str]], optional): the first :data:`MAX_REPORTED` of them, as
+            (line number, reason). (default: ``[]``)
+        rows_read (int, optional): data rows read so far. (default: ``0``)
     """
 
     path: Path
@@ -126,7 +136,11 @@ def _first_failures(column: pa.Array, convert) -> np.ndarray:
 
 
 def to_float(column: pa.Array) -> tuple[pa.Array, np.ndarray]:
-    """Text -> float64 (nulls kept); returns the values and the rows that are not finite numbers."""
+    """Text -> float64 (nulls kept); returns the values and the rows that are not finite numbers.
+
+    Args:
+        column (pyarrow.Array): a text column.
+    """
     unparsed = np.empty(0, dtype=np.int64)
     try:
         values = pc.cast(column, pa.float64())
@@ -147,6 +161,9 @@ def to_int(column: pa.Array) -> tuple[pa.Array, np.ndarray]:
 
     An integral float written as such (``"260.0"``, as in the Criteo CSV samples) is an
     integer; ``"2.5"``, ``"1e400"``, ``"nan"`` or ``"x"`` are not.
+
+    Args:
+        column (pyarrow.Array): a text column.
     """
     try:
         return pc.cast(column, pa.int64()), np.empty(0, dtype=np.int64)
@@ -168,7 +185,11 @@ _NIBBLE[np.frombuffer(b"ABCDEF", np.uint8)] = np.arange(10, 16)
 
 def hex_to_int(column: pa.Array) -> tuple[pa.Array, np.ndarray]:
     """Text of 1-16 hexadecimal digits -> int64 (the unsigned 64-bit pattern; nulls kept),
-    vectorised over the string buffer; returns the values and the rows that are not hex."""
+    vectorised over the string buffer; returns the values and the rows that are not hex.
+
+    Args:
+        column (pyarrow.Array): a text column.
+    """
     n = len(column)
     valid = column.is_valid().to_numpy(zero_copy_only=False)
     if column.null_count == n:
@@ -209,17 +230,19 @@ def iter_delimited(
     """Stream a delimited text file as validated record batches.
 
     Args:
-        path: the file (no quoting: a quote character is an ordinary character).
-        columns: column name -> ``"int"`` (int64), ``"binary"`` (int64, 0 or 1), ``"float"``
+        path (Path): the file (no quoting: a quote character is an ordinary character).
+        columns (dict[str, str]): column name -> ``"int"`` (int64), ``"binary"`` (int64, 0 or 1), ``"float"``
             (float64), ``"hex"`` (1-16 hex digits -> int64) or ``"str"``, in the file's order;
             an empty field is null.
-        report: where malformed rows (wrong number of fields, a value that does not convert,
+        report (MalformedRows): where malformed rows (wrong number of fields, a value that does not convert,
             a null in a ``required`` column) are recorded; they are left out of the batches.
-        delimiter: one character.
-        skip_rows: header lines to skip.
-        required: columns that may not be empty.
-        block_size: bytes per parsed block (memory is bounded by a few blocks).
-        encoding: the file's text encoding (MovieLens' item files are latin-1).
+        delimiter (str, optional): one character. (default: ``"\\t"``)
+        skip_rows (int, optional): header lines to skip. (default: ``0``)
+        required (Sequence[str], optional): columns that may not be empty. (default: ``()``)
+        block_size (int, optional): bytes per parsed block (memory is bounded by a few blocks).
+            (default: ``1 << 24``)
+        encoding (str, optional): the file's text encoding (MovieLens' item files are latin-1).
+            (default: ``"utf8"``)
 
     Yields:
         ``(batch, lines)``: the valid rows converted, and their physical line numbers (int64).

@@ -146,12 +146,15 @@ class BehaviourSplit(Dataset):
     """The samples of one split; histories ragged (values + CSR pointer).
 
     Attributes:
-        user_id, item_id, cate_id: [B] int64 ids of the user, the target item, its category.
-        label: [B] float32, 1 positive, 0 negative.
-        timestamp: [B] int64 the target interaction's unix time.
-        hist_item_id, hist_cate_id: [R] int64 the histories, sample after sample,
+        user_id (Tensor): [B] int64 id of the user.
+        item_id (Tensor): [B] int64 id of the target item.
+        cate_id (Tensor): [B] int64 id of the target item's category.
+        label (Tensor): [B] float32, 1 positive, 0 negative.
+        timestamp (Tensor): [B] int64 the target interaction's unix time.
+        hist_item_id (Tensor): [R] int64 the item histories, sample after sample,
             chronological within a sample (most recent last).
-        hist_ptr: [B+1] int64; sample ``b``'s history is rows ``hist_ptr[b]:hist_ptr[b+1]``.
+        hist_cate_id (Tensor): [R] int64 the category histories, in the same order.
+        hist_ptr (Tensor): [B+1] int64; sample ``b``'s history is rows ``hist_ptr[b]:hist_ptr[b+1]``.
     """
 
     user_id: Tensor
@@ -231,7 +234,11 @@ def _ragged_rows(starts: Tensor, lengths: Tensor, ptr: Tensor) -> Tensor:
 
 def collate_behaviour(samples: Sequence[Mapping[str, Tensor]]) -> dict[str, Tensor]:
     """Collate :class:`BehaviourSplit` items into a batch dict: per-sample values stacked,
-    histories concatenated with their ``hist_ptr`` [b+1] (for ``DataLoader(collate_fn=...)``)."""
+    histories concatenated with their ``hist_ptr`` [b+1] (for ``DataLoader(collate_fn=...)``).
+
+    Args:
+        samples (Sequence[Mapping[str, Tensor]]): items of a :class:`BehaviourSplit`.
+    """
     batch = {key: torch.stack([s[key] for s in samples]) for key in ("user_id", "item_id", "cate_id", "label",
                                                                        "timestamp")}
     lengths = torch.tensor([s["hist_item_id"].numel() for s in samples], dtype=torch.long)
@@ -248,14 +255,16 @@ class BehaviourData:
     """Train, validation and test samples with their field metadata.
 
     Attributes:
-        train, val, test: :class:`BehaviourSplit`.
-        fields: :class:`~gattn.datasets._tables.FieldInfo` of ``user_id``, ``item_id``, ``cate_id`` (categorical) and
-            ``hist_item_id`` / ``hist_cate_id`` (sequences sharing ``item_id`` / ``cate_id``'s
-            tables); cardinalities include index 0.
-        item_category: [num_items + 1] int64, the category id of every item id (0 at 0).
-        vocab: ``"user_id"`` / ``"item_id"`` / ``"cate_id"`` -> the raw key of every id
+        train (BehaviourSplit): the training samples.
+        val (BehaviourSplit): the validation samples.
+        test (BehaviourSplit): the test samples.
+        fields (list[gattn.datasets._tables.FieldInfo]): :class:`~gattn.datasets._tables.FieldInfo` of ``user_id``,
+            ``item_id``, ``cate_id`` (categorical) and ``hist_item_id`` / ``hist_cate_id``
+            (sequences sharing ``item_id`` / ``cate_id``'s tables); cardinalities include index 0.
+        item_category (Tensor): [num_items + 1] int64, the category id of every item id (0 at 0).
+        vocab (dict[str, np.ndarray]): ``"user_id"`` / ``"item_id"`` / ``"cate_id"`` -> the raw key of every id
             (entry 0 is None).
-        info: the source, every option, sample counts, malformed-row reports.
+        info (dict, optional): the source, every option, sample counts, malformed-row reports.
     """
 
     train: BehaviourSplit
@@ -289,12 +298,16 @@ class Interactions:
     """An interaction log as read from a source, before ids and samples.
 
     Attributes:
-        user, item: [n] raw keys (ints or strings). timestamp: [n] int64 unix time.
-        rating: [n] float64, or None when the source has none (Taobao).
-        item_keys, item_categories: the category token of each item key (a key listed
+        user (np.ndarray): [n] raw user keys (ints or strings).
+        item (np.ndarray): [n] raw item keys (ints or strings).
+        timestamp (np.ndarray): [n] int64 unix time.
+        rating (np.ndarray, optional): [n] float64, or None when the source has none (Taobao).
+        item_keys (np.ndarray): the item keys with a category.
+        item_categories (np.ndarray): the category token of each of ``item_keys`` (a key listed
             twice keeps its first token).
-        name: the source's name. malformed: the readers' malformed-row reports.
-        notes: other facts the reader counted (copied into the samples' ``info``).
+        name (str, optional): the source's name. (default: ``""``)
+        malformed (list[dict], optional): the readers' malformed-row reports. (default: ``[]``)
+        notes (dict, optional): other facts the reader counted (copied into the samples' ``info``).
     """
 
     user: np.ndarray
@@ -341,19 +354,21 @@ def build_behaviour_data(
     """Samples (target, history, label) per split from an interaction log.
 
     Args:
-        interactions: from a reader (:func:`read_movielens`, :func:`read_amazon`,
+        interactions (Interactions): from a reader (:func:`read_movielens`, :func:`read_amazon`,
             :func:`read_taobao`) or built by hand.
-        label: ``"rating"`` (rating >= ``positive_rating`` is positive) or ``"sampled"``
+        label (str, optional): ``"rating"`` (rating >= ``positive_rating`` is positive) or ``"sampled"``
             (positives plus ``num_negatives`` sampled negatives each); see the module docstring.
-        positive_rating: the rating threshold (default 4.0). In ``"sampled"`` mode, None makes
+            (default: ``"rating"``)
+        positive_rating (float, optional): the rating threshold (default 4.0). In ``"sampled"`` mode, None makes
             every interaction a positive.
-        num_negatives: negatives per positive in ``"sampled"`` mode (default 1).
-        split: ``"leave_last_out"`` (default) or ``"global_time"``.
-        holdout: targets per user in test and in validation for ``"leave_last_out"`` (default 1).
-        time_split: (train, val, test) fractions of the targets for ``"global_time"``.
-        max_history: keep the most recent ``max_history`` history items (default: all).
-        min_history: drop targets with fewer history items (default 0: keep all).
-        seed: seeds the negative sampling.
+        num_negatives (int, optional): negatives per positive in ``"sampled"`` mode (default 1).
+        split (str, optional): ``"leave_last_out"`` (default) or ``"global_time"``.
+        holdout (int, optional): targets per user in test and in validation for ``"leave_last_out"`` (default 1).
+        time_split (Sequence[float], optional): (train, val, test) fractions of the targets for ``"global_time"``.
+            (default: ``(0.8, 0.1, 0.1)``)
+        max_history (int, optional): keep the most recent ``max_history`` history items (default: all).
+        min_history (int, optional): drop targets with fewer history items (default 0: keep all).
+        seed (int, optional): seeds the negative sampling. (default: ``0``)
     """
     if label not in ("rating", "sampled"):
         raise ValueError(f"`label` must be 'rating' or 'sampled', got {label!r}")
@@ -569,9 +584,10 @@ def read_movielens(
     ``movies.dat``) or ml-20m style (``ratings.csv`` + ``movies.csv``), whichever is there.
 
     Args:
-        folder: the folder holding the files.
-        category: ``"genres"`` (the genre set as one category, default) or ``"first_genre"``.
-        on_malformed: ``"warn"`` (default) or ``"raise"``.
+        folder (str or os.PathLike): the folder holding the files.
+        category (str, optional): ``"genres"`` (the genre set as one category) or
+            ``"first_genre"``. (default: ``"genres"``)
+        on_malformed (str, optional): ``"warn"`` or ``"raise"``. (default: ``"warn"``)
     """
     if category not in ("genres", "first_genre"):
         raise ValueError(f"`category` must be 'genres' or 'first_genre', got {category!r}")
@@ -704,7 +720,14 @@ def read_amazon(
 ) -> Interactions:
     """Read SNAP Amazon ``reviews_*.json[.gz]`` (the behaviours: ``reviewerID``, ``asin``,
     ``overall``, ``unixReviewTime``) and ``meta_*.json[.gz]`` (``asin``, ``categories``; the
-    category is ``categories[0][-1]``). Strict JSON lines and python-literal lines both work."""
+    category is ``categories[0][-1]``). Strict JSON lines and python-literal lines both work.
+
+    Args:
+        reviews (str or os.PathLike): the ``reviews_*.json[.gz]`` file.
+        meta (str or os.PathLike): the ``meta_*.json[.gz]`` file.
+        on_malformed (str, optional): ``"warn"`` (count and report the malformed rows with their line
+            numbers, skip them) or ``"raise"``. (default: ``"warn"``)
+    """
     reviews = require_file(reviews, "Amazon reviews")
     meta = require_file(meta, "Amazon metadata")
     reports: list[dict] = []
@@ -746,7 +769,17 @@ def read_taobao(
     """Read Taobao ``UserBehavior.csv`` (no header: user id, item id, category id, behaviour
     type, unix time), keeping the ``behaviours`` types (default all of pv, buy, cart, fav).
     An item's category is the one on its first row; how many items have rows with other
-    categories is in ``notes["items_with_several_categories"]``."""
+    categories is in ``notes["items_with_several_categories"]``.
+
+    Args:
+        path (str or os.PathLike): the ``UserBehavior.csv`` file.
+        behaviours (Sequence[str], optional): the behaviour types kept.
+            (default: ``("pv", "buy", "cart", "fav")``)
+        on_malformed (str, optional): ``"warn"`` (count and report the malformed rows with their line
+            numbers, skip them) or ``"raise"``. (default: ``"warn"``)
+        block_size (int, optional): bytes of CSV parsed per block; memory grows with it.
+            (default: ``16 << 20``)
+    """
     unknown = set(behaviours) - set(TAOBAO_BEHAVIOURS)
     if unknown or not behaviours:
         raise ValueError(f"`behaviours` must be a non-empty subset of {TAOBAO_BEHAVIOURS}, got {behaviours!r}")
@@ -790,7 +823,15 @@ def load_movielens(
     """MovieLens samples: ``name`` is ``"movielens-100k"``, ``"movielens-1m"``,
     ``"movielens-20m"`` (under ``<root>/movielens/``) or a folder path; ``options`` go to
     :func:`read_movielens` (``category``, ``on_malformed``) and :func:`build_behaviour_data`
-    (default ``label="rating"``, ``positive_rating=4``)."""
+    (default ``label="rating"``, ``positive_rating=4``).
+
+    Args:
+        name (str, optional): ``"movielens-100k"``, ``"movielens-1m"``, ``"movielens-20m"`` or a
+            folder path. (default: ``"movielens-100k"``)
+        root (str or os.PathLike, optional): the data root (``None``: :func:`gattn.datasets.root.resolve_root`).
+            (default: ``None``)
+        **options (optional): for :func:`read_movielens` and :func:`build_behaviour_data`.
+    """
     build, read = _split_options(options)
     folder = resolve_root(root) / MOVIELENS[name.lower()][1] if name.lower() in MOVIELENS else Path(name)
     return build_behaviour_data(read_movielens(folder, **read), **build)
@@ -808,7 +849,18 @@ def load_amazon(
     one sampled negative per positive (``label="sampled"``, ``positive_rating=None``),
     leave-last-out per user. Files: ``reviews`` and ``meta`` if given, else
     ``<root>/amazon/reviews_<category>_5.json[.gz]`` (or without ``_5``) and
-    ``<root>/amazon/meta_<category>.json[.gz]``."""
+    ``<root>/amazon/meta_<category>.json[.gz]``.
+
+    Args:
+        category (str, optional): the Amazon category of the file names. (default: ``"Electronics"``)
+        root (str or os.PathLike, optional): the data root (``None``: :func:`gattn.datasets.root.resolve_root`).
+            (default: ``None``)
+        reviews (str or os.PathLike, optional): the reviews file (``None``: under the root).
+            (default: ``None``)
+        meta (str or os.PathLike, optional): the meta file (``None``: under the root).
+            (default: ``None``)
+        **options (optional): for :func:`read_amazon` and :func:`build_behaviour_data`.
+    """
     folder = resolve_root(root) / AMAZON_FOLDER
     if reviews is None:
         reviews = find_first(folder, [f"reviews_{category}{k}.json{z}" for k in ("_5", "") for z in ("", ".gz")],
@@ -823,7 +875,16 @@ def load_taobao(
     path: str | os.PathLike | None = None, root: str | os.PathLike | None = None, **options
 ) -> BehaviourData:
     """Taobao samples from ``path`` (default ``<root>/taobao/UserBehavior.csv``): every kept
-    behaviour a positive, ``num_negatives`` sampled negatives each (``label="sampled"``)."""
+    behaviour a positive, ``num_negatives`` sampled negatives each (``label="sampled"``).
+
+    Args:
+        path (str or os.PathLike, optional): the ``UserBehavior.csv`` file (``None``: under the
+            root). (default: ``None``)
+        root (str or os.PathLike, optional): the data root (``None``: :func:`gattn.datasets.root.resolve_root`).
+            (default: ``None``)
+        **options (optional): for :func:`read_taobao` and :func:`build_behaviour_data`
+            (``num_negatives``, ...).
+    """
     if path is None:
         path = resolve_root(root) / TAOBAO_FILE
     build, read = _split_options({"label": "sampled", "positive_rating": None, **options})
@@ -832,7 +893,12 @@ def load_taobao(
 
 @register_source("behaviour")
 def available(root: str | os.PathLike | None = None) -> list[tuple[str, bool, str]]:
-    """``(name, present, where or what is missing)`` for the behaviour data sets."""
+    """``(name, present, where or what is missing)`` for the behaviour data sets.
+
+    Args:
+        root (str or os.PathLike, optional): the data root (``None``: :func:`gattn.datasets.root.resolve_root`).
+            (default: ``None``)
+    """
     base = resolve_root(root)
     found = []
     for name, (description, sub) in MOVIELENS.items():
@@ -853,7 +919,12 @@ def export_din_parquet(data: BehaviourData, folder: str | os.PathLike) -> dict[s
     ``user_id``, ``item_id``, ``cate_id`` (int64), ``hist_item_id``, ``hist_cate_id``
     (list<int64>, chronological, most recent last), ``label`` (int64 0/1); ids 1-based, 0 is
     padding. ``meta.json`` holds the vocabulary sizes (index 0 included) and the options.
-    Returns the paths by split."""
+    Returns the paths by split.
+
+    Args:
+        data (BehaviourData): the splits to write.
+        folder (str or os.PathLike): the output folder (created).
+    """
     folder = Path(folder).expanduser()
     folder.mkdir(parents=True, exist_ok=True)
     paths = {}

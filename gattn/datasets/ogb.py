@@ -70,7 +70,11 @@ def master_table() -> pd.DataFrame:
 
 
 def canonical_name(name: str) -> str:
-    """``"ogbg_molbace"`` or ``"ogbg-molbace"`` (any case) -> ``"ogbg-molbace"``."""
+    """``"ogbg_molbace"`` or ``"ogbg-molbace"`` (any case) -> ``"ogbg-molbace"``.
+
+    Args:
+        name (str): a data set name, with ``-`` or ``_``, any case.
+    """
     if not isinstance(name, str) or not name.strip():
         raise ValueError(f"name must be a non-empty str such as 'ogbg-molbace', got {name!r}")
     name = name.strip().lower()
@@ -115,6 +119,9 @@ def available(root: str | Path) -> list[tuple[str, bool, str]]:
 
     Returns one ``(name, present, detail)`` per data set OGB knows: ``detail`` is the folder
     when present, otherwise what is missing (the folder, or the files missing inside it).
+
+    Args:
+        root (str or Path): the data root's OGB folder.
     """
     root = Path(root)
     table = master_table()
@@ -235,10 +242,12 @@ class OGBGraphPropDataset(InMemoryDataset):
     [1, num_tasks]; a missing label stays NaN). ``num_nodes`` is stored explicitly.
 
     Args:
-        name: ``"ogbg-molbace"`` or the folder name ``"ogbg_molbace"``.
-        root: folder that holds the data set folder (e.g. ``../shared/data/ogb``).
-        split: split folder under ``split/`` (default: the one OGB lists, ``scaffold``).
-        transform, pre_transform, pre_filter: as for any PyG data set.
+        name (str): ``"ogbg-molbace"`` or the folder name ``"ogbg_molbace"``.
+        root (str or Path): folder that holds the data set folder (e.g. ``../shared/data/ogb``).
+        split (str, optional): split folder under ``split/`` (default: the one OGB lists, ``scaffold``).
+        transform (Callable, optional): as for any PyG data set. (default: ``None``)
+        pre_transform (Callable, optional): as for any PyG data set. (default: ``None``)
+        pre_filter (Callable, optional): as for any PyG data set. (default: ``None``)
 
     Attributes:
         num_tasks, task_type (``"binary classification"`` / ``"regression"`` / ...),
@@ -423,6 +432,9 @@ def evaluator(name: str) -> Any:
 
     The evaluator only reads ``master.csv`` from the installed ``ogb`` package; it needs no
     download and no network.
+
+    Args:
+        name (str): the data set (``"ogbg-molbace"`` or ``"ogbg_molbace"``).
     """
     from ogb.graphproppred import Evaluator
 

@@ -40,7 +40,17 @@ def random_graph(num_nodes: int, num_edges: int, num_features: int, num_classes:
                  split: tuple[float, float] = (0.6, 0.2)) -> Data:
     """A random directed graph with ``num_edges`` uniformly drawn edges (no self-loops), features
     ``x`` ~ N(0, 1), neighbourhood-dependent labels ``y`` and random train/val/test masks
-    (``split``: the train and validation shares; the test set is the rest)."""
+    (``split``: the train and validation shares; the test set is the rest).
+
+    Args:
+        num_nodes (int): the number of nodes.
+        num_edges (int): the number of directed edges drawn.
+        num_features (int): the node feature size.
+        num_classes (int): the number of labels.
+        seed (int, optional): the random seed. (default: ``0``)
+        split (tuple[float, float], optional): the train and validation shares.
+            (default: ``(0.6, 0.2)``)
+    """
     for name, value in (("num_nodes", num_nodes), ("num_edges", num_edges), ("num_features", num_features),
                         ("num_classes", num_classes)):
         if value < 1:
@@ -65,6 +75,9 @@ def random_graph(num_nodes: int, num_edges: int, num_features: int, num_classes:
 
 def load_ogbn_arxiv(root: str | Path) -> Data:
     """ogbn-arxiv from its raw files under ``root`` (see the module docstring).
+
+    Args:
+        root (str or Path): the folder of the raw files.
 
     Raises:
         FileNotFoundError: naming the missing files and the folders searched.

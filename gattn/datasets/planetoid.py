@@ -34,8 +34,8 @@ def load_planetoid(name: str, raw: str | os.PathLike) -> Data:
     """One Planetoid graph with its public split, from the raw files in folder ``raw``.
 
     Args:
-        name: ``"Cora"``, ``"CiteSeer"`` or ``"PubMed"``.
-        raw: the folder holding ``ind.<name>.*`` (e.g. ``<root>/planetoid/Cora/raw``).
+        name (str): ``"Cora"``, ``"CiteSeer"`` or ``"PubMed"``.
+        raw (str or os.PathLike): the folder holding ``ind.<name>.*`` (e.g. ``<root>/planetoid/Cora/raw``).
 
     Returns:
         ``Data`` with ``x``, ``edge_index``, ``y`` and ``train_mask`` / ``val_mask`` /
@@ -64,7 +64,11 @@ def load_planetoid(name: str, raw: str | os.PathLike) -> Data:
 @register_source("planetoid", folder="planetoid")
 def available(root: str | os.PathLike) -> list[tuple[str, bool, str]]:
     """``(name, present, detail)`` for ``<root>/<Name>/raw`` of each Planetoid set, ``root``
-    being the data root's ``planetoid`` folder."""
+    being the data root's ``planetoid`` folder.
+
+    Args:
+        root (str or os.PathLike): the data root's ``planetoid`` folder.
+    """
     rows = []
     for name in PLANETOID_DATASETS:
         raw = Path(root) / name / "raw"

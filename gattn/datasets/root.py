@@ -52,7 +52,15 @@ def resolve_root(root: str | os.PathLike | None = None) -> Path:
 
 @dataclass(frozen=True)
 class DataSource:
-    """A family of data sets: ``available(root / folder)`` lists them."""
+    """A family of data sets: ``available(root / folder)`` lists them.
+
+    Attributes:
+        name (str): the family's name (``gattn data`` lists it).
+        available (Callable[[Path], list[tuple[str, bool, str]]]): lists ``(name, present, detail)``
+            of its data sets under a folder.
+        folder (str, optional): its folder under the data root (``""``: the root). (default: ``""``)
+        module (str, optional): the module that loads it. (default: ``""``)
+    """
 
     name: str
     available: Callable[[Path], list[tuple[str, bool, str]]]

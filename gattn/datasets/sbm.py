@@ -72,7 +72,23 @@ PUBLISHED_SPLITS = {
 
 @dataclass(frozen=True)
 class SBMSettings:
-    """Generator settings (sizes are inclusive ranges). See the module docstring."""
+    """Generator settings (sizes are inclusive ranges). See the module docstring.
+
+    Attributes:
+        num_communities (int): the number of communities.
+        size_min (int): the smallest community size.
+        size_max (int): the largest community size.
+        p (float): the edge probability inside a community.
+        q (float): the edge probability between communities.
+        vocab_size (int, optional): node feature values (PATTERN background and patterns).
+            (default: ``3``)
+        num_patterns (int, optional): the number of patterns (PATTERN only). (default: ``100``)
+        pattern_size_min (int, optional): the smallest pattern. (default: ``5``)
+        pattern_size_max (int, optional): the largest pattern. (default: ``34``)
+        p_pattern (float, optional): the edge probability inside a pattern. (default: ``0.5``)
+        q_pattern (float, optional): the edge probability between a pattern and the rest.
+            (default: ``0.5``)
+    """
 
     num_communities: int
     size_min: int
@@ -331,5 +347,9 @@ class SBMDataset(InMemoryDataset):
 
 @register_source("sbm")
 def available(root: str | Path | None = None) -> list[tuple[str, bool, str]]:
-    """PATTERN and CLUSTER are always available: they are generated, nothing is read."""
+    """PATTERN and CLUSTER are always available: they are generated, nothing is read.
+
+    Args:
+        root (str or Path, optional): unused (nothing is read). (default: ``None``)
+    """
     return [(task, True, "generated locally (gattn.datasets.sbm)") for task in TASKS]

@@ -59,6 +59,11 @@ def _stable_sort(keys: Tensor, num_keys: int) -> tuple[Tensor, Tensor]:
 class CSR:
     """Edges of a (possibly bipartite) graph grouped by destination.
 
+    Args:
+        edge_index (Tensor): (source, destination) of each edge. Shape :math:`(2, E)`.
+        num_src (int): the number of source nodes.
+        num_dst (int): the number of destination nodes.
+
     Attributes:
         rowptr: [N_dst + 1] start of each destination's incoming edges.
         col: [E] source node of each edge, in destination-sorted order.

@@ -67,6 +67,12 @@ _INTERPRETED = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
 def unsupported(like: Tensor) -> str | None:
+    """Why this backend cannot take tensors like ``like`` (``None``: it can); the dispatcher
+    (:func:`gattn.kernels.resolve_backend`) reports the reason.
+
+    Args:
+        like (Tensor): a tensor of the call (its device decides).
+    """
     if like.is_cuda:
         return None
     if like.device.type == "cpu":
@@ -404,12 +410,21 @@ def _edge_cols_pass(inp: _EdgeInputs, dout: Tensor, probs: Tensor, dscores: Tens
 
 
 def edge_forward(t: EdgeTerms) -> tuple[Tensor, Tensor]:
-    """out [N_dst, H, Dv] and the per-row log-sum-exp (no autograd)."""
+    """out [N_dst, H, Dv] and the per-row log-sum-exp [N_dst, H] (no autograd).
+
+    Args:
+        t (gattn.kernels._edge.EdgeTerms): the validated inputs of one :func:`gattn.kernels.edge_attention` call.
+    """
     return _edge_forward(_edge_inputs(t))
 
 
 def edge_probabilities(t: EdgeTerms, lse: Tensor) -> Tensor:
-    """Attention [E, H] in the caller's edge order (before dropout), from the log-sum-exp."""
+    """Attention [E, H] in the caller's edge order (before dropout), from the log-sum-exp.
+
+    Args:
+        t (gattn.kernels._edge.EdgeTerms): the inputs of the forward call.
+        lse (Tensor): the per-row log-sum-exp :func:`edge_forward` returned :math:`(N_{dst}, H)`.
+    """
     inp = _edge_inputs(t)
     probs = torch.zeros(inp.csr.num_edges, inp.q.shape[1], dtype=inp.q.dtype, device=inp.q.device)
     plan = _row_plan(inp.csr)
@@ -422,7 +437,20 @@ def edge_backward(
     t: EdgeTerms, out: Tensor, lse: Tensor, dout: Tensor, dattention: Tensor | None,
     attention_delta: Tensor | None, need_kv: bool = True,
 ) -> EdgeGrads:
-    """Gradients of every input, in the inputs' dtypes (see `_edge.py`)."""
+    r"""Gradients of every input, in the inputs' dtypes (see ``gattn/kernels/_edge.py``).
+
+    Args:
+        t (gattn.kernels._edge.EdgeTerms): the inputs of the forward call.
+        out (Tensor): the forward output :math:`(N_{dst}, H, D_v)`.
+        lse (Tensor): the forward's per-row log-sum-exp :math:`(N_{dst}, H)`.
+        dout (Tensor): the gradient of ``out``.
+        dattention (Tensor, optional): the gradient of the returned attention :math:`(E, H)`
+            (``None``: the attention was not returned or not used).
+        attention_delta (Tensor, optional): :math:`\sum_e \alpha_e\, d\alpha_e` per row and
+            head, the softmax correction of ``dattention``.
+        need_kv (bool, optional): compute the key and value gradients (the CSC pass).
+            (default: ``True``)
+    """
     inp = _edge_inputs(t)
     grads = _backward(inp, out, lse, dout.contiguous(), dattention, attention_delta, need_kv)
     likes = (t.q, t.k, t.v, t.edge_bias, t.edge_scale, t.edge_key, t.edge_value, t.att)
@@ -505,6 +533,15 @@ def _work(tensor: Tensor) -> Tensor:
 
 
 def segment_softmax(scores: Tensor, ptr: Tensor) -> Tensor:
+    """The backend of :func:`gattn.kernels.segment_softmax` on validated input.
+
+    Args:
+        scores (Tensor): scores of the rows of all segments :math:`(R, *)`.
+        ptr (Tensor): the segments over the rows :math:`(S + 1)`.
+
+    Returns:
+        the softmax within each segment, shaped and typed as ``scores``.
+    """
     plan = _segment_plan(ptr)
     return _SegmentSoftmax.apply(_work(scores), plan).to(scores.dtype)
 
@@ -600,6 +637,21 @@ def segment_attention_pool(
     x: Tensor, value: Tensor, ptr: Tensor, query: Tensor | None, scores: Tensor | None,
     normalize: bool, scale: float,
 ) -> tuple[Tensor, Tensor]:
+    """The backend of :func:`gattn.kernels.segment_attention_pool` on validated input.
+
+    Args:
+        x (Tensor): the rows the scores are computed from :math:`(R, D)`.
+        value (Tensor): the rows that are pooled :math:`(R, D_v)`.
+        ptr (Tensor): the segments over the rows :math:`(S + 1)`.
+        query (Tensor, optional): ``[Q, D]`` shared or ``[S, Q, D]`` per segment (or ``None``
+            with ``scores``).
+        scores (Tensor, optional): precomputed scores :math:`(R, Q)` (or ``None`` with ``query``).
+        normalize (bool): segment softmax of the scores (else the raw scores are the weights).
+        scale (float): factor of the query-row dot products.
+
+    Returns:
+        the pooled segments :math:`(S, Q, D_v)` and the weights :math:`(R, Q)`.
+    """
     plan = _segment_plan(ptr)
     num_segments = ptr.numel() - 1
     return attention_pool(

@@ -36,6 +36,23 @@ class GINE(BaseGraphModel):
     with :math:`\sigma` a ReLU on every layer but the last (as OGB's GIN). Edge features off
     (``edge_dim=None``) gives plain GIN (no :math:`e_{ji}` term). The MLP is
     Linear(h, 2h) - ReLU - Linear(2h, h). Other arguments as :class:`GraphTransformer`.
+
+    Args:
+        in_channels (int or torch.nn.Module, optional): as :class:`GraphTransformer`.
+        hidden_channels (int): width :math:`h` of every layer.
+        out_channels (int): output size.
+        num_layers (int, optional): number of GINE layers. (default: ``4``)
+        residual (bool, optional): add each layer's input to its output. (default: ``False``)
+        train_eps (bool, optional): learn :math:`\epsilon` (else ``0``). (default: ``False``)
+        **kwargs (optional): the other options of :class:`GraphTransformer` (``task``, ``pe_dim``,
+            ``edge_dim``, ``norm``, ``dropout``, ``readout``, ...).
+
+    Shapes:
+        - **input:** a PyG ``Data`` / ``Batch`` with ``x`` :math:`(N, F)` (or integer ids),
+          ``edge_index`` :math:`(2, E)` and, as configured, ``edge_attr`` :math:`(E, D)`, ``batch``
+          :math:`(N)` and the PE attribute :math:`(N, \text{pe\_dim})`.
+        - **output:** :math:`(\text{num\_graphs}, \text{out\_channels})` for ``task="graph"``,
+          :math:`(N, \text{out\_channels})` for ``task="node"``.
     """
 
     def __init__(
@@ -117,6 +134,46 @@ class PyGTransformer(GraphTransformer):
     here without its root weight, so the surrounding block (O projection, residual, norm,
     FFN) is the Graph Transformer's. Edge features, when on, enter every layer's attention
     but are not updated. Same arguments as :class:`GraphTransformer` (``backend`` unused).
+
+    Args:
+        in_channels (int or torch.nn.Module, optional): input node feature size, or a module
+            embedding ``data.x`` into ``hidden_channels``; ``None`` with ``atom_encoder`` /
+            ``num_embeddings``.
+        hidden_channels (int): width of every layer.
+        out_channels (int): output size (classes or targets).
+        num_layers (int, optional): number of layers. (default: ``4``)
+        task (str, optional): ``"graph"`` (pooled, ``[num_graphs, out]``) or ``"node"``
+            (``[N, out]``). (default: ``"graph"``)
+        pe_dim (int, optional): size of the Laplacian positional encoding in ``data.<pe_attr>``
+            (``0``: none). (default: ``0``)
+        edge_dim (int, optional): edge feature size (``None``: no edge features). (default: ``None``)
+        norm (str, optional): ``"batch"``, ``"layer"`` or ``None``. (default: ``"batch"``)
+        dropout (float, optional): dropout in the layers. (default: ``0.0``)
+        input_dropout (float, optional): dropout on the input embedding. (default: ``0.0``)
+        readout (str, optional): graph pooling, ``"mean"``, ``"sum"`` or ``"max"``.
+            (default: ``"mean"``)
+        readout_layers (int, optional): hidden layers of the halving readout MLP. (default: ``2``)
+        atom_encoder (bool, optional): embed OGB molecule features with :class:`AtomEncoder` /
+            :class:`BondEncoder`. (default: ``False``)
+        num_embeddings (int, optional): embed integer node ids with an ``nn.Embedding`` of this
+            many rows. (default: ``None``)
+        num_edge_embeddings (int, optional): the same for edge ids. (default: ``None``)
+        heads (int, optional): attention heads (``hidden_channels`` divisible by it). (default: ``8``)
+        ffn_ratio (int, optional): the feed-forward width as a multiple of ``hidden_channels``.
+            (default: ``2``)
+        residual (bool, optional): residual connections around attention and FFN. (default: ``True``)
+        attention_dropout (float, optional): dropout on the attention weights. (default: ``0.0``)
+        pe_attr (str, optional): name of the PE attribute of ``data``. (default: ``"pe"``)
+        pe_sign_flip (bool, optional): flip PE signs at random while training. (default: ``True``)
+        backend (str, optional): accepted for the same signature as :class:`GraphTransformer`;
+            PyG's layer has no kernel backend. (default: ``None``)
+
+    Shapes:
+        - **input:** a PyG ``Data`` / ``Batch`` with ``x`` :math:`(N, F)` (or integer ids),
+          ``edge_index`` :math:`(2, E)` and, as configured, ``edge_attr`` :math:`(E, D)`, ``batch``
+          :math:`(N)` and the PE attribute :math:`(N, \text{pe\_dim})`.
+        - **output:** :math:`(\text{num\_graphs}, \text{out\_channels})` for ``task="graph"``,
+          :math:`(N, \text{out\_channels})` for ``task="node"``.
     """
 
     def make_layer(self, last: bool) -> nn.Module:

@@ -52,7 +52,13 @@ __all__ = [
 
 @dataclass(frozen=True)
 class CategoricalFeature:
-    """An id feature with ids in ``[0, num_embeddings)``; ``embedding_dim`` None = the model's."""
+    """An id feature with ids in ``[0, num_embeddings)``; ``embedding_dim`` None = the model's.
+
+    Args:
+        name (str): the feature's column name.
+        num_embeddings (int): the number of ids.
+        embedding_dim (int, optional): its embedding size (``None``: the model's). (default: ``None``)
+    """
 
     name: str
     num_embeddings: int
@@ -62,7 +68,13 @@ class CategoricalFeature:
 @dataclass(frozen=True)
 class NumericFeature:
     """A numeric feature bucketed by sorted ``boundaries``: bucket ``i`` holds
-    ``boundaries[i-1] <= x < boundaries[i]`` (``len(boundaries) + 1`` buckets)."""
+    ``boundaries[i-1] <= x < boundaries[i]`` (``len(boundaries) + 1`` buckets).
+
+    Args:
+        name (str): the feature's column name.
+        boundaries (tuple[float, ...]): the sorted bucket boundaries.
+        embedding_dim (int, optional): its embedding size (``None``: the model's). (default: ``None``)
+    """
 
     name: str
     boundaries: tuple[float, ...]
@@ -71,7 +83,12 @@ class NumericFeature:
 
 @dataclass(frozen=True)
 class SequenceFeature:
-    """A history of ids of the categorical feature ``target`` (sharing its table)."""
+    """A history of ids of the categorical feature ``target`` (sharing its table).
+
+    Args:
+        name (str): the feature's column name (a ragged history).
+        target (str): the name of the :class:`CategoricalFeature` whose table it shares.
+    """
 
     name: str
     target: str
@@ -384,23 +401,27 @@ class DIN(_TargetAttentionCTR):
         \textstyle\sum_j a(e_A, e_j)\, e_j]\big)\Big)
 
     Args:
-        features: the categorical and numeric features (their embeddings enter the MLP).
-        sequences: the history features, each sharing its target feature's table.
-        embedding_dim: default embedding size (default ``32``).
-        attention_hidden_channels: local activation unit sizes (default ``(80, 40)``).
-        attention_activation: its activation (default ``"dice"``).
-        softmax: normalise the attention weights per user (default ``False``, the paper).
-        hidden_channels: MLP sizes (default ``(200, 80)``, the paper's).
-        activation: MLP activation (default ``"dice"``; ``"prelu"`` is the paper's baseline).
-        dropout: MLP dropout (default ``0.0``).
-        decoupled: separate attention embedding tables (default ``False``, the paper).
-        attention_embedding_dim: their size (default: the representation size); needs
+        features (Sequence[CategoricalFeature or NumericFeature]): the categorical and numeric
+            features (their embeddings enter the MLP).
+        sequences (Sequence[SequenceFeature]): the history features, each sharing its target feature's table.
+        embedding_dim (int, optional): default embedding size (default ``32``).
+        attention_hidden_channels (Sequence[int], optional): local activation unit sizes (default ``(80, 40)``).
+        attention_activation (str, optional): its activation (default ``"dice"``).
+        softmax (bool, optional): normalise the attention weights per user (default ``False``, the paper).
+        hidden_channels (Sequence[int], optional): MLP sizes (default ``(200, 80)``, the paper's).
+        activation (str, optional): MLP activation (default ``"dice"``; ``"prelu"`` is the paper's baseline).
+        dropout (float, optional): MLP dropout (default ``0.0``).
+        decoupled (bool, optional): separate attention embedding tables (default ``False``, the paper).
+        attention_embedding_dim (int, optional): their size (default: the representation size); needs
             ``decoupled=True``.
-        interest_product: also feed ``target * interest`` to the MLP (default ``False``).
+        interest_product (bool, optional): also feed ``target * interest`` to the MLP (default ``False``).
 
-    Forward: ``features`` {name: [B]}, ``history`` {name: ids [R] or [B, L]} with ``ptr`` /
-    ``lengths`` / ``padding_mask``; returns logits [B] and, with
-    ``return_attention_weights=True``, the weight of every behaviour ([R] or [B, L]).
+    Shapes:
+        - **input:** ``features`` {name: :math:`(B)`}, ``history`` {name: ids :math:`(R)` with
+          ``ptr`` :math:`(B + 1)` or ``lengths`` :math:`(B)`, or padded :math:`(B, L)` with
+          ``padding_mask`` or ``lengths``}.
+        - **output:** logits :math:`(B)`; with ``return_attention_weights=True`` also the
+          weight of every behaviour (:math:`(R)` or :math:`(B, L)`).
     """
 
     def __init__(
@@ -448,16 +469,23 @@ class DARE(_TargetAttentionCTR):
     gather, no gradients); only the K kept behaviours are embedded with gradients.
 
     Args:
-        features, sequences, embedding_dim, hidden_channels, activation, dropout: as :class:`DIN`.
-        top_k: behaviours kept per user (default ``20``; ``None``: attend over all).
-        softmax: normalise the weights over the kept behaviours (default ``True``).
-        decoupled: separate attention tables (default ``True``, DARE; ``False`` is the paper's
+        features (Sequence[CategoricalFeature or NumericFeature]): as :class:`DIN`.
+        sequences (Sequence[SequenceFeature]): as :class:`DIN`.
+        embedding_dim (int, optional): as :class:`DIN`. (default: ``32``)
+        hidden_channels (Sequence[int], optional): as :class:`DIN`. (default: ``(200, 80)``)
+        activation (str, optional): as :class:`DIN`. (default: ``"prelu"``)
+        dropout (float, optional): as :class:`DIN`. (default: ``0.0``)
+        top_k (int, optional): behaviours kept per user (default ``20``; ``None``: attend over all).
+        softmax (bool, optional): normalise the weights over the kept behaviours (default ``True``).
+        decoupled (bool, optional): separate attention tables (default ``True``, DARE; ``False`` is the paper's
             shared-embedding ablation, TWIN-like).
-        attention_embedding_dim: attention table size (default: the representation size).
-        interest_product: feed ``target * interest`` to the MLP (default ``True``, the paper's
+        attention_embedding_dim (int, optional): attention table size (default: the representation size).
+        interest_product (bool, optional): feed ``target * interest`` to the MLP (default ``True``, the paper's
             target-aware representation).
 
-    Forward: as :class:`DIN`; the weights are zero for behaviours not retrieved.
+    Shapes:
+        - **input:** as :class:`DIN`.
+        - **output:** as :class:`DIN`; the weights are zero for behaviours not retrieved.
     """
 
     def __init__(
@@ -519,20 +547,24 @@ class Hiformer(nn.Module):
     pruning; the output is the same, only cheaper), in training and inference alike.
 
     Args:
-        features: categorical and numeric features (one token each; all of one embedding size).
-        embedding_dim: token size d (default ``16``).
-        num_layers: Hiformer layers (default ``2``).
-        heads: attention heads (default ``2``); head_channels: per head (default ``d // heads``).
-        composite: composite key/value projections (default ``True``).
-        rank: low-rank composite projections (default ``None``: full rank).
-        ffn_channels: feed-forward size (default ``4 * d``).
-        num_tasks: task tokens / outputs (default ``1``).
-        hidden_channels: sizes of the MLP applied to each task token (default ``(256,)``).
-        activation: MLP activation (default ``"relu"``).
-        dropout: dropout in the layers and the MLP (default ``0.0``).
-        prune: compute only the task tokens in the last layer (default ``True``).
+        features (Sequence[CategoricalFeature or NumericFeature]): categorical and numeric features
+            (one token each; all of one embedding size).
+        embedding_dim (int, optional): token size d (default ``16``).
+        num_layers (int, optional): Hiformer layers (default ``2``).
+        heads (int, optional): attention heads (default ``2``).
+        head_channels (int, optional): size per head (default ``d // heads``).
+        composite (bool, optional): composite key/value projections (default ``True``).
+        rank (int, optional): low-rank composite projections (default ``None``: full rank).
+        ffn_channels (int, optional): feed-forward size (default ``4 * d``).
+        num_tasks (int, optional): task tokens / outputs (default ``1``).
+        hidden_channels (Sequence[int], optional): sizes of the MLP applied to each task token (default ``(256,)``).
+        activation (str, optional): MLP activation (default ``"relu"``).
+        dropout (float, optional): dropout in the layers and the MLP (default ``0.0``).
+        prune (bool, optional): compute only the task tokens in the last layer (default ``True``).
 
-    Forward: ``features`` {name: [B]}; returns logits [B] (one task) or [B, num_tasks].
+    Shapes:
+        - **input:** ``features`` {name: :math:`(B)`}.
+        - **output:** logits :math:`(B)` (one task) or :math:`(B, \text{num\_tasks})`.
     """
 
     def __init__(

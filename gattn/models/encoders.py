@@ -30,12 +30,16 @@ class FeatureEmbedding(nn.Module):
         h = \sum_{c=1}^{F} E_c[x_c], \qquad E_c \in \mathbb{R}^{n_c \times d}
 
     Args:
-        feature_dims: number of categories :math:`n_c` of each column.
-        channels: embedding size :math:`d`.
-        table_name: attribute name of the list of tables (for checkpoint compatibility).
+        feature_dims (Sequence[int]): number of categories :math:`n_c` of each column.
+        channels (int): embedding size :math:`d`.
+        table_name (str, optional): attribute name of the list of tables (for checkpoint compatibility).
+            (default: ``"embeddings"``)
 
-    Forward: integer ``x`` [N, F] -> [N, channels]. A value outside its column's categories
-    raises a ``ValueError`` naming the column.
+    Shapes:
+        - **input:** integer ``x`` :math:`(N, F)`.
+        - **output:** :math:`(N, \text{channels})`.
+
+    A value outside its column's categories raises a ``ValueError`` naming the column.
     """
 
     def __init__(self, feature_dims: Sequence[int], channels: int, table_name: str = "embeddings") -> None:
@@ -79,14 +83,30 @@ class FeatureEmbedding(nn.Module):
 
 
 class AtomEncoder(FeatureEmbedding):
-    """OGB's atom encoder: the 9 atom features of ``ogb.utils.features`` (no ogb needed)."""
+    r"""OGB's atom encoder: the 9 atom features of ``ogb.utils.features`` (no ogb needed).
+
+    Args:
+        channels (int): the embedding size (the features' embeddings are summed).
+
+    Shapes:
+        - **input:** integer atom features :math:`(N, 9)`.
+        - **output:** :math:`(N, \text{channels})`.
+    """
 
     def __init__(self, channels: int) -> None:
         super().__init__(ATOM_FEATURE_DIMS, channels, "atom_embedding_list")
 
 
 class BondEncoder(FeatureEmbedding):
-    """OGB's bond encoder: the 3 bond features of ``ogb.utils.features`` (no ogb needed)."""
+    r"""OGB's bond encoder: the 3 bond features of ``ogb.utils.features`` (no ogb needed).
+
+    Args:
+        channels (int): the embedding size (the features' embeddings are summed).
+
+    Shapes:
+        - **input:** integer bond features :math:`(E, 3)`.
+        - **output:** :math:`(E, \text{channels})`.
+    """
 
     def __init__(self, channels: int) -> None:
         super().__init__(BOND_FEATURE_DIMS, channels, "bond_embedding_list")

@@ -30,22 +30,30 @@ class AttentionBlock(nn.Module):
     :math:`h \leftarrow h + \mathrm{Drop}(\mathrm{FFN}(\mathrm{LN}(h)))` with a GELU FFN.
 
     Args:
-        channels: width :math:`D`.
-        heads: attention heads.
-        attention: ``"gin"`` (:class:`gattn.nn.GINAttention`) or ``"mha"`` (plain multi-head
-            attention of the same size).
-        graph: ``True`` for the sparse graph form (``forward(x [N, D], edge_index)``),
+        channels (int): width :math:`D`.
+        heads (int, optional): attention heads. (default: ``4``)
+        attention (str, optional): ``"gin"`` (:class:`gattn.nn.GINAttention`) or ``"mha"`` (plain multi-head
+            attention of the same size). (default: ``"gin"``)
+        graph (bool, optional): ``True`` for the sparse graph form (``forward(x [N, D], edge_index)``),
             ``False`` for sequences (``forward(x [B, L, D], key_padding_mask, is_causal)``).
-        mlp_ratio: GIN-Attention's per-head MLP ratio; ``None`` (default) takes ``heads / 2``,
+            (default: ``False``)
+        mlp_ratio (float, optional): GIN-Attention's per-head MLP ratio; ``None`` (default) takes ``heads / 2``,
             which gives both attentions the same parameter count.
-        ffn_ratio: FFN hidden size as a multiple of ``channels``.
-        dropout: on the attention and FFN outputs (both attentions alike).
-        mlp_dropout: dropout inside GIN-Attention's per-head MLPs (default 0: plain attention
+        ffn_ratio (int, optional): FFN hidden size as a multiple of ``channels``. (default: ``2``)
+        dropout (float, optional): on the attention and FFN outputs (both attentions alike).
+            (default: ``0.0``)
+        mlp_dropout (float, optional): dropout inside GIN-Attention's per-head MLPs (default 0: plain attention
             has no dropout inside it either).
-        temperature: GIN-Attention's softmax temperature.
+        temperature (float, optional): GIN-Attention's softmax temperature. (default: ``1.0``)
 
     The attention module is ``attention``; :meth:`adapt` swaps a sequence block's
     ``MultiheadAttention`` for a :class:`gattn.nn.SparseGINAdapter` around it.
+
+    Shapes:
+        - **input:** a graph block: ``x`` :math:`(N, D)` and ``edge_index`` :math:`(2, E)`; a
+          sequence block: ``x`` :math:`(B, L, D)`, ``key_padding_mask`` *(optional)* :math:`(B, L)`
+          bool (True = padding), ``is_causal``.
+        - **output:** the shape of ``x``.
     """
 
     def __init__(
@@ -118,17 +126,29 @@ class AttentionBlock(nn.Module):
 
 
 class GraphAttentionClassifier(nn.Module):
-    """Node classifier: input projection, ``num_layers`` graph :class:`AttentionBlock`, final
-    LayerNorm, linear head. ``forward(x [N, in], edge_index [2, E])`` -> logits [N, out].
+    r"""Node classifier: input projection, ``num_layers`` graph :class:`AttentionBlock`, final
+    LayerNorm, linear head:
+
+    .. math::
+        h^{(0)} = W_{\mathrm{in}}\, x,\qquad h^{(\ell + 1)} = \mathrm{Block}_{\ell}\big(h^{(\ell)},
+        \mathcal{E}\big),\qquad y = W_{\mathrm{out}}\, \mathrm{LN}\big(h^{(L)}\big).
 
     Args:
-        in_channels, hidden_channels, out_channels: sizes.
-        num_layers: blocks.
-        heads: attention heads.
-        attention: ``"gin"`` or ``"mha"``.
-        dropout: on the input and in every block.
-        input_dropout: dropout on the raw features (default: ``dropout``).
-        mlp_ratio, ffn_ratio, temperature: of the blocks.
+        in_channels (int): input feature size.
+        hidden_channels (int): width of the blocks.
+        out_channels (int): classes.
+        num_layers (int, optional): blocks. (default: ``2``)
+        heads (int, optional): attention heads. (default: ``4``)
+        attention (str, optional): ``"gin"`` or ``"mha"``. (default: ``"gin"``)
+        dropout (float, optional): on the input and in every block. (default: ``0.5``)
+        input_dropout (float, optional): dropout on the raw features (default: ``dropout``).
+        mlp_ratio (float, optional): the blocks' ``mlp_ratio`` (:class:`AttentionBlock`). (default: ``None``)
+        ffn_ratio (int, optional): the blocks' ``ffn_ratio``. (default: ``2``)
+        temperature (float, optional): the blocks' ``temperature``. (default: ``1.0``)
+
+    Shapes:
+        - **input:** ``x`` :math:`(N, \text{in\_channels})`, ``edge_index`` :math:`(2, E)`.
+        - **output:** logits :math:`(N, \text{out\_channels})`.
     """
 
     def __init__(self, in_channels: int, hidden_channels: int, out_channels: int, num_layers: int = 2,
@@ -155,20 +175,38 @@ class GraphAttentionClassifier(nn.Module):
 
 
 class SequenceTransformer(nn.Module):
-    """Token embeddings plus learned positions, ``num_layers`` sequence
+    r"""Token embeddings plus learned positions, ``num_layers`` sequence
     :class:`AttentionBlock`, final LayerNorm, linear head per token (``pooling="token"``) or on
-    the mean over unpadded tokens (``pooling="mean"``).
+    the mean over unpadded tokens (``pooling="mean"``):
+
+    .. math::
+        h^{(0)}_p = E[t_p] + P_p,\qquad h^{(\ell + 1)} = \mathrm{Block}_{\ell}\big(h^{(\ell)}\big),
+        \qquad y_p = W\, \mathrm{LN}\big(h^{(L)}_p\big)
+        \ \text{ or }\ y = W\, \frac{1}{|\{p\}|}\sum_{p} \mathrm{LN}\big(h^{(L)}_p\big).
 
     Args:
-        vocab_size: number of token ids.
-        max_length: longest sequence (learned positions).
-        channels: width.
-        out_channels: classes.
-        num_layers, heads, attention, dropout, mlp_ratio, ffn_ratio, temperature: of the blocks.
-        causal: causal self-attention in every block.
-        pooling: ``"token"`` (logits [B, L, out]) or ``"mean"`` ([B, out]).
+        vocab_size (int): number of token ids.
+        max_length (int): longest sequence (learned positions).
+        channels (int): width.
+        out_channels (int): classes.
+        num_layers (int, optional): sequence blocks. (default: ``2``)
+        heads (int, optional): attention heads of the blocks. (default: ``4``)
+        attention (str, optional): the blocks' ``attention``. (default: ``"gin"``)
+        dropout (float, optional): dropout in the blocks. (default: ``0.0``)
+        mlp_ratio (float, optional): the blocks' ``mlp_ratio`` (:class:`AttentionBlock`). (default: ``None``)
+        ffn_ratio (int, optional): the blocks' ``ffn_ratio``. (default: ``2``)
+        temperature (float, optional): the blocks' ``temperature``. (default: ``1.0``)
+        causal (bool, optional): causal self-attention in every block. (default: ``False``)
+        pooling (str, optional): ``"token"`` (logits [B, L, out]) or ``"mean"`` ([B, out]).
+            (default: ``"token"``)
 
     ``forward(tokens [B, L] long, key_padding_mask [B, L] bool = None)``.
+
+    Shapes:
+        - **input:** ``tokens`` :math:`(B, L)` int64, ``key_padding_mask`` *(optional)*
+          :math:`(B, L)` bool (True = padding).
+        - **output:** logits :math:`(B, L, \text{out\_channels})` (``pooling="token"``) or
+          :math:`(B, \text{out\_channels})` (``pooling="mean"``).
     """
 
     def __init__(self, vocab_size: int, max_length: int, channels: int, out_channels: int, num_layers: int = 2,

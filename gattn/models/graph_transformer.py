@@ -32,6 +32,15 @@ class MLPReadout(nn.Sequential):
     .. math::
         y = W_{L} \,\mathrm{ReLU}(W_{L-1} \cdots \mathrm{ReLU}(W_0 h)), \qquad
         W_\ell \in \mathbb{R}^{\lfloor c/2^{\ell+1}\rfloor \times \lfloor c/2^{\ell}\rfloor}
+
+    Args:
+        in_channels (int): input size :math:`c`.
+        out_channels (int): output size.
+        num_layers (int, optional): hidden layers :math:`L`, each halving the width. (default: ``2``)
+
+    Shapes:
+        - **input:** :math:`(*, \text{in\_channels})`.
+        - **output:** :math:`(*, \text{out\_channels})`.
     """
 
     def __init__(self, in_channels: int, out_channels: int, num_layers: int = 2) -> None:
@@ -51,11 +60,44 @@ class MLPReadout(nn.Sequential):
 
 
 class BaseGraphModel(nn.Module):
-    """Shared embedding, positional encoding, pooling and readout of the graph models.
+    r"""Shared embedding, positional encoding, pooling and readout of the graph models.
 
     Subclasses build their layers in :meth:`build_layers` and run them in
     :meth:`apply_layers`; the rest (``forward(data)``) is common. See
     :class:`GraphTransformer` for the meaning of the arguments.
+
+    Args:
+        in_channels (int or torch.nn.Module, optional): input node feature size, or a module
+            embedding ``data.x`` into ``hidden_channels``; ``None`` with ``atom_encoder`` /
+            ``num_embeddings``.
+        hidden_channels (int): width of every layer.
+        out_channels (int): output size (classes or targets).
+        num_layers (int, optional): number of layers. (default: ``4``)
+        task (str, optional): ``"graph"`` (pooled, ``[num_graphs, out]``) or ``"node"``
+            (``[N, out]``). (default: ``"graph"``)
+        pe_dim (int, optional): size of the Laplacian positional encoding in ``data.<pe_attr>``
+            (``0``: none). (default: ``0``)
+        edge_dim (int, optional): edge feature size (``None``: no edge features). (default: ``None``)
+        norm (str, optional): ``"batch"``, ``"layer"`` or ``None``. (default: ``"batch"``)
+        dropout (float, optional): dropout in the layers. (default: ``0.0``)
+        input_dropout (float, optional): dropout on the input embedding. (default: ``0.0``)
+        readout (str, optional): graph pooling, ``"mean"``, ``"sum"`` or ``"max"``.
+            (default: ``"mean"``)
+        readout_layers (int, optional): hidden layers of the halving readout MLP. (default: ``2``)
+        atom_encoder (bool, optional): embed OGB molecule features with :class:`AtomEncoder` /
+            :class:`BondEncoder`. (default: ``False``)
+        num_embeddings (int, optional): embed integer node ids with an ``nn.Embedding`` of this
+            many rows. (default: ``None``)
+        num_edge_embeddings (int, optional): the same for edge ids. (default: ``None``)
+        pe_attr (str, optional): name of the PE attribute of ``data``. (default: ``"pe"``)
+        pe_sign_flip (bool, optional): flip PE signs at random while training. (default: ``True``)
+
+    Shapes:
+        - **input:** a PyG ``Data`` / ``Batch`` with ``x`` :math:`(N, F)` (or integer ids),
+          ``edge_index`` :math:`(2, E)` and, as configured, ``edge_attr`` :math:`(E, D)`, ``batch``
+          :math:`(N)` and the PE attribute :math:`(N, \text{pe\_dim})`.
+        - **output:** :math:`(\text{num\_graphs}, \text{out\_channels})` for ``task="graph"``,
+          :math:`(N, \text{out\_channels})` for ``task="node"``.
     """
 
     def __init__(
@@ -247,29 +289,45 @@ class GraphTransformer(BaseGraphModel):
     Node tasks skip the pooling.
 
     Args:
-        in_channels: input node feature size, or a module embedding ``data.x`` into
+        in_channels (int or nn.Module, optional): input node feature size, or a module embedding ``data.x`` into
             ``hidden_channels``; ignored with ``atom_encoder`` / ``num_embeddings`` (may be
             ``None`` then).
-        hidden_channels: width of every block (divisible by ``heads``).
-        out_channels: output size (classes or targets).
-        num_layers: number of Graph Transformer blocks.
-        heads: attention heads per block.
-        task: ``"graph"`` (pooled, [num_graphs, out]) or ``"node"`` ([N, out]).
-        pe_dim: size of the Laplacian positional encoding in ``data.<pe_attr>``; 0 for none.
-        edge_dim: edge feature size; ``None`` turns edge features off (node-only blocks).
+        hidden_channels (int): width of every block (divisible by ``heads``).
+        out_channels (int): output size (classes or targets).
+        num_layers (int, optional): number of Graph Transformer blocks. (default: ``4``)
+        heads (int, optional): attention heads per block. (default: ``8``)
+        task (str, optional): ``"graph"`` (pooled, [num_graphs, out]) or ``"node"`` ([N, out]).
+            (default: ``"graph"``)
+        pe_dim (int, optional): size of the Laplacian positional encoding in ``data.<pe_attr>``; 0 for none.
+            (default: ``0``)
+        edge_dim (int, optional): edge feature size; ``None`` turns edge features off (node-only blocks).
             With ``atom_encoder`` or ``num_edge_embeddings`` any positive value turns them on.
-        norm: ``"batch"`` or ``"layer"`` (or ``None``).
-        dropout: dropout in the blocks; ``input_dropout`` on the input embedding.
-        readout: graph pooling, ``"mean"``, ``"sum"`` or ``"max"``.
-        readout_layers: hidden layers of the halving readout MLP (the paper uses 2).
-        atom_encoder: embed OGB molecule features with :class:`gattn.models.encoders.AtomEncoder` /
-            ``BondEncoder`` (OGB's encoders, without the ogb package).
-        num_embeddings: embed integer node ids (e.g. SBM node types, ZINC atom types) with an
-            ``nn.Embedding`` of this many rows; ``num_edge_embeddings`` likewise for edges.
-        ffn_ratio, residual, attention_dropout, backend: as in
-            :class:`gattn.nn.GraphTransformerLayer`.
-        pe_attr: name of the PE attribute of ``data`` (default ``"pe"``).
-        pe_sign_flip: flip PE signs at random while training.
+            (default: ``None``)
+        norm (str, optional): ``"batch"`` or ``"layer"`` (or ``None``). (default: ``"batch"``)
+        dropout (float, optional): dropout in the blocks. (default: ``0.0``)
+        input_dropout (float, optional): dropout on the input embedding. (default: ``0.0``)
+        readout (str, optional): graph pooling, ``"mean"``, ``"sum"`` or ``"max"``. (default: ``"mean"``)
+        readout_layers (int, optional): hidden layers of the halving readout MLP (the paper uses 2).
+            (default: ``2``)
+        atom_encoder (bool, optional): embed OGB molecule features with :class:`gattn.models.encoders.AtomEncoder` /
+            ``BondEncoder`` (OGB's encoders, without the ogb package). (default: ``False``)
+        num_embeddings (int, optional): embed integer node ids (e.g. SBM node types, ZINC atom types) with an
+            ``nn.Embedding`` of this many rows. (default: ``None``)
+        num_edge_embeddings (int, optional): the same for edge ids. (default: ``None``)
+        ffn_ratio (int, optional): the feed-forward width as a multiple of ``hidden_channels`` (as
+            in :class:`gattn.nn.GraphTransformerLayer`). (default: ``2``)
+        residual (bool, optional): residual connections around attention and FFN. (default: ``True``)
+        attention_dropout (float, optional): dropout on the attention weights. (default: ``0.0``)
+        backend (str, optional): kernel backend of the attention (``None``: by device). (default: ``None``)
+        pe_attr (str, optional): name of the PE attribute of ``data`` (default ``"pe"``).
+        pe_sign_flip (bool, optional): flip PE signs at random while training. (default: ``True``)
+
+    Shapes:
+        - **input:** a PyG ``Data`` / ``Batch`` with ``x`` :math:`(N, F)` (or integer ids),
+          ``edge_index`` :math:`(2, E)` and, as configured, ``edge_attr`` :math:`(E, D)`, ``batch``
+          :math:`(N)` and the PE attribute :math:`(N, \text{pe\_dim})`.
+        - **output:** :math:`(\text{num\_graphs}, \text{out\_channels})` for ``task="graph"``,
+          :math:`(N, \text{out\_channels})` for ``task="node"``.
     """
 
     def __init__(

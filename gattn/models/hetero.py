@@ -30,12 +30,17 @@ class HeteroInput(nn.Module):
     node types with features, a learned embedding per node for the others.
 
     Args:
-        node_types: all node types the model sees.
-        in_channels: feature size per node type that has features.
-        hidden_channels: the common width.
-        num_nodes_dict: node count per featureless node type (those absent from
-            ``in_channels``); required for each of them.
-        dropout: dropout on the projected features.
+        node_types (Sequence[str]): all node types the model sees.
+        in_channels (Mapping[str, int]): feature size per node type that has features.
+        hidden_channels (int): the common width.
+        num_nodes_dict (Mapping[str, int], optional): node count per featureless node type (those absent from
+            ``in_channels``); required for each of them. (default: ``None``)
+        dropout (float, optional): dropout on the projected features. (default: ``0.0``)
+
+    Shapes:
+        - **input:** ``x_dict`` {node type: :math:`(N_t, F_t)`}.
+        - **output:** {node type: :math:`(N_t, \text{hidden\_channels})`} (featureless types:
+          their learned embeddings).
     """
 
     def __init__(
@@ -125,19 +130,39 @@ class _HeteroClassifier(nn.Module):
 
 
 class HAN(_HeteroClassifier):
-    """HAN (Wang et al. 2019) from PyG's ``HANConv``: node-level attention per edge type (give
-    meta-path edge types for the paper's model) and semantic attention across them.
+    r"""HAN (Wang et al. 2019) from PyG's ``HANConv``: node-level attention per edge type (give
+    meta-path edge types for the paper's model) and semantic attention across them. For an edge
+    type (meta-path) :math:`\Phi`, per head,
+
+    .. math::
+        \alpha^{\Phi}_{ij} = \mathrm{softmax}_{j \in \mathcal{N}^{\Phi}(i)}\!\left(
+        \mathrm{LeakyReLU}\big(\mathbf{a}_{\Phi}^{\top} [W h_i \,\Vert\, W h_j]\big)\right),
+        \qquad z^{\Phi}_i = \sigma\Big(\sum_{j \in \mathcal{N}^{\Phi}(i)} \alpha^{\Phi}_{ij} W h_j\Big),
+
+    then the semantic attention weighs the edge types,
+
+    .. math::
+        \beta_{\Phi} = \mathrm{softmax}_{\Phi}\Big(\frac{1}{|\mathcal{V}|}\sum_{i}
+        \mathbf{q}^{\top} \tanh(M z^{\Phi}_i + \mathbf{b})\Big), \qquad
+        z_i = \sum_{\Phi} \beta_{\Phi}\, z^{\Phi}_i .
 
     Args:
-        metadata: ``(node_types, edge_types)``.
-        in_channels: feature size per featured node type.
-        out_channels: number of classes.
-        target_type: the node type to classify.
-        hidden_channels: width (``heads`` must divide it).
-        num_layers: stacked ``HANConv`` layers (ELU between them).
-        heads: attention heads.
-        dropout: on inputs, attention (``HANConv``'s) and before the head.
-        num_nodes_dict: node counts of featureless types (learned embeddings).
+        metadata (Metadata): ``(node_types, edge_types)``.
+        in_channels (Mapping[str, int]): feature size per featured node type.
+        out_channels (int): number of classes.
+        target_type (str): the node type to classify.
+        hidden_channels (int, optional): width (``heads`` must divide it). (default: ``64``)
+        num_layers (int, optional): stacked ``HANConv`` layers (ELU between them). (default: ``1``)
+        heads (int, optional): attention heads. (default: ``8``)
+        dropout (float, optional): on inputs, attention (``HANConv``'s) and before the head.
+            (default: ``0.5``)
+        num_nodes_dict (Mapping[str, int], optional): node counts of featureless types (learned embeddings).
+            (default: ``None``)
+
+    Shapes:
+        - **input:** ``x_dict`` {node type: :math:`(N_t, F_t)`} (featureless types: none),
+          ``edge_index_dict`` {edge type: :math:`(2, E_r)`}.
+        - **output:** logits of the ``target_type`` nodes :math:`(N_{\text{target}}, \text{out\_channels})`.
     """
 
     def __init__(self, metadata: Metadata, in_channels: Mapping[str, int], out_channels: int, target_type: str,
@@ -162,8 +187,38 @@ class HAN(_HeteroClassifier):
 
 
 class HGT(_HeteroClassifier):
-    """HGT (Hu et al. 2020) from PyG's ``HGTConv`` (type-specific attention and messages,
-    gated skip connection), ``num_layers`` layers of one width. Arguments as :class:`HAN`."""
+    r"""HGT (Hu et al. 2020) from PyG's ``HGTConv`` (type-specific attention and messages,
+    gated skip connection), ``num_layers`` layers of one width. For a target :math:`t`, its
+    sources :math:`s` over edges :math:`e` of relation :math:`\phi(e)`, node types
+    :math:`\tau(\cdot)` and head :math:`i`,
+
+    .. math::
+        \alpha^{i}(s, e, t) = \mathrm{softmax}_{s \in \mathcal{N}(t)}\Big(
+        K^{i}_{\tau(s)}(h_s)\, W^{\mathrm{ATT}}_{\phi(e)}\, Q^{i}_{\tau(t)}(h_t)^{\top}
+        \frac{\mu_{\phi(e)}}{\sqrt{d}}\Big),\qquad
+        \tilde h_t = \big\Vert_{i} \sum_{s} \alpha^{i}(s, e, t)\, V^{i}_{\tau(s)}(h_s)\,
+        W^{\mathrm{MSG}}_{\phi(e)},
+
+    and :math:`h'_t = \gamma\, A_{\tau(t)}(\mathrm{GELU}(\tilde h_t)) + (1 - \gamma)\, h_t` with a
+    learned gate :math:`\gamma` per node type.
+
+    Args:
+        metadata (Metadata): ``(node_types, edge_types)``.
+        in_channels (Mapping[str, int]): feature size per featured node type.
+        out_channels (int): number of classes.
+        target_type (str): the node type to classify.
+        hidden_channels (int, optional): width of every layer. (default: ``64``)
+        num_layers (int, optional): number of layers. (default: ``2``)
+        heads (int, optional): attention heads (``hidden_channels`` divisible by it). (default: ``4``)
+        dropout (float, optional): dropout on inputs and before the head. (default: ``0.5``)
+        num_nodes_dict (Mapping[str, int], optional): node counts of featureless types (learned
+            embeddings). (default: ``None``)
+
+    Shapes:
+        - **input:** ``x_dict`` {node type: :math:`(N_t, F_t)`} (featureless types: none),
+          ``edge_index_dict`` {edge type: :math:`(2, E_r)`}.
+        - **output:** logits of the ``target_type`` nodes :math:`(N_{\text{target}}, \text{out\_channels})`.
+    """
 
     def __init__(self, metadata: Metadata, in_channels: Mapping[str, int], out_channels: int, target_type: str,
                  hidden_channels: int = 64, num_layers: int = 2, heads: int = 4, dropout: float = 0.5,
@@ -183,11 +238,32 @@ class HGT(_HeteroClassifier):
 
 
 class RGCN(_HeteroClassifier):
-    """R-GCN (Schlichtkrull et al. 2018) from PyG's ``RGCNConv`` on the homogeneous view of the
+    r"""R-GCN (Schlichtkrull et al. 2018) from PyG's ``RGCNConv`` on the homogeneous view of the
     graph (node types stacked, one relation id per edge type): a weight per relation, mean
-    aggregation per relation, a root weight; ReLU and dropout between layers. Arguments as
-    :class:`HAN`, plus ``num_bases`` (basis decomposition; ``None``: a full weight per
-    relation)."""
+    aggregation per relation, a root weight; ReLU and dropout between layers:
+
+    .. math::
+        h'_i = \Theta_{\mathrm{root}}\, h_i + \sum_{r \in \mathcal{R}}
+        \sum_{j \in \mathcal{N}_r(i)} \frac{1}{|\mathcal{N}_r(i)|}\, \Theta_r\, h_j
+
+    Args:
+        metadata (Metadata): ``(node_types, edge_types)``.
+        in_channels (Mapping[str, int]): feature size per featured node type.
+        out_channels (int): number of classes.
+        target_type (str): the node type to classify.
+        hidden_channels (int, optional): width of every layer. (default: ``64``)
+        num_layers (int, optional): number of layers. (default: ``2``)
+        dropout (float, optional): dropout between layers. (default: ``0.5``)
+        num_nodes_dict (Mapping[str, int], optional): node counts of featureless types (learned
+            embeddings). (default: ``None``)
+        num_bases (int, optional): basis decomposition of the relation weights (``None``: a full
+            weight per relation). (default: ``None``)
+
+    Shapes:
+        - **input:** ``x_dict`` {node type: :math:`(N_t, F_t)`} (featureless types: none),
+          ``edge_index_dict`` {edge type: :math:`(2, E_r)`}.
+        - **output:** logits of the ``target_type`` nodes :math:`(N_{\text{target}}, \text{out\_channels})`.
+    """
 
     def __init__(self, metadata: Metadata, in_channels: Mapping[str, int], out_channels: int, target_type: str,
                  hidden_channels: int = 64, num_layers: int = 2, dropout: float = 0.5,

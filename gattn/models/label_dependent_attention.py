@@ -34,6 +34,15 @@ class LabelDependentAttentionOutput(NamedTuple):
     (or ``[S, 1]``) over the ``S`` valid time steps of all patients and ``step_ptr`` [B+1]
     delimiting them (both ``None`` without time series). Step ``i`` of patient ``b`` is row
     ``step_ptr[b] + i``.
+
+    Attributes:
+        logits (Tensor): :math:`(B, K)`.
+        word_attention (Tensor): every word's attention to each label :math:`(R, K)` (``(R, 1)`` with
+            ``label_pooling="max"``).
+        step_attention (Tensor, optional): attention over the valid time steps :math:`(S, K)` (or
+            :math:`(S, 1)`; ``None`` without time series).
+        step_ptr (Tensor, optional): the patients over the steps :math:`(B + 1)` (``None`` without
+            time series).
     """
 
     logits: Tensor
@@ -120,41 +129,46 @@ class LabelDependentAttention(nn.Module):
       (the authors use BERT's pooler output).
 
     Args:
-        num_labels: number of risk labels :math:`K`.
-        vocab_size: vocabulary size (may be omitted with ``pretrained_embeddings``; with a
-            ``text_encoder`` it only bounds the ids).
-        embedding_dim: word vector size :math:`D` (the ``text_encoder``'s output size when
-            one is given).
-        pretrained_embeddings: ``[V, D]`` initial word vectors; copied.
-        freeze_embeddings: keep them fixed. Default ``False``.
-        label_descriptions: one list of token ids per label (its description, tokenised
-            with the notes' vocabulary); initialises the label vectors as the mean of their
-            word vectors. Needed with a ``text_encoder``.
-        label_embeddings: ``[K, D]`` initial label vectors instead (conflicts with
-            ``label_descriptions``). Neither: random N(0, 1) like the word vectors.
-        text_encoder: a frozen pretrained encoder, called as
+        num_labels (int): number of risk labels :math:`K`.
+        vocab_size (int, optional): vocabulary size (may be omitted with ``pretrained_embeddings``; with a
+            ``text_encoder`` it only bounds the ids). (default: ``None``)
+        embedding_dim (int, optional): word vector size :math:`D` (the ``text_encoder``'s output size when
+            one is given). (default: ``None``)
+        pretrained_embeddings (Tensor, optional): ``[V, D]`` initial word vectors; copied. (default: ``None``)
+        freeze_embeddings (bool, optional): keep them fixed. Default ``False``.
+        label_descriptions (Sequence[Sequence[int] | Tensor], optional): one list of token ids per
+            label (its description, tokenised with the notes' vocabulary); initialises the label
+            vectors as the mean of their word vectors. Needed with a ``text_encoder``. (default:
+            ``None``)
+        label_embeddings (Tensor, optional): ``[K, D]`` initial label vectors instead (conflicts with
+            ``label_descriptions``). Neither: random N(0, 1) like the word vectors. (default: ``None``)
+        text_encoder (nn.Module, optional): a frozen pretrained encoder, called as
             ``text_encoder(input_ids [R], ptr [S+1]) -> [R, D]`` on the tokens of S
             sequences. It runs in eval mode under ``torch.no_grad()``; its parameters get
             no gradient. Conflicts with ``pretrained_embeddings`` and ``label_embeddings``.
-        time_series_channels: variables :math:`F` per hourly step; 0 (default) builds a
+            (default: ``None``)
+        time_series_channels (int, optional): variables :math:`F` per hourly step; 0 (default) builds a
             notes-only model.
-        hidden_channels: :math:`H`, the attention space. Default 128.
-        ngram: window of the phrase filter (odd). Default 3.
-        label_pooling: ``"per_label"`` (default) or ``"max"``.
-        fusion: ``"mean"`` (default) or ``"concat"``; used only with time series.
-        time_series_layers: GRU layers. Default 1.
-        dropout: dropout on the word vectors, the attention scores and the fused vectors.
+        hidden_channels (int, optional): :math:`H`, the attention space. Default 128.
+        ngram (int, optional): window of the phrase filter (odd). Default 3.
+        label_pooling (str, optional): ``"per_label"`` (default) or ``"max"``.
+        fusion (str, optional): ``"mean"`` (default) or ``"concat"``; used only with time series.
+        time_series_layers (int, optional): GRU layers. Default 1.
+        dropout (float, optional): dropout on the word vectors, the attention scores and the fused vectors.
             Default 0.1.
-        layer_norm: normalise the projected words and labels (see above). Default ``True``.
+        layer_norm (bool, optional): normalise the projected words and labels (see above). Default ``True``.
 
-    Forward:
-        ``input_ids`` [R] the note tokens of all patients concatenated, ``ptr`` [B+1];
-        ``time_series`` [B, T, F] float (standardised values; anything at unobserved
-        entries is ignored, NaN included), ``time_series_mask`` [B, T, F] bool (True =
-        observed; default all observed) and ``time_series_lengths`` [B] int (valid hours;
-        steps beyond are padding; default T). Returns the logits ``[B, K]``, or with
-        ``return_attention=True`` a :class:`LabelDependentAttentionOutput`. A patient
-        without words (or without steps) pools that view to zeros.
+    Shapes:
+        - **input:** ``input_ids`` :math:`(R)` the note tokens of all patients concatenated,
+          ``ptr`` :math:`(B + 1)`; ``time_series`` *(optional)* :math:`(B, T, F)` float
+          (standardised values; anything at unobserved entries is ignored, NaN included),
+          ``time_series_mask`` *(optional)* :math:`(B, T, F)` bool (True = observed; default
+          all observed) and ``time_series_lengths`` *(optional)* :math:`(B)` int (valid hours;
+          steps beyond are padding; default T).
+        - **output:** the logits :math:`(B, K)`, or with ``return_attention=True`` a
+          :class:`LabelDependentAttentionOutput`.
+
+    A patient without words (or without steps) pools that view to zeros.
     """
 
     def __init__(

@@ -28,11 +28,16 @@ class LATTEOutput(NamedTuple):
     """What :meth:`LATTE.encode` returns.
 
     Attributes:
-        embeddings: {node type: [N_m, num_layers * hidden_channels]}, the layers concatenated.
-        betas: per layer, {node type: [N_m, slots]} relation attention (rows sum to one).
-        relation_slots: per layer, {node type: slot names} (meta-relation names, then "self").
-        graphs: per layer, the {edge type: edge_index} it attended over (layer 1: the input).
-        proximity_loss: the layers' proximity losses averaged (``None`` unless asked for).
+        embeddings (dict[str, Tensor]): {node type: [N_m, num_layers *
+            hidden_channels]}, the layers concatenated.
+        betas (list[dict[str, Tensor]]): per layer, {node type: [N_m, slots]} relation
+            attention (rows sum to one).
+        relation_slots (list[dict[str, list[str]]]): per layer, {node type: slot
+            names} (meta-relation names, then "self").
+        graphs (list[dict[EdgeType, Tensor]]): per layer, the {edge type: edge_index}
+            it attended over (layer 1: the input).
+        proximity_loss (Tensor, optional): the layers' proximity losses averaged
+            (``None`` unless asked for).
     """
 
     embeddings: dict[str, Tensor]
@@ -52,32 +57,39 @@ class LATTE(_HeteroClassifier):
     ``threshold`` / ``top_k`` (so each has at most ``N * min(top_k, 1/threshold)`` edges).
 
     Args:
-        metadata: ``(node_types, edge_types)`` of the first-order relations.
-        in_channels: feature size per node type that has features.
-        out_channels: number of classes.
-        target_type: the node type to classify.
-        hidden_channels: width of every layer (``heads`` must divide it).
-        num_layers: layers, i.e. the highest meta-relation order.
-        heads: attention heads.
-        num_nodes_dict: node count per featureless node type (learned embeddings).
-        dropout: on the input projections, between layers and before the head.
-        meta_weights: weights of the composed meta-relations: ``"attention"`` (the paper: the
+        metadata (Metadata): ``(node_types, edge_types)`` of the first-order relations.
+        in_channels (Mapping[str, int]): feature size per node type that has features.
+        out_channels (int): number of classes.
+        target_type (str): the node type to classify.
+        hidden_channels (int, optional): width of every layer (``heads`` must divide it). (default: ``64``)
+        num_layers (int, optional): layers, i.e. the highest meta-relation order. (default: ``2``)
+        heads (int, optional): attention heads. (default: ``4``)
+        num_nodes_dict (Mapping[str, int], optional): node count per featureless node type (learned embeddings).
+            (default: ``None``)
+        dropout (float, optional): on the input projections, between layers and before the head.
+            (default: ``0.2``)
+        meta_weights (str, optional): weights of the composed meta-relations: ``"attention"`` (the paper: the
             previous layer's node-level attention, averaged over heads, times the row-normalised
             relation; recomputed every forward, without gradient) or ``"structure"``
-            (row-normalised path counts, computed once per input graph and cached).
-        threshold: prune composed entries below this weight (default 0.01); ``None``: no
+            (row-normalised path counts, computed once per input graph and cached). (default: ``"attention"``)
+        threshold (float, optional): prune composed entries below this weight (default 0.01); ``None``: no
             threshold.
-        top_k: keep at most this many composed entries per destination node; ``None`` (default):
+        top_k (int, optional): keep at most this many composed entries per destination node; ``None`` (default):
             no limit.
-        max_product_nnz: chunk budget of the sparse products (peak memory, see
-            :func:`gattn.nn.compose_meta_relations`).
-        sharpening: learnable sharpening scale per relation and head.
-        layer_norm: LayerNorm per node type in every layer.
-        backend: kernel backend (``None``: by device).
+        max_product_nnz (int, optional): chunk budget of the sparse products (peak memory, see
+            :func:`gattn.nn.compose_meta_relations`). (default: ``1 << 24``)
+        sharpening (bool, optional): learnable sharpening scale per relation and head. (default: ``True``)
+        layer_norm (bool, optional): LayerNorm per node type in every layer. (default: ``True``)
+        backend (str, optional): kernel backend (``None``: by device). (default: ``None``)
 
     ``forward(x_dict, edge_index_dict)`` returns the logits [N_target, out_channels];
     :meth:`encode` returns a :class:`LATTEOutput` (embeddings, beta per layer, graphs and the
     optional proximity loss).
+
+    Shapes:
+        - **input:** ``x_dict`` {node type: :math:`(N_t, F_t)`} (featureless types: none),
+          ``edge_index_dict`` {edge type: :math:`(2, E_r)`}.
+        - **output:** logits of the ``target_type`` nodes :math:`(N_{\text{target}}, \text{out\_channels})`.
     """
 
     def __init__(

@@ -58,14 +58,14 @@ class NodeGNN(nn.Module):
         \qquad \hat y_i = W_{out} h^{(L)}_i
 
     Args:
-        in_channels: node feature size.
-        hidden_channels: width of every layer (divisible by ``heads``).
-        out_channels: classes.
-        num_layers: convolutions (the number of sampling hops). Default 2.
-        conv: ``"gattn"`` (:class:`gattn.nn.GraphTransformerConv`), ``"transformer"`` (PyG's
+        in_channels (int): node feature size.
+        hidden_channels (int): width of every layer (divisible by ``heads``).
+        out_channels (int): classes.
+        num_layers (int, optional): convolutions (the number of sampling hops). Default 2.
+        conv (str, optional): ``"gattn"`` (:class:`gattn.nn.GraphTransformerConv`), ``"transformer"`` (PyG's
             ``TransformerConv``) or ``"gat"`` (PyG's ``GATConv``). Default ``"gattn"``.
-        heads: attention heads per layer. Default 4.
-        dropout: on the input of every layer, in training. Default 0.
+        heads (int, optional): attention heads per layer. Default 4.
+        dropout (float, optional): on the input of every layer, in training. Default 0.
     """
 
     def __init__(self, in_channels: int, hidden_channels: int, out_channels: int, num_layers: int = 2,

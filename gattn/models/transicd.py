@@ -45,27 +45,35 @@ class TransICD(nn.Module):
     paper keeps 2,500 tokens) is the loader's job.
 
     Args:
-        num_codes: number of codes :math:`C` (outputs).
-        vocab_size: vocabulary size (may be omitted with ``pretrained_embeddings``).
-        embedding_dim: :math:`d`, the embedding and model size (paper: 128; may be omitted
-            with ``pretrained_embeddings``).
-        pretrained_embeddings: ``[V, d]`` initial word vectors (the paper: word2vec CBOW
-            trained on the training notes); copied.
-        freeze_embeddings: keep the pretrained vectors fixed (the authors' setting);
+        num_codes (int): number of codes :math:`C` (outputs).
+        vocab_size (int, optional): vocabulary size (may be omitted with ``pretrained_embeddings``).
+            (default: ``None``)
+        embedding_dim (int, optional): :math:`d`, the embedding and model size (paper: 128; may be omitted
+            with ``pretrained_embeddings``). (default: ``None``)
+        pretrained_embeddings (Tensor, optional): ``[V, d]`` initial word vectors (the paper: word2vec CBOW
+            trained on the training notes); copied. (default: ``None``)
+        freeze_embeddings (bool, optional): keep the pretrained vectors fixed (the authors' setting);
             needs ``pretrained_embeddings``. Default ``False``.
-        num_layers: transformer encoder layers (paper: 2).
-        num_heads: attention heads per layer (paper: 8); must divide :math:`d`.
-        feedforward_channels: hidden size of the encoder's feed-forward block; ``None``
-            gives ``4 * d`` (the authors' forward expansion 4).
-        attention_channels: hidden size of :math:`W_1`; ``None`` gives ``2 * d``.
-        dropout: dropout on the embeddings and inside the encoder (paper: 0.1).
-        scale_embeddings: multiply the embeddings by :math:`\sqrt d` before adding the
+        num_layers (int, optional): transformer encoder layers (paper: 2). (default: ``2``)
+        num_heads (int, optional): attention heads per layer (paper: 8); must divide :math:`d`.
+            (default: ``8``)
+        feedforward_channels (int, optional): hidden size of the encoder's feed-forward block; ``None``
+            gives ``4 * d`` (the authors' forward expansion 4). (default: ``None``)
+        attention_channels (int, optional): hidden size of :math:`W_1`; ``None`` gives ``2 * d``.
+            (default: ``None``)
+        dropout (float, optional): dropout on the embeddings and inside the encoder (paper: 0.1).
+            (default: ``0.1``)
+        scale_embeddings (bool, optional): multiply the embeddings by :math:`\sqrt d` before adding the
             encoding (Vaswani et al., and the authors' code). Default ``True``.
 
-    Forward: ``input_ids`` [R] (int64), ``ptr`` [B+1]. Returns the logits ``[B, C]``, and with
-    ``return_attention=True`` also the per-code token attention ``[R, C]`` (column ``c``
-    sums to one over each document's tokens). A document without tokens gets zero code
-    vectors, so its logits are the biases :math:`b_c`.
+    Shapes:
+        - **input:** ``input_ids`` :math:`(R)` int64, the tokens of all documents
+          concatenated; ``ptr`` :math:`(B + 1)`.
+        - **output:** the logits :math:`(B, C)`; with ``return_attention=True`` also the
+          per-code token attention :math:`(R, C)` (column ``c`` sums to one over each
+          document's tokens).
+
+    A document without tokens gets zero code vectors, so its logits are the biases :math:`b_c`.
     """
 
     def __init__(

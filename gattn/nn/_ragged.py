@@ -46,11 +46,11 @@ class Segments(NamedTuple):
     """Rows grouped by segment, and the way back to the caller's layout.
 
     Attributes:
-        x: [R, ...] the rows, grouped by segment (segment 0's rows first).
-        ptr: [S+1] int64 CSR row pointer over ``x``.
-        order: [R] the caller's row of every grouped row (``x = caller_rows[order]``), or
+        x (Tensor): [R, ...] the rows, grouped by segment (segment 0's rows first).
+        ptr (Tensor): [S+1] int64 CSR row pointer over ``x``.
+        order (Tensor, optional): [R] the caller's row of every grouped row (``x = caller_rows[order]``), or
             None when the caller's rows were already grouped (``ptr`` or a sorted ``batch``).
-        keep: [B, N] bool, for padded input: True where a real row sits.
+        keep (Tensor, optional): [B, N] bool, for padded input: True where a real row sits.
     """
 
     x: Tensor
@@ -105,14 +105,17 @@ def to_segments(
     """Validate a ragged (``ptr`` / ``batch``) or padded (``mask``) input and group its rows.
 
     Args:
-        x: ``[R, D]`` rows (with exactly one of ``ptr`` and ``batch``) or ``[B, N, D]``
+        x (Tensor): ``[R, D]`` rows (with exactly one of ``ptr`` and ``batch``) or ``[B, N, D]``
             padded segments (with an optional ``mask``).
-        ptr: ``[S+1]`` integer CSR row pointer (rows already grouped by segment).
-        batch: ``[R]`` integer segment id of every row (any order).
-        mask: ``[B, N]`` bool, True = padding (padded input only).
-        num_segments: the number of segments S, when ``batch`` does not reach the last
-            (empty) segments; checked against ``ptr`` / ``B`` otherwise.
-        name, ptr_name, batch_name: argument names used in error messages.
+        ptr (Tensor, optional): ``[S+1]`` integer CSR row pointer (rows already grouped by segment).
+            (default: ``None``)
+        batch (Tensor, optional): ``[R]`` integer segment id of every row (any order). (default: ``None``)
+        mask (Tensor, optional): ``[B, N]`` bool, True = padding (padded input only). (default: ``None``)
+        num_segments (int, optional): the number of segments S, when ``batch`` does not reach the last
+            (empty) segments; checked against ``ptr`` / ``B`` otherwise. (default: ``None``)
+        name (str, optional): the name of ``x`` in error messages. (default: ``"x"``)
+        ptr_name (str, optional): the name of ``ptr`` in error messages. (default: ``"ptr"``)
+        batch_name (str, optional): the name of ``batch`` in error messages. (default: ``"batch"``)
 
     Returns:
         :class:`Segments` (grouped rows, CSR ``ptr``, the way back).

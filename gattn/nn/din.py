@@ -116,7 +116,12 @@ _ACTIVATIONS: dict[str, Callable[[int], nn.Module]] = {
 
 
 def make_activation(name: str, size: int) -> nn.Module:
-    """The activation ``name`` (``"dice"``, ``"prelu"``, ``"relu"``, ``"sigmoid"``) for ``size`` features."""
+    """The activation ``name`` (``"dice"``, ``"prelu"``, ``"relu"``, ``"sigmoid"``) for ``size`` features.
+
+    Args:
+        name (str): ``"dice"``, ``"prelu"``, ``"relu"`` or ``"sigmoid"``.
+        size (int): the number of features (Dice and PReLU learn per-feature parameters).
+    """
     if name not in _ACTIVATIONS:
         raise ValueError(f"activation must be one of {sorted(_ACTIVATIONS)}, got {name!r}")
     return _ACTIVATIONS[name](size)
@@ -242,12 +247,30 @@ def history_rows(
 
 
 class TargetAttention(nn.Module):
-    """Base of the target-attention layers (one query per user over that user's history).
+    r"""Base of the target-attention layers (one query per user over that user's history).
+
+    For user :math:`u` with target (query) :math:`q_u` and history rows :math:`k_j`,
+    :math:`j \in \mathcal{H}(u)`, with values :math:`v_j` (default: the keys),
+
+    .. math::
+        \mathbf{o}_u = \sum_{j \in \mathcal{H}(u)} w(q_u, k_j)\, v_j
+
+    where the subclass's :meth:`pool` defines the weight :math:`w` (DIN's local activation
+    unit, a softmax over the history, ...). An empty history gives zeros.
 
     :meth:`forward` is the one boundary check: it turns ragged (``ptr`` / ``lengths``) or padded
     (``padding_mask`` / ``lengths``) histories into packed rows and segments, and hands them to
     :meth:`pool`, which subclasses implement on validated rows only; weights come back in the
     caller's layout.
+
+    Shapes:
+        - **input:** ``query`` :math:`(B, D)`; ``keys`` :math:`(R, D)` with ``ptr``
+          :math:`(B + 1)` or ``lengths`` :math:`(B)`, or padded :math:`(B, L, D)` with
+          ``padding_mask`` :math:`(B, L)` (True = padding) or ``lengths`` :math:`(B)`;
+          ``value`` *(optional)* in the layout of ``keys`` with its own last size
+          :math:`D_v`.
+        - **output:** :math:`(B, D_v)`; with ``return_attention_weights=True`` also the
+          weights in the layout of ``keys`` (:math:`(R)` or :math:`(B, L)`).
     """
 
     in_channels: int

@@ -23,7 +23,13 @@ __all__ = ["AdditiveAttentionConv", "GATConv", "dropped_attention", "draw_seed"]
 
 def dropped_attention(alpha: Tensor, dropout_p: float, seed: Tensor | int) -> Tensor:
     """The attention after the dropout the fused kernel applied (PyG's GAT layers return
-    their coefficients after dropout): ``alpha * mask / (1 - p)``."""
+    their coefficients after dropout): ``alpha * mask / (1 - p)``.
+
+    Args:
+        alpha (Tensor): the attention the kernel returned, before dropout. Shape :math:`(E, H)`.
+        dropout_p (float): the dropout probability the kernel applied (``0``: ``alpha`` unchanged).
+        seed (Tensor or int): the seed the kernel drew its mask from (:func:`draw_seed`).
+    """
     if dropout_p <= 0:
         return alpha
     keep = dropout_keep_mask(seed, alpha.size(0), alpha.size(1), dropout_p, alpha.device)
@@ -31,13 +37,48 @@ def dropped_attention(alpha: Tensor, dropout_p: float, seed: Tensor | int) -> Te
 
 
 def draw_seed(dropout_p: float) -> Tensor | int:
-    """A dropout seed from torch's RNG (the layer keeps it to rebuild the mask it applied)."""
+    """A dropout seed from torch's RNG (the layer keeps it to rebuild the mask it applied).
+
+    Args:
+        dropout_p (float): the dropout probability; ``0`` draws nothing and returns ``0``.
+    """
     return torch.randint(0, 2**62, ()) if dropout_p > 0 else 0
 
 
 class AdditiveAttentionConv(FusedMessagePassing):
-    """What GATConv and GATv2Conv share: the self-loops, the fused (or PyG's) attention with
-    PyG's dropout semantics, the head merge, residual, bias and return forms."""
+    r"""Base of the additive-attention graph layers (:class:`GATConv`, :class:`GATv2Conv`): the
+    self-loops, the fused (or PyG's) attention with PyG's dropout semantics, the head merge,
+    residual, bias and return forms. Subclasses define the score :math:`e_{i,j}`; per head,
+
+    .. math::
+        \alpha_{i,j} = \frac{\exp(e_{i,j})}{\sum_{k \in \mathcal{N}(i) \cup \{ i \}}
+        \exp(e_{i,k})},\qquad
+        \mathbf{x}^{\prime}_i = \sum_{j \in \mathcal{N}(i) \cup \{ i \}}
+        \alpha_{i,j}\, \mathbf{\Theta}_t \mathbf{x}_j
+
+    with :math:`e_{i,j} = \mathrm{LeakyReLU}(\mathbf{a}^{\top}[\mathbf{\Theta}_s \mathbf{x}_i \,\Vert\,
+    \mathbf{\Theta}_t \mathbf{x}_j])` (GAT) or
+    :math:`\mathbf{a}^{\top}\mathrm{LeakyReLU}(\mathbf{\Theta}_s \mathbf{x}_i + \mathbf{\Theta}_t \mathbf{x}_j)`
+    (GATv2); the heads are concatenated or averaged, then the residual and bias are added.
+    A subclass calls ``init_additive`` from its constructor and ``attend`` from its forward.
+
+    Args:
+        aggr (str, optional): passed on to PyG's ``MessagePassing``. (default: ``"sum"``)
+        aggr_kwargs (dict, optional): passed on to ``MessagePassing``. (default: ``None``)
+        flow (str, optional): passed on to ``MessagePassing``. (default: ``"source_to_target"``)
+        node_dim (int, optional): passed on to ``MessagePassing``. (default: ``-2``)
+        decomposed_layers (int, optional): passed on to ``MessagePassing``. (default: ``1``)
+
+    Shapes (of the subclasses' forward):
+        - **input:** node features :math:`(|\mathcal{V}|, F_{in})` or
+          :math:`((|\mathcal{V}_s|, F_{s}), (|\mathcal{V}_t|, F_{t}))` if bipartite, edge
+          indices :math:`(2, |\mathcal{E}|)`, edge features :math:`(|\mathcal{E}|, D)`
+          *(optional)*
+        - **output:** node features :math:`(|\mathcal{V}|, H * F_{out})` or
+          :math:`(|\mathcal{V}_t|, H * F_{out})` if bipartite; with
+          ``return_attention_weights=True`` also ``(edge_index, alpha)`` with ``alpha``
+          :math:`(|\mathcal{E}|, H)` (self-loops included), as PyG's.
+    """
 
     negative_slope: float
     add_self_loops: bool

@@ -47,6 +47,10 @@ class Association(NamedTuple):
 
     ``weights[e, h]`` is the softmax weight with which state row ``edge_index[1, e]`` reads
     stored row ``edge_index[0, e]`` in head ``h`` (after the last update step).
+
+    Attributes:
+        weights (Tensor): the association weights. Shape :math:`(E, H)`.
+        edge_index (Tensor): (stored row, state row) of each weight. Shape :math:`(2, E)`.
     """
 
     weights: Tensor
@@ -61,6 +65,12 @@ def bag_edges(stored_ptr: Tensor, state_bag: Tensor, stored_order: Tensor | None
     bag-sorted order of the caller's rows; identity by default); ``state_bag`` [M] is the bag
     of each state row. Edges are grouped by state row (sorted destinations), so the CSR the
     kernels build from them needs no sort.
+
+    Args:
+        stored_ptr (Tensor): the stored rows of each bag. Shape :math:`(B + 1)`.
+        state_bag (Tensor): the bag of each state row. Shape :math:`(M)`.
+        stored_order (Tensor, optional): the caller's row of each bag-sorted stored row
+            :math:`(R)`. (default: ``None``, the identity)
     """
     counts = (stored_ptr[1:] - stored_ptr[:-1])[state_bag]
     dst = torch.repeat_interleave(torch.arange(state_bag.numel(), device=state_bag.device), counts)
@@ -105,38 +115,68 @@ class Hopfield(nn.Module):
     The softmax runs over the stored patterns of the state pattern's own bag only.
 
     Args:
-        input_size: feature size of the inputs (all three, unless given separately below).
-        hidden_size: size of the association space per head (default ``input_size // num_heads``).
-        output_size: size of the output (default ``input_size``).
-        pattern_size: size of the projected patterns (values) per head (default ``hidden_size``).
-        num_heads: number of association heads.
-        scaling: :math:`\beta`, the inverse temperature (default ``1/sqrt(hidden_size)``).
-        update_steps_max: the most state updates before the read-out (0: the single-step layer,
-            the paper's default; ``None``: until converged).
-        update_steps_eps: convergence threshold of the association matrix between steps.
-        stored_pattern_size, state_pattern_size, pattern_projection_size: input sizes of
-            each kind of pattern (default ``input_size``).
-        normalize_stored_pattern, normalize_state_pattern, normalize_pattern_projection:
-            layer norm on each input before its projection (``*_affine``: with learned gain
-            and bias).
-        normalize_hopfield_space: layer norm (per head) on :math:`Q` and :math:`K` after
-            projection (``normalize_hopfield_space_affine``: learned gain and bias).
-        stored_pattern_as_static, state_pattern_as_static, pattern_projection_as_static:
-            use that input as it is, without a projection (its size must then be
-            ``num_heads * hidden_size``, or ``num_heads * pattern_size`` for the projection).
-        dropout: dropout probability on the association matrix (training only).
-        bias: whether the projections have a bias.
-        disable_out_projection: no :math:`W_O` (then ``output_size`` is
-            ``num_heads * pattern_size``).
+        input_size (int, optional): feature size of the inputs (all three, unless given
+            separately below). (default: ``None``)
+        hidden_size (int, optional): size of the association space per head.
+            (default: ``None``, ``input_size // num_heads``)
+        output_size (int, optional): size of the output. (default: ``None``, ``input_size``)
+        pattern_size (int, optional): size of the projected patterns (values) per head.
+            (default: ``None``, ``hidden_size``)
+        num_heads (int, optional): number of association heads. (default: ``1``)
+        scaling (float, optional): :math:`\beta`, the inverse temperature.
+            (default: ``None``, ``1/sqrt(hidden_size)``)
+        update_steps_max (int, optional): the most state updates before the read-out (``0``:
+            the single-step layer, the paper's default; ``None``: until converged).
+            (default: ``0``)
+        update_steps_eps (float, optional): convergence threshold of the association matrix
+            between steps. (default: ``1e-4``)
+        stored_pattern_size (int, optional): input size of the stored patterns.
+            (default: ``None``, ``input_size``)
+        state_pattern_size (int, optional): input size of the state patterns.
+            (default: ``None``, ``input_size``)
+        pattern_projection_size (int, optional): input size of the pattern projections.
+            (default: ``None``, ``input_size``)
+        normalize_stored_pattern (bool, optional): layer norm on the stored patterns before
+            their projection. (default: ``True``)
+        normalize_stored_pattern_affine (bool, optional): that norm with learned gain and bias.
+            (default: ``True``)
+        normalize_state_pattern (bool, optional): layer norm on the state patterns.
+            (default: ``True``)
+        normalize_state_pattern_affine (bool, optional): that norm with learned gain and bias.
+            (default: ``True``)
+        normalize_pattern_projection (bool, optional): layer norm on the pattern projections.
+            (default: ``True``)
+        normalize_pattern_projection_affine (bool, optional): that norm with learned gain and
+            bias. (default: ``True``)
+        normalize_hopfield_space (bool, optional): layer norm (per head) on :math:`Q` and
+            :math:`K` after projection. (default: ``False``)
+        normalize_hopfield_space_affine (bool, optional): that norm with learned gain and bias.
+            (default: ``False``)
+        stored_pattern_as_static (bool, optional): use the stored patterns as they are, without
+            a projection (their size must then be ``num_heads * hidden_size``).
+            (default: ``False``)
+        state_pattern_as_static (bool, optional): the same for the state patterns.
+            (default: ``False``)
+        pattern_projection_as_static (bool, optional): the same for the pattern projections
+            (size ``num_heads * pattern_size``). (default: ``False``)
+        dropout (float, optional): dropout probability on the association matrix (training
+            only). (default: ``0.0``)
+        bias (bool, optional): whether the projections have a bias. (default: ``True``)
+        disable_out_projection (bool, optional): no :math:`W_O` (then ``output_size`` is
+            ``num_heads * pattern_size``). (default: ``False``)
 
-    Forward (ragged): ``stored [R, D]`` with ``ptr [B+1]`` or ``batch [R]``; ``state [M, D]``
-    with ``state_ptr`` / ``state_batch`` (``None``: self-association, the state rows are the
-    stored rows); ``projection [R, Dp]`` (``None``: the stored rows). Returns ``[M, output]``
-    (and an :class:`Association` with ``return_association=True``).
-
-    Forward (padded): ``stored [B, N, D]``, ``state [B, M, D]``, ``projection [B, N, Dp]``,
-    ``mask [B, N]`` bool (True = ignore that stored position). Returns ``[B, M, output]``
-    (and the dense association ``[B, H, M, N]``).
+    Shapes:
+        - **input (ragged):** ``stored`` :math:`(R, D)` with ``ptr`` :math:`(B + 1)` or
+          ``batch`` :math:`(R)`; ``state`` :math:`(M, D)` with ``state_ptr`` /
+          ``state_batch`` (``None``: self-association, the state rows are the stored rows);
+          ``projection`` :math:`(R, D_p)` (``None``: the stored rows).
+        - **output (ragged):** :math:`(M, \text{output\_size})`, and with
+          ``return_association=True`` an :class:`Association` (sparse, :math:`(E, H)`).
+        - **input (padded):** ``stored`` :math:`(B, N, D)`, ``state`` :math:`(B, M, D)`,
+          ``projection`` :math:`(B, N, D_p)`, ``mask`` :math:`(B, N)` bool (True = ignore
+          that stored position).
+        - **output (padded):** :math:`(B, M, \text{output\_size})`, and the dense association
+          :math:`(B, H, M, N)`.
 
     A state pattern whose bag has no stored pattern (an empty or fully masked bag) gets zeros.
     """
@@ -483,19 +523,26 @@ class HopfieldPooling(nn.Module):
         \qquad K_b = \mathrm{LN}(Y_b) W_K,\ V_b = \mathrm{LN}(Y_b) W_V,
 
     with :math:`Q` [quantity, H, hidden] a learned parameter (static in the association
-    space by default), shared by all bags. Takes the rows of all bags at once (``ptr`` or
-    ``batch``) or padded ``[B, N, D]`` with ``mask``. Returns ``[B, quantity * output_size]``
-    (a bag with no row gives zeros); with ``return_association=True`` also the weights
-    ``[R, H, quantity]`` of every instance (ragged) or ``[B, H, quantity, N]`` (padded).
+    space by default), shared by all bags.
 
     Args:
-        input_size: feature size of the instances.
-        quantity: number of learned state patterns (pooled vectors per bag).
-        trainable: whether the state patterns are learned (else fixed at initialisation).
-        **kwargs: any :class:`Hopfield` option (``hidden_size``, ``num_heads``, ``scaling``,
-            ``dropout``, ``update_steps_max``, norms, ...). ``state_pattern_as_static`` is
-            True by default (the learned queries live in the association space); set it
-            False to learn them in input space and project them.
+        input_size (int): feature size :math:`D` of the instances.
+        quantity (int, optional): number of learned state patterns (pooled vectors per bag).
+            (default: ``1``)
+        trainable (bool, optional): whether the state patterns are learned (else fixed at
+            initialisation). (default: ``True``)
+        **kwargs (optional): any :class:`Hopfield` option (``hidden_size``, ``num_heads``,
+            ``scaling``, ``dropout``, ``update_steps_max``, norms, ...).
+            ``state_pattern_as_static`` is True by default (the learned queries live in the
+            association space); set it False to learn them in input space and project them.
+
+    Shapes:
+        - **input:** the rows of all bags :math:`(R, D)` with ``ptr`` :math:`(B + 1)` or
+          ``batch`` :math:`(R)`, or padded :math:`(B, N, D)` with ``mask`` :math:`(B, N)`.
+        - **output:** :math:`(B, \text{quantity} \cdot \text{output\_size})` (a bag with no
+          row gives zeros); with ``return_association=True`` also the weights
+          :math:`(R, H, \text{quantity})` of every instance (ragged) or
+          :math:`(B, H, \text{quantity}, N)` (padded).
     """
 
     def __init__(
@@ -569,15 +616,21 @@ class HopfieldLayer(nn.Module):
     where :math:`W_K` [quantity, H*hidden] are the learned stored patterns and :math:`W_V`
     [quantity, H*pattern] the learned pattern projections (``lookup_targets_as_trainable``;
     otherwise the stored patterns serve as values too). The stored patterns are static (no
-    projection). Input ``x`` of any shape ``[..., input_size]``; output ``[..., output_size]``.
-    ``return_association=True`` also gives the weights ``[..., H, quantity]``.
+    projection).
 
     Args:
-        input_size: feature size of the input.
-        quantity: number of learned stored patterns (table rows).
-        lookup_targets_as_trainable: learn separate value patterns.
-        **kwargs: any :class:`Hopfield` option (``hidden_size``, ``num_heads``, ``scaling``,
-            ``output_size``, ``dropout``, ``update_steps_max``, norms, ...).
+        input_size (int): feature size of the input.
+        quantity (int, optional): number of learned stored patterns (table rows).
+            (default: ``1``)
+        lookup_targets_as_trainable (bool, optional): learn separate value patterns.
+            (default: ``True``)
+        **kwargs (optional): any :class:`Hopfield` option (``hidden_size``, ``num_heads``,
+            ``scaling``, ``output_size``, ``dropout``, ``update_steps_max``, norms, ...).
+
+    Shapes:
+        - **input:** ``x`` :math:`(*, \text{input\_size})`, any leading dimensions.
+        - **output:** :math:`(*, \text{output\_size})`; with ``return_association=True`` also
+          the weights :math:`(*, H, \text{quantity})`.
     """
 
     def __init__(

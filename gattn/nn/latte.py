@@ -59,6 +59,10 @@ def meta_relations(edge_types: Sequence[EdgeType], order: int) -> list[EdgeType]
     A path :math:`a \xrightarrow{r_1} b \xrightarrow{r_2} \cdots \xrightarrow{r_t} c` of
     relations (each edge type is (source, relation, destination), messages flow source ->
     destination) becomes the edge type ``(a, "r1.r2....rt", c)``. Order 1 is ``edge_types``.
+
+    Args:
+        edge_types (Sequence[EdgeType]): the first-order edge types ``(source, relation, destination)``.
+        order (int): the length :math:`t` of the composed paths (``1``: ``edge_types`` themselves).
     """
     check_positive_int("order", order)
     current = [tuple(e) for e in edge_types]
@@ -151,13 +155,16 @@ def compose_meta_relations(
     :math:`O(\mathrm{max\_product\_nnz} + \text{kept edges})`.
 
     Args:
-        previous: order-(t-1) meta-relation -> ``(edge_index [2, E], weight [E])``; edges are
-            (source, destination) as in PyG.
-        first_order: first-order relation -> ``edge_index [2, E]``.
-        num_nodes_dict: node count per node type.
-        threshold: drop composed entries below this weight (``None``: no threshold).
-        top_k: keep at most this many entries per destination (``None``: no limit).
-        max_product_nnz: chunk budget of expanded products (see the memory bound).
+        previous (dict[EdgeType, tuple[Tensor, Tensor]]): order-(t-1) meta-relation ->
+            ``(edge_index [2, E], weight [E])``; edges are (source, destination) as in PyG.
+        first_order (dict[EdgeType, Tensor]): first-order relation -> ``edge_index [2, E]``.
+        num_nodes_dict (dict[str, int]): node count per node type.
+        threshold (float, optional): drop composed entries below this weight, in
+            :math:`(0, 1]` (``None``: no threshold). (default: ``None``)
+        top_k (int, optional): keep at most this many entries per destination (``None``: no
+            limit). (default: ``None``)
+        max_product_nnz (int, optional): chunk budget of expanded products (see the memory
+            bound). (default: ``1 << 24``)
 
     Returns:
         order-t meta-relation ``(a, "r1.rest", c)`` -> ``(edge_index [2, E'], weight [E'])``
@@ -253,18 +260,24 @@ class LATTEConv(MessagePassing):
     all slots, as in the code).
 
     Args:
-        in_channels: input size, one int for every node type or a dict per node type.
-        out_channels: output size :math:`H d` (heads concatenated); divisible by ``heads``.
-        metadata: ``(node_types, edge_types)`` of the relations this layer attends over
-            (``data.metadata()`` for a first-order layer; :func:`meta_relations` for order t).
-        heads: number of heads :math:`H`.
-        sharpening: learn :math:`s_{r,h}` (``True``) or keep it at 1.
-        act: the activation :math:`\sigma` (``"relu"``, any name PyG's activation resolver
-            knows, or ``None``).
-        layer_norm: a LayerNorm per node type before the activation.
-        dropout: dropout on the output embeddings.
-        bias: bias of the projections.
-        backend: kernel backend for :func:`gattn.kernels.edge_attention` (``None``: by device).
+        in_channels (int or Mapping[str, int]): input size, one int for every node type or a
+            dict per node type.
+        out_channels (int): output size :math:`H d` (heads concatenated); divisible by
+            ``heads``.
+        metadata (Metadata): ``(node_types, edge_types)`` of the relations this layer attends
+            over (``data.metadata()`` for a first-order layer; :func:`meta_relations` for
+            order t).
+        heads (int, optional): number of heads :math:`H`. (default: ``4``)
+        sharpening (bool, optional): learn :math:`s_{r,h}` (``True``) or keep it at 1.
+            (default: ``True``)
+        act (str, optional): the activation :math:`\sigma` (any name PyG's activation resolver
+            knows, or ``None``). (default: ``"relu"``)
+        layer_norm (bool, optional): a LayerNorm per node type before the activation.
+            (default: ``False``)
+        dropout (float, optional): dropout on the output embeddings. (default: ``0.0``)
+        bias (bool, optional): bias of the projections. (default: ``True``)
+        backend (str, optional): kernel backend for :func:`gattn.kernels.edge_attention`
+            (``None``: by device). (default: ``None``)
 
     Shapes:
         - input: ``x_dict`` {node type: [N_m, in_m]}, ``edge_index_dict``

@@ -45,7 +45,13 @@ __all__ = [
 
 
 def mil_encoder(in_channels: int, hidden: Sequence[int], dropout: float = 0.0) -> nn.Sequential:
-    """The instance encoder of the MIL-benchmark models: (Linear, ReLU, Dropout) per layer."""
+    """The instance encoder of the MIL-benchmark models: (Linear, ReLU, Dropout) per layer.
+
+    Args:
+        in_channels (int): instance feature size.
+        hidden (Sequence[int]): the width of each layer (empty: an empty ``Sequential``).
+        dropout (float, optional): dropout after each layer's ReLU (``0``: none). (default: ``0.0``)
+    """
     layers: list[nn.Module] = []
     size = in_channels
     for width in hidden:
@@ -359,6 +365,12 @@ def diversity_loss(weights: Tensor, ptr: Tensor, eps: float = 1e-8) -> Tensor:
 
     ``weights`` [R, M] are the (normalised) attention weights of M branches over the
     instances of the bags of ``ptr``. Empty bags count as zero similarity. Zero when M = 1.
+
+    Args:
+        weights (Tensor): the branches' attention weights. Shape :math:`(R, M)`.
+        ptr (Tensor): the bags over the rows. Shape :math:`(B + 1)`.
+        eps (float, optional): floor of the squared norms (a branch with all-zero weights).
+            (default: ``1e-8``)
     """
     if weights.dim() != 2:
         raise ValueError(f"`weights` must be [R, branches], got {tuple(weights.shape)}")
@@ -381,6 +393,15 @@ def stochastic_topk_mask(
     For every bag and branch, among the ``min(top_k, n_b)`` instances of highest score, a
     random ``floor(ratio * min(top_k, n_b))`` are masked. Fully vectorised over bags: two
     stable sorts give each row its rank within its bag.
+
+    Args:
+        scores (Tensor): attention scores of every branch (detached inside). Shape :math:`(R, M)`.
+        ptr (Tensor): the bags over the rows. Shape :math:`(B + 1)`.
+        top_k (int): :math:`K`, the top instances per bag and branch among which some are masked
+            (``< 1``: no mask).
+        ratio (float): the share of those :math:`K` that is masked (``<= 0``: no mask).
+        generator (torch.Generator, optional): the random source of the draw. (default: ``None``,
+            torch's global one)
     """
     rows, branches = scores.shape
     if rows == 0 or top_k < 1 or ratio <= 0:
@@ -414,6 +435,15 @@ class ACMILOutput(NamedTuple):
     input); ``bag_weights`` [R] (or [B, N]) the mean of the branch attentions (the heatmap
     of the bag prediction); ``ptr`` [B+1] the bags over the instances grouped by bag;
     ``segments`` the grouping (see :func:`gattn.nn.to_segments`; None when built by hand).
+
+    Attributes:
+        bag_logits (Tensor): the bag classifier's logits :math:`(B)` (or :math:`(B, C)`).
+        branch_logits (Tensor): each branch's logits :math:`(B, M)` (or :math:`(B, M, C)`).
+        weights (Tensor): every branch's attention per instance :math:`(R, M)` (padded input:
+            :math:`(B, N, M)`), after the training-time masking.
+        bag_weights (Tensor): the mean of the branch attentions :math:`(R)` (or :math:`(B, N)`).
+        ptr (Tensor): the bags over the instances grouped by bag :math:`(B + 1)`.
+        segments (Segments, optional): the grouping (``None`` when built by hand).
     """
 
     bag_logits: Tensor

@@ -52,6 +52,12 @@ def sinusoidal_position_encoding(
     ``[max_len, 1, d]`` while the embeddings are batch-first ``[B, L, d]``, so
     ``pe[:x.size(0)]`` selects one row per document and broadcasts it over all its tokens;
     every token of a document then carries the same vector, and word order is lost.
+
+    Args:
+        position (Tensor): the position of each row (integer or float). Shape :math:`(R)`.
+        channels (int): :math:`d`, the encoding size.
+        base (float, optional): the wavelength base. (default: ``10000.0``)
+        dtype (torch.dtype, optional): dtype of the result. (default: ``torch.float32``)
     """
     _check_positive("channels", channels)
     if position.dim() != 1:

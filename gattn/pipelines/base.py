@@ -46,6 +46,12 @@ class Split:
 
     ``name`` names its sub-folder of the run (``fold-03``); ``index`` is its position;
     ``payload`` is whatever the pipeline needs to build its loaders (indices, subsets).
+
+    Attributes:
+        name (str): its sub-folder of the run (``fold-03``).
+        index (int, optional): its position among the splits. (default: ``0``)
+        payload (Any, optional): what the pipeline builds its loaders from (indices, subsets).
+            (default: ``None``)
     """
 
     name: str
@@ -58,6 +64,11 @@ class DataLoaders(L.LightningDataModule):
 
     ``val`` or ``test`` may be None: that stage is then skipped (no validation: no early
     stopping, the last epoch is kept).
+
+    Args:
+        train (Iterable): the training batches.
+        val (Iterable, optional): the validation batches (``None``: no validation). (default: ``None``)
+        test (Iterable, optional): the test batches (``None``: no test). (default: ``None``)
     """
 
     def __init__(self, train: Any, val: Any = None, test: Any = None) -> None:

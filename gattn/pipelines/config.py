@@ -66,15 +66,19 @@ def option(
     """A configuration field.
 
     Args:
-        default: the value when neither a config file nor the command line sets it.
-        help: one line for ``--help``.
-        choices: the allowed values.
-        low, high: bounds of a number (or of every element of a tuple); ``low_open`` /
-            ``high_open`` exclude the bound itself.
-        group: the ``--help`` section (``data``, ``model``, ``training``, ``hardware``, ...).
-        run_control: the field changes how a run is carried out, not its result (progress bars,
-            worker count, the data folder): it is not part of what binds an Optuna study.
-        metavar: the placeholder shown by ``--help``.
+        default (Any): the value when neither a config file nor the command line sets it.
+        help (str): one line for ``--help``.
+        choices (Sequence[Any], optional): the allowed values. (default: ``None``)
+        low (float, optional): lower bound of a number (or of every element of a tuple).
+            (default: ``None``)
+        high (float, optional): upper bound. (default: ``None``)
+        low_open (bool, optional): ``low`` itself is excluded. (default: ``False``)
+        high_open (bool, optional): ``high`` itself is excluded. (default: ``False``)
+        group (str, optional): the ``--help`` section (``data``, ``model``, ``training``, ``hardware``, ...).
+            (default: ``None``)
+        run_control (bool, optional): the field changes how a run is carried out, not its result (progress bars,
+            worker count, the data folder): it is not part of what binds an Optuna study. (default: ``False``)
+        metavar (str, optional): the placeholder shown by ``--help``. (default: ``None``)
     """
     meta = dict(help=help, choices=tuple(choices) if choices is not None else None, low=low, high=high,
                 low_open=low_open, high_open=high_open, group=group, run_control=run_control, metavar=metavar)
@@ -133,7 +137,11 @@ class TrainConfig:
 
 
 def option_flag(name: str) -> str:
-    """The command-line spelling of a field: ``batch_size`` -> ``--batch-size``."""
+    """The command-line spelling of a field: ``batch_size`` -> ``--batch-size``.
+
+    Args:
+        name (str): a field name.
+    """
     return "--" + name.replace("_", "-")
 
 
@@ -246,6 +254,12 @@ def _hints(cls: type) -> dict[str, Any]:
 def build_config(cls: type, values: Mapping[str, Any], source: str = "the configuration") -> Any:
     """A ``cls`` instance from ``values`` (option name -> value), converted and checked.
 
+    Args:
+        cls (type): the configuration dataclass.
+        values (Mapping[str, Any]): option name -> value.
+        source (str, optional): what the values came from, for error messages.
+            (default: ``"the configuration"``)
+
     Raises:
         ConfigError: an unknown option, a value of the wrong type, a choice or bound violated;
             the message names the option and ``source`` (e.g. the config file).
@@ -278,7 +292,11 @@ def check_config(config: Any) -> None:
 
 
 def config_dict(config: Any) -> dict[str, Any]:
-    """The configuration as a plain dict (tuples become lists), ready for YAML or JSON."""
+    """The configuration as a plain dict (tuples become lists), ready for YAML or JSON.
+
+    Args:
+        config (TrainConfig): a configuration instance.
+    """
     return {f.name: (list(v) if isinstance(v := getattr(config, f.name), tuple) else v)
             for f in dataclasses.fields(config)}
 
@@ -305,6 +323,10 @@ def add_options(parser: argparse.ArgumentParser, cls: type) -> None:
 
     Options given on the command line appear in the parsed namespace; the others do not
     (``argparse.SUPPRESS``), so that a config file's values are not overridden by defaults.
+
+    Args:
+        parser (argparse.ArgumentParser): the parser (or sub-parser) to extend.
+        cls (type): the configuration dataclass.
     """
     hints = _hints(cls)
     groups: dict[str, Any] = {}
@@ -336,6 +358,9 @@ def add_options(parser: argparse.ArgumentParser, cls: type) -> None:
 def read_config_file(path: str | os.PathLike) -> dict[str, Any]:
     """The mapping in a YAML config file (a ``pipeline:`` key is kept; checks come later).
 
+    Args:
+        path (str or os.PathLike): the YAML file.
+
     Raises:
         ConfigError: the file is missing (named, with the folder looked in), is not YAML, or is
             not a mapping of option names to values.
@@ -357,7 +382,13 @@ def read_config_file(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def write_config_file(path: str | os.PathLike, pipeline: str, config: Any) -> Path:
-    """Write ``pipeline`` and every field of ``config`` as YAML, atomically."""
+    """Write ``pipeline`` and every field of ``config`` as YAML, atomically.
+
+    Args:
+        path (str or os.PathLike): the YAML file to write.
+        pipeline (str): the pipeline's name (the ``pipeline:`` key).
+        config (TrainConfig): the configuration.
+    """
     import yaml
 
     path = Path(path)

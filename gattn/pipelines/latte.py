@@ -90,7 +90,11 @@ class LATTEConfig(TrainConfig):
 
 def dataset_folder(config: Any) -> Path:
     """The HeCo-layout folder of ``--dataset``: ``<root>/hetero/<name>`` for a known name, else
-    the path itself."""
+    the path itself.
+
+    Args:
+        config (LATTEConfig): the configuration (``dataset``, ``root``).
+    """
     from gattn.datasets.hetero import HECO_DATASETS
     from gattn.datasets.root import resolve_root
 
@@ -105,7 +109,13 @@ def dataset_folder(config: Any) -> Path:
 
 
 def sample_per_destination(edge_index: Tensor, k: int, seed: int) -> Tensor:
-    """At most ``k`` incoming edges per destination, drawn uniformly (seeded)."""
+    """At most ``k`` incoming edges per destination, drawn uniformly (seeded).
+
+    Args:
+        edge_index (Tensor): the edges :math:`(2, E)`.
+        k (int): the most incoming edges kept per destination.
+        seed (int): the seed of the draw.
+    """
     gen = torch.Generator().manual_seed(seed)
     order = torch.argsort(torch.rand(edge_index.size(1), generator=gen))
     order = order[torch.argsort(edge_index[1][order], stable=True)]
@@ -117,7 +127,14 @@ def sample_per_destination(edge_index: Tensor, k: int, seed: int) -> Tensor:
 def model_graph(model: str, data: Any, metapath_neighbours: int = 32) -> dict[tuple[str, str, str], Tensor]:
     """The ``{edge type: edge_index}`` a model reads: the first-order relations; for ``han`` also a
     self-loop relation per node type; for ``han-metapath`` the meta-path graphs only, each
-    sampled to ``metapath_neighbours`` per node (0: all)."""
+    sampled to ``metapath_neighbours`` per node (0: all).
+
+    Args:
+        model (str): ``--model`` (``"latte"``, ``"han"``, ``"han-metapath"``, ...).
+        data (HeteroData): the graph.
+        metapath_neighbours (int, optional): meta-path neighbours sampled per node (``0``: all).
+            (default: ``32``)
+    """
     from gattn.datasets.hetero import is_metapath
 
     metapaths = {e for e in data.edge_types if is_metapath(e[1])}
@@ -297,7 +314,13 @@ class LATTEPipeline(Pipeline):
 
 @torch.no_grad()
 def mean_betas(model: nn.Module, data: Any, config: Any) -> list[dict[str, dict[str, float]]]:
-    """Per layer, ``{node type: {relation slot: mean beta over the type's nodes}}`` (eval mode)."""
+    """Per layer, ``{node type: {relation slot: mean beta over the type's nodes}}`` (eval mode).
+
+    Args:
+        model (torch.nn.Module): a LATTE model.
+        data (HeteroData): the graph.
+        config (LATTEConfig): the run's configuration.
+    """
     device = next(model.parameters()).device
     x = {t: data[t].x.to(device) for t in data.node_types if "x" in data[t]}
     edges = {e: t.to(device) for e, t in model_graph(config.model, data, config.metapath_neighbours).items()}
@@ -313,7 +336,13 @@ def mean_betas(model: nn.Module, data: Any, config: Any) -> list[dict[str, dict[
 
 def plot_betas(beta_layers: list[dict[str, dict[str, float]]], path: str | Path, title: str) -> Path:
     """Bar chart of the mean relation attention (beta) per node type and layer: one panel per
-    layer, one group of bars per node type, one bar per relation slot (the self slot grey)."""
+    layer, one group of bars per node type, one bar per relation slot (the self slot grey).
+
+    Args:
+        beta_layers (list[dict[str, dict[str, float]]]): what :func:`mean_betas` returns.
+        path (str or Path): the PNG file.
+        title (str): the figure's title.
+    """
     import matplotlib
 
     matplotlib.use("Agg")

@@ -123,7 +123,11 @@ class MILConfig(TrainConfig):
 
 class BagSet(Dataset):
     """The bags of a :class:`~gattn.datasets.mil.MILBags` as a map-style data set (one bag per
-    item), so Lightning can shard it across processes; :func:`collate_bags` batches them."""
+    item), so Lightning can shard it across processes; :func:`collate_bags` batches them.
+
+    Args:
+        bags (MILBags): the bags.
+    """
 
     def __init__(self, bags: Any) -> None:
         self.bags = bags
@@ -136,7 +140,11 @@ class BagSet(Dataset):
 
 
 def collate_bags(items: list[tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor, Tensor]:
-    """``(instances [R, D], ptr [B+1], labels [B] float)`` of a list of bags."""
+    """``(instances [R, D], ptr [B+1], labels [B] float)`` of a list of bags.
+
+    Args:
+        items (list[tuple[Tensor, Tensor]]): ``(instances [n, D], label)`` per bag.
+    """
     sizes = torch.tensor([x.size(0) for x, _ in items], dtype=torch.long)
     ptr = torch.zeros(len(items) + 1, dtype=torch.long)
     torch.cumsum(sizes, 0, out=ptr[1:])
@@ -151,6 +159,10 @@ def error_plus_loss(y_true: Any, y_pred: Any) -> float:
     On the 8 to 20 validation bags of a MIL-benchmark fold the error alone ties across many
     epochs, and the loss alone picked epoch 2 of 100 in a Musk1 fold (it is lowest before the
     model commits to confident predictions); the sum breaks the error's ties by the loss.
+
+    Args:
+        y_true (Tensor or array): 0/1 bag labels :math:`(B)`.
+        y_pred (Tensor or array): bag logits :math:`(B)`.
     """
     from gattn.metrics import accuracy, logloss
 
@@ -314,7 +326,13 @@ class MILPipeline(Pipeline):
 
 @torch.no_grad()
 def instance_attention(model: nn.Module, x: Tensor, ptr: Tensor) -> tuple[Tensor, Tensor]:
-    """Bag probabilities [B] and the attention weight of every instance [R] (a heatmap)."""
+    """Bag probabilities [B] and the attention weight of every instance [R] (a heatmap).
+
+    Args:
+        model (torch.nn.Module): a MIL model (``return_attention=True`` gives the weights).
+        x (Tensor): the instances of all bags :math:`(R, D)`.
+        ptr (Tensor): the bags over the instances :math:`(B + 1)`.
+    """
     from gattn.nn.mil import ACMIL
 
     was_training = model.training
@@ -334,6 +352,13 @@ def plot_attention(model: nn.Module, bags: Any, path: str | Path, num_bags: int 
     """Bar plots of the instance attention of the first ``num_bags`` bags, written as a PNG.
 
     Bars of instances known to be positive (digit-bags) are drawn in red.
+
+    Args:
+        model (torch.nn.Module): a MIL model.
+        bags (MILBags): the bags to plot from.
+        path (str or Path): the PNG file.
+        num_bags (int, optional): how many bags (the first ones). (default: ``6``)
+        title (str, optional): the figure's title. (default: ``""``)
     """
     import matplotlib
 

@@ -84,6 +84,9 @@ def read_epoch_table(path: str | os.PathLike) -> dict[str, list[float]]:
     """The columns of a ``metrics.csv`` written during training (one row per epoch), as floats
     (NaN where a row has no value).
 
+    Args:
+        path (str or os.PathLike): the ``metrics.csv`` file.
+
     Raises:
         FileNotFoundError: no such file.
         ValueError: a row whose number of cells differs from the header's (with its line number).
@@ -109,11 +112,11 @@ def plot_learning_curves(
     """A PNG of learning curves per epoch: the losses (left) and the validation metrics (right).
 
     Args:
-        tables: ``label -> metrics.csv`` (one table: a run; several: the folds of a
+        tables (Mapping[str, str | os.PathLike]): ``label -> metrics.csv`` (one table: a run; several: the folds of a
             cross-validation, one line each, labelled).
-        path: the PNG to write (atomically).
-        title: the figure's title.
-        metrics: the validation columns of the right panel (default: every ``val_*`` column
+        path (str or os.PathLike): the PNG to write (atomically).
+        title (str, optional): the figure's title. (default: ``""``)
+        metrics (Sequence[str], optional): the validation columns of the right panel (default: every ``val_*`` column
             that is not a loss).
 
     Returns:

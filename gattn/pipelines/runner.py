@@ -100,6 +100,10 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[
     """A run's checkpoint (``weights_only=True``): ``state_dict`` (keys ``model.*``), optimiser
     and schedule states, and ``gattn`` (pipeline name and configuration).
 
+    Args:
+        path (str or os.PathLike): the checkpoint file (``best.ckpt`` of a run folder).
+        map_location (Any, optional): as :func:`torch.load`'s. (default: ``"cpu"``)
+
     Raises:
         FileNotFoundError: naming the file and the folder looked in.
     """
@@ -325,7 +329,11 @@ _SPAWNING = ("ddp_spawn", "ddp_fork", "ddp_notebook", "fsdp_spawn")
 
 
 def processes_per_run(config: Any) -> int:
-    """How many processes Lightning trains ``config`` on (devices per node x nodes)."""
+    """How many processes Lightning trains ``config`` on (devices per node x nodes).
+
+    Args:
+        config (TrainConfig): the run's configuration (``devices``, ``num_nodes``).
+    """
     devices = _devices(getattr(config, "devices", "auto"))
     if devices == "auto":
         accelerator = getattr(config, "accelerator", "auto")
@@ -340,7 +348,11 @@ def processes_per_run(config: Any) -> int:
 
 def is_rank_zero(config: Any) -> bool:
     """Is this the process that writes the run folder? True for a run on one process, else for
-    the process that the launcher's environment (Lightning, torchrun, SLURM) makes rank zero."""
+    the process that the launcher's environment (Lightning, torchrun, SLURM) makes rank zero.
+
+    Args:
+        config (TrainConfig): the run's configuration.
+    """
     if processes_per_run(config) == 1:
         return True
     return all(os.environ.get(name, "0") == "0" for name in RANK_VARIABLES)
@@ -370,6 +382,9 @@ class UnpaddedEvaluation(L.LightningDataModule):
     evaluation loader (a torch ``DataLoader`` with the default batching, PyG's included) is
     rebuilt on Lightning's ``UnrepeatedDistributedSampler``: disjoint shards covering every row
     once. The training loader is left to Lightning.
+
+    Args:
+        inner (lightning.LightningDataModule): the pipeline's data module.
     """
 
     def __init__(self, inner: Any) -> None:
@@ -437,7 +452,14 @@ def _pyg_loader() -> type:
 
 def make_config(pipeline: Pipeline, values: Mapping[str, Any], source: str = "the configuration") -> Any:
     """The pipeline's effective configuration from ``values``: converted, checked, presets applied
-    (and ``--device`` turned into ``--accelerator`` / ``--devices``)."""
+    (and ``--device`` turned into ``--accelerator`` / ``--devices``).
+
+    Args:
+        pipeline (Pipeline): the pipeline class.
+        values (Mapping[str, Any]): option name -> value (a config file's, the command line's).
+        source (str, optional): what the values came from, for error messages.
+            (default: ``"the configuration"``)
+    """
     config = _device_shorthand(build_config(pipeline.Config, dict(values), source))
     resolved = pipeline.resolve(config)
     build_config(pipeline.Config, config_dict(resolved), source)  # presets must satisfy the bounds too
@@ -445,7 +467,14 @@ def make_config(pipeline: Pipeline, values: Mapping[str, Any], source: str = "th
 
 
 def new_run_dir(runs_dir: str | os.PathLike, pipeline: Pipeline, config: Any, name: str | None = None) -> Path:
-    """A fresh folder ``runs_dir/<pipeline>/<name>`` (default name: time and the data set)."""
+    """A fresh folder ``runs_dir/<pipeline>/<name>`` (default name: time and the data set).
+
+    Args:
+        runs_dir (str or os.PathLike): the runs folder.
+        pipeline (Pipeline): the pipeline class (its name is the sub-folder).
+        config (TrainConfig): the configuration (its data set goes into the default name).
+        name (str, optional): the run's folder name (``None``: time and data set). (default: ``None``)
+    """
     base = Path(runs_dir).expanduser() / pipeline.name
     if name is None:
         name = f"{time.strftime('%Y%m%d-%H%M%S')}-{pipeline.run_label(config)}"
@@ -459,7 +488,17 @@ def new_run_dir(runs_dir: str | os.PathLike, pipeline: Pipeline, config: Any, na
 @dataclasses.dataclass
 class RunResult:
     """What :func:`run` returns: aggregated metrics, the per-split results, the run folder (every
-    process of a distributed run returns the same metrics, computed on all the rows)."""
+    process of a distributed run returns the same metrics, computed on all the rows).
+
+    Attributes:
+        metrics (dict[str, Any]): the metrics aggregated over the splits.
+        splits (list[dict[str, Any]]): each split's results.
+        run_dir (Path): the run folder.
+        files (dict[str, str]): the files written, by kind.
+        chance (dict[str, float]): each metric's chance level.
+        rank_zero (bool, optional): False in the processes of a distributed run other than rank zero
+            (which wrote nothing). (default: ``True``)
+    """
 
     metrics: dict[str, Any]
     splits: list[dict[str, Any]]
@@ -578,13 +617,15 @@ def run(
     """Train and evaluate ``config`` (an effective configuration, see :func:`make_config`).
 
     Args:
-        pipeline: the family.
-        config: its configuration.
-        run_dir: the run folder (created; under cross-validation one sub-folder per split).
-        trial: an Optuna trial to report to (pruning per epoch, or per split under CV).
-        resume: continue from the last checkpoint of each split that did not finish, and keep
-            the splits that did.
-        progress: tqdm bars (None: ``config.progress``, else when stderr is a terminal).
+        pipeline (Pipeline): the family.
+        config (Any): its configuration.
+        run_dir (str or os.PathLike): the run folder (created; under cross-validation one sub-folder per split).
+        trial (Any, optional): an Optuna trial to report to (pruning per epoch, or per split under CV).
+            (default: ``None``)
+        resume (bool, optional): continue from the last checkpoint of each split that did not finish, and keep
+            the splits that did. (default: ``False``)
+        progress (bool, optional): tqdm bars (None: ``config.progress``, else when stderr is a terminal).
+            (default: ``None``)
 
     Raises:
         optuna.TrialPruned: the trial was pruned.

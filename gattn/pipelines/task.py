@@ -34,7 +34,11 @@ MetricFn = Callable[..., float]
 
 
 def batch_size_of(target: Any) -> int:
-    """Rows in a batch's target (1 for a scalar)."""
+    """Rows in a batch's target (1 for a scalar).
+
+    Args:
+        target (Any): a batch's target (a tensor or a scalar).
+    """
     if isinstance(target, Tensor):
         return int(target.shape[0]) if target.dim() > 0 else 1
     return len(target)
@@ -44,18 +48,23 @@ class TaskModule(L.LightningModule):
     """Trains ``model`` with ``loss`` and evaluates ``metrics`` on validation and test sets.
 
     Args:
-        model: the network.
-        loss: ``loss(output, target) -> scalar``; also the ``loss`` metric of validation.
-        metrics: ``name -> fn(y_true, y_pred[, groups=])`` evaluated over whole sets; a name in
-            ``grouped`` gets ``groups=`` too.
-        config: the pipeline's configuration (optimiser, schedule and epochs are read from it).
-        monitor: the validation metric that selects the best epoch and drives the plateau
-            schedule (``"loss"`` or a key of ``metrics``).
-        direction: ``"maximize"`` or ``"minimize"`` for ``monitor``.
-        train_transform: applied to every training batch after it reaches the device (a
-            random sign flip of Laplacian eigenvectors, ...).
-        grouped: names of the metrics that need the rows' groups.
-        meta: stored in every checkpoint under ``"gattn"`` (pipeline name, configuration).
+        model (torch.nn.Module): the network.
+        loss (Callable): ``loss(output, target) -> scalar``; also the ``loss`` metric of
+            validation.
+        metrics (Mapping[str, Callable]): ``name -> fn(y_true, y_pred[, groups=])`` evaluated
+            over whole sets; a name in ``grouped`` gets ``groups=`` too.
+        config (TrainConfig): the pipeline's configuration (optimiser, schedule and epochs are
+            read from it).
+        monitor (str, optional): the validation metric that selects the best epoch and drives
+            the plateau schedule (``"loss"`` or a key of ``metrics``). (default: ``"loss"``)
+        direction (str, optional): ``"maximize"`` or ``"minimize"`` for ``monitor``.
+            (default: ``"minimize"``)
+        train_transform (Callable, optional): applied to every training batch after it reaches
+            the device (a random sign flip of Laplacian eigenvectors, ...). (default: ``None``)
+        grouped (frozenset[str], optional): names of the metrics that need the rows' groups.
+            (default: ``frozenset()``)
+        meta (Mapping[str, Any], optional): stored in every checkpoint under ``"gattn"``
+            (pipeline name, configuration). (default: ``None``)
     """
 
     def __init__(

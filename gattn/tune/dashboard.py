@@ -145,7 +145,14 @@ class Dashboard:
 def start_dashboard(port: int | None, storage: str, study_name: str | None = None,
                     host: str = "127.0.0.1") -> Dashboard | None:
     """The dashboard of ``gattn tune --dashboard [PORT]``: started and announced on stdout, or
-    None when ``port`` is None (no ``--dashboard``)."""
+    None when ``port`` is None (no ``--dashboard``).
+
+    Args:
+        port (int, optional): the port (``0``: a free one; ``None``: no dashboard).
+        storage (str): the study's storage URL.
+        study_name (str, optional): the study the page opens on. (default: ``None``)
+        host (str, optional): the address to serve on. (default: ``"127.0.0.1"``)
+    """
     if port is None:
         return None
     dashboard = Dashboard(storage, host=host, port=port, study_name=study_name).start()
@@ -160,6 +167,10 @@ def resolve_target(target: str | Path) -> tuple[str, str | None]:
     holding ``study.db`` (``runs/<pipeline>``), a folder below one (a study's report folder
     ``runs/<pipeline>/<study>``: its name is the study's; a trial folder), or a runs folder with
     exactly one ``<pipeline>/study.db``.
+
+    Args:
+        target (str or Path): a runs folder, a pipeline's folder, a study's report folder, a trial
+            folder, a ``study.db`` or journal file, or a storage URL.
 
     Raises:
         FileNotFoundError: nothing there; the message names the path and what was looked for.
@@ -195,7 +206,13 @@ def _wait_for_ctrl_c() -> None:
 
 
 def serve(target: str | Path, host: str = "127.0.0.1", port: int = DEFAULT_PORT) -> int:
-    """``gattn dashboard TARGET``: serve the study until Ctrl-C; returns the exit status."""
+    """``gattn dashboard TARGET``: serve the study until Ctrl-C; returns the exit status.
+
+    Args:
+        target (str or Path): what :func:`resolve_target` takes.
+        host (str, optional): the address to serve on. (default: ``"127.0.0.1"``)
+        port (int, optional): the port (``0``: a free one). (default: ``8080``)
+    """
     storage, study_name = resolve_target(target)
     dashboard = Dashboard(storage, host=host, port=port, study_name=study_name).start()
     names = [s.study_name for s in dashboard.storage.get_all_studies()]

@@ -99,7 +99,12 @@ def _writable_folder(folder: Path, what: str) -> None:
 
 
 def default_storage(pipeline: str, runs_dir: str | Path = "runs") -> str:
-    """``sqlite:///<runs_dir>/<pipeline>/study.db`` (absolute path; the folder is created)."""
+    """``sqlite:///<runs_dir>/<pipeline>/study.db`` (absolute path; the folder is created).
+
+    Args:
+        pipeline (str): the pipeline's name.
+        runs_dir (str or Path, optional): the runs folder. (default: ``"runs"``)
+    """
     folder = Path(runs_dir).expanduser().resolve() / pipeline
     _writable_folder(folder, "the study database")
     return f"sqlite:///{folder / 'study.db'}"
@@ -150,6 +155,11 @@ def check_storage(storage: str | None, pipeline: str, runs_dir: str | Path = "ru
     """The storage URL (the default SQLite file for None), checked without creating anything in
     it: its form, the database driver it needs, and that its folder can be written.
 
+    Args:
+        storage (str, optional): the storage URL (``None``: the default SQLite file).
+        pipeline (str): the pipeline's name (for the default file).
+        runs_dir (str or Path, optional): the runs folder (for the default file). (default: ``"runs"``)
+
     Raises:
         StorageError: naming the problem.
     """
@@ -176,6 +186,10 @@ def check_storage(storage: str | None, pipeline: str, runs_dir: str | Path = "ru
 
 def check_heartbeat(heartbeat_interval: int, grace_period: int) -> None:
     """Refuse heartbeat settings under which a live worker's trial would be failed.
+
+    Args:
+        heartbeat_interval (int): seconds between heartbeats (positive).
+        grace_period (int): seconds without one before a trial is failed (at least two intervals).
 
     Raises:
         ValueError: naming the option.
@@ -213,6 +227,18 @@ def make_storage(
 
     RDB storages get a heartbeat every ``heartbeat_interval`` seconds; a running trial without one
     for ``grace_period`` seconds is failed and queued again up to ``retries`` times.
+
+    Args:
+        storage (str or optuna.storages.BaseStorage, optional): a storage URL (RDB, ``journal:PATH``
+            or a ``.log`` path) or object (``None``: ``<runs_dir>/<pipeline>/study.db``).
+        pipeline (str): the pipeline's name (for the default file).
+        runs_dir (str or Path, optional): the runs folder. (default: ``"runs"``)
+        heartbeat_interval (int, optional): seconds between a running trial's heartbeats (RDB
+            storages). (default: :data:`HEARTBEAT_INTERVAL`, 60)
+        grace_period (int, optional): seconds without a heartbeat after which a trial is failed (at
+            least two intervals). (default: :data:`GRACE_PERIOD`, 180)
+        retries (int, optional): how many times a trial failed that way is queued again with the same
+            parameters. (default: ``1``)
 
     Raises:
         StorageError: a malformed URL, a missing database driver, an unwritable folder, or a
@@ -272,13 +298,23 @@ class _RecordingTrial:
 
 
 def searched_options(pipeline: Any, config: Any) -> list[str]:
-    """The configuration options that ``pipeline.search_space`` sets for ``config``."""
+    """The configuration options that ``pipeline.search_space`` sets for ``config``.
+
+    Args:
+        pipeline (Pipeline): the pipeline class.
+        config (TrainConfig): a configuration of it.
+    """
     return sorted(pipeline.search_space(_RecordingTrial(), config))
 
 
 def fixed_configuration(pipeline: Any, config: Any) -> dict[str, Any]:
     """What binds a study: the configuration minus the searched options and the run-control
-    ones (progress bars, threads, the data folder), as JSON-safe values."""
+    ones (progress bars, threads, the data folder), as JSON-safe values.
+
+    Args:
+        pipeline (Pipeline): the pipeline class.
+        config (TrainConfig): the configuration the study tunes.
+    """
     from gattn.pipelines.config import config_dict, run_control_fields
 
     skip = set(searched_options(pipeline, config)) | run_control_fields(type(config))
@@ -287,7 +323,12 @@ def fixed_configuration(pipeline: Any, config: Any) -> dict[str, Any]:
 
 def default_study_name(pipeline: Any, config: Any) -> str:
     """``<pipeline>-<run label>-<8 hex digits of the fixed configuration>``: another fixed
-    configuration gets another study, never the old one's trials."""
+    configuration gets another study, never the old one's trials.
+
+    Args:
+        pipeline (Pipeline): the pipeline class.
+        config (TrainConfig): the configuration the study tunes.
+    """
     fixed = fixed_configuration(pipeline, config)
     digest = hashlib.sha1(json.dumps(fixed, sort_keys=True, default=str).encode()).hexdigest()[:8]
     return f"{pipeline.name}-{pipeline.run_label(config)}-{digest}"
@@ -331,6 +372,26 @@ def create_study(
     :class:`~optuna.pruners.MedianPruner` on the validation values reported each epoch (no
     pruning in the first ``n_startup_trials`` trials or the first ``n_warmup_steps`` epochs).
     The heartbeat settings apply to RDB storages (see :func:`make_storage`).
+
+    Args:
+        pipeline (str): the pipeline's name (for the default storage).
+        direction (str): ``"maximize"`` or ``"minimize"`` (the selection metric's).
+        storage (str or optuna.storages.BaseStorage, optional): a storage URL (RDB, ``journal:PATH``
+            or a ``.log`` path) or object (``None``: ``<runs_dir>/<pipeline>/study.db``).
+        study_name (str, optional): the study's name (``None``: Optuna's). (default: ``None``)
+        runs_dir (str or Path, optional): the runs folder. (default: ``"runs"``)
+        seed (int, optional): seed of the sampler (trial ``k`` draws with ``seed + k``; ``None``:
+            unseeded). (default: ``0``)
+        prune (bool, optional): stop unpromising trials early (median pruner). (default: ``True``)
+        n_startup_trials (int, optional): trials before TPE and the pruner start to act.
+            (default: ``5``)
+        n_warmup_steps (int, optional): epochs of a trial before it may be pruned. (default: ``5``)
+        heartbeat_interval (int, optional): seconds between a running trial's heartbeats (RDB
+            storages). (default: :data:`HEARTBEAT_INTERVAL`, 60)
+        grace_period (int, optional): seconds without a heartbeat after which a trial is failed (at
+            least two intervals). (default: :data:`GRACE_PERIOD`, 180)
+        retries (int, optional): how many times a trial failed that way is queued again with the same
+            parameters. (default: ``1``)
     """
     if direction not in ("maximize", "minimize"):
         raise ValueError(f"direction must be 'maximize' or 'minimize', got {direction!r}")
@@ -364,6 +425,9 @@ class TrialSeededTPE(optuna.samplers.BaseSampler):
     One seeded sampler per worker would make workers that start together draw the same
     parameters; seeding by trial number gives every trial its own draws, the same ones whichever
     worker runs it, and a resumed study does not repeat the draws of its first trials.
+
+    Args:
+        seed (int): the base seed; trial ``k`` draws with ``seed + k``.
     """
 
     def __init__(self, seed: int) -> None:
@@ -396,7 +460,11 @@ class TrialSeededTPE(optuna.samplers.BaseSampler):
 
 
 def finished_trials(study: optuna.Study) -> int:
-    """How many trials of ``study`` are complete or pruned."""
+    """How many trials of ``study`` are complete or pruned.
+
+    Args:
+        study (optuna.Study): the study.
+    """
     return len(study.get_trials(deepcopy=False, states=FINISHED))
 
 
@@ -519,6 +587,34 @@ def optimize(
     between them they finish ``n_trials`` trials. ``timeout`` stops this worker from starting
     trials after that many seconds; ``poll`` is how often (seconds) a worker with nothing to
     start looks at the running trials (default: the heartbeat interval, at most 5 s).
+
+    Args:
+        pipeline (Pipeline): the pipeline class to tune.
+        config (TrainConfig): the fixed options; the search space sets the others per trial.
+        n_trials (int): finished trials to reach (over all workers).
+        runs_dir (str or Path, optional): the runs folder. (default: ``"runs"``)
+        timeout (float, optional): seconds after which this worker starts no trial (``None``: no
+            limit). (default: ``None``)
+        storage (str or optuna.storages.BaseStorage, optional): a storage URL (RDB, ``journal:PATH``
+            or a ``.log`` path) or object (``None``: ``<runs_dir>/<pipeline>/study.db``).
+        study_name (str, optional): the study's name (``None``: :func:`default_study_name`).
+            (default: ``None``)
+        seed (int, optional): seed of the sampler (trial ``k`` draws with ``seed + k``; ``None``:
+            unseeded). (default: ``0``)
+        prune (bool, optional): stop unpromising trials early (median pruner). (default: ``True``)
+        n_startup_trials (int, optional): trials before TPE and the pruner start to act.
+            (default: ``5``)
+        n_warmup_steps (int, optional): epochs of a trial before it may be pruned. (default: ``5``)
+        callbacks (list[Callable], optional): Optuna callbacks run after each trial.
+            (default: ``None``)
+        heartbeat_interval (int, optional): seconds between a running trial's heartbeats (RDB
+            storages). (default: :data:`HEARTBEAT_INTERVAL`, 60)
+        grace_period (int, optional): seconds without a heartbeat after which a trial is failed (at
+            least two intervals). (default: :data:`GRACE_PERIOD`, 180)
+        retries (int, optional): how many times a trial failed that way is queued again with the same
+            parameters. (default: ``1``)
+        poll (float, optional): seconds between looks at the running trials when there is
+            nothing to start (``None``: the heartbeat interval, at most 5 s). (default: ``None``)
 
     Returns:
         the study (its trials are also in the storage).

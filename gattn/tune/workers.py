@@ -55,7 +55,11 @@ def _start_ticks(pid: int) -> int | None:
 
 
 def worker_identity(trial_number: int) -> dict[str, Any]:
-    """What :data:`WORKER_ATTR` holds for the trial this process runs."""
+    """What :data:`WORKER_ATTR` holds for the trial this process runs.
+
+    Args:
+        trial_number (int): the trial's number in its study.
+    """
     pid = os.getpid()
     return {"host": os.environ.get(HOST_ENV) or socket.gethostname(), "boot": _boot_id(), "pid": pid,
             "start": _start_ticks(pid), "trial": int(trial_number)}
@@ -85,9 +89,9 @@ def fail_dead_local_trials(study: Any, on_fail: Callable[[Any, Any], None] | Non
     """Fail the RUNNING trials of ``study`` whose worker ran on this machine and is gone.
 
     Args:
-        study: an Optuna study.
-        on_fail: called with ``(study, frozen_trial)`` for each trial failed here (the storage's
-            retry callback).
+        study (Any): an Optuna study.
+        on_fail (Callable[[Any, Any], None], optional): called with ``(study, frozen_trial)`` for
+            each trial failed here (the storage's retry callback). (default: ``None``)
 
     Returns:
         the numbers of the trials failed.
@@ -109,7 +113,15 @@ def fail_dead_local_trials(study: Any, on_fail: Callable[[Any, Any], None] | Non
 
 def worker_env(index: int, environ: dict[str, str] | None = None, gpus: int | None = None) -> dict[str, str]:
     """The environment of local worker ``index``: with several GPUs and no ``CUDA_VISIBLE_DEVICES``
-    set, worker k sees GPU ``k mod count`` only (so workers do not all land on GPU 0)."""
+    set, worker k sees GPU ``k mod count`` only (so workers do not all land on GPU 0).
+
+    Args:
+        index (int): the worker's index ``k``.
+        environ (dict[str, str], optional): the environment to start from (``None``:
+            ``os.environ``). (default: ``None``)
+        gpus (int, optional): the GPU count (``None``: ``torch.cuda.device_count()``).
+            (default: ``None``)
+    """
     env = dict(os.environ if environ is None else environ)
     if gpus is None:
         import torch
@@ -126,6 +138,11 @@ def launch_workers(argv: Sequence[str], count: int, *, poll: float = 0.5) -> lis
 
     Ctrl-C (or SIGTERM) reaches every worker: each stops after failing its running trial, as a
     single ``gattn tune`` does. Returns their exit statuses (negative: killed by that signal).
+
+    Args:
+        argv (Sequence[str]): the ``gattn`` arguments every worker gets.
+        count (int): the number of workers.
+        poll (float, optional): seconds between looks at the workers. (default: ``0.5``)
     """
     procs = []
     for index in range(count):

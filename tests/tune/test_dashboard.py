@@ -4,6 +4,7 @@ page in a real headless browser (Debian's chromium and chromium-driver, through 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -181,9 +182,24 @@ def _browser() -> tuple[str, str]:
     driver = shutil.which("chromedriver")
     if not browser or not driver:
         pytest.skip("no headless browser: install Debian's chromium and chromium-driver "
-                    "(apt-get install chromium chromium-driver; .ci/run does when it runs as root)")
+                    "(apt-get install chromium chromium-driver; .ci/install_browser.sh does as root or with "
+                    "passwordless sudo)")
+    versions = {path: _major_version(path) for path in (browser, driver)}
+    if None in versions.values() or len(set(versions.values())) > 1:
+        pytest.skip(f"the browser and its driver are not a pair (major versions {versions}); selenium "
+                    "refuses them: install Debian's chromium and chromium-driver together")
     pytest.importorskip("selenium", reason="the browser test needs selenium (the dev extra)")
     return browser, driver
+
+
+def _major_version(program: str) -> int | None:
+    """The major version ``program --version`` prints (``Chromium 156.0...``, ``ChromeDriver 156.0...``)."""
+    try:
+        out = subprocess.run([program, "--version"], capture_output=True, text=True, timeout=60).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    found = re.search(r"(\d+)\.\d+", out)
+    return int(found.group(1)) if found else None
 
 
 def test_the_dashboard_page_shows_the_study_in_a_real_browser(tmp_path):

@@ -72,7 +72,11 @@ _TABLES = ("ADMISSIONS", "DIAGNOSES_ICD", "PROCEDURES_ICD", "NOTEEVENTS", "CHART
 def available(root: str | Path) -> list[tuple[str, bool, str]]:
     """MIMIC-III directories under ``root`` (``root`` itself and its sub-folders): one
     ``(name, present, detail)`` per folder holding MIMIC tables or CAML split files, where
-    ``detail`` lists the tables found (and which are missing or header-only)."""
+    ``detail`` lists the tables found (and which are missing or header-only).
+
+    Args:
+        root (str or Path): the folder searched (itself and its sub-folders).
+    """
     root = Path(root)
     rows = []
     for folder in [root, *sorted(p for p in root.iterdir() if p.is_dir())] if root.is_dir() else []:

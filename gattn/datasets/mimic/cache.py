@@ -28,12 +28,24 @@ def default_cache_dir() -> Path:
 
 
 def file_identity(path: str | os.PathLike) -> dict:
+    """What identifies an input file in a cache key: its resolved path, size and modification
+    time (a changed file gets a new key).
+
+    Args:
+        path (str or os.PathLike): the file.
+    """
     stat = Path(path).stat()
     return {"path": str(Path(path).resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
 
 class CacheEntry:
-    """One cached result: ``directory/<stage>-<key><suffix>`` files and a JSON sidecar."""
+    """One cached result: ``directory/<stage>-<key><suffix>`` files and a JSON sidecar.
+
+    Args:
+        cache_dir (str or os.PathLike, optional): the cache folder (``None``: the default one).
+        stage (str): the processing stage (the files' prefix).
+        options (dict): everything the result depends on (hashed into the key).
+    """
 
     def __init__(self, cache_dir: str | os.PathLike | None, stage: str, options: dict):
         self.directory = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()

@@ -58,8 +58,9 @@ def format_icd9(codes: str | Iterable[str] | pa.Array, kind: str) -> str | pa.Ar
     """Insert the dot into undotted MIMIC-III ICD-9 codes (module docstring for the rules).
 
     Args:
-        codes: one code or many (a sequence or a pyarrow string array); nulls stay null.
-        kind: ``"diagnosis"`` or ``"procedure"``.
+        codes (str or Iterable[str] or pa.Array): one code or many (a sequence or a pyarrow string
+            array); nulls stay null.
+        kind (str): ``"diagnosis"`` or ``"procedure"``.
 
     Returns:
         The dotted code (a ``str`` for a ``str`` input, else a pyarrow string array).
@@ -87,10 +88,11 @@ def read_icd_codes(
     """The ICD-9 codes of every admission, dotted, from ``DIAGNOSES_ICD`` / ``PROCEDURES_ICD``.
 
     Args:
-        mimic_dir: the MIMIC-III directory.
-        kind: ``"diagnosis"``, ``"procedure"`` or ``"both"`` (default).
-        hadm_ids: keep only these admissions (default: all).
-        on_malformed: ``"raise"`` or ``"skip"`` (see :mod:`gattn.datasets.mimic.tables`).
+        mimic_dir (str or os.PathLike): the MIMIC-III directory.
+        kind (str, optional): ``"diagnosis"``, ``"procedure"`` or ``"both"`` (default).
+        hadm_ids (Sequence[int] or np.ndarray, optional): keep only these admissions (default: all).
+        on_malformed (str, optional): ``"raise"`` or ``"skip"`` (see :mod:`gattn.datasets.mimic.tables`).
+            (default: ``"raise"``)
 
     Returns:
         A DataFrame with one row per code row of the source: ``HADM_ID`` (int64),
@@ -138,6 +140,12 @@ def top_codes(codes: pd.DataFrame, k: int, hadm_ids: Sequence[int] | np.ndarray 
     CAML's rule: counts over every admission with a discharge summary (its train, dev and test
     sets together); pass those admissions as ``hadm_ids``. Ties are broken by the code string,
     so the set is deterministic.
+
+    Args:
+        codes (pandas.DataFrame): the code assignments (``HADM_ID``, ``ICD9_CODE``).
+        k (int): the number of codes.
+        hadm_ids (Sequence[int], optional): count only these admissions (``None``: all).
+            (default: ``None``)
     """
     if not isinstance(k, int) or k < 1:
         raise ValueError(f"`k` must be a positive int, got {k!r}")
@@ -154,6 +162,11 @@ def top_codes(codes: pd.DataFrame, k: int, hadm_ids: Sequence[int] | np.ndarray 
 def code_lists(codes: pd.DataFrame, hadm_ids: Sequence[int] | np.ndarray,
                label_codes: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     """Each admission's labels as a ragged index list over ``label_codes``.
+
+    Args:
+        codes (pandas.DataFrame): the code assignments (``HADM_ID``, ``ICD9_CODE``).
+        hadm_ids (Sequence[int]): the admissions, in output order.
+        label_codes (Sequence[str]): the label set; other codes are left out.
 
     Returns:
         ``(ptr [B+1] int64, index [nnz] int64)``: admission ``b`` (``hadm_ids[b]``) has the
@@ -207,6 +220,11 @@ def read_code_descriptions(
     tables are used only when present), then ``descriptions_file``: CAML's ``ICD9_descriptions``
     (``code<TAB>description`` per line, codes dotted; it also lists ranges such as
     ``401-405.99``, kept as they are). At least one source must be given.
+
+    Args:
+        mimic_dir (str or os.PathLike, optional): the MIMIC-III directory. (default: ``None``)
+        descriptions_file (str or os.PathLike, optional): CAML's ``ICD9_descriptions``.
+            (default: ``None``)
     """
     if mimic_dir is None and descriptions_file is None:
         raise ValueError("give `mimic_dir` (D_ICD_* tables) and/or `descriptions_file` (ICD9_descriptions)")

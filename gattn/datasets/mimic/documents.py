@@ -30,7 +30,13 @@ __all__ = ["DocumentBatch", "LengthBucketBatchSampler", "MimicDocuments", "gathe
 
 
 def gather_ragged(values: Tensor, ptr: Tensor, index: Tensor) -> tuple[Tensor, Tensor]:
-    """Rows ``index`` of a ragged tensor, in that order: ``(values [n], ptr [len(index)+1])``."""
+    """Rows ``index`` of a ragged tensor, in that order: ``(values [n], ptr [len(index)+1])``.
+
+    Args:
+        values (Tensor): the ragged rows' values, concatenated.
+        ptr (Tensor): the rows over ``values``.
+        index (Tensor): the rows to take, in order.
+    """
     start, length = ptr[index], ptr[index + 1] - ptr[index]
     new_ptr = torch.zeros(index.numel() + 1, dtype=torch.long)
     torch.cumsum(length, 0, out=new_ptr[1:])
@@ -44,12 +50,12 @@ class DocumentBatch:
     """A batch of ``b`` documents.
 
     Attributes:
-        token_ids: [n] int64, the documents' tokens one after the other.
-        ptr: [b+1] int64, document ``i`` is ``token_ids[ptr[i]:ptr[i+1]]``.
-        labels: [b, C] float32 multi-hot.
-        hadm_ids: [b] int64.
-        series: [b, T, F] float32 or None.
-        series_mask: [b, T, F] bool or None.
+        token_ids (Tensor): [n] int64, the documents' tokens one after the other.
+        ptr (Tensor): [b+1] int64, document ``i`` is ``token_ids[ptr[i]:ptr[i+1]]``.
+        labels (Tensor): [b, C] float32 multi-hot.
+        hadm_ids (Tensor): [b] int64.
+        series (Tensor, optional): [b, T, F] float32 or None. (default: ``None``)
+        series_mask (Tensor, optional): [b, T, F] bool or None. (default: ``None``)
     """
 
     token_ids: Tensor
@@ -72,14 +78,14 @@ class MimicDocuments(Dataset):
     """Documents of one split (module docstring for the layout).
 
     Args:
-        hadm_ids: [B] int64.
-        token_ids: [N] int64 token ids.
-        ptr: [B+1] int64 row pointer into ``token_ids``.
-        label_index: [nnz] int64 label ids in ``[0, num_labels)``.
-        label_ptr: [B+1] int64 row pointer into ``label_index``.
-        num_labels: C, the size of the label set.
-        series: [B, T, F] float32, optional.
-        series_mask: [B, T, F] bool, required with ``series``.
+        hadm_ids (Tensor): [B] int64.
+        token_ids (Tensor): [N] int64 token ids.
+        ptr (Tensor): [B+1] int64 row pointer into ``token_ids``.
+        label_index (Tensor): [nnz] int64 label ids in ``[0, num_labels)``.
+        label_ptr (Tensor): [B+1] int64 row pointer into ``label_index``.
+        num_labels (int): C, the size of the label set.
+        series (Tensor, optional): [B, T, F] float32, optional. (default: ``None``)
+        series_mask (Tensor, optional): [B, T, F] bool, required with ``series``. (default: ``None``)
     """
 
     def __init__(self, hadm_ids: Tensor, token_ids: Tensor, ptr: Tensor, label_index: Tensor, label_ptr: Tensor,
@@ -201,12 +207,12 @@ class LengthBucketBatchSampler(Sampler[list[int]]):
     sorted by length (evaluation: the order does not change the metrics).
 
     Args:
-        lengths: [B] document lengths (``MimicDocuments.lengths``).
-        batch_size: documents per batch (the last batch of a pool may be smaller).
-        shuffle: shuffle as above (training) or sort everything (evaluation). Default False.
-        pool: batches per sorted pool when shuffling (default 50; 1 gives plain shuffled
+        lengths (Tensor): [B] document lengths (``MimicDocuments.lengths``).
+        batch_size (int): documents per batch (the last batch of a pool may be smaller).
+        shuffle (bool, optional): shuffle as above (training) or sort everything (evaluation). Default False.
+        pool (int, optional): batches per sorted pool when shuffling (default 50; 1 gives plain shuffled
             batches; larger pads less but makes batches less random).
-        seed: the shuffling seed (epoch ``e`` uses ``seed + e``).
+        seed (int, optional): the shuffling seed (epoch ``e`` uses ``seed + e``). (default: ``0``)
     """
 
     def __init__(self, lengths: Tensor, batch_size: int, *, shuffle: bool = False, pool: int = 50,

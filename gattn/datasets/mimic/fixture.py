@@ -150,16 +150,21 @@ class MimicFixture:
     """A fixture directory and what was written into it.
 
     Attributes:
-        mimic_dir: the MIMIC tables.
-        splits_dir: the CAML split files and ``ICD9_descriptions``.
-        admissions: one dict per ADMISSIONS row (``HADM_ID``, ``SUBJECT_ID``, ``ADMITTIME``, ...).
-        codes: one ``(HADM_ID, kind, undotted, dotted)`` per DIAGNOSES_ICD / PROCEDURES_ICD row
-            with a code (the row without a code is not listed).
-        notes: one dict per NOTEEVENTS row, every column (upper-case keys; datetimes as datetime).
-        chartevents / labevents: one dict per row.
-        splits: ``{"train_full": [...], "dev_50": [...], ...}`` HADM_IDs in file order.
-        descriptions: dotted code -> the description the fixture wrote (D_ICD_* or ICD9_descriptions).
-        d_icd_codes: dotted codes that have a D_ICD_DIAGNOSES / D_ICD_PROCEDURES row.
+        mimic_dir (Path): the MIMIC tables.
+        splits_dir (Path): the CAML split files and ``ICD9_descriptions``.
+        admissions (list[dict], optional): one dict per ADMISSIONS row (``HADM_ID``, ``SUBJECT_ID``,
+            ``ADMITTIME``, ...).
+        codes (list[tuple[int, str, str, str]], optional): one ``(HADM_ID, kind, undotted, dotted)``
+            per DIAGNOSES_ICD / PROCEDURES_ICD row with a code (the row without a code is not
+            listed).
+        notes (list[dict], optional): one dict per NOTEEVENTS row, every column (upper-case keys;
+            datetimes as datetime).
+        chartevents (list[dict], optional): one dict per ``CHARTEVENTS`` row. (default: ``[]``)
+        labevents (list[dict], optional): one dict per ``LABEVENTS`` row. (default: ``[]``)
+        splits (dict[str, list[int]], optional): ``{"train_full": [...], "dev_50": [...], ...}`` HADM_IDs in file order.
+        descriptions (dict[str, str], optional): dotted code -> the description the fixture wrote
+            (D_ICD_* or ICD9_descriptions).
+        d_icd_codes (set[str], optional): dotted codes that have a D_ICD_DIAGNOSES / D_ICD_PROCEDURES row.
     """
 
     mimic_dir: Path
@@ -201,14 +206,15 @@ def write_mimic_fixture(
     """Write a small invented MIMIC-III directory (module docstring) and return its ground truth.
 
     Args:
-        directory: created if needed; the tables go to ``directory/mimic``, the CAML split files
+        directory (str or os.PathLike): created if needed; the tables go to ``directory/mimic``, the CAML split files
             and ``ICD9_descriptions`` to ``directory/splits``.
-        num_admissions: admissions (default 40; at least 10), of about ``num_admissions / 1.5``
+        num_admissions (int, optional): admissions (default 40; at least 10), of about ``num_admissions / 1.5``
             patients.
-        seed: everything is drawn from this seed.
-        header_case: ``"upper"`` (full database style) or ``"lower"`` (demo style).
-        compress: write ``.csv.gz`` instead of ``.csv``.
-        tables: which tables to write (default: all the loaders read).
+        seed (int, optional): everything is drawn from this seed. (default: ``0``)
+        header_case (str, optional): ``"upper"`` (full database style) or ``"lower"`` (demo style).
+            (default: ``"upper"``)
+        compress (bool, optional): write ``.csv.gz`` instead of ``.csv``. (default: ``False``)
+        tables (tuple[str, ...], optional): which tables to write (default: all the loaders read).
     """
     if header_case not in ("upper", "lower"):
         raise ValueError(f"`header_case` must be 'upper' or 'lower', got {header_case!r}")
@@ -413,11 +419,12 @@ def write_noteevents(
     brackets, punctuation and line breaks, so that a multi-GB file takes minutes to write.
 
     Args:
-        path: the file to write (``.csv``).
-        num_notes: how many notes (about 1.9 KB each with the default mix).
-        seed: the random seed.
-        num_admissions: distinct ``HADM_ID`` values (default: ``num_notes // 35``, MIMIC's ratio).
-        mix: ``(category, weight, median characters, log-normal spread)`` per category.
+        path (str or os.PathLike): the file to write (``.csv``).
+        num_notes (int): how many notes (about 1.9 KB each with the default mix).
+        seed (int, optional): the random seed. (default: ``0``)
+        num_admissions (int, optional): distinct ``HADM_ID`` values (default: ``num_notes // 35``, MIMIC's ratio).
+        mix (list[tuple[str, int, int, float]], optional): ``(category, weight, median characters,
+            log-normal spread)`` per category. (default: ``None``)
 
     Returns:
         ``{"bytes", "notes", "discharge_notes", "discharge_admissions"}``.

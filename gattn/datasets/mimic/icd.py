@@ -53,16 +53,19 @@ class MimicICD:
     """The ICD-coding data set.
 
     Attributes:
-        train, dev, test: the splits' :class:`MimicDocuments`.
-        codes: the C label codes (dotted), the column order of every label matrix.
-        descriptions: one description per code ("" when no source has one).
-        description_ids, description_ptr: the descriptions cleaned and encoded with ``vocab``,
-            ragged (``[n]`` int64, ``[C+1]`` int64), not truncated.
-        vocab: the :class:`Vocabulary` (0 ``<pad>``, 1 ``<unk>``).
-        embeddings: ``[len(vocab), d]`` float32 word2vec vectors, or None (``embedding_dim=None``,
+        train (MimicDocuments): the training documents.
+        dev (MimicDocuments): the validation documents.
+        test (MimicDocuments): the test documents.
+        codes (list[str]): the C label codes (dotted), the column order of every label matrix.
+        descriptions (list[str]): one description per code ("" when no source has one).
+        description_ids (Tensor): the descriptions cleaned and encoded with ``vocab``, all
+            concatenated, ``[n]`` int64, not truncated.
+        description_ptr (Tensor): the codes over ``description_ids``, ``[C+1]`` int64.
+        vocab (Vocabulary): the :class:`Vocabulary` (0 ``<pad>``, 1 ``<unk>``).
+        embeddings (Tensor, optional): ``[len(vocab), d]`` float32 word2vec vectors, or None (``embedding_dim=None``,
             or no training words).
-        series_features: the time-series feature names, or None.
-        report: what each step found: per-table reports, counts per split (documents, tokens,
+        series_features (list[str], optional): the time-series feature names, or None. (default: ``None``)
+        report (dict, optional): what each step found: per-table reports, counts per split (documents, tokens,
             truncated documents, documents without a label, admissions without a note).
     """
 
@@ -179,26 +182,32 @@ def load_icd_coding(
     """The MIMIC-III ICD-coding data set (module docstring for the steps).
 
     Args:
-        mimic_dir: the MIMIC-III directory (NOTEEVENTS, DIAGNOSES_ICD, PROCEDURES_ICD; ADMISSIONS
+        mimic_dir (str or os.PathLike): the MIMIC-III directory (NOTEEVENTS, DIAGNOSES_ICD, PROCEDURES_ICD; ADMISSIONS
             and CHARTEVENTS / LABEVENTS for ``time_series``).
-        splits_dir: the CAML split files.
-        setting: ``"50"`` (default) or ``"full"``: which split files give the documents.
-        labels: the label set: None (the setting's: top 50, or ``"all"``), ``"all"``, a positive
-            int k (top k), or a list of dotted codes.
-        code_kind: ``"both"`` (default), ``"diagnosis"`` or ``"procedure"``.
-        max_length: tokens kept per document (default 2500; None keeps all).
-        min_count: a word enters the vocabulary when in at least this many training notes (3).
-        max_vocab: keep at most this many words (default: no limit).
-        embedding_dim: word2vec size (default 100; None: no embeddings).
-        embedding_epochs, embedding_workers, seed: word2vec's epochs (5), threads (1) and seed (0).
-        descriptions_file: CAML's ``ICD9_descriptions`` (default: ``splits_dir/ICD9_descriptions``
-            when it exists).
-        missing_notes: what to do with a split admission that has no discharge summary:
+        splits_dir (str or os.PathLike): the CAML split files.
+        setting (str, optional): ``"50"`` (default) or ``"full"``: which split files give the documents.
+        labels (int or str or Sequence[str], optional): the label set: None (the setting's: top 50,
+            or ``"all"``), ``"all"``, a positive int k (top k), or a list of dotted codes. (default:
+            ``None``)
+        code_kind (str, optional): ``"both"`` (default), ``"diagnosis"`` or ``"procedure"``.
+        max_length (int, optional): tokens kept per document (default 2500; None keeps all).
+        min_count (int, optional): a word enters the vocabulary when in at least this many training notes (3).
+            (default: ``3``)
+        max_vocab (int, optional): keep at most this many words (default: no limit).
+        embedding_dim (int, optional): word2vec size (default 100; None: no embeddings).
+        embedding_epochs (int, optional): word2vec's epochs. (default: ``5``)
+        embedding_workers (int, optional): word2vec's threads. (default: ``1``)
+        seed (int, optional): word2vec's seed. (default: ``0``)
+        descriptions_file (str or os.PathLike, optional): CAML's ``ICD9_descriptions`` (default:
+            ``splits_dir/ICD9_descriptions`` when it exists).
+        missing_notes (str, optional): what to do with a split admission that has no discharge summary:
             ``"raise"`` (default), ``"drop"`` it, or keep it with an ``"empty"`` document.
-        time_series: features for hourly series (e.g. :data:`.timeseries.DEFAULT_FEATURES`);
-            None (default) for none.
-        max_hours: hours of series from admission (48).
-        cache_dir, refresh, on_malformed: as in :func:`.notes.load_notes`.
+        time_series (Sequence[SeriesFeature], optional): features for hourly series (e.g.
+            :data:`.timeseries.DEFAULT_FEATURES`); None (default) for none.
+        max_hours (int, optional): hours of series from admission (48). (default: ``48``)
+        cache_dir (str or os.PathLike, optional): as in :func:`.notes.load_notes`. (default: ``None``)
+        refresh (bool, optional): as in :func:`.notes.load_notes`. (default: ``False``)
+        on_malformed (str, optional): as in :func:`.notes.load_notes`. (default: ``"raise"``)
     """
     if setting not in ("50", "full"):
         raise ValueError(f"`setting` must be '50' or 'full', got {setting!r}")

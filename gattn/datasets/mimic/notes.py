@@ -60,11 +60,11 @@ class MimicNotes:
     """The cleaned notes of each admission, in a parquet file (see the module docstring).
 
     Attributes:
-        path: the parquet file.
-        report: what reading ``NOTEEVENTS`` found (rows, kept, skipped by reason, malformed).
-        options: the options it was built with.
-        from_cache: whether this call read an existing cache entry.
-        num_admissions: admissions (rows) in the file.
+        path (Path): the parquet file.
+        report (TableReport): what reading ``NOTEEVENTS`` found (rows, kept, skipped by reason, malformed).
+        options (dict, optional): the options it was built with.
+        from_cache (bool, optional): whether this call read an existing cache entry. (default: ``False``)
+        num_admissions (int, optional): admissions (rows) in the file. (default: ``0``)
     """
 
     path: Path
@@ -206,17 +206,18 @@ def load_notes(
     """Read, clean and join the notes of every admission (module docstring), with a cache.
 
     Args:
-        mimic_dir: the MIMIC-III directory (holding ``NOTEEVENTS.csv`` or ``.csv.gz``).
-        categories: the ``CATEGORY`` values kept (default ``("Discharge summary",)``, the
+        mimic_dir (str or os.PathLike): the MIMIC-III directory (holding ``NOTEEVENTS.csv`` or ``.csv.gz``).
+        categories (Sequence[str], optional): the ``CATEGORY`` values kept (default ``("Discharge summary",)``, the
             ICD-coding setting of CAML and TransICD), compared without surrounding spaces
             (MIMIC-III spells some with a trailing one: ``"Physician "``, ``"Respiratory "``).
-        drop_error_notes: leave out notes with ``ISERROR = 1`` (default True).
-        hadm_ids: keep only these admissions (default: all).
-        cache_dir: where the parquet cache lives (default :func:`.cache.default_cache_dir`).
-        refresh: recompute even when a cache entry exists (default False).
-        on_malformed: ``"raise"`` (default) or ``"skip"`` malformed rows
+        drop_error_notes (bool, optional): leave out notes with ``ISERROR = 1`` (default True).
+        hadm_ids (Sequence[int] or np.ndarray, optional): keep only these admissions (default: all).
+        cache_dir (str or os.PathLike, optional): where the parquet cache lives (default
+            :func:`.cache.default_cache_dir`).
+        refresh (bool, optional): recompute even when a cache entry exists (default False).
+        on_malformed (str, optional): ``"raise"`` (default) or ``"skip"`` malformed rows
             (:mod:`gattn.datasets.mimic.tables`).
-        block_size: bytes of CSV parsed at a time (default 4 MiB).
+        block_size (int, optional): bytes of CSV parsed at a time (default 4 MiB).
 
     Returns:
         A :class:`MimicNotes` pointing at the cached parquet file.

@@ -26,7 +26,13 @@ _SETTINGS = ("full", "50")
 
 
 def split_file(splits_dir: str | os.PathLike, split: str, setting: str) -> Path:
-    """The file of ``split`` (``train``/``dev``/``test``) in ``setting`` (``full``/``50``)."""
+    """The file of ``split`` (``train``/``dev``/``test``) in ``setting`` (``full``/``50``).
+
+    Args:
+        splits_dir (str or os.PathLike): the folder of CAML's split files.
+        split (str): ``"train"``, ``"dev"`` or ``"test"``.
+        setting (str): ``"full"`` or ``"50"``.
+    """
     if split not in SPLITS:
         raise ValueError(f"`split` must be one of {SPLITS}, got {split!r}")
     if setting not in _SETTINGS:
@@ -64,6 +70,10 @@ def read_caml_splits(splits_dir: str | os.PathLike, setting: str = "50") -> dict
 
     Raises ``ValueError`` on a line that is not an integer (with its line number), an
     admission listed twice, or an admission in two splits.
+
+    Args:
+        splits_dir (str or os.PathLike): the folder of CAML's split files.
+        setting (str, optional): ``"full"`` or ``"50"``. (default: ``"50"``)
     """
     out = {split: _read_ids(split_file(splits_dir, split, setting)) for split in SPLITS}
     for i, a in enumerate(SPLITS):
@@ -86,6 +96,10 @@ def read_admissions(mimic_dir: str | os.PathLike, on_malformed: str = "raise") -
     (datetime64[s]; NaT when absent), ``ADMISSION_TYPE`` (str), ``HOSPITAL_EXPIRE_FLAG`` (Int64).
     A row without ``HADM_ID`` or ``ADMITTIME``, or a ``HADM_ID`` seen twice, is malformed.
     ``df.attrs["report"]`` is the :class:`TableReport`.
+
+    Args:
+        mimic_dir (str or os.PathLike): the MIMIC-III directory.
+        on_malformed (str, optional): ``"raise"`` or ``"skip"``. (default: ``"raise"``)
     """
     report = TableReport("")
     table = read_table(mimic_dir, "ADMISSIONS", _ADMISSION_COLUMNS, on_malformed=on_malformed, report=report)

@@ -111,15 +111,15 @@ class TableReport:
     """What reading one table found.
 
     Attributes:
-        path: the file read.
-        rows: data rows the CSV parser saw (malformed ones included).
-        kept: rows the loader kept after its filters.
-        skipped: rows left out on purpose, by reason (e.g. ``{"no HADM_ID": 12}``): these are
+        path (str): the file read.
+        rows (int, optional): data rows the CSV parser saw (malformed ones included). (default: ``0``)
+        kept (int, optional): rows the loader kept after its filters. (default: ``0``)
+        skipped (dict[str, int], optional): rows left out on purpose, by reason (e.g. ``{"no HADM_ID": 12}``): these are
             documented filters, not errors.
-        malformed: number of malformed rows (wrong number of fields, a value that does not
-            parse as its column's kind).
-        malformed_lines: ``(line, reason)`` of the first ``1000`` of them; ``line`` is the
-            physical line (1 = the header) on which the row starts.
+        malformed (int, optional): number of malformed rows (wrong number of fields, a value that does not
+            parse as its column's kind). (default: ``0``)
+        malformed_lines (list[tuple[int, str]], optional): ``(line, reason)`` of the first ``1000``
+            of them; ``line`` is the physical line (1 = the header) on which the row starts.
     """
 
     path: str
@@ -151,6 +151,12 @@ class TableReport:
 
 
 def resolve_mimic_dir(mimic_dir: str | os.PathLike) -> Path:
+    """``mimic_dir`` as a path (``~`` expanded), checked: a TypeError for another type, a
+    FileNotFoundError naming it when it is not a directory.
+
+    Args:
+        mimic_dir (str or os.PathLike): the MIMIC-III directory.
+    """
     if not isinstance(mimic_dir, str | os.PathLike):
         raise TypeError(f"`mimic_dir` must be a str or path, got {type(mimic_dir).__name__}")
     path = Path(mimic_dir).expanduser()
@@ -165,7 +171,12 @@ def _candidates(table: str) -> list[str]:
 
 def find_table(mimic_dir: str | os.PathLike, table: str) -> Path:
     """The file of MIMIC-III ``table`` in ``mimic_dir``: ``TABLE.csv``, ``TABLE.csv.gz`` or the
-    lower-case names. Raises ``FileNotFoundError`` naming the names tried and the directory."""
+    lower-case names. Raises ``FileNotFoundError`` naming the names tried and the directory.
+
+    Args:
+        mimic_dir (str or os.PathLike): the MIMIC-III directory.
+        table (str): the table's name (e.g. ``"NOTEEVENTS"``).
+    """
     return find_first(resolve_mimic_dir(mimic_dir), _candidates(table.upper()), f"MIMIC-III table {table.upper()}")
 
 
@@ -270,13 +281,16 @@ def iter_table(
     """Stream MIMIC-III ``table`` from ``mimic_dir`` as pyarrow tables of ``columns``.
 
     Args:
-        mimic_dir: the MIMIC-III directory.
-        table: the table's name (a key of :data:`SCHEMAS`, e.g. ``"NOTEEVENTS"``).
-        columns: upper-case column names to read; each must be in the header unless listed in
-            ``optional`` (an absent optional column is left out of the batches).
-        on_malformed: ``"raise"`` (default) or ``"skip"`` (see the module docstring).
-        block_size: bytes of CSV parsed per block (default 4 MiB); memory grows with it.
-        report: a :class:`TableReport` to fill (rows seen, malformed rows and their lines).
+        mimic_dir (str or os.PathLike): the MIMIC-III directory.
+        table (str): the table's name (a key of :data:`SCHEMAS`, e.g. ``"NOTEEVENTS"``).
+        columns (Sequence[str]): upper-case column names to read; each must be in the header
+            unless listed in ``optional``.
+        optional (Sequence[str], optional): columns that may be absent (an absent optional column
+            is left out of the batches). (default: ``()``)
+        on_malformed (str, optional): ``"raise"`` (default) or ``"skip"`` (see the module docstring).
+        block_size (int, optional): bytes of CSV parsed per block (default 4 MiB); memory grows with it.
+        report (TableReport, optional): a :class:`TableReport` to fill (rows seen, malformed rows and their lines).
+            (default: ``None``)
 
     Yields:
         ``pyarrow.Table`` chunks with the upper-case column names, integers as ``int64``,
@@ -347,7 +361,17 @@ def read_table(
     block_size: int = 4 << 20,
     report: TableReport | None = None,
 ) -> pa.Table:
-    """All of :func:`iter_table`'s chunks as one table (for the small tables)."""
+    """All of :func:`iter_table`'s chunks as one table (for the small tables).
+
+    Args:
+        mimic_dir (str or os.PathLike): the MIMIC-III directory.
+        table (str): the table's name (a key of :data:`SCHEMAS`).
+        columns (Sequence[str]): upper-case column names to read.
+        optional (Sequence[str], optional): columns that may be absent. (default: ``()``)
+        on_malformed (str, optional): ``"raise"`` or ``"skip"``. (default: ``"raise"``)
+        block_size (int, optional): bytes of CSV parsed per block. (default: ``4 << 20``)
+        report (TableReport, optional): a report to fill. (default: ``None``)
+    """
     kinds = _kinds(table, columns)
     chunks = list(iter_table(mimic_dir, table, columns, optional=optional, on_malformed=on_malformed,
                              block_size=block_size, report=report))

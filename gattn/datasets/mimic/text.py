@@ -30,12 +30,20 @@ _WORD = re.compile(r"\w+")
 
 
 def tokenize(text: str) -> list[str]:
-    """The cleaned words of one text (module docstring for the rule)."""
+    """The cleaned words of one text (module docstring for the rule).
+
+    Args:
+        text (str): one text.
+    """
     return [word for word in _WORD.findall(text.lower()) if any(c.isalpha() for c in word)]
 
 
 def clean_text(text: str) -> str:
-    """One text cleaned: :func:`tokenize`'s words joined by single spaces."""
+    """One text cleaned: :func:`tokenize`'s words joined by single spaces.
+
+    Args:
+        text (str): one text.
+    """
     return " ".join(tokenize(text))
 
 
@@ -99,6 +107,9 @@ def clean_texts(texts: pa.Array | pa.ChunkedArray | Sequence[str | None]) -> pa.
     """Clean many texts at once (module docstring for the rule); nulls give empty strings.
 
     Returns a pyarrow ``large_string`` array of the same length.
+
+    Args:
+        texts (pyarrow.Array or Sequence[str]): the texts (nulls allowed).
     """
     if not isinstance(texts, pa.Array | pa.ChunkedArray):
         texts = pa.array(list(texts), type=pa.string())

@@ -38,7 +38,13 @@ __all__ = ["DEFAULT_FEATURES", "SeriesFeature", "TimeSeries", "load_time_series"
 
 @dataclass(frozen=True)
 class SeriesFeature:
-    """One time-series feature: the ``itemids`` of ``table`` whose values it averages."""
+    """One time-series feature: the ``itemids`` of ``table`` whose values it averages.
+
+    Attributes:
+        name (str): the feature's name.
+        table (str): the MIMIC-III table of its values (``CHARTEVENTS``, ``LABEVENTS``).
+        itemids (tuple[int, ...]): the ``ITEMID`` values averaged into it.
+    """
 
     name: str
     table: str
@@ -89,12 +95,13 @@ class TimeSeries:
     """Hourly series of admissions.
 
     Attributes:
-        hadm_ids: [B] int64, the admissions, in the order asked for.
-        values: [B, T, F] float32, the hour's mean value; 0 where ``mask`` is False.
-        mask: [B, T, F] bool, True where the feature was measured in that hour.
-        features: the F feature names.
-        reports: ``{"CHARTEVENTS": TableReport, "LABEVENTS": ...}`` for the tables read.
-        from_cache: whether the hourly table came from the cache.
+        hadm_ids (Tensor): [B] int64, the admissions, in the order asked for.
+        values (Tensor): [B, T, F] float32, the hour's mean value; 0 where ``mask`` is False.
+        mask (Tensor): [B, T, F] bool, True where the feature was measured in that hour.
+        features (list[str]): the F feature names.
+        reports (dict[str, TableReport], optional): ``{"CHARTEVENTS": TableReport, "LABEVENTS":
+            ...}`` for the tables read.
+        from_cache (bool, optional): whether the hourly table came from the cache. (default: ``False``)
     """
 
     hadm_ids: Tensor
@@ -184,13 +191,18 @@ def load_time_series(
     docstring).
 
     Args:
-        mimic_dir: the MIMIC-III directory (``ADMISSIONS`` and the tables the features name).
-        hadm_ids: the admissions, in the order of the result's rows (default: every admission
-            of ``ADMISSIONS``, ascending). An admission with no measurement has an all-False mask.
-        features: the features (default :data:`DEFAULT_FEATURES`); the tables they name must exist.
-        max_hours: hours from admission kept (default 48).
-        drop_error_rows: leave out CHARTEVENTS rows flagged ``ERROR = 1`` (default True).
-        cache_dir, refresh, on_malformed, block_size: as in :func:`.notes.load_notes`.
+        mimic_dir (str or os.PathLike): the MIMIC-III directory (``ADMISSIONS`` and the tables the features name).
+        hadm_ids (Sequence[int] or np.ndarray, optional): the admissions, in the order of the
+            result's rows (default: every admission of ``ADMISSIONS``, ascending). An admission with
+            no measurement has an all-False mask.
+        features (Sequence[SeriesFeature], optional): the features (default
+            :data:`DEFAULT_FEATURES`); the tables they name must exist.
+        max_hours (int, optional): hours from admission kept (default 48).
+        drop_error_rows (bool, optional): leave out CHARTEVENTS rows flagged ``ERROR = 1`` (default True).
+        cache_dir (str or os.PathLike, optional): as in :func:`.notes.load_notes`. (default: ``None``)
+        refresh (bool, optional): as in :func:`.notes.load_notes`. (default: ``False``)
+        on_malformed (str, optional): as in :func:`.notes.load_notes`. (default: ``"raise"``)
+        block_size (int, optional): as in :func:`.notes.load_notes`. (default: ``1 << 22``)
     """
     if not isinstance(max_hours, int) or max_hours < 1:
         raise ValueError(f"`max_hours` must be a positive int, got {max_hours!r}")

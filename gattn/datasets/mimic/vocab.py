@@ -37,7 +37,11 @@ _SPECIALS = ["<pad>", "<unk>"]
 
 
 def split_words(texts: pa.Array | pa.ChunkedArray) -> tuple[pa.Array, np.ndarray]:
-    """Cleaned texts -> (all words, flat; document index of each word). Empty texts give none."""
+    """Cleaned texts -> (all words, flat; document index of each word). Empty texts give none.
+
+    Args:
+        texts (pyarrow.Array): cleaned texts.
+    """
     if isinstance(texts, pa.ChunkedArray):
         texts = texts.combine_chunks()
     lists = pc.split_pattern(pc.fill_null(texts, ""), " ")
@@ -55,9 +59,9 @@ class Vocabulary:
     """Index <-> word. ``words[0] = "<pad>"``, ``words[1] = "<unk>"``.
 
     Attributes:
-        words: the words, by index.
-        doc_freq: [V] training documents containing each word (0 for the two specials).
-        term_freq: [V] occurrences in the training documents (0 for the specials).
+        words (list[str]): the words, by index.
+        doc_freq (np.ndarray): [V] training documents containing each word (0 for the two specials).
+        term_freq (np.ndarray): [V] occurrences in the training documents (0 for the specials).
     """
 
     words: list[str]
@@ -130,9 +134,10 @@ def build_vocabulary(texts: Iterable[pa.Array | pa.ChunkedArray], min_count: int
     """The vocabulary of the (training) ``texts``: words in at least ``min_count`` documents.
 
     Args:
-        texts: cleaned texts, given as one or more arrays (e.g. one per parquet row group).
-        min_count: minimum document frequency (default 3, CAML's).
-        max_size: keep at most this many words, the most frequent (default: no limit).
+        texts (Iterable[pa.Array | pa.ChunkedArray]): cleaned texts, given as one or more arrays
+            (e.g. one per parquet row group).
+        min_count (int, optional): minimum document frequency (default 3, CAML's).
+        max_size (int, optional): keep at most this many words, the most frequent (default: no limit).
     """
     if not isinstance(min_count, int) or min_count < 1:
         raise ValueError(f"`min_count` must be a positive int, got {min_count!r}")
@@ -190,13 +195,17 @@ def train_word2vec(
     """Word2vec vectors of the vocabulary's words, trained on ``texts`` (module docstring).
 
     Args:
-        texts: a function returning a fresh iterator of cleaned-text arrays (the training notes)
-            at each call; gensim passes over the corpus ``epochs + 1`` times.
-        vocabulary: rows of the result follow it; only its words are trained.
-        dim: vector size (default 100, CAML's; TransICD used 128).
-        epochs, window, skip_gram, negative: gensim's ``epochs``, ``window``, ``sg``, ``negative``.
-        seed: gensim's ``seed``, and the ``<unk>`` vector's.
-        workers: gensim threads (default 1: reproducible; more is faster but not deterministic).
+        texts (Callable[[], Iterator[pa.Array]]): a function returning a fresh iterator of
+            cleaned-text arrays (the training notes) at each call; gensim passes over the corpus
+            ``epochs + 1`` times.
+        vocabulary (Vocabulary): rows of the result follow it; only its words are trained.
+        dim (int, optional): vector size (default 100, CAML's; TransICD used 128).
+        epochs (int, optional): gensim's ``epochs``. (default: ``5``)
+        window (int, optional): gensim's ``window``. (default: ``5``)
+        skip_gram (bool, optional): gensim's ``sg``. (default: ``False``)
+        negative (int, optional): gensim's ``negative``. (default: ``5``)
+        seed (int, optional): gensim's ``seed``, and the ``<unk>`` vector's. (default: ``0``)
+        workers (int, optional): gensim threads (default 1: reproducible; more is faster but not deterministic).
 
     Returns:
         ``[len(vocabulary), dim]`` float32.
