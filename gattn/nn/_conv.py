@@ -37,6 +37,7 @@ from torch_geometric.utils import add_self_loops, is_torch_sparse_tensor, remove
 from gattn.kernels import split_kv
 from gattn.kernels._cache import cached
 from gattn.kernels._validate import check_edge_index_shape
+from gattn.kernels.reorder import check_reorder
 
 from ._checks import check_channels, check_features, check_positive_int, check_probability
 
@@ -246,7 +247,7 @@ class FusedMessagePassing(MessagePassing):
     )
 
     def init_attention(self, out_channels: int, heads: int, concat: bool, dropout: float,
-                       edge_dim: int | None, backend: str | None) -> None:
+                       edge_dim: int | None, backend: str | None, reorder: str | None = None) -> None:
         """The options every attention layer has, validated."""
         self.out_channels = check_positive_int("out_channels", out_channels)
         self.heads = check_positive_int("heads", heads)
@@ -254,6 +255,7 @@ class FusedMessagePassing(MessagePassing):
         self.dropout = check_probability("dropout", dropout)
         self.edge_dim = None if edge_dim is None else check_positive_int("edge_dim", edge_dim)
         self.backend = backend
+        self.reorder = check_reorder(reorder)
 
     def merge_heads(self, tensor: Tensor) -> Tensor:
         """[R, H, C] -> [R, H * C] (concat) or [R, C] (mean over heads)."""

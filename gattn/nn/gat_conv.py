@@ -73,7 +73,8 @@ class AdditiveAttentionConv(FusedMessagePassing):
                 result = edge_attention(
                     inputs.pop("q"), inputs.pop("k"), inputs.pop("v"), graph.edge_index, num_nodes=num_nodes,
                     score="additive", negative_slope=self.negative_slope, dropout_p=dropout_p,
-                    dropout_seed=seed, return_attention=want_alpha, backend=self.backend, **inputs,
+                    dropout_seed=seed, return_attention=want_alpha, backend=self.backend, reorder=self.reorder,
+                    **inputs,
                 )
                 out, kept["alpha"] = result if want_alpha else (result, None)
                 return out
@@ -147,6 +148,11 @@ class GATConv(AdditiveAttentionConv):
             (default: ``False``)
         backend (str, optional): kernel backend of :func:`gattn.kernels.edge_attention`;
             ``None`` picks by device. (default: ``None``)
+        reorder (str, optional): node ordering the fused kernel runs in, for cache locality
+            on graphs with structure: ``None`` (the caller's order), ``"rcm"`` or ``"metis"``
+            (needs pymetis); computed once per graph and undone at the boundary, so outputs
+            and gradients are in the caller's node order (see
+            :func:`gattn.kernels.edge_attention`). (default: ``None``)
         **kwargs (optional): further arguments of ``MessagePassing``.
 
     Shapes:
@@ -176,12 +182,13 @@ class GATConv(AdditiveAttentionConv):
         bias: bool = True,
         residual: bool = False,
         backend: str | None = None,
+        reorder: str | None = None,
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("aggr", "add")
         super().__init__(node_dim=0, **kwargs)
         self.in_channels = in_channels
-        self.init_attention(out_channels, heads, concat, dropout, edge_dim, backend)
+        self.init_attention(out_channels, heads, concat, dropout, edge_dim, backend, reorder)
         self.init_additive(negative_slope, add_self_loops, fill_value, residual)
         inner = heads * out_channels
         pair = channel_pair(in_channels)

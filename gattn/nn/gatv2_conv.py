@@ -62,6 +62,11 @@ class GATv2Conv(AdditiveAttentionConv):
             (default: ``False``)
         backend (str, optional): kernel backend of :func:`gattn.kernels.edge_attention`;
             ``None`` picks by device. (default: ``None``)
+        reorder (str, optional): node ordering the fused kernel runs in, for cache locality
+            on graphs with structure: ``None`` (the caller's order), ``"rcm"`` or ``"metis"``
+            (needs pymetis); computed once per graph and undone at the boundary, so outputs
+            and gradients are in the caller's node order (see
+            :func:`gattn.kernels.edge_attention`). (default: ``None``)
         **kwargs (optional): further arguments of ``MessagePassing``.
 
     Shapes:
@@ -91,11 +96,12 @@ class GATv2Conv(AdditiveAttentionConv):
         share_weights: bool = False,
         residual: bool = False,
         backend: str | None = None,
+        reorder: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(node_dim=0, **kwargs)
         self.in_channels = in_channels
-        self.init_attention(out_channels, heads, concat, dropout, edge_dim, backend)
+        self.init_attention(out_channels, heads, concat, dropout, edge_dim, backend, reorder)
         self.init_additive(negative_slope, add_self_loops, fill_value, residual)
         self.share_weights = bool(share_weights)
         inner = heads * out_channels

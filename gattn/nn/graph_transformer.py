@@ -26,6 +26,7 @@ from torch_geometric.nn.dense.linear import Linear
 from torch_geometric.utils import softmax
 
 from gattn.kernels import edge_attention
+from gattn.kernels.reorder import check_reorder
 
 from ._checks import check_features, check_positive_int, check_probability
 from ._conv import FusedMessagePassing, as_graph, attention_return, channel_pair, node_features, project_key_value
@@ -91,6 +92,11 @@ class GraphTransformerConv(FusedMessagePassing):
             only inside the attention and returns node features alone. (default: ``True``)
         backend (str, optional): kernel backend for :func:`gattn.kernels.edge_attention`;
             ``None`` picks by device. (default: ``None``)
+        reorder (str, optional): node ordering the fused kernel runs in, for cache locality
+            on graphs with structure: ``None`` (the caller's order), ``"rcm"`` or ``"metis"``
+            (needs pymetis); computed once per graph and undone at the boundary, so outputs
+            and gradients are in the caller's node order (see
+            :func:`gattn.kernels.edge_attention`). (default: ``None``)
         **kwargs (optional): further arguments of ``MessagePassing`` (``decomposed_layers``,
             ...).
 
@@ -117,13 +123,14 @@ class GraphTransformerConv(FusedMessagePassing):
         bias: bool = True,
         update_edges: bool = True,
         backend: str | None = None,
+        reorder: str | None = None,
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("aggr", "add")
         super().__init__(node_dim=0, **kwargs)
         src_channels, dst_channels = channel_pair(in_channels)
         self.in_channels = (src_channels, dst_channels) if isinstance(in_channels, (tuple, list)) else src_channels
-        self.init_attention(out_channels, heads, concat, dropout, edge_dim, backend)
+        self.init_attention(out_channels, heads, concat, dropout, edge_dim, backend, reorder)
         self.update_edges = bool(update_edges) and self.edge_dim is not None
         inner = self.heads * self.out_channels
 
@@ -186,7 +193,7 @@ class GraphTransformerConv(FusedMessagePassing):
                 result = edge_attention(
                     query, key, value, graph.edge_index, num_nodes=(graph.num_src, graph.num_dst),
                     edge_scale=edge_scale, scale=scale, dropout_p=dropout_p,
-                    return_attention=want_alpha, backend=self.backend,
+                    return_attention=want_alpha, backend=self.backend, reorder=self.reorder,
                 )
                 out, kept["alpha"] = result if want_alpha else (result, None)
                 return out
@@ -308,6 +315,8 @@ class GraphTransformerLayer(nn.Module):
             (it also leaves no unused parameters). (default: ``True``)
         backend (str, optional): kernel backend of :func:`gattn.kernels.edge_attention`;
             ``None`` picks by device. (default: ``None``)
+        reorder (str, optional): node ordering of the attention's fused kernel (``None``,
+            ``"rcm"`` or ``"metis"``; see :class:`GraphTransformerConv`). (default: ``None``)
 
     Shapes:
         - **input:** ``x`` :math:`(|\mathcal{V}|, \text{channels})`, ``edge_index``
@@ -331,8 +340,10 @@ class GraphTransformerLayer(nn.Module):
         bias: bool = True,
         update_edges: bool = True,
         backend: str | None = None,
+        reorder: str | None = None,
     ) -> None:
         super().__init__()
+        self.reorder = check_reorder(reorder)
         self.channels = check_positive_int("channels", channels)
         self.heads = check_positive_int("heads", heads)
         if channels % heads:
@@ -367,6 +378,7 @@ class GraphTransformerLayer(nn.Module):
         return GraphTransformerConv(
             channels, channels // heads, heads=heads, concat=True, dropout=attention_dropout,
             edge_dim=edge_dim, bias=bias, update_edges=self.update_edges, backend=backend,
+            reorder=self.reorder,
         )
 
     @property
