@@ -36,6 +36,7 @@ is better) and a PNG chart of them is written (``--chart``).
     python benchmarks/edge_attention.py --graphs random --threads 1 --load none,busy --batch full,mini
     python benchmarks/edge_attention.py --graphs sbm,knn,cora,powerlaw --reorder --batch full --load none
     python benchmarks/edge_attention.py --device cuda
+    python benchmarks/edge_attention.py --profile --graphs random --threads 1   # what bounds a training step
 """
 
 from __future__ import annotations
@@ -45,6 +46,9 @@ import itertools
 import json
 import os
 import sys
+import time
+from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -167,8 +171,19 @@ def build(method: str, channels: int, heads: int, dim: int, layer: str = "transf
     return getattr(module, name)(channels, dim, heads=heads, backend=backend, **options)
 
 
-def measure(spec: dict) -> dict:
-    """Time (and memory of) one method on one graph in one setting, in this process."""
+class _Setup(NamedTuple):
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    x: torch.Tensor
+    next_graph: Callable[[], torch.Tensor]
+    sync: Callable[[], None]
+    device: torch.device
+    nodes: int
+    edges: int
+
+
+def _setup(spec: dict) -> _Setup:
+    """Threads, graph(s), input, model and Adam of one benchmarked setting, in this process."""
     torch.manual_seed(0)
     threads = spec.get("threads")
     if threads:
@@ -199,6 +214,19 @@ def measure(spec: dict) -> dict:
     model = build(spec["method"], channels, heads, dim, spec.get("layer", "transformer")).to(device, dtype)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     sync = cuda_sync if device.type == "cuda" else (lambda: None)
+    return _Setup(model, optimizer, x, next_graph, sync, device, nodes, int(edge_index.size(1)))
+
+
+def _train_step(setup: _Setup) -> None:
+    setup.optimizer.zero_grad(set_to_none=True)
+    setup.model(setup.x, setup.next_graph()).square().mean().backward()
+    setup.optimizer.step()
+
+
+def measure(spec: dict) -> dict:
+    """Time (and memory of) one method on one graph in one setting, in this process."""
+    setup = _setup(spec)
+    model, x, next_graph, sync, device = setup.model, setup.x, setup.next_graph, setup.sync, setup.device
     base_rss = rss_mb()
 
     def forward():
@@ -206,11 +234,9 @@ def measure(spec: dict) -> dict:
             model(x, next_graph())
 
     def train_step():
-        optimizer.zero_grad(set_to_none=True)
-        model(x, next_graph()).square().mean().backward()
-        optimizer.step()
+        _train_step(setup)
 
-    result = {"load": load_average(), "edges": int(edge_index.size(1)), "nodes": nodes}
+    result = {"load": load_average(), "edges": setup.edges, "nodes": setup.nodes}
     if device.type == "cuda":
         torch.cuda.empty_cache()
         train_step()  # warm-up: kernel compilation, CSR build
@@ -227,6 +253,49 @@ def measure(spec: dict) -> dict:
         result["above_inputs_mb"] = peak_rss_mb() - base_rss
     result["load"] = max(result["load"], load_average())
     return result
+
+
+#: What bounds a training step: profiler events (inclusive CPU time) summed per part.
+PROFILE_PARTS = {
+    "attention kernels (fused forward + backward)": ("FusedEdgeAttention", "FusedEdgeAttentionBackward"),
+    "projections (Q, K|V matmuls, forward + backward)": ("aten::linear", "AddmmBackward0", "MmBackward0"),
+    "K|V gradient assembly (two slice backwards)": ("SliceBackward0",),
+    "node reordering permutations": ("_PermuteRows", "_PermuteRowsBackward"),
+    "optimizer (Adam step + zero_grad)": ("Optimizer.step#Adam.step", "Optimizer.zero_grad#Adam.zero_grad"),
+}
+
+
+def profile_step(spec: dict) -> dict:
+    """torch.profiler over `spec["repeats"]` training steps (after two warm-up steps): seconds
+    per step of each part of :data:`PROFILE_PARTS`, the rest, and the top ops by self time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    setup = _setup(spec)
+    for _ in range(2):
+        _train_step(setup)
+    steps = spec["repeats"]
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        start = time.perf_counter()
+        for _ in range(steps):
+            _train_step(setup)
+        wall = (time.perf_counter() - start) / steps
+    averages = {event.key: event for event in prof.key_averages()}
+    parts = {part: sum(averages[name].cpu_time_total for name in names if name in averages) / 1e6 / steps
+             for part, names in PROFILE_PARTS.items()}
+    parts["everything else (loss, autograd glue, casts, allocation)"] = wall - sum(parts.values())
+    top = sorted(averages.values(), key=lambda event: event.self_cpu_time_total, reverse=True)[:10]
+    return {"step_s": wall, "parts": parts, "load": load_average(),
+            "top_self": [(event.key, event.self_cpu_time_total / 1e6 / steps) for event in top]}
+
+
+def print_profile(spec: dict, result: dict) -> None:
+    print(f"profile: {spec['method']} {spec['graph']} N={spec['nodes']:,} E={spec['edges']:,} H={spec['heads']} "
+          f"D={spec['dim']}, {spec['threads']} thread(s), full batch, {spec['repeats']} steps, "
+          f"load average {result['load']:.1f}")
+    print_table(f"Training step: {result['step_s']:.3f} s (wall, under the profiler)",
+                ["part", "s per step", "share"],
+                [[part, fmt(sec, 3), f"{100 * sec / result['step_s']:.0f}%"] for part, sec in result["parts"].items()])
+    print_table("Top ops by self CPU time", ["op", "s per step"], [[k, fmt(v, 3)] for k, v in result["top_self"]])
 
 
 def benchmark_cases(device: str, quick: bool = False, graphs: tuple[str, ...] = GRAPHS
@@ -319,10 +388,14 @@ def main() -> None:
     parser.add_argument("--data", default=DEFAULT_DATA, help="folder holding planetoid/Cora/raw (the cora graph)")
     parser.add_argument("--chart", default="runs/edge_attention.png", help="PNG chart of the ratios ('' for none)")
     parser.add_argument("--json", default=None, help="also write the rows to this JSON file")
+    parser.add_argument("--profile", action="store_true",
+                        help="instead of timing: torch.profiler breakdown of the full-batch training step of the "
+                             "first method (default gattn) on the first graph (random N=50k/E=1M), first thread count")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(measure(json.loads(args.child))))
+        spec = json.loads(args.child)
+        print(json.dumps(profile_step(spec) if spec.get("profile") else measure(spec)))
         return
 
     layers = args.layers.split(",")
@@ -342,6 +415,17 @@ def main() -> None:
     if set(batches) - {"full", "mini"} or set(loads) - {"none", "busy"} or set(dtypes) - {"float32", "bfloat16"}:
         parser.error("--batch takes full,mini, --load none,busy and --dtype float32,bfloat16")
     cases = benchmark_cases(args.device, args.quick, graphs)
+    if args.profile:
+        graph, nodes, edges, heads, dim = cases[0]
+        warm_numba_cache()
+        spec = dict(device=args.device, method=(methods_asked or ["gattn"])[0], layer=layers[0], graph=graph,
+                    nodes=nodes, edges=edges, heads=heads, dim=dim, repeats=args.repeats or 3, threads=threads[0],
+                    batch="full", data=args.data, dtype=dtypes[0], profile=True)
+        result = run_child("benchmarks.edge_attention", spec)
+        if "error" in result:
+            raise SystemExit(f"profile failed: {result['error']}")
+        print_profile(spec, result)
+        return
     if args.device == "cpu":
         repeats = args.repeats or 3
         warm_numba_cache()

@@ -149,3 +149,17 @@ def test_edge_attention_main_reorder_rows(tmp_path, monkeypatch, capsys) -> None
         {("full", "gattn-metis")} if any(r["method"] == "gattn-metis" for r in rows) else set())
     chart = read_chart_data(str(tmp_path / "chart.png"))
     assert "train step vs PyG (gattn-rcm)" in json.dumps(chart)
+
+
+@pytest.mark.parametrize("method", ["gattn", "gattn-rcm"])
+def test_edge_attention_profile_parts(method: str, capsys) -> None:
+    spec = tiny_spec(method, graph="sbm") | {"threads": 1, "batch": "full", "profile": True}
+    result = edge_attention.profile_step(spec)
+    parts = result["parts"]
+    assert parts["attention kernels (fused forward + backward)"] > 0
+    assert parts["projections (Q, K|V matmuls, forward + backward)"] > 0
+    assert parts["optimizer (Adam step + zero_grad)"] > 0
+    assert (parts["node reordering permutations"] > 0) == (method == "gattn-rcm")
+    assert sum(parts.values()) == pytest.approx(result["step_s"])
+    edge_attention.print_profile(spec, result)
+    assert "attention kernels" in capsys.readouterr().out
