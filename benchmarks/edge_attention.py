@@ -21,6 +21,10 @@ node ids shuffled), ``knn`` (a 3-D point cloud, each point's 16 nearest neighbou
 locality) and ``cora`` (the Planetoid citation graph from ``--data``; the row is skipped, with
 the reason printed, when the files are absent).
 
+bf16 K/V: the method ``gattn-bf16kv`` (``--methods gattn,gattn-bf16kv,pyg``) is gattn's
+layer with ``kv_dtype=torch.bfloat16``; its row is followed by the relative error of its
+output against float32 K/V on the same input.
+
 Node reordering: the methods ``gattn-rcm`` and ``gattn-metis`` are gattn's layer with
 ``reorder="rcm"`` / ``"metis"`` (the ordering is computed once, in the warm-up step, and
 cached like the CSR); ``--reorder`` adds them to the default methods (full batch only: a
@@ -151,8 +155,9 @@ def mini_batches(kind: str, num_nodes: int, num_edges: int, count: int, data: st
     return [edge_index[:, torch.randperm(edge_index.size(1), generator=gen)] for _ in range(count)]
 
 
-#: Methods: gattn (backend by device), its node-reordered forms, the reference, triton, PyG.
-METHODS = ("gattn", "gattn-rcm", "gattn-metis", "reference", "triton", "pyg")
+#: Methods: gattn (backend by device), its node-reordered forms, gattn with bf16 K/V storage,
+#: the reference, triton, PyG.
+METHODS = ("gattn", "gattn-rcm", "gattn-metis", "gattn-bf16kv", "reference", "triton", "pyg")
 
 
 def build(method: str, channels: int, heads: int, dim: int, layer: str = "transformer") -> nn.Module:
@@ -166,7 +171,9 @@ def build(method: str, channels: int, heads: int, dim: int, layer: str = "transf
         return getattr(module, name)(channels, dim, heads=heads, **options)
     import gattn.nn as module
 
-    if method.startswith("gattn-"):
+    if method == "gattn-bf16kv":
+        options["kv_dtype"] = torch.bfloat16
+    elif method.startswith("gattn-"):
         options["reorder"] = method.split("-", 1)[1]
     return getattr(module, name)(channels, dim, heads=heads, backend=backend, **options)
 
@@ -251,6 +258,13 @@ def measure(spec: dict) -> dict:
     if device.type == "cpu":
         result["peak_mb"] = peak_rss_mb()
         result["above_inputs_mb"] = peak_rss_mb() - base_rss
+    if spec["method"] == "gattn-bf16kv":  # what the opt-in costs in accuracy, on this input
+        with torch.no_grad():
+            stored = model(x, next_graph())
+            model.kv_dtype = None
+            exact = model(x, next_graph())
+            model.kv_dtype = torch.bfloat16
+        result["kv_bf16_rel_error"] = float((stored - exact).float().norm() / exact.float().norm())
     result["load"] = max(result["load"], load_average())
     return result
 
@@ -487,6 +501,9 @@ def main() -> None:
                             fmt(ratio("fwd_s"), 2), fmt(ratio("step_s"), 2), fmt(ratio("peak_mb"), 2),
                         ])
                         print("  ".join(rows[-1]), flush=True)  # as measured: a long run shows its progress
+                        if "kv_bf16_rel_error" in res:
+                            print(f"    {method}: relative error of the layer output against float32 K/V "
+                                  f"(Frobenius norm): {res['kv_bf16_rel_error']:.2e}", flush=True)
                     chart_cases.append(f"{layer} {graph}\n{setting}")
                     bars: dict[str, float | None] = {}
                     for method in methods:

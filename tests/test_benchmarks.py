@@ -163,3 +163,10 @@ def test_edge_attention_profile_parts(method: str, capsys) -> None:
     assert sum(parts.values()) == pytest.approx(result["step_s"])
     edge_attention.print_profile(spec, result)
     assert "attention kernels" in capsys.readouterr().out
+
+
+def test_edge_attention_measure_bf16_kv_reports_its_error() -> None:
+    assert edge_attention.build("gattn-bf16kv", 8, 2, 4).kv_dtype == torch.bfloat16
+    result = edge_attention.measure(tiny_spec("gattn-bf16kv") | {"threads": 1, "batch": "full"})
+    assert result["step_s"] > 0
+    assert 0 < result["kv_bf16_rel_error"] < 1e-2

@@ -247,7 +247,8 @@ class FusedMessagePassing(MessagePassing):
     )
 
     def init_attention(self, out_channels: int, heads: int, concat: bool, dropout: float,
-                       edge_dim: int | None, backend: str | None, reorder: str | None = None) -> None:
+                       edge_dim: int | None, backend: str | None, reorder: str | None = None,
+                       kv_dtype: torch.dtype | None = None) -> None:
         """The options every attention layer has, validated."""
         self.out_channels = check_positive_int("out_channels", out_channels)
         self.heads = check_positive_int("heads", heads)
@@ -256,6 +257,9 @@ class FusedMessagePassing(MessagePassing):
         self.edge_dim = None if edge_dim is None else check_positive_int("edge_dim", edge_dim)
         self.backend = backend
         self.reorder = check_reorder(reorder)
+        if kv_dtype not in (None, torch.bfloat16):
+            raise ValueError(f"`kv_dtype` must be None or torch.bfloat16, got {kv_dtype!r}")
+        self.kv_dtype = kv_dtype
 
     def merge_heads(self, tensor: Tensor) -> Tensor:
         """[R, H, C] -> [R, H * C] (concat) or [R, C] (mean over heads)."""
