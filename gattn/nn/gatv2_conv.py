@@ -62,15 +62,11 @@ class GATv2Conv(AdditiveAttentionConv):
             (default: ``False``)
         backend (str, optional): kernel backend of :func:`gattn.kernels.edge_attention`;
             ``None`` picks by device. (default: ``None``)
-        reorder (str, optional): node ordering the fused kernel runs in, for cache locality
-            on graphs with structure: ``None`` (the caller's order), ``"rcm"`` or ``"metis"``
-            (needs pymetis); computed once per graph and undone at the boundary, so outputs
-            and gradients are in the caller's node order (see
-            :func:`gattn.kernels.edge_attention`). (default: ``None``)
-        kv_dtype (torch.dtype, optional): ``torch.bfloat16`` stores the fused kernel's keys
-            and values in bf16 (an opt-in: half the bytes per edge, arithmetic in float32,
-            about 3e-3 relative error; cpu backend); ``None`` keeps the input dtype (see
-            :func:`gattn.kernels.edge_attention`). (default: ``None``)
+        reorder (str, optional): the fused kernel's node ordering for cache locality, undone
+            at the boundary: ``None``, ``"rcm"`` or ``"metis"``. (default: ``None``)
+        kv_dtype (torch.dtype, optional): ``torch.bfloat16`` stores keys and values in bf16
+            (opt-in, float32 arithmetic). Both: see :func:`~gattn.kernels.edge_attention`.
+            (default: ``None``)
         **kwargs (optional): further arguments of ``MessagePassing``.
 
     Shapes:
