@@ -15,9 +15,22 @@ backward, an Adam step), medians over repeats, with ``--threads`` torch and numb
 ``edge_index`` tensor every step, as a mini-batch loader gives: the CSR is rebuilt each
 step), with no load of ours or under ``--load busy`` (busy-loop processes the benchmark
 starts itself for the time of each measurement); the machine's load average is printed with
-every row. Graphs: ``random`` (uniform), ``powerlaw`` (hub destinations), ``knn`` (a 3-D
-point cloud, each point's 16 nearest neighbours: real locality) and ``cora`` (the Planetoid
-citation graph from ``--data``). Every (graph, layer, method, setting) runs in a fresh
+every row. Graphs: ``random`` (uniform), ``powerlaw`` (hub destinations), ``sbm`` (a
+stochastic block model: 100 communities of 500 nodes, 90 % of the edges inside a community,
+node ids shuffled), ``knn`` (a 3-D point cloud, each point's 16 nearest neighbours: real
+locality) and ``cora`` (the Planetoid citation graph from ``--data``; the row is skipped, with
+the reason printed, when the files are absent).
+
+bf16 K/V: the method ``gattn-bf16kv`` (``--methods gattn,gattn-bf16kv,pyg``) is gattn's
+layer with ``kv_dtype=torch.bfloat16``; its row is followed by the relative error of its
+output against float32 K/V on the same input.
+
+Node reordering: the methods ``gattn-rcm`` and ``gattn-metis`` are gattn's layer with
+``reorder="rcm"`` / ``"metis"`` (the ordering is computed once, in the warm-up step, and
+cached like the CSR); ``--reorder`` adds them to the default methods (full batch only: a
+mini-batch's fresh ``edge_index`` would pay a new ordering every step).
+
+Every (graph, layer, method, setting) runs in a fresh
 process, so on CPU its peak RSS is its own; on CUDA peak memory is
 torch.cuda.max_memory_allocated above the inputs. The table gives ratios against PyG (higher
 is better) and a PNG chart of them is written (``--chart``).
@@ -25,7 +38,9 @@ is better) and a PNG chart of them is written (``--chart``).
     python benchmarks/edge_attention.py --demo      # one small row, under a minute
     python benchmarks/edge_attention.py             # CPU: every graph, 1 and 2 threads, idle and busy
     python benchmarks/edge_attention.py --graphs random --threads 1 --load none,busy --batch full,mini
+    python benchmarks/edge_attention.py --graphs sbm,knn,cora,powerlaw --reorder --batch full --load none
     python benchmarks/edge_attention.py --device cuda
+    python benchmarks/edge_attention.py --profile --graphs random --threads 1   # what bounds a training step
 """
 
 from __future__ import annotations
@@ -35,6 +50,9 @@ import itertools
 import json
 import os
 import sys
+import time
+from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -60,7 +78,9 @@ LAYERS = ("transformer", "gat", "gatv2")
 ARXIV_NODES, ARXIV_EDGES = 169_343, 1_166_243
 
 
-GRAPHS = ("random", "powerlaw", "knn", "cora")
+GRAPHS = ("random", "powerlaw", "sbm", "knn", "cora")
+#: Nodes per community of the 'sbm' graph, and the share of edges inside a community.
+SBM_BLOCK, SBM_INSIDE = 500, 0.9
 DEFAULT_DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data")
 
 
@@ -69,7 +89,10 @@ def make_graph(kind: str, num_nodes: int, num_edges: int, seed: int = 0, data: s
     """(edge_index [2, E], number of nodes) of a benchmark graph.
 
     'random': uniform sources and destinations; 'powerlaw': destinations drawn with
-    probability ~ rank^-0.8 (the top node gets ~3% of all edges), sources uniform; 'knn':
+    probability ~ rank^-0.8 (the top node gets ~3% of all edges), sources uniform; 'sbm': a
+    stochastic block model sampled edge by edge (destinations uniform, each source drawn from
+    the destination's community of SBM_BLOCK nodes with probability SBM_INSIDE, else uniform;
+    node ids then shuffled, so communities are not contiguous id ranges); 'knn':
     `num_nodes` uniform points in the unit cube, each receiving edges from its
     `num_edges // num_nodes` nearest neighbours (node ids in random order, as a point cloud
     comes); 'cora': the Planetoid Cora graph read from `data`/planetoid (sizes ignored)."""
@@ -86,6 +109,14 @@ def make_graph(kind: str, num_nodes: int, num_edges: int, seed: int = 0, data: s
         dst = torch.arange(num_nodes).repeat_interleave(degree)
         return torch.stack([src, dst]), num_nodes
     src = torch.randint(0, num_nodes, (num_edges,), generator=gen)
+    if kind == "sbm":
+        dst = torch.randint(0, num_nodes, (num_edges,), generator=gen)
+        block_start = dst - dst % SBM_BLOCK
+        inside = torch.randint(0, SBM_BLOCK, (num_edges,), generator=gen)
+        inner = (block_start + inside).clamp(max=num_nodes - 1)
+        src = torch.where(torch.rand(num_edges, generator=gen) < SBM_INSIDE, inner, src)
+        relabel = torch.randperm(num_nodes, generator=gen)
+        return relabel[torch.stack([src, dst])], num_nodes
     if kind == "random":
         dst = torch.randint(0, num_nodes, (num_edges,), generator=gen)
     elif kind == "powerlaw":
@@ -124,9 +155,14 @@ def mini_batches(kind: str, num_nodes: int, num_edges: int, count: int, data: st
     return [edge_index[:, torch.randperm(edge_index.size(1), generator=gen)] for _ in range(count)]
 
 
+#: Methods: gattn (backend by device), its node-reordered forms, gattn with bf16 K/V storage,
+#: the reference, triton, PyG.
+METHODS = ("gattn", "gattn-rcm", "gattn-metis", "gattn-bf16kv", "reference", "triton", "pyg")
+
+
 def build(method: str, channels: int, heads: int, dim: int, layer: str = "transformer") -> nn.Module:
-    """The benchmarked module: `layer` as implemented by `method` (gattn, reference, triton, pyg)."""
-    backend = {"gattn": None, "reference": "reference", "triton": "triton", "pyg": None}[method]
+    """The benchmarked module: `layer` as implemented by `method` (one of METHODS)."""
+    backend = {"reference": "reference", "triton": "triton"}.get(method)
     name = {"transformer": "TransformerConv", "gat": "GATConv", "gatv2": "GATv2Conv"}[layer]
     options = dict(root_weight=False) if layer == "transformer" else {}
     if method == "pyg":
@@ -135,11 +171,26 @@ def build(method: str, channels: int, heads: int, dim: int, layer: str = "transf
         return getattr(module, name)(channels, dim, heads=heads, **options)
     import gattn.nn as module
 
+    if method == "gattn-bf16kv":
+        options["kv_dtype"] = torch.bfloat16
+    elif method.startswith("gattn-"):
+        options["reorder"] = method.split("-", 1)[1]
     return getattr(module, name)(channels, dim, heads=heads, backend=backend, **options)
 
 
-def measure(spec: dict) -> dict:
-    """Time (and memory of) one method on one graph in one setting, in this process."""
+class _Setup(NamedTuple):
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    x: torch.Tensor
+    next_graph: Callable[[], torch.Tensor]
+    sync: Callable[[], None]
+    device: torch.device
+    nodes: int
+    edges: int
+
+
+def _setup(spec: dict) -> _Setup:
+    """Threads, graph(s), input, model and Adam of one benchmarked setting, in this process."""
     torch.manual_seed(0)
     threads = spec.get("threads")
     if threads:
@@ -170,6 +221,19 @@ def measure(spec: dict) -> dict:
     model = build(spec["method"], channels, heads, dim, spec.get("layer", "transformer")).to(device, dtype)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     sync = cuda_sync if device.type == "cuda" else (lambda: None)
+    return _Setup(model, optimizer, x, next_graph, sync, device, nodes, int(edge_index.size(1)))
+
+
+def _train_step(setup: _Setup) -> None:
+    setup.optimizer.zero_grad(set_to_none=True)
+    setup.model(setup.x, setup.next_graph()).square().mean().backward()
+    setup.optimizer.step()
+
+
+def measure(spec: dict) -> dict:
+    """Time (and memory of) one method on one graph in one setting, in this process."""
+    setup = _setup(spec)
+    model, x, next_graph, sync, device = setup.model, setup.x, setup.next_graph, setup.sync, setup.device
     base_rss = rss_mb()
 
     def forward():
@@ -177,11 +241,9 @@ def measure(spec: dict) -> dict:
             model(x, next_graph())
 
     def train_step():
-        optimizer.zero_grad(set_to_none=True)
-        model(x, next_graph()).square().mean().backward()
-        optimizer.step()
+        _train_step(setup)
 
-    result = {"load": load_average(), "edges": int(edge_index.size(1)), "nodes": nodes}
+    result = {"load": load_average(), "edges": setup.edges, "nodes": setup.nodes}
     if device.type == "cuda":
         torch.cuda.empty_cache()
         train_step()  # warm-up: kernel compilation, CSR build
@@ -196,8 +258,58 @@ def measure(spec: dict) -> dict:
     if device.type == "cpu":
         result["peak_mb"] = peak_rss_mb()
         result["above_inputs_mb"] = peak_rss_mb() - base_rss
+    if spec["method"] == "gattn-bf16kv":  # what the opt-in costs in accuracy, on this input
+        with torch.no_grad():
+            stored = model(x, next_graph())
+            model.kv_dtype = None
+            exact = model(x, next_graph())
+            model.kv_dtype = torch.bfloat16
+        result["kv_bf16_rel_error"] = float((stored - exact).float().norm() / exact.float().norm())
     result["load"] = max(result["load"], load_average())
     return result
+
+
+#: What bounds a training step: profiler events (inclusive CPU time) summed per part.
+PROFILE_PARTS = {
+    "attention kernels (fused forward + backward)": ("FusedEdgeAttention", "FusedEdgeAttentionBackward"),
+    "projections (Q, K|V matmuls, forward + backward)": ("aten::linear", "AddmmBackward0", "MmBackward0"),
+    "K|V gradient assembly (two slice backwards)": ("SliceBackward0",),
+    "node reordering permutations": ("_PermuteRows", "_PermuteRowsBackward"),
+    "optimizer (Adam step + zero_grad)": ("Optimizer.step#Adam.step", "Optimizer.zero_grad#Adam.zero_grad"),
+}
+
+
+def profile_step(spec: dict) -> dict:
+    """torch.profiler over `spec["repeats"]` training steps (after two warm-up steps): seconds
+    per step of each part of :data:`PROFILE_PARTS`, the rest, and the top ops by self time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    setup = _setup(spec)
+    for _ in range(2):
+        _train_step(setup)
+    steps = spec["repeats"]
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        start = time.perf_counter()
+        for _ in range(steps):
+            _train_step(setup)
+        wall = (time.perf_counter() - start) / steps
+    averages = {event.key: event for event in prof.key_averages()}
+    parts = {part: sum(averages[name].cpu_time_total for name in names if name in averages) / 1e6 / steps
+             for part, names in PROFILE_PARTS.items()}
+    parts["everything else (loss, autograd glue, casts, allocation)"] = wall - sum(parts.values())
+    top = sorted(averages.values(), key=lambda event: event.self_cpu_time_total, reverse=True)[:10]
+    return {"step_s": wall, "parts": parts, "load": load_average(),
+            "top_self": [(event.key, event.self_cpu_time_total / 1e6 / steps) for event in top]}
+
+
+def print_profile(spec: dict, result: dict) -> None:
+    print(f"profile: {spec['method']} {spec['graph']} N={spec['nodes']:,} E={spec['edges']:,} H={spec['heads']} "
+          f"D={spec['dim']}, {spec['threads']} thread(s), full batch, {spec['repeats']} steps, "
+          f"load average {result['load']:.1f}")
+    print_table(f"Training step: {result['step_s']:.3f} s (wall, under the profiler)",
+                ["part", "s per step", "share"],
+                [[part, fmt(sec, 3), f"{100 * sec / result['step_s']:.0f}%"] for part, sec in result["parts"].items()])
+    print_table("Top ops by self CPU time", ["op", "s per step"], [[k, fmt(v, 3)] for k, v in result["top_self"]])
 
 
 def benchmark_cases(device: str, quick: bool = False, graphs: tuple[str, ...] = GRAPHS
@@ -206,7 +318,8 @@ def benchmark_cases(device: str, quick: bool = False, graphs: tuple[str, ...] = 
     if device == "cpu":
         if quick:
             return [("random", 5_000, 100_000, 4, 32)]
-        sizes = {"random": (50_000, 1_000_000), "powerlaw": (50_000, 1_000_000), "knn": (50_000, 800_000),
+        sizes = {"random": (50_000, 1_000_000), "powerlaw": (50_000, 1_000_000), "sbm": (50_000, 1_000_000),
+                 "knn": (50_000, 800_000),
                  "cora": (2708, 10_556)}
         return [(kind, *sizes[kind], 4, 32) for kind in graphs]
     cases = []  # GPU: the random and power-law 1M-edge graphs and an ogbn-arxiv-sized graph
@@ -230,6 +343,16 @@ def warm_numba_cache() -> None:
 def default_methods(layer: str, device: str) -> list[str]:
     """On CUDA the reference is timed too (the tests' oracle); on CPU gattn against PyG."""
     return ["gattn", "reference", "pyg"] if layer == "transformer" and device == "cuda" else ["gattn", "pyg"]
+
+
+def reordered_methods() -> list[str]:
+    """gattn-rcm, and gattn-metis when pymetis is installed (else said once, on stderr)."""
+    from gattn.kernels.reorder import metis_available
+
+    if metis_available():
+        return ["gattn-rcm", "gattn-metis"]
+    print("gattn-metis not timed: pymetis is not installed (pip install pymetis)", file=sys.stderr)
+    return ["gattn-rcm"]
 
 
 def csr_build_cost(nodes: int, edges: int, repeats: int = 5) -> dict[str, float]:
@@ -263,8 +386,10 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="the small random graph only, every setting asked")
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--methods", default=None,
-                        help="comma-separated: gattn (backend by device), reference, pyg, triton "
-                             "(default: gattn,pyg; on CUDA also reference for the transformer layer)")
+                        help=f"comma-separated, from {METHODS} (default: gattn,pyg; on CUDA also reference "
+                             "for the transformer layer; --reorder adds gattn-rcm and gattn-metis)")
+    parser.add_argument("--reorder", action="store_true",
+                        help="also time gattn with node reordering (gattn-rcm; gattn-metis when pymetis is installed)")
     parser.add_argument("--layers", default="transformer", help=f"comma-separated, from {LAYERS}")
     parser.add_argument("--graphs", default=",".join(GRAPHS), help=f"CPU graphs, comma-separated, from {GRAPHS}")
     parser.add_argument("--threads", default="1,2", help="comma-separated thread counts (CPU)")
@@ -277,10 +402,14 @@ def main() -> None:
     parser.add_argument("--data", default=DEFAULT_DATA, help="folder holding planetoid/Cora/raw (the cora graph)")
     parser.add_argument("--chart", default="runs/edge_attention.png", help="PNG chart of the ratios ('' for none)")
     parser.add_argument("--json", default=None, help="also write the rows to this JSON file")
+    parser.add_argument("--profile", action="store_true",
+                        help="instead of timing: torch.profiler breakdown of the full-batch training step of the "
+                             "first method (default gattn) on the first graph (random N=50k/E=1M), first thread count")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(measure(json.loads(args.child))))
+        spec = json.loads(args.child)
+        print(json.dumps(profile_step(spec) if spec.get("profile") else measure(spec)))
         return
 
     layers = args.layers.split(",")
@@ -290,6 +419,9 @@ def main() -> None:
     graphs = tuple(args.graphs.split(","))
     if set(graphs) - set(GRAPHS):
         parser.error(f"--graphs: unknown {sorted(set(graphs) - set(GRAPHS))}, expected some of {GRAPHS}")
+    methods_asked = args.methods.split(",") if args.methods else None
+    if methods_asked and set(methods_asked) - set(METHODS):
+        parser.error(f"--methods: unknown {sorted(set(methods_asked) - set(METHODS))}, expected some of {METHODS}")
     if args.demo:
         args.quick, args.threads, args.batch, args.load, layers = True, "1", "full", "none", ["transformer"]
     threads = [int(t) for t in args.threads.split(",")] if args.device == "cpu" else [None]
@@ -297,6 +429,17 @@ def main() -> None:
     if set(batches) - {"full", "mini"} or set(loads) - {"none", "busy"} or set(dtypes) - {"float32", "bfloat16"}:
         parser.error("--batch takes full,mini, --load none,busy and --dtype float32,bfloat16")
     cases = benchmark_cases(args.device, args.quick, graphs)
+    if args.profile:
+        graph, nodes, edges, heads, dim = cases[0]
+        warm_numba_cache()
+        spec = dict(device=args.device, method=(methods_asked or ["gattn"])[0], layer=layers[0], graph=graph,
+                    nodes=nodes, edges=edges, heads=heads, dim=dim, repeats=args.repeats or 3, threads=threads[0],
+                    batch="full", data=args.data, dtype=dtypes[0], profile=True)
+        result = run_child("benchmarks.edge_attention", spec)
+        if "error" in result:
+            raise SystemExit(f"profile failed: {result['error']}")
+        print_profile(spec, result)
+        return
     if args.device == "cpu":
         repeats = args.repeats or 3
         warm_numba_cache()
@@ -309,12 +452,22 @@ def main() -> None:
         repeats = args.repeats or 10
 
     rows, records, chart_cases = [], [], []
-    chart: dict[str, list[float | None]] = {"train step vs PyG": [], "forward vs PyG": [], "memory vs PyG": []}
+    chart_bars: list[dict[str, float | None]] = []  # per case: bar name -> ratio
     for graph, nodes, edges, heads, dim in cases:
+        if graph == "cora":
+            try:
+                _cora(args.data)
+            except FileNotFoundError as missing:
+                print(f"skipping the cora rows: {missing}", file=sys.stderr)
+                continue
         for layer in layers:
-            methods = args.methods.split(",") if args.methods else default_methods(layer, args.device)
+            layer_methods = methods_asked or default_methods(layer, args.device)
+            if args.reorder:
+                layer_methods = [m for m in layer_methods if m != "pyg"] + reordered_methods() + ["pyg"]
             for thread_count in threads:
                 for load, batch, dtype in itertools.product(loads, batches, dtypes):
+                    # a reordering is per graph: with a new edge_index every step it is not timed
+                    methods = [m for m in layer_methods if batch == "full" or not m.startswith("gattn-")]
                     results = {}
                     for method in methods:
                         spec = dict(device=args.device, method=method, layer=layer, graph=graph, nodes=nodes,
@@ -348,11 +501,19 @@ def main() -> None:
                             fmt(ratio("fwd_s"), 2), fmt(ratio("step_s"), 2), fmt(ratio("peak_mb"), 2),
                         ])
                         print("  ".join(rows[-1]), flush=True)  # as measured: a long run shows its progress
-                        if method == "gattn":
-                            chart_cases.append(f"{layer} {graph}\n{setting}")
-                            chart["train step vs PyG"].append(ratio("step_s"))
-                            chart["forward vs PyG"].append(ratio("fwd_s"))
-                            chart["memory vs PyG"].append(ratio("peak_mb"))
+                        if "kv_bf16_rel_error" in res:
+                            print(f"    {method}: relative error of the layer output against float32 K/V "
+                                  f"(Frobenius norm): {res['kv_bf16_rel_error']:.2e}", flush=True)
+                    chart_cases.append(f"{layer} {graph}\n{setting}")
+                    bars: dict[str, float | None] = {}
+                    for method in methods:
+                        res = results[method]
+                        for label, key in (("train step", "step_s"), ("forward", "fwd_s"), ("memory", "peak_mb")):
+                            if method == "pyg" or (key == "peak_mb" and method != methods[0]):
+                                continue  # one memory bar per case: a reordering adds O(N) only
+                            ratio = peer[key] / res[key] if key in peer and res.get(key) else None
+                            bars[f"{label} vs PyG ({method})"] = ratio
+                    chart_bars.append(bars)
     memory = "peak RSS MB (process)" if args.device == "cpu" else "peak CUDA MB (above inputs)"
     print_table(
         f"Edge attention layers, {args.device}, median of {repeats}; ratios = PyG's layer / method "
@@ -362,6 +523,8 @@ def main() -> None:
          "RSS above inputs MB", "fwd x", "step x", "memory x"],
         rows,
     )
+    names = list(dict.fromkeys(name for bars in chart_bars for name in bars))
+    chart = {name: [bars.get(name) for bars in chart_bars] for name in names}
     if args.chart and chart_cases:
         os.makedirs(os.path.dirname(args.chart) or ".", exist_ok=True)
         path = write_ratio_chart(args.chart, f"gattn vs PyG: edge attention layers in a training step ({args.device})",

@@ -100,3 +100,73 @@ def test_code_attention_benchmark_methods_agree_and_measure() -> None:
         result = code_attention.measure(dict(method=method, notes=3, median=20, sigma=0.5, max_len=40, codes=4,
                                              dim=8, repeats=1, seed=0))
         assert result["ms"] > 0 and result["peak_mb"] >= 0
+
+
+@pytest.mark.parametrize("method", ["gattn-rcm", "gattn-metis"])
+def test_edge_attention_measure_runs_the_reordered_layer(method: str) -> None:
+    from gattn.kernels.reorder import metis_available
+
+    if method == "gattn-metis" and not metis_available():
+        pytest.skip("pymetis absent")
+    assert edge_attention.build(method, 8, 2, 4).reorder == method.split("-")[1]
+    result = edge_attention.measure(tiny_spec(method, graph="sbm"))
+    assert result["fwd_s"] > 0 and result["step_s"] > 0
+
+
+def test_sbm_graph_has_communities_under_shuffled_ids() -> None:
+    from gattn.kernels.reorder import metis_available, node_reordering
+
+    edge_index, nodes = edge_attention.make_graph("sbm", 2000, 20_000)
+    assert nodes == 2000 and edge_index.shape == (2, 20_000)
+    assert 0 <= int(edge_index.min()) and int(edge_index.max()) < 2000
+
+    def local_share(edges):  # edges whose ends are within one community's width of ids
+        return float(((edges[0] - edges[1]).abs() < edge_attention.SBM_BLOCK).float().mean())
+
+    shuffled = local_share(edge_index)
+    assert shuffled < 0.5  # ids shuffled: communities are not id ranges
+    assert local_share(node_reordering(edge_index, nodes, nodes, "rcm").edge_index) > 1.2 * shuffled
+    if metis_available():  # a partition recovers the communities: 90 % of edges are inside one
+        assert local_share(node_reordering(edge_index, nodes, nodes, "metis").edge_index) > 0.85
+
+
+def test_edge_attention_main_reorder_rows(tmp_path, monkeypatch, capsys) -> None:
+    """--reorder adds the reordered methods on full-batch rows only, with their chart bars."""
+    import json
+    import sys
+
+    from benchmarks._common import read_chart_data
+
+    monkeypatch.setattr(edge_attention, "benchmark_cases", lambda device, quick, graphs: [("sbm", 60, 300, 2, 4)])
+    monkeypatch.setattr(edge_attention, "csr_build_cost", lambda *a: {"check": 1.0, "counting": 1.0, "argsort": 1.0})
+    monkeypatch.setattr(edge_attention, "run_child", lambda module, spec: edge_attention.measure(spec))
+    argv = ["edge_attention.py", "--graphs", "sbm", "--repeats", "1", "--threads", "1", "--batch", "full,mini",
+            "--load", "none", "--reorder", "--chart", str(tmp_path / "chart.png"), "--json", str(tmp_path / "r.json")]
+    monkeypatch.setattr(sys, "argv", argv)
+    edge_attention.main()
+    rows = json.loads((tmp_path / "r.json").read_text())["rows"]
+    assert {(r["batch"], r["method"]) for r in rows if r["method"].startswith("gattn-")} == {("full", "gattn-rcm")} | (
+        {("full", "gattn-metis")} if any(r["method"] == "gattn-metis" for r in rows) else set())
+    chart = read_chart_data(str(tmp_path / "chart.png"))
+    assert "train step vs PyG (gattn-rcm)" in json.dumps(chart)
+
+
+@pytest.mark.parametrize("method", ["gattn", "gattn-rcm"])
+def test_edge_attention_profile_parts(method: str, capsys) -> None:
+    spec = tiny_spec(method, graph="sbm") | {"threads": 1, "batch": "full", "profile": True}
+    result = edge_attention.profile_step(spec)
+    parts = result["parts"]
+    assert parts["attention kernels (fused forward + backward)"] > 0
+    assert parts["projections (Q, K|V matmuls, forward + backward)"] > 0
+    assert parts["optimizer (Adam step + zero_grad)"] > 0
+    assert (parts["node reordering permutations"] > 0) == (method == "gattn-rcm")
+    assert sum(parts.values()) == pytest.approx(result["step_s"])
+    edge_attention.print_profile(spec, result)
+    assert "attention kernels" in capsys.readouterr().out
+
+
+def test_edge_attention_measure_bf16_kv_reports_its_error() -> None:
+    assert edge_attention.build("gattn-bf16kv", 8, 2, 4).kv_dtype == torch.bfloat16
+    result = edge_attention.measure(tiny_spec("gattn-bf16kv") | {"threads": 1, "batch": "full"})
+    assert result["step_s"] > 0
+    assert 0 < result["kv_bf16_rel_error"] < 1e-2

@@ -26,14 +26,16 @@ from torch import Tensor
 from . import reference
 from ._dropout import keep_mask
 from ._edge import fused_edge_attention
-from ._validate import check_floating, check_per_edge, check_probability, resolve_segments
+from ._validate import check_edge_index_shape, check_floating, check_per_edge, check_probability, resolve_segments
 from .csr import CSR, get_csr, index_from_ptr, ptr_from_index
+from .reorder import REORDERINGS, check_reorder, node_reordering, reordered_inputs, restore_output
 
 #: The score forms of :func:`edge_attention`.
 SCORES = ("dot", "additive")
 
 __all__ = [
     "CSR",
+    "REORDERINGS",
     "SCORES",
     "available_backends",
     "dropout_keep_mask",
@@ -279,6 +281,8 @@ def edge_attention(
     generator: torch.Generator | None = None,
     return_attention: bool = False,
     backend: str | None = None,
+    reorder: str | None = None,
+    kv_dtype: torch.dtype | None = None,
 ) -> Tensor | tuple[Tensor, Tensor]:
     r"""Fused attention of each destination over its incoming edges.
 
@@ -315,6 +319,22 @@ def edge_attention(
 
     A destination with no incoming edge gets zeros.
 
+    Node reordering (``reorder=``, CPU only): the kernel runs on the graph relabelled by a
+    cached locality ordering (:mod:`gattn.kernels.reorder`: ``"rcm"``, reverse
+    Cuthill-McKee, or ``"metis"`` with pymetis), computed once per ``edge_index`` tensor
+    and content; ``q``, ``k``, ``v`` are permuted in and ``out`` (and every gradient) back,
+    so results are in the caller's node and edge order and equal the plain call's up to
+    floating-point summation order. It pays on graphs with structure (communities, kNN
+    point clouds, meshes) whose node ids are arbitrary, not on random graphs.
+
+    Reduced-precision keys and values (``kv_dtype=torch.bfloat16``, an opt-in; cpu and
+    reference backends): K and V are rounded to bfloat16 for storage (the CPU kernel then
+    fetches half the bytes per edge) while scores, softmax and sums stay in the input's
+    precision (float32 accumulation for float32 inputs). The result is the attention of the
+    rounded K and V (about 3e-3 relative error against float32 for unit-scale inputs, see
+    ``tests/kernels/test_bf16_kv.py``); gradients flow to ``k`` and ``v`` as if the rounding
+    were the identity (straight-through), in the input's dtype.
+
     Args:
         q (torch.Tensor): queries, shape ``[N_dst, H, D]`` (``score="additive"`` with GAT's
             per-node terms: ``D = 1``).
@@ -348,6 +368,12 @@ def edge_attention(
         return_attention (bool, optional): also return the attention weights.
             (default: ``False``)
         backend (str, optional): see :func:`resolve_backend`. (default: ``None``)
+        reorder (str, optional): ``None`` (the caller's node order), or a node ordering of
+            :data:`REORDERINGS` (``"rcm"``, ``"metis"``) the kernel runs in; needs a
+            ``[2, E]`` ``edge_index`` on the CPU. (default: ``None``)
+        kv_dtype (torch.dtype, optional): ``None`` (keys and values in the inputs' dtype) or
+            ``torch.bfloat16`` (stored rounded to bf16, arithmetic in the inputs' precision;
+            backends ``"cpu"`` and ``"reference"``). (default: ``None``)
 
     Returns:
         torch.Tensor or tuple[torch.Tensor, torch.Tensor]: ``out`` ``[N_dst, H, Dv]`` and, with
@@ -357,10 +383,14 @@ def edge_attention(
     Raises:
         TypeError: ``q``, ``k``, ``v`` of different dtypes, or a non-integer ``edge_index``.
         ValueError: shapes that disagree, indices out of range, an option of the other
-            ``score`` (``scale``/``edge_scale`` with ``"additive"``, ``att`` with ``"dot"``), or
-            ``dropout_p`` outside ``[0, 1)``.
+            ``score`` (``scale``/``edge_scale`` with ``"additive"``, ``att`` with ``"dot"``),
+            ``dropout_p`` outside ``[0, 1)``, or an unknown ``reorder`` (``"metis"`` without
+            pymetis, a :class:`CSR` or a CUDA graph with ``reorder``).
+        NotImplementedError: ``reorder`` or ``kv_dtype`` under ``torch.compile``.
     """
     _check_edge_inputs(q, k, v, score, scale, edge_scale, att, dropout_p)
+    check_reorder(reorder)
+    kv_bf16 = _check_kv_dtype(kv_dtype)
     num_src, num_dst = _node_counts(num_nodes, q, k)
     additive = score == "additive"
     scale = (1.0 / math.sqrt(q.size(2)) if scale is None else float(scale)) if not additive else 1.0
@@ -368,26 +398,60 @@ def edge_attention(
     terms = {"edge_bias": edge_bias, "edge_scale": edge_scale, "edge_key": edge_key, "edge_value": edge_value}
     seed = _draw_seed(dropout_p, dropout_seed, generator)
     if torch.compiler.is_compiling():
+        if reorder is not None or kv_bf16:
+            raise NotImplementedError("`reorder` and `kv_dtype` are not supported under torch.compile")
         return _compiled_edge_attention(
             q, k, v, edge_index, num_dst, terms, att, scale, additive, float(negative_slope), dropout_p,
             seed, return_attention, backend,
         )
-    csr = get_csr(edge_index, num_src, num_dst)
+    reordering = None
+    if reorder is None:
+        csr = get_csr(edge_index, num_src, num_dst)
+    else:
+        if isinstance(edge_index, CSR):
+            raise ValueError("`reorder` needs `edge_index` as a [2, E] tensor, not a prebuilt CSR")
+        check_edge_index_shape(edge_index)
+        reordering = node_reordering(edge_index, num_src, num_dst, reorder)
+        csr = reordering.csr
     _check_edge_terms(terms, csr.num_edges, q, v)
     seed = int(seed)
     module = _fusing_backend(resolve_backend(backend, q), additive, dropout_p, terms)
+    if kv_bf16 and module.NAME not in ("cpu", "reference"):
+        raise ValueError(f"`kv_dtype`=torch.bfloat16 is implemented by the cpu and reference backends, "
+                         f"not by {module.NAME!r}")
+    if reordering is not None:
+        q, k, v = reordered_inputs(reordering, q, k, v)
     if module.NAME == "reference":
         ei = edge_index if isinstance(edge_index, Tensor) else _csr_edge_index(csr)
+        ei = ei if reordering is None else reordering.edge_index
+        if kv_bf16:
+            k, v = _bf16_rounded(k), _bf16_rounded(v)
         out, attention = reference.edge_attention(
             q, k, v, ei, num_dst, edge_bias, edge_scale, scale, edge_key=edge_key, edge_value=edge_value,
             additive=additive, att=att, negative_slope=negative_slope, dropout_p=dropout_p, seed=seed,
         )
-        return (out, attention) if return_attention else out
-    config = (scale, additive, float(negative_slope), dropout_p, seed)
-    out, attention = fused_edge_attention(
-        module, config, csr, return_attention, q, k, v, edge_bias, edge_scale, edge_key, edge_value, att
-    )
+    else:
+        config = (scale, additive, float(negative_slope), dropout_p, seed, kv_bf16)
+        out, attention = fused_edge_attention(
+            module, config, csr, return_attention, q, k, v, edge_bias, edge_scale, edge_key, edge_value, att
+        )
+    if reordering is not None:
+        out = restore_output(reordering, out)
     return (out, attention) if return_attention else out
+
+
+def _check_kv_dtype(kv_dtype: torch.dtype | None) -> bool:
+    """Whether keys and values are stored in bf16 (``kv_dtype`` validated)."""
+    if kv_dtype is None:
+        return False
+    if kv_dtype != torch.bfloat16:
+        raise ValueError(f"`kv_dtype` must be None or torch.bfloat16, got {kv_dtype!r}")
+    return True
+
+
+def _bf16_rounded(tensor: Tensor) -> Tensor:
+    """`tensor` rounded to bf16 in its own dtype, with the identity as gradient (straight-through)."""
+    return tensor + (tensor.detach().to(torch.bfloat16).to(tensor.dtype) - tensor.detach())
 
 
 #: What a fused backend may declare in its ``EDGE_FEATURES``; a backend without the attribute

@@ -49,6 +49,7 @@ class EdgeTerms(NamedTuple):
     negative_slope: float
     dropout_p: float
     seed: int
+    kv_bf16: bool = False  # keys and values stored in bf16 by the kernel (float32 arithmetic)
 
 
 class EdgeGrads(NamedTuple):

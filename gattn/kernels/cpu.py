@@ -14,7 +14,10 @@ so an edge costs one contiguous random fetch (1 KB at H=4, D=32) rather than a s
 (:func:`gattn.kernels.split_kv`) hand that array over without a copy; separate k and v are
 packed per call (O(N) copy).
 
-Inputs in fp16/bf16 are computed in float32 and cast back. The kernels are compiled on first
+Inputs in fp16/bf16 are computed in float32 and cast back. With ``kv_bf16`` (the opt-in
+``kv_dtype=torch.bfloat16`` of :func:`gattn.kernels.edge_attention`) the packed K|V array is
+stored in bf16 (half the bytes fetched per edge) and each fetched row is widened to float32:
+all arithmetic and accumulation stay in float32 (float64 for float64 inputs). The kernels are compiled on first
 use and cached on disk across processes (see `_numba_setup.py`: where, and the one-time
 notice while compiling).
 """
@@ -27,7 +30,8 @@ from typing import NamedTuple
 import numba
 import numpy as np
 import torch
-from numba import njit, prange
+from numba import njit, prange, types
+from numba.extending import overload
 from torch import Tensor
 
 from . import _numba_setup
@@ -88,6 +92,23 @@ def _drop_factor(pe, h, heads, flags, drop, inv_keep):
     return inv_keep if x >= drop[2] else 0.0
 
 
+def _kv_row(kv, j, scratch):
+    """Row j of the packed K|V array, as floats: the row itself, or, for bf16 storage
+    (``kv`` holds bf16 bit patterns as uint16), the row widened into ``scratch`` (float32)."""
+
+
+@overload(_kv_row, inline="always")
+def _kv_row_impl(kv, j, scratch):
+    if kv.dtype == types.uint16:
+        def widen(kv, j, scratch):
+            bits = scratch.view(np.uint32)
+            for c in range(kv.shape[1]):
+                bits[c] = np.uint32(kv[j, c]) << 16  # bf16 is the top half of a float32
+            return scratch
+        return widen
+    return lambda kv, j, scratch: kv[j]
+
+
 @njit(inline="always", fastmath=_FASTMATH)
 def _additive_input(q, kh, ekey, i, pe, h, d, has_ekey):
     """q_id + k_jd (+ edge_key_ed): what the additive score's LeakyReLU sees (`kh`: k_j of head h)."""
@@ -98,12 +119,12 @@ def _additive_input(q, kh, ekey, i, pe, h, d, has_ekey):
 
 
 @njit(inline="always", fastmath=_FASTMATH)
-def _score(q, kv, ekey, escale, att, bias, i, j, pe, h, scale, slope, flags, scale_mode):
-    """The score of edge (j -> i), head h: dot form or additive form (GAT/GATv2)."""
+def _score(q, kvrow, ekey, escale, att, bias, i, pe, h, scale, slope, flags, scale_mode):
+    """The score of edge (j -> i), head h (`kvrow`: source j's K|V row): dot form or additive form."""
     dim = q.shape[2]
     # a slice per head: indices from range() are known non-negative (no wraparound checks),
     # so the loops over d vectorise
-    kh = kv[j, h * dim:(h + 1) * dim]
+    kh = kvrow[h * dim:(h + 1) * dim]
     has_ekey = flags & _EKEY
     s = 0.0
     if flags & _ADDITIVE:
@@ -130,7 +151,7 @@ def _score(q, kv, ekey, escale, att, bias, i, j, pe, h, scale, slope, flags, sca
 
 @njit(inline="always", fastmath=_FASTMATH)
 def _fwd_row(i, rowptr, col, perm, q, kv, ekey, evalue, escale, att, bias, scale, slope, flags,
-             scale_mode, drop, inv_keep, out, lse, run_max, run_sum):
+             scale_mode, drop, inv_keep, out, lse, run_max, run_sum, scratch):
     """Online softmax over row i's incoming edges, all heads per edge: out[i] and lse[i]."""
     heads, dv = out.shape[1], out.shape[2]
     vofs = heads * q.shape[2]
@@ -139,10 +160,10 @@ def _fwd_row(i, rowptr, col, perm, q, kv, ekey, evalue, escale, att, bias, scale
     run_max[:] = -np.inf
     run_sum[:] = 0.0
     for e in range(rowptr[i], rowptr[i + 1]):
-        j = col[e]
         pe = perm[e]
+        kvrow = _kv_row(kv, col[e], scratch)
         for h in range(heads):
-            s = _score(q, kv, ekey, escale, att, bias, i, j, pe, h, scale, slope, flags, scale_mode)
+            s = _score(q, kvrow, ekey, escale, att, bias, i, pe, h, scale, slope, flags, scale_mode)
             if s == -np.inf:
                 continue
             if s > run_max[h]:
@@ -155,7 +176,7 @@ def _fwd_row(i, rowptr, col, perm, q, kv, ekey, evalue, escale, att, bias, scale
             run_sum[h] += p
             w = p * _drop_factor(pe, h, heads, flags, drop, inv_keep)
             if w != 0.0:
-                vh = kv[j, vofs + h * dv:vofs + (h + 1) * dv]
+                vh = kvrow[vofs + h * dv:vofs + (h + 1) * dv]
                 acc_h = acc[h]
                 if flags & _EVALUE:
                     for d in range(dv):
@@ -179,9 +200,10 @@ def _edge_attention_fwd(bounds, rowptr, col, perm, q, kv, ekey, evalue, escale, 
     for chunk in prange(bounds.shape[0] - 1):
         run_max = np.empty(out.shape[1], dtype=np.float64)
         run_sum = np.empty(out.shape[1], dtype=np.float64)
+        scratch = np.empty(kv.shape[1], dtype=np.float32)
         for i in range(bounds[chunk], bounds[chunk + 1]):
             _fwd_row(i, rowptr, col, perm, q, kv, ekey, evalue, escale, att, bias, scale, slope, flags,
-                     scale_mode, drop, inv_keep, out, lse, run_max, run_sum)
+                     scale_mode, drop, inv_keep, out, lse, run_max, run_sum, scratch)
 
 
 @njit(**_jit)
@@ -189,22 +211,23 @@ def _edge_probs(bounds, rowptr, col, perm, q, kv, ekey, escale, att, bias, scale
                 lse, probs):
     """Attention [E, H] (caller's order, before dropout) from the saved log-sum-exp."""
     for chunk in prange(bounds.shape[0] - 1):
+        scratch = np.empty(kv.shape[1], dtype=np.float32)
         for i in range(bounds[chunk], bounds[chunk + 1]):
             for e in range(rowptr[i], rowptr[i + 1]):
                 pe = perm[e]
+                kvrow = _kv_row(kv, col[e], scratch)
                 for h in range(lse.shape[1]):
                     if lse[i, h] == -np.inf:
                         probs[pe, h] = 0.0
                     else:
-                        s = _score(q, kv, ekey, escale, att, bias, i, col[e], pe, h, scale, slope, flags,
-                                   scale_mode)
+                        s = _score(q, kvrow, ekey, escale, att, bias, i, pe, h, scale, slope, flags, scale_mode)
                         probs[pe, h] = math.exp(s - lse[i, h])
 
 
 @njit(inline="always", fastmath=_FASTMATH)
 def _bwd_row(i, rowptr, col, perm, q, kv, ekey, evalue, escale, att, bias, scale, slope, flags,
              scale_mode, drop, inv_keep, out, lse, dout, dattn, delta_extra,
-             dq, wds, descale, dekey, devalue, datt_rows, delta):
+             dq, wds, descale, dekey, devalue, datt_rows, delta, scratch):
     """Row i, all heads per edge: dQ, the per-edge P*mask and dS (``wds[e]``, in CSR order)
     and the per-edge input gradients."""
     heads, dim = q.shape[1], q.shape[2]
@@ -224,17 +247,17 @@ def _bwd_row(i, rowptr, col, perm, q, kv, ekey, evalue, escale, att, bias, scale
             total += delta_extra[i, h]
         delta[h] = total
     for e in range(rowptr[i], rowptr[i + 1]):
-        j = col[e]
         pe = perm[e]
+        kvrow = _kv_row(kv, col[e], scratch)
         for h in range(heads):
             if lse[i, h] == -np.inf:
                 wds[e, 0, h] = 0.0
                 wds[e, 1, h] = 0.0
                 continue
-            s = _score(q, kv, ekey, escale, att, bias, i, j, pe, h, scale, slope, flags, scale_mode)
+            s = _score(q, kvrow, ekey, escale, att, bias, i, pe, h, scale, slope, flags, scale_mode)
             p = math.exp(s - lse[i, h])
             factor = _drop_factor(pe, h, heads, flags, drop, inv_keep)
-            vh = kv[j, vofs + h * dvdim:vofs + (h + 1) * dvdim]
+            vh = kvrow[vofs + h * dvdim:vofs + (h + 1) * dvdim]
             dpv = 0.0
             if flags & _EVALUE:
                 for d in range(dvdim):
@@ -252,7 +275,7 @@ def _bwd_row(i, rowptr, col, perm, q, kv, ekey, evalue, escale, att, bias, scale
             if flags & _EVALUE:
                 for d in range(dvdim):
                     devalue[pe, h, d] = w * dout[i, h, d]
-            kh = kv[j, h * dim:(h + 1) * dim]
+            kh = kvrow[h * dim:(h + 1) * dim]
             if additive:
                 for d in range(dim):
                     z = _additive_input(q, kh, ekey, i, pe, h, d, has_ekey)
@@ -300,15 +323,16 @@ def _edge_attention_bwd_rows(bounds, rowptr, col, perm, q, kv, ekey, evalue, esc
                              dq, wds, descale, dekey, devalue, datt_rows):
     for chunk in prange(bounds.shape[0] - 1):
         delta = np.empty(q.shape[1], dtype=np.float64)
+        scratch = np.empty(kv.shape[1], dtype=np.float32)
         for i in range(bounds[chunk], bounds[chunk + 1]):
             _bwd_row(i, rowptr, col, perm, q, kv, ekey, evalue, escale, att, bias, scale, slope, flags,
                      scale_mode, drop, inv_keep, out, lse, dout, dattn, delta_extra,
-                     dq, wds, descale, dekey, devalue, datt_rows, delta)
+                     dq, wds, descale, dekey, devalue, datt_rows, delta, scratch)
 
 
 @njit(inline="always", fastmath=_FASTMATH)
 def _bwd_col(j, colptr, row, csc_pos, csc_edge, q, kv, ekey, escale, att, scale, slope, flags, scale_mode,
-             dout, wds, dk, dv):
+             dout, wds, dk, dv, scratch):
     """Source j: dK and dV from the P*mask and dS of its outgoing edges (``wds`` in CSR
     order, reached through ``csc_pos``; per-edge inputs through the caller's id ``csc_edge``)."""
     heads, dim = dk.shape[1], dk.shape[2]
@@ -317,6 +341,7 @@ def _bwd_col(j, colptr, row, csc_pos, csc_edge, q, kv, ekey, escale, att, scale,
     has_ekey = flags & _EKEY
     dk[j] = 0.0
     dv[j] = 0.0
+    kvrow = _kv_row(kv, j, scratch)  # the additive form's gradient reads k_j
     for t in range(colptr[j], colptr[j + 1]):
         e = csc_pos[t]
         pe = csc_edge[t]
@@ -327,7 +352,7 @@ def _bwd_col(j, colptr, row, csc_pos, csc_edge, q, kv, ekey, escale, att, scale,
             for d in range(dvdim):
                 dv[j, h, d] += w * dout[i, h, d]
             if additive:
-                kh = kv[j, h * dim:(h + 1) * dim]
+                kh = kvrow[h * dim:(h + 1) * dim]
                 for d in range(dim):
                     gz = ds * att[h, d]
                     dk[j, h, d] += gz * slope if _additive_input(q, kh, ekey, i, pe, h, d, has_ekey) <= 0.0 else gz
@@ -348,9 +373,10 @@ def _edge_attention_bwd_cols(bounds, colptr, row, csc_pos, csc_edge, q, kv, ekey
                              scale_mode, dout, wds, dk, dv):
     """Walks outgoing edges per source, so dK and dV need no atomics (deterministic)."""
     for chunk in prange(bounds.shape[0] - 1):
+        scratch = np.empty(kv.shape[1], dtype=np.float32)
         for j in range(bounds[chunk], bounds[chunk + 1]):
             _bwd_col(j, colptr, row, csc_pos, csc_edge, q, kv, ekey, escale, att, scale, slope, flags, scale_mode,
-                     dout, wds, dk, dv)
+                     dout, wds, dk, dv, scratch)
 
 
 # --------------------------------------------------------------------------------------
@@ -513,12 +539,18 @@ def _is_packed(k: Tensor, v: Tensor) -> bool:
     )
 
 
-def _packed_kv(k: Tensor, v: Tensor, work: torch.dtype) -> np.ndarray:
+def _packed_kv(k: Tensor, v: Tensor, work: torch.dtype, bf16: bool = False) -> np.ndarray:
     """K and V side by side, [N_src, H*D + H*Dv]: an edge's key and value are one contiguous
     row (one random fetch per edge instead of two). Taken without a copy when k and v are
     already views of such a buffer (:func:`gattn.kernels.split_kv`, as gattn's layers
-    project them), else packed here (a copy of O(N) size, small beside the O(E) kernels)."""
+    project them), else packed here (a copy of O(N) size, small beside the O(E) kernels).
+    With ``bf16``: packed as bfloat16 (rounded to nearest even), handed to the kernels as
+    uint16 bit patterns (numba has no bf16), which widen each fetched row to float32."""
     num, heads, dim = k.shape
+    if bf16:
+        halves = (k.detach().reshape(num, heads * dim), v.detach().reshape(num, heads * v.shape[2]))
+        packed = torch.cat([half.to(torch.bfloat16) for half in halves], dim=1)
+        return packed.view(torch.int16).numpy().view(np.uint16)
     if k.dtype == work and _is_packed(k, v):
         return torch.as_strided(k.detach(), (num, heads * (dim + v.shape[2])), (k.stride(0), 1)).numpy()
     rows = (k.detach().reshape(num, heads * dim), v.detach().reshape(num, heads * v.shape[2]))
@@ -555,7 +587,7 @@ def _prepare(t: EdgeTerms) -> _Operands:
         drop[2] = dropout_threshold(t.dropout_p)
         inv_keep = 1.0 / (1.0 - t.dropout_p)
     return _Operands(
-        _np(t.q.to(work)), _packed_kv(t.k, t.v, work), int(t.v.shape[2]),
+        _np(t.q.to(work)), _packed_kv(t.k, t.v, work, t.kv_bf16), int(t.v.shape[2]),
         arr(t.edge_key, (1, 1, 1)), arr(t.edge_value, (1, 1, 1)), arr(escale, (1, 1, 1)),
         arr(att, (1, 1)), arr(t.edge_bias, (1, 1)),
         float(t.scale), float(t.negative_slope), flags, scale_mode, drop, inv_keep, work,

@@ -37,6 +37,7 @@ from torch_geometric.utils import add_self_loops, is_torch_sparse_tensor, remove
 from gattn.kernels import split_kv
 from gattn.kernels._cache import cached
 from gattn.kernels._validate import check_edge_index_shape
+from gattn.kernels.reorder import check_reorder
 
 from ._checks import check_channels, check_features, check_positive_int, check_probability
 
@@ -246,7 +247,8 @@ class FusedMessagePassing(MessagePassing):
     )
 
     def init_attention(self, out_channels: int, heads: int, concat: bool, dropout: float,
-                       edge_dim: int | None, backend: str | None) -> None:
+                       edge_dim: int | None, backend: str | None, reorder: str | None = None,
+                       kv_dtype: torch.dtype | None = None) -> None:
         """The options every attention layer has, validated."""
         self.out_channels = check_positive_int("out_channels", out_channels)
         self.heads = check_positive_int("heads", heads)
@@ -254,6 +256,10 @@ class FusedMessagePassing(MessagePassing):
         self.dropout = check_probability("dropout", dropout)
         self.edge_dim = None if edge_dim is None else check_positive_int("edge_dim", edge_dim)
         self.backend = backend
+        self.reorder = check_reorder(reorder)
+        if kv_dtype not in (None, torch.bfloat16):
+            raise ValueError(f"`kv_dtype` must be None or torch.bfloat16, got {kv_dtype!r}")
+        self.kv_dtype = kv_dtype
 
     def merge_heads(self, tensor: Tensor) -> Tensor:
         """[R, H, C] -> [R, H * C] (concat) or [R, C] (mean over heads)."""

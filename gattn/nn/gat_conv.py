@@ -114,7 +114,8 @@ class AdditiveAttentionConv(FusedMessagePassing):
                 result = edge_attention(
                     inputs.pop("q"), inputs.pop("k"), inputs.pop("v"), graph.edge_index, num_nodes=num_nodes,
                     score="additive", negative_slope=self.negative_slope, dropout_p=dropout_p,
-                    dropout_seed=seed, return_attention=want_alpha, backend=self.backend, **inputs,
+                    dropout_seed=seed, return_attention=want_alpha, backend=self.backend, reorder=self.reorder,
+                    kv_dtype=self.kv_dtype, **inputs,
                 )
                 out, kept["alpha"] = result if want_alpha else (result, None)
                 return out
@@ -188,6 +189,11 @@ class GATConv(AdditiveAttentionConv):
             (default: ``False``)
         backend (str, optional): kernel backend of :func:`gattn.kernels.edge_attention`;
             ``None`` picks by device. (default: ``None``)
+        reorder (str, optional): the fused kernel's node ordering for cache locality, undone
+            at the boundary: ``None``, ``"rcm"`` or ``"metis"``. (default: ``None``)
+        kv_dtype (torch.dtype, optional): ``torch.bfloat16`` stores keys and values in bf16
+            (opt-in, float32 arithmetic). Both: see :func:`~gattn.kernels.edge_attention`.
+            (default: ``None``)
         **kwargs (optional): further arguments of ``MessagePassing``.
 
     Shapes:
@@ -217,12 +223,14 @@ class GATConv(AdditiveAttentionConv):
         bias: bool = True,
         residual: bool = False,
         backend: str | None = None,
+        reorder: str | None = None,
+        kv_dtype: torch.dtype | None = None,
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("aggr", "add")
         super().__init__(node_dim=0, **kwargs)
         self.in_channels = in_channels
-        self.init_attention(out_channels, heads, concat, dropout, edge_dim, backend)
+        self.init_attention(out_channels, heads, concat, dropout, edge_dim, backend, reorder, kv_dtype)
         self.init_additive(negative_slope, add_self_loops, fill_value, residual)
         inner = heads * out_channels
         pair = channel_pair(in_channels)

@@ -62,6 +62,11 @@ class GATv2Conv(AdditiveAttentionConv):
             (default: ``False``)
         backend (str, optional): kernel backend of :func:`gattn.kernels.edge_attention`;
             ``None`` picks by device. (default: ``None``)
+        reorder (str, optional): the fused kernel's node ordering for cache locality, undone
+            at the boundary: ``None``, ``"rcm"`` or ``"metis"``. (default: ``None``)
+        kv_dtype (torch.dtype, optional): ``torch.bfloat16`` stores keys and values in bf16
+            (opt-in, float32 arithmetic). Both: see :func:`~gattn.kernels.edge_attention`.
+            (default: ``None``)
         **kwargs (optional): further arguments of ``MessagePassing``.
 
     Shapes:
@@ -91,11 +96,13 @@ class GATv2Conv(AdditiveAttentionConv):
         share_weights: bool = False,
         residual: bool = False,
         backend: str | None = None,
+        reorder: str | None = None,
+        kv_dtype: torch.dtype | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(node_dim=0, **kwargs)
         self.in_channels = in_channels
-        self.init_attention(out_channels, heads, concat, dropout, edge_dim, backend)
+        self.init_attention(out_channels, heads, concat, dropout, edge_dim, backend, reorder, kv_dtype)
         self.init_additive(negative_slope, add_self_loops, fill_value, residual)
         self.share_weights = bool(share_weights)
         inner = heads * out_channels

@@ -20,12 +20,14 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.nn.dense.linear import Linear
 from torch_geometric.utils import softmax
 
 from gattn.kernels import edge_attention
+from gattn.kernels.reorder import check_reorder
 
 from ._checks import check_features, check_positive_int, check_probability
 from ._conv import FusedMessagePassing, as_graph, attention_return, channel_pair, node_features, project_key_value
@@ -91,6 +93,11 @@ class GraphTransformerConv(FusedMessagePassing):
             only inside the attention and returns node features alone. (default: ``True``)
         backend (str, optional): kernel backend for :func:`gattn.kernels.edge_attention`;
             ``None`` picks by device. (default: ``None``)
+        reorder (str, optional): the fused kernel's node ordering for cache locality, undone
+            at the boundary: ``None``, ``"rcm"`` or ``"metis"``. (default: ``None``)
+        kv_dtype (torch.dtype, optional): ``torch.bfloat16`` stores keys and values in bf16
+            (opt-in, float32 arithmetic). Both: see :func:`~gattn.kernels.edge_attention`.
+            (default: ``None``)
         **kwargs (optional): further arguments of ``MessagePassing`` (``decomposed_layers``,
             ...).
 
@@ -117,13 +124,15 @@ class GraphTransformerConv(FusedMessagePassing):
         bias: bool = True,
         update_edges: bool = True,
         backend: str | None = None,
+        reorder: str | None = None,
+        kv_dtype: torch.dtype | None = None,
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("aggr", "add")
         super().__init__(node_dim=0, **kwargs)
         src_channels, dst_channels = channel_pair(in_channels)
         self.in_channels = (src_channels, dst_channels) if isinstance(in_channels, (tuple, list)) else src_channels
-        self.init_attention(out_channels, heads, concat, dropout, edge_dim, backend)
+        self.init_attention(out_channels, heads, concat, dropout, edge_dim, backend, reorder, kv_dtype)
         self.update_edges = bool(update_edges) and self.edge_dim is not None
         inner = self.heads * self.out_channels
 
@@ -186,7 +195,8 @@ class GraphTransformerConv(FusedMessagePassing):
                 result = edge_attention(
                     query, key, value, graph.edge_index, num_nodes=(graph.num_src, graph.num_dst),
                     edge_scale=edge_scale, scale=scale, dropout_p=dropout_p,
-                    return_attention=want_alpha, backend=self.backend,
+                    return_attention=want_alpha, backend=self.backend, reorder=self.reorder,
+                    kv_dtype=self.kv_dtype,
                 )
                 out, kept["alpha"] = result if want_alpha else (result, None)
                 return out
@@ -308,6 +318,10 @@ class GraphTransformerLayer(nn.Module):
             (it also leaves no unused parameters). (default: ``True``)
         backend (str, optional): kernel backend of :func:`gattn.kernels.edge_attention`;
             ``None`` picks by device. (default: ``None``)
+        reorder (str, optional): node ordering of the attention's fused kernel (``None``,
+            ``"rcm"`` or ``"metis"``; see :class:`GraphTransformerConv`). (default: ``None``)
+        kv_dtype (torch.dtype, optional): ``torch.bfloat16``: the attention's keys and values
+            stored in bf16 (see :class:`GraphTransformerConv`). (default: ``None``)
 
     Shapes:
         - **input:** ``x`` :math:`(|\mathcal{V}|, \text{channels})`, ``edge_index``
@@ -331,8 +345,12 @@ class GraphTransformerLayer(nn.Module):
         bias: bool = True,
         update_edges: bool = True,
         backend: str | None = None,
+        reorder: str | None = None,
+        kv_dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
+        self.reorder = check_reorder(reorder)
+        self.kv_dtype = kv_dtype
         self.channels = check_positive_int("channels", channels)
         self.heads = check_positive_int("heads", heads)
         if channels % heads:
@@ -367,6 +385,7 @@ class GraphTransformerLayer(nn.Module):
         return GraphTransformerConv(
             channels, channels // heads, heads=heads, concat=True, dropout=attention_dropout,
             edge_dim=edge_dim, bias=bias, update_edges=self.update_edges, backend=backend,
+            reorder=self.reorder, kv_dtype=self.kv_dtype,
         )
 
     @property

@@ -64,6 +64,11 @@ class TransformerConv(FusedMessagePassing):
             (default: ``True``)
         backend (str, optional): kernel backend of :func:`gattn.kernels.edge_attention`;
             ``None`` picks by device. (default: ``None``)
+        reorder (str, optional): the fused kernel's node ordering for cache locality, undone
+            at the boundary: ``None``, ``"rcm"`` or ``"metis"``. (default: ``None``)
+        kv_dtype (torch.dtype, optional): ``torch.bfloat16`` stores keys and values in bf16
+            (opt-in, float32 arithmetic). Both: see :func:`~gattn.kernels.edge_attention`.
+            (default: ``None``)
         **kwargs (optional): further arguments of ``MessagePassing``.
 
     Shapes:
@@ -91,13 +96,15 @@ class TransformerConv(FusedMessagePassing):
         bias: bool = True,
         root_weight: bool = True,
         backend: str | None = None,
+        reorder: str | None = None,
+        kv_dtype: torch.dtype | None = None,
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("aggr", "add")
         super().__init__(node_dim=0, **kwargs)
         pair = channel_pair(in_channels)
         self.in_channels = in_channels
-        self.init_attention(out_channels, heads, concat, dropout, edge_dim, backend)
+        self.init_attention(out_channels, heads, concat, dropout, edge_dim, backend, reorder, kv_dtype)
         self.beta = bool(beta) and bool(root_weight)
         self.root_weight = bool(root_weight)
         self._alpha: Tensor | None = None
@@ -156,7 +163,7 @@ class TransformerConv(FusedMessagePassing):
                     query, key, value, graph.edge_index, num_nodes=(graph.num_src, graph.num_dst),
                     edge_key=edge, edge_value=edge, scale=1.0 / math.sqrt(channels),
                     dropout_p=self.dropout if self.training else 0.0, return_attention=want_alpha,
-                    backend=self.backend,
+                    backend=self.backend, reorder=self.reorder, kv_dtype=self.kv_dtype,
                 )
                 out, kept["alpha"] = result if want_alpha else (result, None)
                 return out
