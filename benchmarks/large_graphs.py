@@ -211,6 +211,9 @@ def main() -> None:
     parser.add_argument("--max-batches", type=int, default=None,
                         help="time this many mini-batches (after 3 warm-up ones) and extrapolate to the epoch "
                              "(default: the whole epoch)")
+    parser.add_argument("--graph-dir", default=None,
+                        help="keep each built graph in this folder as <graph>-x<scale>.pt and reuse it on the "
+                             "next run (building ogbn-products' size takes minutes); default: a temporary folder")
     parser.add_argument("--no-warmup", action="store_true",
                         help="full-batch and inference: time the first call (default: the median of --repeats "
                              "after a warm-up call)")
@@ -239,12 +242,17 @@ def main() -> None:
         (g, args.products_scale if g == "ogbn-products" else 1.0) for g in args.graphs]
     results: dict[str, dict] = {}
     folder = tempfile.TemporaryDirectory()
+    if args.graph_dir:
+        Path(args.graph_dir).mkdir(parents=True, exist_ok=True)
     cap = args.memory_cap_gb or None
     for graph, scale in graphs:
-        graph_file = str(Path(folder.name) / f"{graph}.pt")
-        made = run_child("benchmarks.large_graphs", dict(make=True, graph=graph, scale=scale, root=args.root,
-                                                         graph_file=graph_file, memory_cap_gb=cap),
-                         timeout=args.timeout)
+        graph_file = str(Path(args.graph_dir or folder.name) / f"{graph}-x{scale:g}.pt")
+        if Path(graph_file).is_file():
+            made = {"graph": graph, "reused": graph_file}
+        else:
+            made = run_child("benchmarks.large_graphs", dict(make=True, graph=graph, scale=scale, root=args.root,
+                                                             graph_file=graph_file, memory_cap_gb=cap),
+                             timeout=args.timeout)
         print(f"{graph}: {made}", flush=True)
         for mode in args.modes:
             for conv in args.convs:
