@@ -26,6 +26,13 @@ is better) and a PNG chart of them is written (``--chart``).
     python benchmarks/edge_attention.py             # CPU: every graph, 1 and 2 threads, idle and busy
     python benchmarks/edge_attention.py --graphs random --threads 1 --load none,busy --batch full,mini
     python benchmarks/edge_attention.py --device cuda
+    python benchmarks/edge_attention.py --graphs random --layers transformer,gat --threads 1 --load none \
+        --dgl-python benchmarks/peers/.venv-dgl/bin/python      # DGL rows beside PyG's
+
+Each case's graph (and its mini-batch edge lists) is written once to a file that every
+method's process reads, DGL's too (``--dgl-python``: DGL's sparse ``bsddmm -> softmax ->
+bspmm`` attention for ``transformer``, ``dgl.nn.GATConv`` / ``GATv2Conv`` for ``gat`` /
+``gatv2``, CPU float32 only; see ``benchmarks/peers/dgl_attention.py``).
 """
 
 from __future__ import annotations
