@@ -40,16 +40,19 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run_child(module: str, args: dict, timeout: float = 1800, python: str | None = None) -> dict:
+def run_child(module: str, args: dict, timeout: float = 1800, python: str | None = None,
+              env: dict[str, str] | None = None) -> dict:
     """Run `python -m module --child JSON` and return the JSON it prints on its last line.
 
     `python`: the interpreter (default this one; a peer's environment for a peer method). The
     child runs in the repository root, so `module` (`benchmarks.<name>`) is importable there.
+    `env`: variables set for the child on top of this process's environment.
     """
     proc = subprocess.run(
         [python or sys.executable, "-m", module, "--child", json.dumps(args)],
         capture_output=True, text=True, timeout=timeout,
         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+        env={**os.environ, **env} if env else None,
     )
     if proc.returncode != 0:
         return {"error": (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["failed"]}

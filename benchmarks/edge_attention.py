@@ -41,6 +41,13 @@ is better) and a PNG chart of them is written (``--chart``).
     python benchmarks/edge_attention.py --graphs sbm,knn,cora,powerlaw --reorder --batch full --load none
     python benchmarks/edge_attention.py --device cuda
     python benchmarks/edge_attention.py --profile --graphs random --threads 1   # what bounds a training step
+    python benchmarks/edge_attention.py --graphs random --layers transformer,gat --threads 1 --load none \
+        --dgl-python benchmarks/peers/.venv-dgl/bin/python      # DGL rows beside PyG's
+
+Each case's graph (and its mini-batch edge lists) is written once to a file that every
+method's process reads, DGL's too (``--dgl-python``: DGL's sparse ``bsddmm -> softmax ->
+bspmm`` attention for ``transformer``, ``dgl.nn.GATConv`` / ``GATv2Conv`` for ``gat`` /
+``gatv2``, CPU float32 only; see ``benchmarks/peers/dgl_attention.py``).
 """
 
 from __future__ import annotations
@@ -50,6 +57,7 @@ import itertools
 import json
 import os
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from typing import NamedTuple
@@ -72,6 +80,8 @@ from benchmarks._common import (
     run_child,
     write_ratio_chart,
 )
+from benchmarks.peers import dgl_attention
+from benchmarks.peers.dgl_attention import load_graph, save_graph
 
 LAYERS = ("transformer", "gat", "gatv2")
 
@@ -160,6 +170,15 @@ def mini_batches(kind: str, num_nodes: int, num_edges: int, count: int, data: st
 METHODS = ("gattn", "gattn-rcm", "gattn-metis", "gattn-bf16kv", "reference", "triton", "pyg")
 
 
+def case_input(kind: str, num_nodes: int, num_edges: int, repeats: int, mini: bool, data: str = DEFAULT_DATA
+               ) -> tuple[torch.Tensor, int, list[torch.Tensor]]:
+    """(edge_index, nodes, mini-batch edge lists) of one case: with `mini`, one edge list for
+    each timed call and warm-up of the forward and the training step, else none."""
+    edge_index, nodes = make_graph(kind, num_nodes, num_edges, 0, data)
+    steps = 2 * (repeats + 1) + 2
+    return edge_index, nodes, mini_batches(kind, nodes, num_edges, steps, data) if mini else []
+
+
 def build(method: str, channels: int, heads: int, dim: int, layer: str = "transformer") -> nn.Module:
     """The benchmarked module: `layer` as implemented by `method` (one of METHODS)."""
     backend = {"reference": "reference", "triton": "triton"}.get(method)
@@ -202,12 +221,15 @@ def _setup(spec: dict) -> _Setup:
     device = torch.device(spec["device"])
     heads, dim = spec["heads"], spec["dim"]
     channels = heads * dim
-    data = spec.get("data", DEFAULT_DATA)
-    edge_index, nodes = make_graph(spec["graph"], spec["nodes"], spec["edges"], 0, data)
-    edge_index = edge_index.to(device)
     mini = spec.get("batch", "full") == "mini"
-    steps = 2 * (spec["repeats"] + 1) + 2  # each timed call and warm-up gets its own tensor
-    batches = [e.to(device) for e in mini_batches(spec["graph"], nodes, spec["edges"], steps, data)] if mini else []
+    if spec.get("graph_file"):  # the case's input, written once for every method (DGL's too)
+        saved = load_graph(spec["graph_file"])
+        edge_index, nodes, batches = saved["edge_index"], saved["num_nodes"], saved["batches"] if mini else []
+    else:
+        edge_index, nodes, batches = case_input(spec["graph"], spec["nodes"], spec["edges"], spec["repeats"],
+                                                mini, spec.get("data", DEFAULT_DATA))
+    edge_index = edge_index.to(device)
+    batches = [e.to(device) for e in batches]
     position = [0]
 
     def next_graph() -> torch.Tensor:
@@ -405,6 +427,11 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true",
                         help="instead of timing: torch.profiler breakdown of the full-batch training step of the "
                              "first method (default gattn) on the first graph (random N=50k/E=1M), first thread count")
+    parser.add_argument("--dgl-python", default=None,
+                        help="the DGL environment's python (benchmarks/peers/.venv-dgl/bin/python, made by "
+                             "benchmarks/peers/make_dgl_env.sh): adds DGL rows (CPU, float32; transformer: DGL's "
+                             "sparse bsddmm -> softmax -> bspmm, gat/gatv2: dgl.nn.GATConv/GATv2Conv) and ratios "
+                             "against them")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -428,6 +455,12 @@ def main() -> None:
     batches, loads, dtypes = args.batch.split(","), args.load.split(","), args.dtype.split(",")
     if set(batches) - {"full", "mini"} or set(loads) - {"none", "busy"} or set(dtypes) - {"float32", "bfloat16"}:
         parser.error("--batch takes full,mini, --load none,busy and --dtype float32,bfloat16")
+    if args.dgl_python is not None:
+        if args.device != "cpu":
+            parser.error("--dgl-python: the DGL rows run on CPU only")
+        if not dgl_attention.available(args.dgl_python):
+            parser.error(f"--dgl-python: no interpreter at {args.dgl_python} "
+                         "(make it: bash benchmarks/peers/make_dgl_env.sh)")
     cases = benchmark_cases(args.device, args.quick, graphs)
     if args.profile:
         graph, nodes, edges, heads, dim = cases[0]
@@ -451,8 +484,20 @@ def main() -> None:
     else:
         repeats = args.repeats or 10
 
+    peers = [("PyG", "pyg")] + ([("DGL", "dgl")] if args.dgl_python else [])
     rows, records, chart_cases = [], [], []
     chart_bars: list[dict[str, float | None]] = []  # per case: bar name -> ratio
+    folder = tempfile.TemporaryDirectory()
+    graph_files: dict[tuple, str] = {}
+
+    def graph_file(graph: str, nodes: int, edges: int, batch: str) -> str:
+        """The case's input in a file that every method's process reads (gattn's, PyG's, DGL's)."""
+        key = (graph, nodes, edges, batch)
+        if key not in graph_files:
+            graph_files[key] = os.path.join(folder.name, f"graph{len(graph_files)}.pt")
+            save_graph(graph_files[key], *case_input(graph, nodes, edges, repeats, batch == "mini", args.data))
+        return graph_files[key]
+
     for graph, nodes, edges, heads, dim in cases:
         if graph == "cora":
             try:
@@ -468,38 +513,41 @@ def main() -> None:
                 for load, batch, dtype in itertools.product(loads, batches, dtypes):
                     # a reordering is per graph: with a new edge_index every step it is not timed
                     methods = [m for m in layer_methods if batch == "full" or not m.startswith("gattn-")]
+                    with_dgl = args.dgl_python and dtype == "float32" and layer in dgl_attention.LAYERS
                     results = {}
-                    for method in methods:
+                    for method in methods + (["dgl"] if with_dgl else []):
                         spec = dict(device=args.device, method=method, layer=layer, graph=graph, nodes=nodes,
                                     edges=edges, heads=heads, dim=dim, repeats=repeats, threads=thread_count,
-                                    batch=batch, data=args.data, dtype=dtype)
+                                    batch=batch, data=args.data, dtype=dtype,
+                                    graph_file=graph_file(graph, nodes, edges, batch))
                         with background_load(args.load_procs if load == "busy" else 0):
-                            results[method] = run_child("benchmarks.edge_attention", spec)
+                            if method == "dgl":
+                                results[method] = dgl_attention.measure_dgl(spec, args.dgl_python)
+                            else:
+                                results[method] = run_child("benchmarks.edge_attention", spec)
                         if "error" in results[method]:
                             print(f"{layer} {graph} {method}: failed: {results[method]['error']}", file=sys.stderr)
-                    peer = results.get("pyg", {})
                     size = results.get(methods[0], {})
                     case = (f"{graph} N={size.get('nodes', nodes):,} E={size.get('edges', edges):,} "
                             f"H={heads} D={dim}")
                     setting = f"{thread_count or '-'} thr, {load}, {batch}"
                     setting += "" if dtype == "float32" else f", {dtype}"
-                    for method in methods:
-                        res = results[method]
+                    for method, res in results.items():
                         records.append(dict(layer=layer, case=case, threads=thread_count, background=load, batch=batch,
                                             dtype=dtype, method=method, **res))
                         if "error" in res:
-                            rows.append([layer, case, setting, method] + ["failed"] * 8)
+                            rows.append([layer, case, setting, method] + ["failed"] * (5 + 3 * len(peers)))
                             continue
 
-                        def ratio(key, res=res, peer=peer):
-                            return peer[key] / res[key] if key in peer and res.get(key) else None
+                        def ratio(key, peer, res=res, method=method, results=results):
+                            other = results.get(peer, {}) if peer != method else {}
+                            return other[key] / res[key] if key in other and res.get(key) else None
 
                         rows.append([
                             layer, case, setting, method, fmt(res["load"], 1),
                             fmt(res["fwd_s"], 4), fmt(res["step_s"], 4), fmt(res["peak_mb"], 0),
                             fmt(res.get("above_inputs_mb"), 0),
-                            fmt(ratio("fwd_s"), 2), fmt(ratio("step_s"), 2), fmt(ratio("peak_mb"), 2),
-                        ])
+                        ] + [fmt(ratio(key, peer), 2) for _, peer in peers for key in ("fwd_s", "step_s", "peak_mb")])
                         print("  ".join(rows[-1]), flush=True)  # as measured: a long run shows its progress
                         if "kv_bf16_rel_error" in res:
                             print(f"    {method}: relative error of the layer output against float32 K/V "
@@ -508,27 +556,34 @@ def main() -> None:
                     bars: dict[str, float | None] = {}
                     for method in methods:
                         res = results[method]
-                        for label, key in (("train step", "step_s"), ("forward", "fwd_s"), ("memory", "peak_mb")):
-                            if method == "pyg" or (key == "peak_mb" and method != methods[0]):
-                                continue  # one memory bar per case: a reordering adds O(N) only
-                            ratio = peer[key] / res[key] if key in peer and res.get(key) else None
-                            bars[f"{label} vs PyG ({method})"] = ratio
+                        if method == "pyg" or "error" in res:
+                            continue
+                        for name, peer_method in peers:
+                            other = results.get(peer_method, {})
+                            for label, key in (("train step", "step_s"), ("forward", "fwd_s"), ("memory", "peak_mb")):
+                                if key == "peak_mb" and method != methods[0]:
+                                    continue  # one memory bar per case: a reordering adds O(N) only
+                                ratio = other[key] / res[key] if key in other and res.get(key) else None
+                                bars[f"{label} vs {name} ({method})"] = ratio
                     chart_bars.append(bars)
+    folder.cleanup()
     memory = "peak RSS MB (process)" if args.device == "cpu" else "peak CUDA MB (above inputs)"
+    names = " and ".join(name for name, _ in peers)
     print_table(
-        f"Edge attention layers, {args.device}, median of {repeats}; ratios = PyG's layer / method "
-        "(higher is better); train step = forward + loss + backward + Adam; memory x compares the first memory "
-        "column; load = the machine's 1-minute load average during the run",
+        f"Edge attention layers, {args.device}, median of {repeats}; ratios = the peer's ({names}) time or memory / "
+        "the method's (higher is better); train step = forward + loss + backward + Adam; memory x compares the first "
+        "memory column; load = the machine's 1-minute load average during the run; DGL: "
+        "transformer = sparse bsddmm -> softmax -> bspmm, gat/gatv2 = dgl.nn.GATConv/GATv2Conv",
         ["layer", "graph", "threads, load, batch", "method", "load", "fwd s", "train step s", memory,
-         "RSS above inputs MB", "fwd x", "step x", "memory x"],
+         "RSS above inputs MB"] + [f"{what} x {name}" for name, _ in peers for what in ("fwd", "step", "memory")],
         rows,
     )
-    names = list(dict.fromkeys(name for bars in chart_bars for name in bars))
-    chart = {name: [bars.get(name) for bars in chart_bars] for name in names}
+    bar_names = list(dict.fromkeys(name for bars in chart_bars for name in bars))
+    chart = {name: [bars.get(name) for bars in chart_bars] for name in bar_names}
     if args.chart and chart_cases:
         os.makedirs(os.path.dirname(args.chart) or ".", exist_ok=True)
-        path = write_ratio_chart(args.chart, f"gattn vs PyG: edge attention layers in a training step ({args.device})",
-                                 chart_cases, chart)
+        path = write_ratio_chart(args.chart, f"gattn vs {names}: edge attention layers in a training step "
+                                 f"({args.device})", chart_cases, chart)
         print(f"chart: {path}")
     if args.json:
         with open(args.json, "w") as out:

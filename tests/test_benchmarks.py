@@ -54,6 +54,54 @@ def test_edge_attention_main_writes_table_chart_and_json(tmp_path, monkeypatch, 
     assert {(r["layer"], r["method"]) for r in rows} >= {("gat", "gattn"), ("gat", "pyg"), ("gatv2", "pyg")}
 
 
+def test_edge_attention_dgl_rows_read_the_same_graph_file(tmp_path, monkeypatch, capsys) -> None:
+    """--dgl-python: the DGL child (stubbed: DGL needs its own venv) gets the graph file the
+    other methods read, and its ratios sit beside PyG's in the table, the JSON and the chart."""
+    import json
+    import sys
+
+    from benchmarks._common import read_chart_data
+    from benchmarks.peers import dgl_attention
+
+    seen = []
+
+    def fake_dgl(spec, python):
+        saved = dgl_attention.load_graph(spec["graph_file"])
+        seen.append((spec["layer"], spec["batch"], python, len(saved["batches"])))
+        return {"fwd_s": 1.0, "step_s": 2.0, "peak_mb": 4096.0, "above_inputs_mb": 1.0, "load": 0.0,
+                "nodes": saved["num_nodes"], "edges": int(saved["edge_index"].size(1))}
+
+    monkeypatch.setattr(edge_attention, "benchmark_cases", lambda device, quick, graphs: [("random", 60, 300, 2, 4)])
+    monkeypatch.setattr(edge_attention, "run_child", lambda module, spec: edge_attention.measure(spec))
+    monkeypatch.setattr(dgl_attention, "measure_dgl", fake_dgl)
+    python = tmp_path / "python"
+    python.write_text("")
+    argv = ["edge_attention.py", "--quick", "--repeats", "1", "--layers", "transformer,gatv2", "--threads", "1",
+            "--batch", "full,mini", "--load", "none", "--dtype", "float32,bfloat16", "--dgl-python", str(python),
+            "--chart", str(tmp_path / "chart.png"), "--json", str(tmp_path / "rows.json")]
+    monkeypatch.setattr(sys, "argv", argv)
+    edge_attention.main()
+    assert "step x DGL" in capsys.readouterr().out
+    # float32 only; mini: one edge list per timed call and warm-up
+    assert sorted(seen) == sorted((layer, batch, str(python), 6 if batch == "mini" else 0)
+                                  for layer in ("transformer", "gatv2") for batch in ("full", "mini"))
+    rows = json.loads((tmp_path / "rows.json").read_text())["rows"]
+    gattn = [r for r in rows if r["method"] == "gattn" and r["dtype"] == "float32"]
+    assert len(gattn) == 4 and all(r["edges"] == 300 for r in rows)
+    chart = read_chart_data(str(tmp_path / "chart.png"))
+    steps = [v for v in chart["series"]["train step vs DGL (gattn)"] if v is not None]
+    assert steps == pytest.approx([2.0 / r["step_s"] for r in gattn])
+    assert len(chart["series"]["train step vs PyG (gattn)"]) == len(chart["cases"]) == 8
+
+
+def test_edge_attention_dgl_python_must_exist(tmp_path, monkeypatch) -> None:
+    import sys
+
+    monkeypatch.setattr(sys, "argv", ["edge_attention.py", "--dgl-python", str(tmp_path / "missing")])
+    with pytest.raises(SystemExit):
+        edge_attention.main()
+
+
 @pytest.mark.parametrize("method", ["gattn", "reference"])
 def test_fused_layer_matches_pyg_transformer_conv(method: str) -> None:
     """The benchmarked layers compute the same function (same weights, same graph)."""

@@ -48,3 +48,133 @@ def test_bad_arguments_are_named():
         NeighborBatches(_graph(), [0])
     with pytest.raises(ValueError, match="batch_size"):
         NeighborBatches(_graph(), [2], batch_size=0)
+
+
+# --------------------------------------------------------------------------- heterogeneous
+
+PAPER_CITES = ("paper", "cites", "paper")
+WRITES, WRITTEN_BY = ("author", "writes", "paper"), ("paper", "written_by", "author")
+ABOUT, HAS_PAPER = ("paper", "about", "subject"), ("subject", "has", "paper")
+
+
+def _hetero(seed=0):
+    """papers (features, labels, masks), authors (features) and featureless subjects, every
+    relation with its reverse, some isolated papers and authors."""
+    from torch_geometric.data import HeteroData
+
+    gen = torch.Generator().manual_seed(seed)
+    num = {"paper": 40, "author": 25, "subject": 6}
+    data = HeteroData()
+    data["paper"].x = torch.randn(num["paper"], 5, generator=gen)
+    data["paper"].y = torch.randint(0, 3, (num["paper"],), generator=gen)
+    data["paper"].train_mask = torch.rand(num["paper"], generator=gen) < 0.5
+    data["author"].x = torch.randn(num["author"], 4, generator=gen)
+    data["subject"].num_nodes = num["subject"]
+
+    def edges(src, dst, count):
+        return torch.stack([torch.randint(0, num[src] - 2, (count,), generator=gen),
+                            torch.randint(0, num[dst] - 2, (count,), generator=gen)])
+
+    data[PAPER_CITES].edge_index = edges("paper", "paper", 90)
+    data[PAPER_CITES].edge_attr = torch.randn(90, 2, generator=gen)
+    data[WRITES].edge_index = edges("author", "paper", 70)
+    data[WRITTEN_BY].edge_index = data[WRITES].edge_index.flip(0)
+    data[ABOUT].edge_index = edges("paper", "subject", 40)
+    data[HAS_PAPER].edge_index = data[ABOUT].edge_index.flip(0)
+    return data
+
+
+@pytest.mark.parametrize("k", [2, -1])
+def test_hetero_batches_have_neighborloader_layout_and_real_edges(k):
+    from gattn.sampling import HeteroNeighborBatches
+
+    data = _hetero()
+    loader = HeteroNeighborBatches(data, [k, k, k], ("paper", data["paper"].train_mask), batch_size=6,
+                                   shuffle=True, generator=torch.Generator().manual_seed(0))
+    seeds_seen = []
+    for batch in loader:
+        assert batch["paper"].num_sampled_nodes[0] == batch["paper"].batch_size
+        seeds = batch["paper"].n_id[:batch["paper"].batch_size]
+        assert torch.equal(seeds, batch["paper"].input_id) and bool(data["paper"].train_mask[seeds].all())
+        seeds_seen += seeds.tolist()
+        bounds = {}
+        for t in data.node_types:
+            n_id = batch[t].n_id
+            assert len(set(n_id.tolist())) == n_id.numel() == sum(batch[t].num_sampled_nodes) == batch[t].num_nodes
+            assert len(batch[t].num_sampled_nodes) == 4
+            bounds[t] = [0] + torch.cumsum(torch.tensor(batch[t].num_sampled_nodes), 0).tolist()
+            if "x" in data[t]:
+                assert torch.equal(batch[t].x, data[t].x[n_id])
+        assert torch.equal(batch["paper"].y, data["paper"].y[batch["paper"].n_id])
+        for e in data.edge_types:
+            src_type, _, dst_type = e
+            local = batch[e].edge_index
+            glob = torch.stack([batch[src_type].n_id[local[0]], batch[dst_type].n_id[local[1]]])
+            assert torch.equal(glob, data[e].edge_index[:, batch[e].e_id])  # real edges, their ids
+            if e == PAPER_CITES:
+                assert torch.equal(batch[e].edge_attr, data[e].edge_attr[batch[e].e_id])
+            in_degree = torch.bincount(data[e].edge_index[1], minlength=data[dst_type].num_nodes)
+            start = 0
+            for hop, count in enumerate(batch[e].num_sampled_edges):
+                dst = local[1, start:start + count]
+                src = local[0, start:start + count]
+                # destinations: nodes of this hop; sources: nodes known after the next one
+                assert bool(((dst >= bounds[dst_type][hop]) & (dst < bounds[dst_type][hop + 1])).all())
+                assert bool((src < bounds[src_type][hop + 2]).all())
+                per_node = torch.bincount(dst, minlength=batch[dst_type].num_nodes)
+                for node in range(bounds[dst_type][hop], bounds[dst_type][hop + 1]):
+                    degree = int(in_degree[batch[dst_type].n_id[node]])
+                    assert int(per_node[node]) == (degree if k == -1 else min(k, degree))
+                start += count
+            assert start == local.size(1)
+    assert sorted(seeds_seen) == data["paper"].train_mask.nonzero().view(-1).tolist()
+
+
+def test_hetero_fanouts_per_edge_type():
+    from gattn.sampling import HeteroNeighborBatches
+
+    data = _hetero()
+    fanouts = {PAPER_CITES: [3, 0], WRITES: [-1, 1]}  # the other relations are never sampled
+    batch = next(iter(HeteroNeighborBatches(data, fanouts, "paper", batch_size=10)))
+    assert batch[PAPER_CITES].num_sampled_edges[1] == 0 and batch[WRITES].num_sampled_edges[0] > 0
+    for e in (WRITTEN_BY, ABOUT, HAS_PAPER):
+        assert batch[e].edge_index.shape == (2, 0)
+    assert batch["subject"].num_nodes == 0 and batch["subject"].num_sampled_nodes == [0, 0, 0]
+
+
+def test_hetero_bad_arguments_are_named():
+    from gattn.sampling import HeteroNeighborBatches
+
+    data = _hetero()
+    with pytest.raises(ValueError, match="node type"):
+        HeteroNeighborBatches(data, [2], "venue")
+    with pytest.raises(ValueError, match="same number of hops"):
+        HeteroNeighborBatches(data, {PAPER_CITES: [2], WRITES: [2, 2]}, "paper")
+    with pytest.raises(ValueError, match="does not have"):
+        HeteroNeighborBatches(data, {("paper", "x", "venue"): [2]}, "paper")
+    with pytest.raises(ValueError, match=r"input_nodes.*\[0, 40\)"):
+        HeteroNeighborBatches(data, [2], ("paper", torch.tensor([3, 40])))
+    with pytest.raises(ValueError, match="-1"):
+        HeteroNeighborBatches(data, [2, -3], "paper")
+
+
+@pytest.mark.parametrize("meta_weights", ["attention", "structure"])
+def test_latte_on_full_fanout_batches_equals_full_batch(meta_weights):
+    """With every neighbour (-1) over the hops LATTE reads (layer t attends over order-t
+    meta-relations: 1 + 2 = 3 hops for two layers), the seeds' logits on each batch are
+    the full-graph forward's, featureless subjects included (their embeddings by n_id)."""
+    from gattn.models import LATTE
+    from gattn.sampling import HeteroNeighborBatches
+
+    data = _hetero(seed=1)
+    torch.manual_seed(0)
+    model = LATTE((data.node_types, data.edge_types), {"paper": 5, "author": 4}, 3, "paper", hidden_channels=8,
+                  num_layers=2, heads=2, num_nodes_dict={"subject": 6}, meta_weights=meta_weights).eval()
+    x_dict = {t: data[t].x for t in ("paper", "author")}
+    with torch.no_grad():
+        full = model(x_dict, data.edge_index_dict)
+        for batch in HeteroNeighborBatches(data, [-1, -1, -1], "paper", batch_size=7):
+            size = batch["paper"].batch_size
+            out = model({t: batch[t].x for t in ("paper", "author")}, batch.edge_index_dict,
+                        {t: batch[t].n_id for t in batch.node_types})
+            torch.testing.assert_close(out[:size], full[batch["paper"].n_id[:size]], atol=1e-5, rtol=1e-4)

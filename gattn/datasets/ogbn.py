@@ -27,6 +27,9 @@ __all__ = ["SIZES", "load_ogbn_arxiv", "random_graph"]
 SIZES = {"ogbn-arxiv": (169_343, 1_166_243, 128, 40), "ogbn-products": (2_449_029, 61_859_140, 100, 47)}
 
 
+_CHUNK_EDGES = 1 << 22
+
+
 def _masks(num_nodes: int, parts: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     masks = {}
     for name, index in parts.items():
@@ -63,7 +66,12 @@ def random_graph(num_nodes: int, num_edges: int, num_features: int, num_classes:
     target = (source + torch.randint(1, num_nodes, (num_edges,), generator=generator)) % num_nodes
     x = torch.randn(num_nodes, num_features, generator=generator)
     degree = torch.bincount(target, minlength=num_nodes).clamp(min=1).unsqueeze(1)
-    neighbourhood = torch.zeros_like(x).index_add_(0, target, x[source]) / degree
+    neighbourhood = torch.zeros_like(x)
+    # in chunks of edges: x[source] whole is E x F floats (25 GB at ogbn-products' size)
+    for start in range(0, num_edges, _CHUNK_EDGES):
+        part = slice(start, start + _CHUNK_EDGES)
+        neighbourhood.index_add_(0, target[part], x[source[part]])
+    neighbourhood /= degree
     projection = torch.randn(num_features, num_classes, generator=generator)
     y = ((x + neighbourhood) @ projection).argmax(1)
     order = torch.randperm(num_nodes, generator=generator)

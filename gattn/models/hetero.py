@@ -76,7 +76,16 @@ class HeteroInput(nn.Module):
         for module in [*self.proj.values(), *self.embedding.values()]:
             module.reset_parameters()
 
-    def forward(self, x_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    def forward(self, x_dict: Mapping[str, Tensor], n_id_dict: Mapping[str, Tensor] | None = None
+                ) -> dict[str, Tensor]:
+        """Every node type at the common width.
+
+        Args:
+            x_dict: features per node type that has them.
+            n_id_dict: the global ids of the nodes of a sampled subgraph per node type (the
+                ``n_id`` of a neighbour-sampled batch): a featureless type's rows are those
+                nodes' embeddings. ``None`` or a type left out: every node of the type.
+        """
         out = {}
         for node_type, lin in self.proj.items():
             if node_type not in x_dict:
@@ -84,7 +93,8 @@ class HeteroInput(nn.Module):
             x = F.relu(lin(x_dict[node_type]))
             out[node_type] = F.dropout(x, p=self.dropout, training=self.training)
         for node_type, embedding in self.embedding.items():
-            out[node_type] = embedding.weight
+            ids = None if n_id_dict is None else n_id_dict.get(node_type)
+            out[node_type] = embedding.weight if ids is None else embedding(ids)
         return out
 
 
@@ -124,8 +134,10 @@ class _HeteroClassifier(nn.Module):
     def convolve(self, h_dict: dict[str, Tensor], edge_index_dict: Mapping[EdgeType, Tensor]) -> Tensor:
         raise NotImplementedError
 
-    def forward(self, x_dict: Mapping[str, Tensor], edge_index_dict: Mapping[EdgeType, Tensor]) -> Tensor:
-        h = self.convolve(self.input(x_dict), edge_index_dict)
+    def forward(self, x_dict: Mapping[str, Tensor], edge_index_dict: Mapping[EdgeType, Tensor],
+                n_id_dict: Mapping[str, Tensor] | None = None) -> Tensor:
+        """Logits of the target type's nodes; ``n_id_dict``: see :meth:`HeteroInput.forward`."""
+        h = self.convolve(self.input(x_dict, n_id_dict), edge_index_dict)
         return self.head(F.dropout(h, p=self.dropout, training=self.training))
 
 

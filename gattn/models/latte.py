@@ -149,10 +149,13 @@ class LATTE(_HeteroClassifier):
         edge_index_dict: Mapping[EdgeType, Tensor],
         proximity: bool = False,
         num_neg_per_edge: float = 1.0,
+        n_id_dict: Mapping[str, Tensor] | None = None,
     ) -> LATTEOutput:
         """Embeddings of every node type and what the layers attended to (see
-        :class:`LATTEOutput`); ``proximity=True`` adds the proximity loss of every layer."""
-        return self._stack(self.input(x_dict), edge_index_dict, proximity, num_neg_per_edge)
+        :class:`LATTEOutput`); ``proximity=True`` adds the proximity loss of every layer;
+        ``n_id_dict``: the global node ids of a sampled subgraph (featureless types' embeddings,
+        see :meth:`gattn.models.HeteroInput.forward`)."""
+        return self._stack(self.input(x_dict, n_id_dict), edge_index_dict, proximity, num_neg_per_edge)
 
     def convolve(self, h_dict: dict[str, Tensor], edge_index_dict: Mapping[EdgeType, Tensor]) -> Tensor:
         return self._stack(h_dict, edge_index_dict).embeddings[self.target_type]

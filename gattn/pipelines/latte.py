@@ -19,7 +19,10 @@ adds the proximity loss), ``hgt`` (PyG's ``HGTConv``), ``rgcn`` (PyG's ``RGCNCon
 ``han-metapath`` (HAN on the meta-path graphs ``<t>...<t>.npz`` of the folder, as in its paper;
 each node keeps at most ``--metapath-neighbours`` sampled neighbours per meta-path).
 
-Protocol: one Adam step per epoch on the whole graph, validation every epoch, the epoch with the
+Protocol: one Adam step per epoch on the whole graph (or, with ``--fanout``, one per
+mini-batch of ``--batch-size`` labelled target nodes with their sampled neighbourhoods:
+:class:`gattn.sampling.HeteroNeighborBatches`, fan-outs per hop for every relation; validation
+and test stay on the whole graph), validation every epoch, the epoch with the
 best validation Macro-F1 (the selection metric, ``val_f1_macro``) is evaluated on the test
 nodes; early stopping after ``--patience`` epochs without improvement. Reported: Micro-F1 and
 Macro-F1 (scikit-learn) on validation and test, beside the majority-class level. LATTE runs
@@ -78,7 +81,13 @@ class LATTEConfig(TrainConfig):
                                      "(0: off)", low=0, group="model")
     metapath_neighbours: int = option(32, "han-metapath: sampled neighbours kept per node and meta-path "
                                       "(0: all)", low=0, group="model")
-    epochs: int = option(100, "maximum number of epochs (one full-batch step each)", low=1, group="training")
+    fanout: tuple[int, ...] | None = option(None, "mini-batch training: neighbours sampled per node, relation "
+                                            "and hop (-1: all; LATTE with L layers reads L(L+1)/2 hops, the "
+                                            "others L); none: one full-batch step per epoch",
+                                            group="training")
+    batch_size: int = option(256, "--fanout: labelled target nodes per mini-batch", low=1, group="training")
+    epochs: int = option(100, "maximum number of epochs (one full-batch step each, or a pass over the training "
+                         "nodes with --fanout)", low=1, group="training")
     lr: float = option(5e-3, "learning rate", low=0, low_open=True, group="training")
     weight_decay: float = option(1e-3, "weight decay", low=0, group="training")
     patience: int | None = option(50, "early stopping on the validation Macro-F1 (none: never)", low=1,
@@ -163,18 +172,41 @@ def whole_graph_loader(batch: dict[str, Any]) -> DataLoader:
     return DataLoader([batch], batch_size=1, collate_fn=_only)
 
 
+class SampledBatches:
+    """Neighbour-sampled ``HeteroData`` batches (:func:`gattn.sampling.neighbor_loader`) as the
+    batches :class:`HeteroNodeTask` reads: the subgraph's features, the model's graph of it,
+    the global ids of its nodes (``n_id_dict``: featureless types' embeddings) and a mask of the
+    seeds, which come first among the target nodes."""
+
+    def __init__(self, loader: Any, model: str, target_type: str) -> None:
+        self.loader, self.model, self.target_type = loader, model, target_type
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Any:
+        for batch in self.loader:
+            store = batch[self.target_type]
+            mask = torch.zeros(store.num_nodes, dtype=torch.bool)
+            mask[:store.batch_size] = True
+            yield {"x_dict": {t: batch[t].x for t in batch.node_types if "x" in batch[t]},
+                   "edge_index_dict": model_graph(self.model, batch), "y": store.y, "mask": mask,
+                   "n_id_dict": {t: batch[t].n_id for t in batch.node_types}}
+
+
 class HeteroNodeTask(TaskModule):
-    """A full-batch step on the whole graph; the loss and metrics on the nodes of the batch's
-    ``mask``; LATTE's proximity loss added in training when its weight is positive."""
+    """A step on the whole graph or on a sampled subgraph (:class:`SampledBatches`); the loss
+    and metrics on the nodes of the batch's ``mask``; LATTE's proximity loss added in training
+    when its weight is positive."""
 
     def unpack(self, batch: Any) -> tuple[Any, Tensor, None]:
-        mask = batch["mask"]
+        mask, n_id = batch["mask"], batch.get("n_id_dict")
         weight = self.config.proximity_weight
         if self.training and weight > 0:
-            output = self.model.encode(batch["x_dict"], batch["edge_index_dict"], proximity=True)
+            output = self.model.encode(batch["x_dict"], batch["edge_index_dict"], proximity=True, n_id_dict=n_id)
             logits, extra = self.model.classify(output), weight * output.proximity_loss
         else:
-            logits, extra = self.model(batch["x_dict"], batch["edge_index_dict"]), None
+            logits, extra = self.model(batch["x_dict"], batch["edge_index_dict"], n_id), None
         return (logits[mask], extra), batch["y"][mask], None
 
     def training_loss(self, output: Any, target: Tensor, batch: Any) -> Tensor:
@@ -209,6 +241,15 @@ class LATTEPipeline(Pipeline):
             if config.model != owner and getattr(config, name) != getattr(defaults, name):
                 raise ConfigError(f"{option_flag(name)} applies to --model {owner} only; --model {config.model} "
                                   "does not use it")
+        if config.fanout is not None:
+            if config.model == "han-metapath":
+                raise ConfigError("--fanout: --model han-metapath reads meta-path graphs sampled once "
+                                  "(--metapath-neighbours), not neighbour-sampled batches")
+            if any(k < -1 for k in config.fanout):
+                raise ConfigError(f"--fanout counts must be >= 0 or -1 (all), got {list(config.fanout)}")
+        elif config.batch_size != defaults.batch_size:
+            raise ConfigError("--batch-size applies to mini-batch training only: give --fanout too (without it "
+                              "every step is the whole graph)")
         filled = {}
         if config.layers is None:
             filled["layers"] = DEFAULT_LAYERS[config.model]
@@ -241,8 +282,14 @@ class LATTEPipeline(Pipeline):
         common = {"x_dict": {t: data[t].x for t in data.node_types if "x" in data[t]},
                   "edge_index_dict": model_graph(config.model, data, config.metapath_neighbours),
                   "y": store.y}
-        return DataLoaders(*(whole_graph_loader({**common, "mask": store[f"{part}_mask"]})
-                             for part in ("train", "val", "test")))
+        val, test = (whole_graph_loader({**common, "mask": store[f"{part}_mask"]}) for part in ("val", "test"))
+        if config.fanout is None:
+            return DataLoaders(whole_graph_loader({**common, "mask": store.train_mask}), val, test)
+        from gattn.sampling import neighbor_loader
+
+        loader = neighbor_loader(data, list(config.fanout), input_nodes=(data.target_type, store.train_mask),
+                                 batch_size=config.batch_size, shuffle=True, seed=config.seed)
+        return DataLoaders(SampledBatches(loader, config.model, data.target_type), val, test)
 
     # -------------------------------------------------------------------------- model
     def build_model(self, config: Any, data: Any, split: Split) -> nn.Module:
@@ -369,5 +416,5 @@ def plot_betas(beta_layers: list[dict[str, dict[str, float]]], path: str | Path,
     return save_figure(fig, path)
 
 
-__all__ = ["HeteroNodeTask", "LATTEConfig", "LATTEPipeline", "dataset_folder", "mean_betas", "model_graph",
-           "plot_betas", "sample_per_destination"]
+__all__ = ["HeteroNodeTask", "LATTEConfig", "LATTEPipeline", "SampledBatches", "dataset_folder", "mean_betas",
+           "model_graph", "plot_betas", "sample_per_destination"]

@@ -170,3 +170,47 @@ def test_cli_tune(acm, tmp_path, capsys):
     assert cli.main(["tune", "latte", *_cli_options(acm, tmp_path), "--trials", "1", "--no-plots"]) == 0
     printed = capsys.readouterr().out
     assert "best trial" in printed and "f1_macro" in printed
+
+
+def test_mini_batch_options_are_checked(pipeline):
+    with pytest.raises(ConfigError, match="--batch-size applies to mini-batch training only"):
+        make_config(pipeline, {"batch_size": 16})
+    with pytest.raises(ConfigError, match="--fanout: --model han-metapath"):
+        make_config(pipeline, {"model": "han-metapath", "fanout": "2,2"})
+    with pytest.raises(ConfigError, match="--fanout counts"):
+        make_config(pipeline, {"fanout": "2,-2,2"})
+    assert make_config(pipeline, {"fanout": "5,5,5", "batch_size": 16}).fanout == (5, 5, 5)
+
+
+@pytest.mark.parametrize("model", ["latte", "hgt"])
+def test_mini_batch_run(model, pipeline, acm, tmp_path):
+    config = make_config(pipeline, {**QUICK, "epochs": 2, "dataset": "acm", "root": str(acm), "model": model,
+                                    "fanout": "3,3,3", "batch_size": 5, "plot": False})
+    data = pipeline.prepare(config)
+    loaders = pipeline.datamodule(config, data, None)
+    labelled = int(data[data.target_type].train_mask.sum())
+    assert len(loaders.train_loader) == -(-labelled // 5) > 1
+    result = run(pipeline, config, tmp_path / "run")
+    assert 0.0 <= result.metrics["test_f1_macro"] <= 1.0 and result.metrics["epochs"] == 2
+
+
+def test_mini_batches_with_every_neighbour_give_the_full_batch_logits(pipeline, acm):
+    """-1 fan-outs over LATTE's 3 hops: each batch's seed logits (through the task, as in
+    training) are the whole graph's, the featureless node types' embeddings included."""
+    config = make_config(pipeline, {**QUICK, "dataset": "acm", "root": str(acm), "fanout": "-1,-1,-1",
+                                    "batch_size": 4})
+    data = pipeline.prepare(config)
+    model = pipeline.build_model(config, data, None).eval()
+    task = pipeline.task(config, data, model).eval()
+    loaders = pipeline.datamodule(config, data, None)
+    full = next(iter(loaders.val_loader))
+    with torch.no_grad():
+        logits = model(full["x_dict"], full["edge_index_dict"])
+        seen = []
+        for batch in loaders.train_loader:
+            (out, _), target, _ = task.unpack(batch)
+            seeds = batch["n_id_dict"][data.target_type][batch["mask"]]
+            torch.testing.assert_close(out, logits[seeds], atol=1e-5, rtol=1e-4)
+            assert torch.equal(target, data[data.target_type].y[seeds])
+            seen += seeds.tolist()
+    assert sorted(seen) == data[data.target_type].train_mask.nonzero().view(-1).tolist()

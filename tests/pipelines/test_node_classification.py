@@ -52,6 +52,26 @@ def test_random_graph_has_no_self_loops_and_disjoint_masks():
     assert torch.equal(random_graph(100, 500, 4, 3, seed=1).y, data.y)
 
 
+def test_random_graph_labels_follow_the_neighbourhood_mean(monkeypatch):
+    """Labels: arg-max of a projection of x_i + the mean of the in-neighbours' x, summed in
+    chunks of edges (small chunks here: several per graph) as one sum over all of them."""
+    from gattn.datasets import ogbn
+
+    monkeypatch.setattr(ogbn, "_CHUNK_EDGES", 64)
+    data = random_graph(50, 500, 6, 4, seed=3)
+    source, target = data.edge_index
+    mean = torch.zeros(50, 6)
+    for node in range(50):
+        incoming = source[target == node]
+        if incoming.numel():
+            mean[node] = data.x[incoming].mean(0)
+    generator = torch.Generator().manual_seed(3)
+    for shape in ((500,), (500,), (50, 6)):  # replay the draws before the projection
+        torch.randint(0, 2, shape, generator=generator) if len(shape) == 1 else torch.randn(*shape, generator=generator)
+    projection = torch.randn(6, 4, generator=generator)
+    assert torch.equal(((data.x + mean) @ projection).argmax(1), data.y)
+
+
 def _write(path, rows):
     path.parent.mkdir(parents=True, exist_ok=True)
     with gzip.open(path, "wt") as handle:
