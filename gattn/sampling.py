@@ -178,14 +178,18 @@ class HeteroNeighborBatches:
     ``input_id``. Node types the sampling never reaches hold zero nodes.
 
     Args:
-        data: the graph.
-        num_neighbors: per hop, the neighbours drawn per destination node: one list for every
-            edge type, or ``{edge type: list}`` (an edge type left out is never sampled;
-            ``-1``: every in-edge, ``0``: none at that hop). All lists have one entry per hop.
-        input_nodes: ``node type`` or ``(node type, ids or boolean mask)`` of the seeds.
-        batch_size: seeds per batch.
-        shuffle: seeds in a new random order on every pass.
-        generator: random numbers of the shuffling and sampling.
+        data (HeteroData): the graph.
+        num_neighbors (Sequence[int] or Mapping): per hop, the neighbours drawn per destination
+            node: one list for every edge type, or ``{edge type: list}`` (an edge type left out
+            is never sampled; ``-1``: every in-edge, ``0``: none at that hop). All lists have
+            one entry per hop.
+        input_nodes (str or tuple): ``node type`` or ``(node type, ids or boolean mask)`` of
+            the seeds.
+        batch_size (int, optional): seeds per batch. (default: ``1``)
+        shuffle (bool, optional): seeds in a new random order on every pass.
+            (default: ``False``)
+        generator (torch.Generator, optional): random numbers of the shuffling and sampling.
+            (default: ``None``)
     """
 
     def __init__(self, data: HeteroData, num_neighbors: Sequence[int] | Mapping[tuple[str, str, str], Sequence[int]],

@@ -10,7 +10,8 @@ from pathlib import Path
 
 GATTN = Path(__file__).resolve().parents[1] / "gattn"
 LIGHT = ("kernels", "nn", "transforms", "models")
-ALLOWED = {"torch", "torch_geometric", "numpy", "numba", "scipy", "triton", "gattn", "__future__"}
+# triton and pymetis are optional: imported only by the GPU backend and by reorder="metis"
+ALLOWED = {"torch", "torch_geometric", "numpy", "numba", "scipy", "triton", "pymetis", "gattn", "__future__"}
 TRAINING_STACK = ("lightning", "pytorch_lightning", "optuna", "optuna_integration", "matplotlib", "pandas",
                   "sklearn", "ogb", "torchmetrics", "yaml", "pyarrow")
 

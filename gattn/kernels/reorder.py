@@ -69,6 +69,13 @@ def metis_available() -> bool:
 def check_reorder(reorder: str | None, name: str = "reorder") -> str | None:
     """``reorder`` validated: ``None`` or one of :data:`REORDERINGS` (``"metis"`` only with pymetis).
 
+    Args:
+        reorder (str, optional): ``None``, ``"rcm"`` or ``"metis"``.
+        name (str, optional): the argument's name in error messages. (default: ``"reorder"``)
+
+    Returns:
+        str, optional: ``reorder`` unchanged.
+
     Raises:
         ValueError: an unknown ordering, or ``"metis"`` without ``pymetis`` installed.
     """
@@ -87,8 +94,13 @@ def check_reorder(reorder: str | None, name: str = "reorder") -> str | None:
 class NodeReordering(NamedTuple):
     """A relabelling of a graph's nodes and the relabelled graph's CSR.
 
-    ``src_order[new] = old`` and ``src_rank[old] = new`` (likewise for destinations);
-    ``edge_index`` is the relabelled edge list, edges in the caller's order.
+    Attributes:
+        src_order (Tensor): ``src_order[new] = old`` for the source nodes, shape ``[N_src]``.
+        src_rank (Tensor): ``src_rank[old] = new``, shape ``[N_src]``.
+        dst_order (Tensor): the same as ``src_order`` for the destination nodes, shape ``[N_dst]``.
+        dst_rank (Tensor): the same as ``src_rank`` for the destination nodes, shape ``[N_dst]``.
+        edge_index (Tensor): the relabelled edge list, edges in the caller's order, shape ``[2, E]``.
+        csr (CSR): the relabelled graph's CSR.
     """
 
     src_order: Tensor  # [N_src]

@@ -176,7 +176,13 @@ class SampledBatches:
     """Neighbour-sampled ``HeteroData`` batches (:func:`gattn.sampling.neighbor_loader`) as the
     batches :class:`HeteroNodeTask` reads: the subgraph's features, the model's graph of it,
     the global ids of its nodes (``n_id_dict``: featureless types' embeddings) and a mask of the
-    seeds, which come first among the target nodes."""
+    seeds, which come first among the target nodes.
+
+    Args:
+        loader (Any): the neighbour loader of ``HeteroData`` batches.
+        model (str): the ``--model`` the batches are built for.
+        target_type (str): the node type whose labels are predicted.
+    """
 
     def __init__(self, loader: Any, model: str, target_type: str) -> None:
         self.loader, self.model, self.target_type = loader, model, target_type
