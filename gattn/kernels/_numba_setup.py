@@ -28,6 +28,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import numba
 import torch
 from numba.core import caching, event
 
@@ -126,8 +127,6 @@ SERIAL_WORK = 1 << 16
 def threads_for(work: int) -> Iterator[None]:
     """Run the enclosed kernel launch on one thread when ``work`` is below :data:`SERIAL_WORK`
     (numba's thread count is per calling thread and put back afterwards)."""
-    import numba
-
     if work >= SERIAL_WORK:
         yield
         return
