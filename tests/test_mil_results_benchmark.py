@@ -61,3 +61,19 @@ def test_repetition_accuracy_counts_only_complete_repetitions():
     assert mil_results.repetitions_cell([]) == "-"
     one_repeat = [{"split": "fold-01", "test_accuracy": 0.5}, {"split": "fold-02", "test_accuracy": 1.0}]
     assert mil_results.repetition_accuracies(one_repeat, 2) == pytest.approx([0.75])
+
+
+def test_published_error_column_compares_with_the_papers_plus_minus():
+    """'in published +-': whether our mean lies within the published mean +- its published error
+    (Ilse et al.'s), next to the fold-std check."""
+    base = {"dataset": "musk1", "pooling": "gated", "splits": 50, "test_accuracy_std": 0.12,
+            "test_rocauc": 0.9, "test_rocauc_std": 0.1, "best_epoch": 50, "seconds": 1.0,
+            **mil_results.published("musk1", "gated")}
+    column = mil_results.HEADER.index("in published +-")
+    near = mil_results.table_row({**base, "test_accuracy": 0.860})
+    far = mil_results.table_row({**base, "test_accuracy": 0.840})
+    assert near[mil_results.HEADER.index("published")] == "0.900 +- 0.050"
+    assert near[column] == "yes" and far[column] == "no (-0.060)"
+    assert far[mil_results.HEADER.index("in spread")] == "yes"  # within the fold std all the same
+    hopfield = mil_results.table_row({**base, **mil_results.published("elephant", "hopfield"), "test_accuracy": 0.8})
+    assert hopfield[column] == "-"
