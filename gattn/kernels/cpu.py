@@ -31,7 +31,9 @@ import numba
 import numpy as np
 import torch
 from numba import njit, prange, types
-from numba.extending import overload
+from llvmlite import ir
+from numba.core import cgutils
+from numba.extending import intrinsic, overload
 from torch import Tensor
 
 from . import _numba_setup
@@ -90,6 +92,38 @@ def _drop_factor(pe, h, heads, flags, drop, inv_keep):
     x = _fmix32((counter & 0xFFFFFFFF) ^ drop[0])
     x = _fmix32(x ^ ((counter >> 32) & 0xFFFFFFFF) ^ drop[1])
     return inv_keep if x >= drop[2] else 0.0
+
+
+@intrinsic
+def _prefetch_line(typingctx, arr, j, offset):
+    """Hint the CPU to fetch the cache line at byte ``offset`` of row ``j`` of ``arr`` (no fault)."""
+    def codegen(context, builder, signature, args):
+        ary = context.make_array(signature.args[0])(context, builder, args[0])
+        stride = builder.extract_value(ary.strides, 0)
+        start = builder.add(builder.mul(args[1], stride), args[2])
+        i8p = ir.IntType(8).as_pointer()
+        address = builder.gep(builder.bitcast(ary.data, i8p), [start])
+        i32 = ir.IntType(32)
+        prefetch = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]), "llvm.prefetch.p0")
+        builder.call(prefetch, [address, i32(0), i32(3), i32(1)])  # read, keep in all levels, data
+        return context.get_dummy_value()
+    return types.void(arr, types.intp, types.intp), codegen
+
+
+@njit(inline="always")
+def _prefetch_row(arr, j):
+    """Prefetch every cache line of row ``j`` of a C-contiguous array.
+
+    The kernels' per-edge rows are random reads (an edge's K|V row, a destination's Q and dO
+    rows); hinting them a few edges ahead lets their cache misses overlap with the arithmetic
+    of the edges before, instead of stalling on each in turn (measured 3x on the forward pass
+    of a 1M-edge random graph)."""
+    for offset in range(0, arr.strides[0], 64):
+        _prefetch_line(arr, j, offset)
+
+
+_AHEAD = 2  # edges ahead to prefetch: 1 to 4 measured alike, 8 slower
 
 
 def _kv_row(kv, j, scratch):
@@ -160,6 +194,8 @@ def _fwd_row(i, rowptr, col, perm, q, kv, ekey, evalue, escale, att, bias, scale
     run_max[:] = -np.inf
     run_sum[:] = 0.0
     for e in range(rowptr[i], rowptr[i + 1]):
+        if e + _AHEAD < col.shape[0]:
+            _prefetch_row(kv, col[e + _AHEAD])
         pe = perm[e]
         kvrow = _kv_row(kv, col[e], scratch)
         for h in range(heads):
@@ -214,6 +250,8 @@ def _edge_probs(bounds, rowptr, col, perm, q, kv, ekey, escale, att, bias, scale
         scratch = np.empty(kv.shape[1], dtype=np.float32)
         for i in range(bounds[chunk], bounds[chunk + 1]):
             for e in range(rowptr[i], rowptr[i + 1]):
+                if e + _AHEAD < col.shape[0]:
+                    _prefetch_row(kv, col[e + _AHEAD])
                 pe = perm[e]
                 kvrow = _kv_row(kv, col[e], scratch)
                 for h in range(lse.shape[1]):
@@ -247,6 +285,8 @@ def _bwd_row(i, rowptr, col, perm, q, kv, ekey, evalue, escale, att, bias, scale
             total += delta_extra[i, h]
         delta[h] = total
     for e in range(rowptr[i], rowptr[i + 1]):
+        if e + _AHEAD < col.shape[0]:
+            _prefetch_row(kv, col[e + _AHEAD])
         pe = perm[e]
         kvrow = _kv_row(kv, col[e], scratch)
         for h in range(heads):
@@ -343,6 +383,11 @@ def _bwd_col(j, colptr, row, csc_pos, csc_edge, q, kv, ekey, escale, att, scale,
     dv[j] = 0.0
     kvrow = _kv_row(kv, j, scratch)  # the additive form's gradient reads k_j
     for t in range(colptr[j], colptr[j + 1]):
+        if t + _AHEAD < row.shape[0]:
+            ahead = row[t + _AHEAD]
+            _prefetch_row(q, ahead)
+            _prefetch_row(dout, ahead)
+            _prefetch_row(wds, csc_pos[t + _AHEAD])
         e = csc_pos[t]
         pe = csc_edge[t]
         i = row[t]
