@@ -167,7 +167,7 @@ def _score(q, kvrow, ekey, escale, att, bias, i, pe, h, scale, slope, flags, sca
             if z <= 0.0:
                 z *= slope
             s += att[h, d] * z
-    else:
+    elif has_ekey or scale_mode == 2:
         for d in range(dim):
             u = kh[d]
             if has_ekey:
@@ -175,6 +175,13 @@ def _score(q, kvrow, ekey, escale, att, bias, i, pe, h, scale, slope, flags, sca
             if scale_mode == 2:
                 u *= escale[pe, h, d]
             s += q[i, h, d] * u
+        if scale_mode == 1:
+            s *= escale[pe, h, 0]
+        s *= scale
+    else:  # the plain dot product: a branch-free loop that vectorises
+        qh = q[i, h]
+        for d in range(dim):
+            s += qh[d] * kh[d]
         if scale_mode == 1:
             s *= escale[pe, h, 0]
         s *= scale
@@ -273,14 +280,15 @@ def _bwd_row(i, rowptr, col, perm, q, kv, ekey, evalue, escale, att, bias, scale
     vofs = heads * dim
     additive = flags & _ADDITIVE
     has_ekey = flags & _EKEY
+    qi, douti, dqi = q[i], dout[i], dq[i]
     for h in range(heads):
         for d in range(dim):
-            dq[i, h, d] = 0.0
+            dqi[h, d] = 0.0
             if additive:
                 datt_rows[i, h, d] = 0.0
         total = 0.0
         for d in range(dvdim):
-            total += dout[i, h, d] * out[i, h, d]
+            total += douti[h, d] * out[i, h, d]
         if flags & _DATTN:
             total += delta_extra[i, h]
         delta[h] = total
@@ -301,10 +309,10 @@ def _bwd_row(i, rowptr, col, perm, q, kv, ekey, evalue, escale, att, bias, scale
             dpv = 0.0
             if flags & _EVALUE:
                 for d in range(dvdim):
-                    dpv += dout[i, h, d] * (vh[d] + evalue[pe, h, d])
+                    dpv += douti[h, d] * (vh[d] + evalue[pe, h, d])
             else:
                 for d in range(dvdim):
-                    dpv += dout[i, h, d] * vh[d]
+                    dpv += douti[h, d] * vh[d]
             dp = factor * dpv
             if flags & _DATTN:
                 dp += dattn[pe, h]
@@ -314,7 +322,7 @@ def _bwd_row(i, rowptr, col, perm, q, kv, ekey, evalue, escale, att, bias, scale
             wds[e, 1, h] = ds
             if flags & _EVALUE:
                 for d in range(dvdim):
-                    devalue[pe, h, d] = w * dout[i, h, d]
+                    devalue[pe, h, d] = w * douti[h, d]
             kh = kvrow[h * dim:(h + 1) * dim]
             if additive:
                 for d in range(dim):
@@ -323,7 +331,7 @@ def _bwd_row(i, rowptr, col, perm, q, kv, ekey, evalue, escale, att, bias, scale
                     if z <= 0.0:  # torch's LeakyReLU gradient takes the slope at 0
                         z *= slope
                         gz *= slope
-                    dq[i, h, d] += gz
+                    dqi[h, d] += gz
                     if has_ekey:
                         dekey[pe, h, d] = gz
                     datt_rows[i, h, d] += ds * z
@@ -335,24 +343,28 @@ def _bwd_row(i, rowptr, col, perm, q, kv, ekey, evalue, escale, att, bias, scale
                     if has_ekey:
                         u += ekey[pe, h, d]
                     es = escale[pe, h, d]
-                    dq[i, h, d] += g * u * es
-                    descale[pe, h, d] = g * q[i, h, d] * u
+                    dqi[h, d] += g * u * es
+                    descale[pe, h, d] = g * qi[h, d] * u
                     if has_ekey:
-                        dekey[pe, h, d] = g * q[i, h, d] * es
+                        dekey[pe, h, d] = g * qi[h, d] * es
             else:
                 if scale_mode == 1:
                     g_es = g * escale[pe, h, 0]
                 else:
                     g_es = g
                 qu = 0.0
-                for d in range(dim):
-                    u = kh[d]
-                    if has_ekey:
-                        u += ekey[pe, h, d]
-                    dq[i, h, d] += g_es * u
-                    qu += q[i, h, d] * u
-                    if has_ekey:
-                        dekey[pe, h, d] = g_es * q[i, h, d]
+                if has_ekey:
+                    for d in range(dim):
+                        u = kh[d] + ekey[pe, h, d]
+                        dqi[h, d] += g_es * u
+                        qu += qi[h, d] * u
+                        dekey[pe, h, d] = g_es * qi[h, d]
+                else:
+                    for d in range(dim):
+                        dqi[h, d] += g_es * kh[d]
+                    if scale_mode == 1:
+                        for d in range(dim):
+                            qu += qi[h, d] * kh[d]
                 if scale_mode == 1:
                     descale[pe, h, 0] = g * qu
 
@@ -379,8 +391,9 @@ def _bwd_col(j, colptr, row, csc_pos, csc_edge, q, kv, ekey, escale, att, scale,
     dvdim = dv.shape[2]
     additive = flags & _ADDITIVE
     has_ekey = flags & _EKEY
-    dk[j] = 0.0
-    dv[j] = 0.0
+    dkj, dvj = dk[j], dv[j]
+    dkj[:] = 0.0
+    dvj[:] = 0.0
     kvrow = _kv_row(kv, j, scratch)  # the additive form's gradient reads k_j
     for t in range(colptr[j], colptr[j + 1]):
         if t + _AHEAD < row.shape[0]:
@@ -391,26 +404,27 @@ def _bwd_col(j, colptr, row, csc_pos, csc_edge, q, kv, ekey, escale, att, scale,
         e = csc_pos[t]
         pe = csc_edge[t]
         i = row[t]
+        qi, douti = q[i], dout[i]
         for h in range(heads):
             w = wds[e, 0, h]
             ds = wds[e, 1, h]
             for d in range(dvdim):
-                dv[j, h, d] += w * dout[i, h, d]
+                dvj[h, d] += w * douti[h, d]
             if additive:
                 kh = kvrow[h * dim:(h + 1) * dim]
                 for d in range(dim):
                     gz = ds * att[h, d]
-                    dk[j, h, d] += gz * slope if _additive_input(q, kh, ekey, i, pe, h, d, has_ekey) <= 0.0 else gz
+                    dkj[h, d] += gz * slope if _additive_input(q, kh, ekey, i, pe, h, d, has_ekey) <= 0.0 else gz
             elif scale_mode == 2:
                 g = ds * scale
                 for d in range(dim):
-                    dk[j, h, d] += g * q[i, h, d] * escale[pe, h, d]
+                    dkj[h, d] += g * qi[h, d] * escale[pe, h, d]
             else:
                 g = ds * scale
                 if scale_mode == 1:
                     g *= escale[pe, h, 0]
                 for d in range(dim):
-                    dk[j, h, d] += g * q[i, h, d]
+                    dkj[h, d] += g * qi[h, d]
 
 
 @njit(**_jit)
