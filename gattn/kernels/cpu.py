@@ -12,7 +12,12 @@ keys and values are read from one [N_src, H*D + H*Dv] array whose row j holds k_
 so an edge costs one contiguous random fetch (1 KB at H=4, D=32) rather than a separate
 128-byte piece per head from two tensors. Layers that project K and V with one matmul
 (:func:`gattn.kernels.split_kv`) hand that array over without a copy; separate k and v are
-packed per call (O(N) copy).
+packed per call (O(N) copy). The next edges' rows are prefetched two edges ahead
+(``_prefetch_row``), so their cache misses overlap with the current edge's arithmetic.
+
+Precision: the per-edge dot products and weighted sums run in the operands' precision
+(float32 for float32 inputs, as torch's own kernels do; vectorised), while the softmax's
+running max, running sum and log-sum-exp are kept in float64.
 
 Inputs in fp16/bf16 are computed in float32 and cast back. With ``kv_bf16`` (the opt-in
 ``kv_dtype=torch.bfloat16`` of :func:`gattn.kernels.edge_attention`) the packed K|V array is
@@ -143,6 +148,28 @@ def _kv_row_impl(kv, j, scratch):
     return lambda kv, j, scratch: kv[j]
 
 
+def _zero(like):
+    """0 in ``like``'s dtype: the per-edge dot products and updates run in the operands' own
+    precision (float32 for float32 inputs, vectorised 8 lanes wide), not widened to float64 per
+    element; the softmax's running max, sum and log-sum-exp stay float64."""
+
+
+@overload(_zero, inline="always")
+def _zero_impl(like):
+    kind = like.dtype
+    return lambda like: kind(0)
+
+
+def _cast(like, x):
+    """``x`` in ``like``'s dtype (a per-edge weight, before a loop over the channels)."""
+
+
+@overload(_cast, inline="always")
+def _cast_impl(like, x):
+    kind = like.dtype
+    return lambda like, x: kind(x)
+
+
 @njit(inline="always", fastmath=_FASTMATH)
 def _additive_input(q, kh, ekey, i, pe, h, d, has_ekey):
     """q_id + k_jd (+ edge_key_ed): what the additive score's LeakyReLU sees (`kh`: k_j of head h)."""
@@ -160,13 +187,15 @@ def _score(q, kvrow, ekey, escale, att, bias, i, pe, h, scale, slope, flags, sca
     # so the loops over d vectorise
     kh = kvrow[h * dim:(h + 1) * dim]
     has_ekey = flags & _EKEY
-    s = 0.0
+    dot = _zero(q)
     if flags & _ADDITIVE:
+        slope_ = _cast(q, slope)
         for d in range(dim):
             z = _additive_input(q, kh, ekey, i, pe, h, d, has_ekey)
             if z <= 0.0:
-                z *= slope
-            s += att[h, d] * z
+                z = z * slope_
+            dot += att[h, d] * z
+        s = float(dot)
     elif has_ekey or scale_mode == 2:
         for d in range(dim):
             u = kh[d]
@@ -174,14 +203,16 @@ def _score(q, kvrow, ekey, escale, att, bias, i, pe, h, scale, slope, flags, sca
                 u += ekey[pe, h, d]
             if scale_mode == 2:
                 u *= escale[pe, h, d]
-            s += q[i, h, d] * u
+            dot += q[i, h, d] * u
+        s = float(dot)
         if scale_mode == 1:
             s *= escale[pe, h, 0]
         s *= scale
     else:  # the plain dot product: a branch-free loop that vectorises
         qh = q[i, h]
         for d in range(dim):
-            s += qh[d] * kh[d]
+            dot += qh[d] * kh[d]
+        s = float(dot)
         if scale_mode == 1:
             s *= escale[pe, h, 0]
         s *= scale
@@ -212,12 +243,13 @@ def _fwd_row(i, rowptr, col, perm, q, kv, ekey, evalue, escale, att, bias, scale
             if s > run_max[h]:
                 correction = math.exp(run_max[h] - s)
                 run_sum[h] *= correction
+                correction_ = _cast(out, correction)
                 for d in range(dv):
-                    acc[h, d] *= correction
+                    acc[h, d] *= correction_
                 run_max[h] = s
             p = math.exp(s - run_max[h])
             run_sum[h] += p
-            w = p * _drop_factor(pe, h, heads, flags, drop, inv_keep)
+            w = _cast(out, p * _drop_factor(pe, h, heads, flags, drop, inv_keep))
             if w != 0.0:
                 vh = kvrow[vofs + h * dv:vofs + (h + 1) * dv]
                 acc_h = acc[h]
@@ -306,14 +338,14 @@ def _bwd_row(i, rowptr, col, perm, q, kv, ekey, evalue, escale, att, bias, scale
             p = math.exp(s - lse[i, h])
             factor = _drop_factor(pe, h, heads, flags, drop, inv_keep)
             vh = kvrow[vofs + h * dvdim:vofs + (h + 1) * dvdim]
-            dpv = 0.0
+            dpv = _zero(dout)
             if flags & _EVALUE:
                 for d in range(dvdim):
                     dpv += douti[h, d] * (vh[d] + evalue[pe, h, d])
             else:
                 for d in range(dvdim):
                     dpv += douti[h, d] * vh[d]
-            dp = factor * dpv
+            dp = factor * float(dpv)
             if flags & _DATTN:
                 dp += dattn[pe, h]
             ds = p * (dp - delta[h])
@@ -321,22 +353,24 @@ def _bwd_row(i, rowptr, col, perm, q, kv, ekey, evalue, escale, att, bias, scale
             wds[e, 0, h] = w
             wds[e, 1, h] = ds
             if flags & _EVALUE:
+                w_ = _cast(dout, w)
                 for d in range(dvdim):
-                    devalue[pe, h, d] = w * douti[h, d]
+                    devalue[pe, h, d] = w_ * douti[h, d]
             kh = kvrow[h * dim:(h + 1) * dim]
             if additive:
+                ds_, slope_ = _cast(q, ds), _cast(q, slope)
                 for d in range(dim):
                     z = _additive_input(q, kh, ekey, i, pe, h, d, has_ekey)
-                    gz = ds * att[h, d]
+                    gz = ds_ * att[h, d]
                     if z <= 0.0:  # torch's LeakyReLU gradient takes the slope at 0
-                        z *= slope
-                        gz *= slope
+                        z = z * slope_
+                        gz = gz * slope_
                     dqi[h, d] += gz
                     if has_ekey:
                         dekey[pe, h, d] = gz
-                    datt_rows[i, h, d] += ds * z
+                    datt_rows[i, h, d] += ds_ * z
                 continue
-            g = ds * scale
+            g = _cast(q, ds * scale)
             if scale_mode == 2:
                 for d in range(dim):
                     u = kh[d]
@@ -352,7 +386,7 @@ def _bwd_row(i, rowptr, col, perm, q, kv, ekey, evalue, escale, att, bias, scale
                     g_es = g * escale[pe, h, 0]
                 else:
                     g_es = g
-                qu = 0.0
+                qu = _zero(q)
                 if has_ekey:
                     for d in range(dim):
                         u = kh[d] + ekey[pe, h, d]
@@ -412,15 +446,16 @@ def _bwd_col(j, colptr, row, csc_pos, csc_edge, q, kv, ekey, escale, att, scale,
                 dvj[h, d] += w * douti[h, d]
             if additive:
                 kh = kvrow[h * dim:(h + 1) * dim]
+                slope_ = _cast(dk, slope)
                 for d in range(dim):
                     gz = ds * att[h, d]
-                    dkj[h, d] += gz * slope if _additive_input(q, kh, ekey, i, pe, h, d, has_ekey) <= 0.0 else gz
+                    dkj[h, d] += gz * slope_ if _additive_input(q, kh, ekey, i, pe, h, d, has_ekey) <= 0.0 else gz
             elif scale_mode == 2:
-                g = ds * scale
+                g = _cast(dk, ds * scale)
                 for d in range(dim):
                     dkj[h, d] += g * qi[h, d] * escale[pe, h, d]
             else:
-                g = ds * scale
+                g = _cast(dk, ds * scale)
                 if scale_mode == 1:
                     g *= escale[pe, h, 0]
                 for d in range(dim):
