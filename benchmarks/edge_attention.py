@@ -295,7 +295,7 @@ def measure(spec: dict) -> dict:
 PROFILE_PARTS = {
     "attention kernels (fused forward + backward)": ("FusedEdgeAttention", "FusedEdgeAttentionBackward"),
     "projections (Q, K|V matmuls, forward + backward)": ("aten::linear", "AddmmBackward0", "MmBackward0"),
-    "K|V gradient assembly (two slice backwards)": ("SliceBackward0",),
+    "K|V gradient assembly (split_kv backward)": ("_SplitKVBackward", "SliceBackward0"),
     "node reordering permutations": ("_PermuteRows", "_PermuteRowsBackward"),
     "optimizer (Adam step + zero_grad)": ("Optimizer.step#Adam.step", "Optimizer.zero_grad#Adam.zero_grad"),
 }

@@ -12,7 +12,12 @@ keys and values are read from one [N_src, H*D + H*Dv] array whose row j holds k_
 so an edge costs one contiguous random fetch (1 KB at H=4, D=32) rather than a separate
 128-byte piece per head from two tensors. Layers that project K and V with one matmul
 (:func:`gattn.kernels.split_kv`) hand that array over without a copy; separate k and v are
-packed per call (O(N) copy).
+packed per call (O(N) copy). The next edges' rows are prefetched two edges ahead
+(``_prefetch_row``), so their cache misses overlap with the current edge's arithmetic.
+
+Precision: the per-edge dot products and weighted sums run in the operands' precision
+(float32 for float32 inputs, as torch's own kernels do; vectorised), while the softmax's
+running max, running sum and log-sum-exp are kept in float64.
 
 Inputs in fp16/bf16 are computed in float32 and cast back. With ``kv_bf16`` (the opt-in
 ``kv_dtype=torch.bfloat16`` of :func:`gattn.kernels.edge_attention`) the packed K|V array is
@@ -31,7 +36,9 @@ import numba
 import numpy as np
 import torch
 from numba import njit, prange, types
-from numba.extending import overload
+from llvmlite import ir
+from numba.core import cgutils
+from numba.extending import intrinsic, overload
 from torch import Tensor
 
 from . import _numba_setup
@@ -92,6 +99,38 @@ def _drop_factor(pe, h, heads, flags, drop, inv_keep):
     return inv_keep if x >= drop[2] else 0.0
 
 
+@intrinsic
+def _prefetch_line(typingctx, arr, j, offset):
+    """Hint the CPU to fetch the cache line at byte ``offset`` of row ``j`` of ``arr`` (no fault)."""
+    def codegen(context, builder, signature, args):
+        ary = context.make_array(signature.args[0])(context, builder, args[0])
+        stride = builder.extract_value(ary.strides, 0)
+        start = builder.add(builder.mul(args[1], stride), args[2])
+        i8p = ir.IntType(8).as_pointer()
+        address = builder.gep(builder.bitcast(ary.data, i8p), [start])
+        i32 = ir.IntType(32)
+        prefetch = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]), "llvm.prefetch.p0")
+        builder.call(prefetch, [address, i32(0), i32(3), i32(1)])  # read, keep in all levels, data
+        return context.get_dummy_value()
+    return types.void(arr, types.intp, types.intp), codegen
+
+
+@njit(inline="always")
+def _prefetch_row(arr, j):
+    """Prefetch every cache line of row ``j`` of a C-contiguous array.
+
+    The kernels' per-edge rows are random reads (an edge's K|V row, a destination's Q and dO
+    rows); hinting them a few edges ahead lets their cache misses overlap with the arithmetic
+    of the edges before, instead of stalling on each in turn (measured 3x on the forward pass
+    of a 1M-edge random graph)."""
+    for offset in range(0, arr.strides[0], 64):
+        _prefetch_line(arr, j, offset)
+
+
+_AHEAD = 2  # edges ahead to prefetch: 1 to 4 measured alike, 8 slower
+
+
 def _kv_row(kv, j, scratch):
     """Row j of the packed K|V array, as floats: the row itself, or, for bf16 storage
     (``kv`` holds bf16 bit patterns as uint16), the row widened into ``scratch`` (float32)."""
@@ -107,6 +146,28 @@ def _kv_row_impl(kv, j, scratch):
             return scratch
         return widen
     return lambda kv, j, scratch: kv[j]
+
+
+def _zero(like):
+    """0 in ``like``'s dtype: the per-edge dot products and updates run in the operands' own
+    precision (float32 for float32 inputs, vectorised 8 lanes wide), not widened to float64 per
+    element; the softmax's running max, sum and log-sum-exp stay float64."""
+
+
+@overload(_zero, inline="always")
+def _zero_impl(like):
+    kind = like.dtype
+    return lambda like: kind(0)
+
+
+def _cast(like, x):
+    """``x`` in ``like``'s dtype (a per-edge weight, before a loop over the channels)."""
+
+
+@overload(_cast, inline="always")
+def _cast_impl(like, x):
+    kind = like.dtype
+    return lambda like, x: kind(x)
 
 
 @njit(inline="always", fastmath=_FASTMATH)
@@ -126,21 +187,32 @@ def _score(q, kvrow, ekey, escale, att, bias, i, pe, h, scale, slope, flags, sca
     # so the loops over d vectorise
     kh = kvrow[h * dim:(h + 1) * dim]
     has_ekey = flags & _EKEY
-    s = 0.0
+    dot = _zero(q)
     if flags & _ADDITIVE:
+        slope_ = _cast(q, slope)
         for d in range(dim):
             z = _additive_input(q, kh, ekey, i, pe, h, d, has_ekey)
             if z <= 0.0:
-                z *= slope
-            s += att[h, d] * z
-    else:
+                z = z * slope_
+            dot += att[h, d] * z
+        s = float(dot)
+    elif has_ekey or scale_mode == 2:
         for d in range(dim):
             u = kh[d]
             if has_ekey:
                 u += ekey[pe, h, d]
             if scale_mode == 2:
                 u *= escale[pe, h, d]
-            s += q[i, h, d] * u
+            dot += q[i, h, d] * u
+        s = float(dot)
+        if scale_mode == 1:
+            s *= escale[pe, h, 0]
+        s *= scale
+    else:  # the plain dot product: a branch-free loop that vectorises
+        qh = q[i, h]
+        for d in range(dim):
+            dot += qh[d] * kh[d]
+        s = float(dot)
         if scale_mode == 1:
             s *= escale[pe, h, 0]
         s *= scale
@@ -160,6 +232,8 @@ def _fwd_row(i, rowptr, col, perm, q, kv, ekey, evalue, escale, att, bias, scale
     run_max[:] = -np.inf
     run_sum[:] = 0.0
     for e in range(rowptr[i], rowptr[i + 1]):
+        if e + _AHEAD < col.shape[0]:
+            _prefetch_row(kv, col[e + _AHEAD])
         pe = perm[e]
         kvrow = _kv_row(kv, col[e], scratch)
         for h in range(heads):
@@ -169,12 +243,13 @@ def _fwd_row(i, rowptr, col, perm, q, kv, ekey, evalue, escale, att, bias, scale
             if s > run_max[h]:
                 correction = math.exp(run_max[h] - s)
                 run_sum[h] *= correction
+                correction_ = _cast(out, correction)
                 for d in range(dv):
-                    acc[h, d] *= correction
+                    acc[h, d] *= correction_
                 run_max[h] = s
             p = math.exp(s - run_max[h])
             run_sum[h] += p
-            w = p * _drop_factor(pe, h, heads, flags, drop, inv_keep)
+            w = _cast(out, p * _drop_factor(pe, h, heads, flags, drop, inv_keep))
             if w != 0.0:
                 vh = kvrow[vofs + h * dv:vofs + (h + 1) * dv]
                 acc_h = acc[h]
@@ -214,6 +289,8 @@ def _edge_probs(bounds, rowptr, col, perm, q, kv, ekey, escale, att, bias, scale
         scratch = np.empty(kv.shape[1], dtype=np.float32)
         for i in range(bounds[chunk], bounds[chunk + 1]):
             for e in range(rowptr[i], rowptr[i + 1]):
+                if e + _AHEAD < col.shape[0]:
+                    _prefetch_row(kv, col[e + _AHEAD])
                 pe = perm[e]
                 kvrow = _kv_row(kv, col[e], scratch)
                 for h in range(lse.shape[1]):
@@ -235,18 +312,21 @@ def _bwd_row(i, rowptr, col, perm, q, kv, ekey, evalue, escale, att, bias, scale
     vofs = heads * dim
     additive = flags & _ADDITIVE
     has_ekey = flags & _EKEY
+    qi, douti, dqi = q[i], dout[i], dq[i]
     for h in range(heads):
         for d in range(dim):
-            dq[i, h, d] = 0.0
+            dqi[h, d] = 0.0
             if additive:
                 datt_rows[i, h, d] = 0.0
         total = 0.0
         for d in range(dvdim):
-            total += dout[i, h, d] * out[i, h, d]
+            total += douti[h, d] * out[i, h, d]
         if flags & _DATTN:
             total += delta_extra[i, h]
         delta[h] = total
     for e in range(rowptr[i], rowptr[i + 1]):
+        if e + _AHEAD < col.shape[0]:
+            _prefetch_row(kv, col[e + _AHEAD])
         pe = perm[e]
         kvrow = _kv_row(kv, col[e], scratch)
         for h in range(heads):
@@ -258,14 +338,14 @@ def _bwd_row(i, rowptr, col, perm, q, kv, ekey, evalue, escale, att, bias, scale
             p = math.exp(s - lse[i, h])
             factor = _drop_factor(pe, h, heads, flags, drop, inv_keep)
             vh = kvrow[vofs + h * dvdim:vofs + (h + 1) * dvdim]
-            dpv = 0.0
+            dpv = _zero(dout)
             if flags & _EVALUE:
                 for d in range(dvdim):
-                    dpv += dout[i, h, d] * (vh[d] + evalue[pe, h, d])
+                    dpv += douti[h, d] * (vh[d] + evalue[pe, h, d])
             else:
                 for d in range(dvdim):
-                    dpv += dout[i, h, d] * vh[d]
-            dp = factor * dpv
+                    dpv += douti[h, d] * vh[d]
+            dp = factor * float(dpv)
             if flags & _DATTN:
                 dp += dattn[pe, h]
             ds = p * (dp - delta[h])
@@ -273,46 +353,52 @@ def _bwd_row(i, rowptr, col, perm, q, kv, ekey, evalue, escale, att, bias, scale
             wds[e, 0, h] = w
             wds[e, 1, h] = ds
             if flags & _EVALUE:
+                w_ = _cast(dout, w)
                 for d in range(dvdim):
-                    devalue[pe, h, d] = w * dout[i, h, d]
+                    devalue[pe, h, d] = w_ * douti[h, d]
             kh = kvrow[h * dim:(h + 1) * dim]
             if additive:
+                ds_, slope_ = _cast(q, ds), _cast(q, slope)
                 for d in range(dim):
                     z = _additive_input(q, kh, ekey, i, pe, h, d, has_ekey)
-                    gz = ds * att[h, d]
+                    gz = ds_ * att[h, d]
                     if z <= 0.0:  # torch's LeakyReLU gradient takes the slope at 0
-                        z *= slope
-                        gz *= slope
-                    dq[i, h, d] += gz
+                        z = z * slope_
+                        gz = gz * slope_
+                    dqi[h, d] += gz
                     if has_ekey:
                         dekey[pe, h, d] = gz
-                    datt_rows[i, h, d] += ds * z
+                    datt_rows[i, h, d] += ds_ * z
                 continue
-            g = ds * scale
+            g = _cast(q, ds * scale)
             if scale_mode == 2:
                 for d in range(dim):
                     u = kh[d]
                     if has_ekey:
                         u += ekey[pe, h, d]
                     es = escale[pe, h, d]
-                    dq[i, h, d] += g * u * es
-                    descale[pe, h, d] = g * q[i, h, d] * u
+                    dqi[h, d] += g * u * es
+                    descale[pe, h, d] = g * qi[h, d] * u
                     if has_ekey:
-                        dekey[pe, h, d] = g * q[i, h, d] * es
+                        dekey[pe, h, d] = g * qi[h, d] * es
             else:
                 if scale_mode == 1:
                     g_es = g * escale[pe, h, 0]
                 else:
                     g_es = g
-                qu = 0.0
-                for d in range(dim):
-                    u = kh[d]
-                    if has_ekey:
-                        u += ekey[pe, h, d]
-                    dq[i, h, d] += g_es * u
-                    qu += q[i, h, d] * u
-                    if has_ekey:
-                        dekey[pe, h, d] = g_es * q[i, h, d]
+                qu = _zero(q)
+                if has_ekey:
+                    for d in range(dim):
+                        u = kh[d] + ekey[pe, h, d]
+                        dqi[h, d] += g_es * u
+                        qu += qi[h, d] * u
+                        dekey[pe, h, d] = g_es * qi[h, d]
+                else:
+                    for d in range(dim):
+                        dqi[h, d] += g_es * kh[d]
+                    if scale_mode == 1:
+                        for d in range(dim):
+                            qu += qi[h, d] * kh[d]
                 if scale_mode == 1:
                     descale[pe, h, 0] = g * qu
 
@@ -339,33 +425,41 @@ def _bwd_col(j, colptr, row, csc_pos, csc_edge, q, kv, ekey, escale, att, scale,
     dvdim = dv.shape[2]
     additive = flags & _ADDITIVE
     has_ekey = flags & _EKEY
-    dk[j] = 0.0
-    dv[j] = 0.0
+    dkj, dvj = dk[j], dv[j]
+    dkj[:] = 0.0
+    dvj[:] = 0.0
     kvrow = _kv_row(kv, j, scratch)  # the additive form's gradient reads k_j
     for t in range(colptr[j], colptr[j + 1]):
+        if t + _AHEAD < row.shape[0]:
+            ahead = row[t + _AHEAD]
+            _prefetch_row(q, ahead)
+            _prefetch_row(dout, ahead)
+            _prefetch_row(wds, csc_pos[t + _AHEAD])
         e = csc_pos[t]
         pe = csc_edge[t]
         i = row[t]
+        qi, douti = q[i], dout[i]
         for h in range(heads):
             w = wds[e, 0, h]
             ds = wds[e, 1, h]
             for d in range(dvdim):
-                dv[j, h, d] += w * dout[i, h, d]
+                dvj[h, d] += w * douti[h, d]
             if additive:
                 kh = kvrow[h * dim:(h + 1) * dim]
+                slope_ = _cast(dk, slope)
                 for d in range(dim):
                     gz = ds * att[h, d]
-                    dk[j, h, d] += gz * slope if _additive_input(q, kh, ekey, i, pe, h, d, has_ekey) <= 0.0 else gz
+                    dkj[h, d] += gz * slope_ if _additive_input(q, kh, ekey, i, pe, h, d, has_ekey) <= 0.0 else gz
             elif scale_mode == 2:
-                g = ds * scale
+                g = _cast(dk, ds * scale)
                 for d in range(dim):
-                    dk[j, h, d] += g * q[i, h, d] * escale[pe, h, d]
+                    dkj[h, d] += g * qi[h, d] * escale[pe, h, d]
             else:
-                g = ds * scale
+                g = _cast(dk, ds * scale)
                 if scale_mode == 1:
                     g *= escale[pe, h, 0]
                 for d in range(dim):
-                    dk[j, h, d] += g * q[i, h, d]
+                    dkj[h, d] += g * qi[h, d]
 
 
 @njit(**_jit)

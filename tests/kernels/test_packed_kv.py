@@ -69,3 +69,23 @@ def test_no_source_nodes_give_zeros():
     k, v = torch.zeros(0, 2, 4), torch.zeros(0, 2, 5)
     out = K.edge_attention(q, k, v, torch.zeros(2, 0, dtype=torch.long), num_nodes=(0, 3), backend="cpu")
     assert out.shape == (3, 2, 5) and not out.any()
+
+
+@pytest.mark.parametrize("used", ["k", "v", "both"])
+def test_split_kv_gradient_matches_slicing(used):
+    """split_kv's own backward (one concatenation) equals autograd's slice backward, also when
+    only one half reaches the loss."""
+    heads, dim, dim_value, num = 3, 2, 5, 6
+    kv = _packed(num, heads, dim, dim_value, torch.float64)
+    k, v = K.split_kv(kv, heads, dim, dim_value)
+    plain = kv.detach().clone().requires_grad_()
+    k2, v2 = plain[:, : heads * dim].view(num, heads, dim), plain[:, heads * dim :].view(num, heads, dim_value)
+    gen = torch.Generator().manual_seed(3)
+    wk = torch.randn(k.shape, generator=gen, dtype=torch.float64)
+    wv = torch.randn(v.shape, generator=gen, dtype=torch.float64)
+    for a, b in ((k, v), (k2, v2)):
+        terms = [(a * wk).sum()] if used != "v" else []
+        terms += [(b * wv).sum()] if used != "k" else []
+        sum(terms).backward()
+    torch.testing.assert_close(kv.grad, plain.grad, rtol=0, atol=0)
+    assert torch.autograd.gradcheck(lambda x: K.split_kv(x, heads, dim, dim_value), (kv.detach().requires_grad_(),))
