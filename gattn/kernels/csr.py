@@ -48,12 +48,13 @@ def index_from_ptr(ptr: Tensor) -> Tensor:
     return torch.repeat_interleave(torch.arange(counts.numel(), device=ptr.device), counts)
 
 
-def _stable_sort(keys: Tensor, num_keys: int) -> tuple[Tensor, Tensor]:
-    """(ptr [num_keys + 1], positions [E] of a stable sort) of node ids in [0, num_keys)."""
+def _stable_sort(keys: Tensor, num_keys: int, carry: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """(ptr [num_keys + 1], positions [E] of a stable sort, ``carry`` [C, E] in that order) of
+    node ids in [0, num_keys)."""
     if keys.device.type == "cpu":
-        return stable_sort_by_key(keys, num_keys)
+        return stable_sort_by_key(keys, num_keys, carry)
     order = torch.argsort(keys, stable=True)
-    return ptr_from_index(keys[order], num_keys), order
+    return ptr_from_index(keys[order], num_keys), order, carry[:, order]
 
 
 class CSR:
@@ -89,9 +90,7 @@ class CSR:
             self.col = src.contiguous()
             sorted_dst = dst
         else:
-            rowptr, self.perm = _stable_sort(dst, self.num_dst)
-            self.col = src[self.perm]
-            sorted_dst = dst[self.perm]
+            rowptr, self.perm, (self.col, sorted_dst) = _stable_sort(dst, self.num_dst, torch.stack([src, dst]))
         self.rowptr = ptr_from_index(sorted_dst, self.num_dst) if rowptr is None else rowptr
         self._dst_sorted = sorted_dst
         self._csc: tuple[Tensor, Tensor, Tensor] | None = None
@@ -107,9 +106,10 @@ class CSR:
     def csc(self) -> tuple[Tensor, Tensor, Tensor]:
         """(colptr [N_src+1], row [E] destinations, csc_edge [E] the caller's edge ids)."""
         if self._csc is None:
-            colptr, csc_pos = _stable_sort(self.col, self.num_src)
+            colptr, csc_pos, (row, csc_edge) = _stable_sort(self.col, self.num_src,
+                                                            torch.stack([self._dst_sorted, self.perm]))
             self._csc_pos = csc_pos
-            self._csc = (colptr, self._dst_sorted[csc_pos], self.perm[csc_pos].contiguous())
+            self._csc = (colptr, row, csc_edge)
         return self._csc
 
     def csc_positions(self) -> Tensor:

@@ -37,3 +37,15 @@ def test_stable_sort_by_key_keeps_input_order_of_equal_keys():
     ptr, order = stable_sort_by_key(keys, 5)
     assert order.tolist() == [1, 4, 3, 0, 2, 5, 6]
     assert ptr.tolist() == [0, 2, 3, 6, 6, 7]
+
+
+def test_stable_sort_by_key_carries_rows_in_sorted_order():
+    gen = torch.Generator().manual_seed(4)
+    keys = torch.randint(0, 9, (200,), generator=gen)
+    carry = torch.randint(-50, 50, (3, 200), generator=gen)
+    ptr, order, carried = stable_sort_by_key(keys, 9, carry)
+    assert torch.equal(order, torch.argsort(keys, stable=True))
+    assert torch.equal(carried, carry[:, order])
+    assert torch.equal(ptr, K.ptr_from_index(keys[order], 9))
+    csr = K.CSR(torch.stack([carry[0].abs() % 7, keys]), 7, 9)
+    assert torch.equal(csr._dst_sorted, keys[order])  # the destinations carried through the sort
