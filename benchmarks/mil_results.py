@@ -90,7 +90,9 @@ def table_row(record: dict[str, Any]) -> list[str]:
     auc, auc_std = record["test_rocauc"], record["test_rocauc_std"]
     acc_pub, auc_pub = record.get("published_accuracy"), record.get("published_rocauc")
     acc_pub_error = record.get("published_accuracy_error")
-    published = "-" if acc_pub is None else f"{acc_pub:.3f}" + ("" if acc_pub_error is None else f" +- {acc_pub_error:.3f}")
+    published = "-" if acc_pub is None else f"{acc_pub:.3f}"
+    if acc_pub is not None and acc_pub_error is not None:
+        published += f" +- {acc_pub_error:.3f}"
     return [
         record["dataset"], record["pooling"], str(record["splits"]) + (f"/{record['planned']}" if
                                                                      record.get("planned") else ""),

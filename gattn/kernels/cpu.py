@@ -36,8 +36,8 @@ import numba
 import numpy as np
 import torch
 from numba import njit, prange, types
-from llvmlite import ir
 from numba.core import cgutils
+from numba.core.cgutils import ir  # llvmlite's IR module, as numba's code generator exposes it
 from numba.extending import intrinsic, overload
 from torch import Tensor
 

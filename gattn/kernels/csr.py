@@ -90,7 +90,10 @@ class CSR:
             self.col = src.contiguous()
             sorted_dst = dst
         else:
-            rowptr, self.perm, (self.col, sorted_dst) = _stable_sort(dst, self.num_dst, torch.stack([src, dst]))
+            # (src, dst) travel with the sort: edge_index itself when it is already int64 [2, E]
+            plain = edge_index.dtype == torch.long and edge_index.is_contiguous()
+            pair = edge_index if plain else torch.stack([src, dst])
+            rowptr, self.perm, (self.col, sorted_dst) = _stable_sort(dst, self.num_dst, pair)
         self.rowptr = ptr_from_index(sorted_dst, self.num_dst) if rowptr is None else rowptr
         self._dst_sorted = sorted_dst
         self._csc: tuple[Tensor, Tensor, Tensor] | None = None
