@@ -273,14 +273,11 @@ class _SplitKV(torch.autograd.Function):
         return kv[:, : heads * dim].view(num, heads, dim), kv[:, heads * dim :].view(num, heads, dim_value)
 
     @staticmethod
-    def backward(ctx, grad_k: Tensor | None, grad_v: Tensor | None) -> tuple[Tensor, None, None, None]:
+    def backward(ctx, grad_k: Tensor, grad_v: Tensor) -> tuple[Tensor, None, None, None]:
+        # an unused half arrives as zeros (autograd materialises missing output gradients)
         num, heads, dim, dim_value = ctx.shapes
-        like = grad_k if grad_k is not None else grad_v
-        halves = [
-            grad.reshape(num, heads * width) if grad is not None else like.new_zeros(num, heads * width)
-            for grad, width in ((grad_k, dim), (grad_v, dim_value))
-        ]
-        return torch.cat(halves, dim=1), None, None, None
+        grad_kv = torch.cat([grad_k.reshape(num, heads * dim), grad_v.reshape(num, heads * dim_value)], dim=1)
+        return grad_kv, None, None, None
 
 
 def edge_attention(

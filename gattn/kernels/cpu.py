@@ -196,22 +196,19 @@ def _score(q, kvrow, ekey, escale, att, bias, i, pe, h, scale, slope, flags, sca
                 z = z * slope_
             dot += att[h, d] * z
         s = float(dot)
-    elif has_ekey or scale_mode == 2:
-        for d in range(dim):
-            u = kh[d]
-            if has_ekey:
-                u += ekey[pe, h, d]
-            if scale_mode == 2:
-                u *= escale[pe, h, d]
-            dot += q[i, h, d] * u
-        s = float(dot)
-        if scale_mode == 1:
-            s *= escale[pe, h, 0]
-        s *= scale
-    else:  # the plain dot product: a branch-free loop that vectorises
-        qh = q[i, h]
-        for d in range(dim):
-            dot += qh[d] * kh[d]
+    else:
+        if has_ekey or scale_mode == 2:
+            for d in range(dim):
+                u = kh[d]
+                if has_ekey:
+                    u += ekey[pe, h, d]
+                if scale_mode == 2:
+                    u *= escale[pe, h, d]
+                dot += q[i, h, d] * u
+        else:  # the plain dot product: a branch-free loop that vectorises
+            qh = q[i, h]
+            for d in range(dim):
+                dot += qh[d] * kh[d]
         s = float(dot)
         if scale_mode == 1:
             s *= escale[pe, h, 0]
