@@ -218,35 +218,100 @@ def _score(q, kvrow, ekey, escale, att, bias, i, pe, h, scale, slope, flags, sca
     return s
 
 
+_EXP_FLOOR = -87.0  # below this a float32 exp is under the smallest normal float32: taken as 0
+
+
+def _exp_into(x, out, n, bits):
+    """``out[:n] = exp(x[:n])``, -inf giving 0 (``bits``: int32 scratch of the same size).
+
+    For float32 a branch-free Cephes-style exponential (range reduction by ln 2 in two parts,
+    a degree-6 polynomial, then 2^k built in the exponent bits), which vectorises where
+    ``math.exp`` is one libm call per element: the kernels' softmax computes all of a row's
+    exponentials in one such loop. Relative error about 1e-7, as float32 allows. float64
+    keeps libm's exp."""
+
+
+@overload(_exp_into, inline="always")
+def _exp_into_impl(x, out, n, bits):
+    if x.dtype != types.float32:
+        def exact(x, out, n, bits):
+            for k in range(n):
+                out[k] = math.exp(x[k])
+        return exact
+    f32 = np.float32
+
+    def fast(x, out, n, bits):
+        for k in range(n):
+            clamped = min(max(x[k], f32(_EXP_FLOOR)), f32(88.0))
+            whole = f32(math.floor(clamped * f32(1.4426950408889634) + f32(0.5)))  # math.floor gives an int
+            r = clamped - whole * f32(0.693359375)  # ln 2 = 0.693359375 - 2.12194440e-4 (+ 1e-12)
+            r = r - whole * f32(-2.12194440e-4)
+            poly = f32(1.9875691500e-4)
+            poly = poly * r + f32(1.3981999507e-3)
+            poly = poly * r + f32(8.3334519073e-3)
+            poly = poly * r + f32(4.1665795894e-2)
+            poly = poly * r + f32(1.6666665459e-1)
+            poly = poly * r + f32(5.0000001201e-1)
+            out[k] = (poly * r * r + r + f32(1.0)) * f32(x[k] >= f32(_EXP_FLOOR))  # 0 under the floor
+            bits[k] = (np.int32(whole) + np.int32(127)) << 23
+        powers = bits.view(np.float32)
+        for k in range(n):
+            out[k] *= powers[k]
+    return fast
+
+
+@njit(inline="always")
+def _row_buffers(bounds, chunk, rowptr, heads, like):
+    """Per-chunk scratch for a row's per-edge, per-head values ([edge, head] flattened), sized
+    by the chunk's longest row."""
+    longest = 0
+    for i in range(bounds[chunk], bounds[chunk + 1]):
+        longest = max(longest, rowptr[i + 1] - rowptr[i])
+    size = max(1, longest * heads)
+    return (np.empty(size, dtype=like.dtype), np.empty(size, dtype=like.dtype), np.empty(size, dtype=like.dtype),
+            np.empty(size, dtype=np.int32))
+
+
 @njit(inline="always", fastmath=_FASTMATH)
 def _fwd_row(i, rowptr, col, perm, q, kv, ekey, evalue, escale, att, bias, scale, slope, flags,
-             scale_mode, drop, inv_keep, out, lse, run_max, run_sum, scratch):
-    """Online softmax over row i's incoming edges, all heads per edge: out[i] and lse[i]."""
+             scale_mode, drop, inv_keep, out, lse, row_max, row_sum, scores, probs, bits, scratch):
+    """Softmax over row i's incoming edges, all heads per edge: out[i] and lse[i].
+
+    Three steps: every edge's scores (and each head's maximum), then all of the row's
+    exponentials in one vectorised loop, then the weighted sum of the values. The K|V rows
+    of the row's edges are fetched in the first step and are still in cache for the third."""
     heads, dv = out.shape[1], out.shape[2]
     vofs = heads * q.shape[2]
+    start, stop = rowptr[i], rowptr[i + 1]
+    count = (stop - start) * heads
     acc = out[i]
     acc[:] = 0.0
-    run_max[:] = -np.inf
-    run_sum[:] = 0.0
-    for e in range(rowptr[i], rowptr[i + 1]):
+    row_max[:] = -np.inf
+    for e in range(start, stop):
         if e + _AHEAD < col.shape[0]:
             _prefetch_row(kv, col[e + _AHEAD])
+        kvrow = _kv_row(kv, col[e], scratch)
+        base = (e - start) * heads
+        for h in range(heads):
+            s = _cast(scores, _score(q, kvrow, ekey, escale, att, bias, i, perm[e], h, scale, slope, flags,
+                                     scale_mode))
+            scores[base + h] = s
+            row_max[h] = max(row_max[h], s)
+    for h in range(heads):
+        if row_max[h] == -np.inf:  # no finite score: every exponential below is exp(-inf) = 0
+            row_max[h] = 0.0
+    for k in range(count):
+        scores[k] -= row_max[k % heads]
+    _exp_into(scores, probs, count, bits)
+    row_sum[:] = 0.0
+    for k in range(count):
+        row_sum[k % heads] += probs[k]
+    for e in range(start, stop):
         pe = perm[e]
         kvrow = _kv_row(kv, col[e], scratch)
+        base = (e - start) * heads
         for h in range(heads):
-            s = _score(q, kvrow, ekey, escale, att, bias, i, pe, h, scale, slope, flags, scale_mode)
-            if s == -np.inf:
-                continue
-            if s > run_max[h]:
-                correction = math.exp(run_max[h] - s)
-                run_sum[h] *= correction
-                correction_ = _cast(out, correction)
-                for d in range(dv):
-                    acc[h, d] *= correction_
-                run_max[h] = s
-            p = math.exp(s - run_max[h])
-            run_sum[h] += p
-            w = _cast(out, p * _drop_factor(pe, h, heads, flags, drop, inv_keep))
+            w = _cast(out, probs[base + h] * _drop_factor(pe, h, heads, flags, drop, inv_keep))
             if w != 0.0:
                 vh = kvrow[vofs + h * dv:vofs + (h + 1) * dv]
                 acc_h = acc[h]
@@ -257,11 +322,59 @@ def _fwd_row(i, rowptr, col, perm, q, kv, ekey, evalue, escale, att, bias, scale
                     for d in range(dv):
                         acc_h[d] += w * vh[d]
     for h in range(heads):
-        if run_sum[h] > 0.0:
-            inv = 1.0 / run_sum[h]
+        if row_sum[h] > 0.0:
+            inv = _cast(out, 1.0 / row_sum[h])
             for d in range(dv):
                 acc[h, d] *= inv
-            lse[i, h] = run_max[h] + math.log(run_sum[h])
+            lse[i, h] = row_max[h] + math.log(row_sum[h])
+        else:
+            lse[i, h] = -np.inf
+
+
+@njit(inline="always", fastmath=_FASTMATH)
+def _fwd_row_dot(i, rowptr, col, q, kv, scale, out, lse, row_max, row_sum, scores, probs, bits, scratch):
+    """`_fwd_row` for the plain dot form (no per-edge terms, no dropout): the common case."""
+    heads, dim, dv = q.shape[1], q.shape[2], out.shape[2]
+    vofs = heads * dim
+    start, stop = rowptr[i], rowptr[i + 1]
+    count = (stop - start) * heads
+    scale_ = _cast(q, scale)
+    qi, acc = q[i], out[i]
+    acc[:] = 0.0
+    row_max[:] = -np.inf
+    for e in range(start, stop):
+        if e + _AHEAD < col.shape[0]:
+            _prefetch_row(kv, col[e + _AHEAD])
+        kvrow = _kv_row(kv, col[e], scratch)
+        base = (e - start) * heads
+        for h in range(heads):
+            qh, kh = qi[h], kvrow[h * dim:(h + 1) * dim]
+            dot = _zero(q)
+            for d in range(dim):
+                dot += qh[d] * kh[d]
+            s = dot * scale_
+            scores[base + h] = s
+            row_max[h] = max(row_max[h], s)
+    for k in range(count):
+        scores[k] -= row_max[k % heads]
+    _exp_into(scores, probs, count, bits)
+    row_sum[:] = 0.0
+    for k in range(count):
+        row_sum[k % heads] += probs[k]
+    for e in range(start, stop):
+        kvrow = _kv_row(kv, col[e], scratch)
+        base = (e - start) * heads
+        for h in range(heads):
+            w = probs[base + h]
+            vh, acc_h = kvrow[vofs + h * dv:vofs + (h + 1) * dv], acc[h]
+            for d in range(dv):
+                acc_h[d] += w * vh[d]
+    for h in range(heads):
+        if row_sum[h] > 0.0:
+            inv = _cast(out, 1.0 / row_sum[h])
+            for d in range(dv):
+                acc[h, d] *= inv
+            lse[i, h] = row_max[h] + math.log(row_sum[h])
         else:
             lse[i, h] = -np.inf
 
@@ -270,12 +383,16 @@ def _fwd_row(i, rowptr, col, perm, q, kv, ekey, evalue, escale, att, bias, scale
 def _edge_attention_fwd(bounds, rowptr, col, perm, q, kv, ekey, evalue, escale, att, bias, scale, slope,
                         flags, scale_mode, drop, inv_keep, out, lse):
     for chunk in prange(bounds.shape[0] - 1):
-        run_max = np.empty(out.shape[1], dtype=np.float64)
-        run_sum = np.empty(out.shape[1], dtype=np.float64)
+        row_max = np.empty(out.shape[1], dtype=q.dtype)
+        row_sum = np.empty(out.shape[1], dtype=q.dtype)
         scratch = np.empty(kv.shape[1], dtype=np.float32)
+        scores, probs, _, bits = _row_buffers(bounds, chunk, rowptr, out.shape[1], q)
         for i in range(bounds[chunk], bounds[chunk + 1]):
-            _fwd_row(i, rowptr, col, perm, q, kv, ekey, evalue, escale, att, bias, scale, slope, flags,
-                     scale_mode, drop, inv_keep, out, lse, run_max, run_sum, scratch)
+            if flags == 0 and scale_mode == 0:
+                _fwd_row_dot(i, rowptr, col, q, kv, scale, out, lse, row_max, row_sum, scores, probs, bits, scratch)
+            else:
+                _fwd_row(i, rowptr, col, perm, q, kv, ekey, evalue, escale, att, bias, scale, slope, flags,
+                         scale_mode, drop, inv_keep, out, lse, row_max, row_sum, scores, probs, bits, scratch)
 
 
 @njit(**_jit)
@@ -400,6 +517,56 @@ def _bwd_row(i, rowptr, col, perm, q, kv, ekey, evalue, escale, att, bias, scale
                     descale[pe, h, 0] = g * qu
 
 
+@njit(inline="always", fastmath=_FASTMATH)
+def _bwd_row_dot(i, rowptr, col, q, kv, scale, out, lse, dout, dq, wds, delta, scores, probs, dps, bits, scratch):
+    """`_bwd_row` for the plain dot form (no per-edge terms, no dropout): every edge's scores
+    and dO.v first, the row's exponentials in one vectorised loop, then dS, wds and dQ."""
+    heads, dim, dv = q.shape[1], q.shape[2], dout.shape[2]
+    vofs = heads * dim
+    start, stop = rowptr[i], rowptr[i + 1]
+    count = (stop - start) * heads
+    scale_ = _cast(q, scale)
+    qi, douti, dqi = q[i], dout[i], dq[i]
+    dqi[:] = 0.0
+    for h in range(heads):
+        total = _zero(dout)
+        for d in range(dv):
+            total += douti[h, d] * out[i, h, d]
+        delta[h] = total
+    for e in range(start, stop):
+        if e + _AHEAD < col.shape[0]:
+            _prefetch_row(kv, col[e + _AHEAD])
+        kvrow = _kv_row(kv, col[e], scratch)
+        base = (e - start) * heads
+        for h in range(heads):
+            qh, kh = qi[h], kvrow[h * dim:(h + 1) * dim]
+            dh, vh = douti[h], kvrow[vofs + h * dv:vofs + (h + 1) * dv]
+            dot = _zero(q)
+            for d in range(dim):
+                dot += qh[d] * kh[d]
+            dpv = _zero(dout)
+            for d in range(dv):
+                dpv += dh[d] * vh[d]
+            top = lse[i, h]
+            # a row whose scores were all -inf has no probability mass: exp(-inf) = 0 below
+            scores[base + h] = dot * scale_ - top if top != -np.inf else -np.inf
+            dps[base + h] = dpv - delta[h]
+    _exp_into(scores, probs, count, bits)
+    for e in range(start, stop):
+        kvrow = _kv_row(kv, col[e], scratch)
+        base = (e - start) * heads
+        we = wds[e]
+        for h in range(heads):
+            p = probs[base + h]
+            ds = p * dps[base + h]
+            we[0, h] = p
+            we[1, h] = ds
+            g = _cast(q, ds) * scale_
+            dqh, kh = dqi[h], kvrow[h * dim:(h + 1) * dim]
+            for d in range(dim):
+                dqh[d] += g * kh[d]
+
+
 @njit(**_jit)
 def _edge_attention_bwd_rows(bounds, rowptr, col, perm, q, kv, ekey, evalue, escale, att, bias, scale, slope,
                              flags, scale_mode, drop, inv_keep, out, lse, dout, dattn, delta_extra,
@@ -407,10 +574,46 @@ def _edge_attention_bwd_rows(bounds, rowptr, col, perm, q, kv, ekey, evalue, esc
     for chunk in prange(bounds.shape[0] - 1):
         delta = np.empty(q.shape[1], dtype=np.float64)
         scratch = np.empty(kv.shape[1], dtype=np.float32)
+        dot_form = flags == 0 and scale_mode == 0
+        if dot_form:
+            scores, probs, dps, bits = _row_buffers(bounds, chunk, rowptr, q.shape[1], q)
+            delta_ = np.empty(q.shape[1], dtype=q.dtype)
+            for i in range(bounds[chunk], bounds[chunk + 1]):
+                _bwd_row_dot(i, rowptr, col, q, kv, scale, out, lse, dout, dq, wds, delta_, scores, probs, dps, bits,
+                             scratch)
+            continue
         for i in range(bounds[chunk], bounds[chunk + 1]):
             _bwd_row(i, rowptr, col, perm, q, kv, ekey, evalue, escale, att, bias, scale, slope, flags,
                      scale_mode, drop, inv_keep, out, lse, dout, dattn, delta_extra,
                      dq, wds, descale, dekey, devalue, datt_rows, delta, scratch)
+
+
+@njit(inline="always", fastmath=_FASTMATH)
+def _bwd_col_dot(j, colptr, row, csc_pos, q, scale, dout, wds, dk, dv):
+    """`_bwd_col` for the dot form without per-edge scale (the common case): dK_j and dV_j
+    depend on the edge only through its P*mask and dS, so the loop is branch-free."""
+    heads = dk.shape[1]
+    dkj, dvj = dk[j], dv[j]
+    dkj[:] = 0.0
+    dvj[:] = 0.0
+    scale_ = _cast(dk, scale)
+    for t in range(colptr[j], colptr[j + 1]):
+        if t + _AHEAD < row.shape[0]:
+            ahead = row[t + _AHEAD]
+            _prefetch_row(q, ahead)
+            _prefetch_row(dout, ahead)
+            _prefetch_row(wds, csc_pos[t + _AHEAD])
+        i = row[t]
+        qi, douti = q[i], dout[i]
+        wrow = wds[csc_pos[t]]
+        for h in range(heads):
+            w = _cast(dk, wrow[0, h])
+            g = _cast(dk, wrow[1, h]) * scale_
+            dvh, douth, dkh, qh = dvj[h], douti[h], dkj[h], qi[h]
+            for d in range(dvh.shape[0]):
+                dvh[d] += w * douth[d]
+            for d in range(dkh.shape[0]):
+                dkh[d] += g * qh[d]
 
 
 @njit(inline="always", fastmath=_FASTMATH)
@@ -436,27 +639,31 @@ def _bwd_col(j, colptr, row, csc_pos, csc_edge, q, kv, ekey, escale, att, scale,
         pe = csc_edge[t]
         i = row[t]
         qi, douti = q[i], dout[i]
+        wrow = wds[e]
         for h in range(heads):
-            w = wds[e, 0, h]
-            ds = wds[e, 1, h]
+            w = _cast(dk, wrow[0, h])
+            ds = wrow[1, h]
+            dvh, douth = dvj[h], douti[h]
             for d in range(dvdim):
-                dvj[h, d] += w * douti[h, d]
+                dvh[d] += w * douth[d]
+            dkh = dkj[h]
             if additive:
                 kh = kvrow[h * dim:(h + 1) * dim]
                 slope_ = _cast(dk, slope)
                 for d in range(dim):
                     gz = ds * att[h, d]
-                    dkj[h, d] += gz * slope_ if _additive_input(q, kh, ekey, i, pe, h, d, has_ekey) <= 0.0 else gz
+                    dkh[d] += gz * slope_ if _additive_input(q, kh, ekey, i, pe, h, d, has_ekey) <= 0.0 else gz
             elif scale_mode == 2:
                 g = _cast(dk, ds * scale)
                 for d in range(dim):
-                    dkj[h, d] += g * qi[h, d] * escale[pe, h, d]
+                    dkh[d] += g * qi[h, d] * escale[pe, h, d]
             else:
                 g = _cast(dk, ds * scale)
                 if scale_mode == 1:
                     g *= escale[pe, h, 0]
+                qh = qi[h]
                 for d in range(dim):
-                    dkj[h, d] += g * qi[h, d]
+                    dkh[d] += g * qh[d]
 
 
 @njit(**_jit)
@@ -466,6 +673,9 @@ def _edge_attention_bwd_cols(bounds, colptr, row, csc_pos, csc_edge, q, kv, ekey
     for chunk in prange(bounds.shape[0] - 1):
         scratch = np.empty(kv.shape[1], dtype=np.float32)
         for j in range(bounds[chunk], bounds[chunk + 1]):
+            if not flags & _ADDITIVE and scale_mode == 0:
+                _bwd_col_dot(j, colptr, row, csc_pos, q, scale, dout, wds, dk, dv)
+                continue
             _bwd_col(j, colptr, row, csc_pos, csc_edge, q, kv, ekey, escale, att, scale, slope, flags, scale_mode,
                      dout, wds, dk, dv, scratch)
 
