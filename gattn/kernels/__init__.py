@@ -25,7 +25,7 @@ from torch import Tensor
 
 from . import reference
 from ._dropout import keep_mask
-from ._edge import fused_edge_attention
+from ._edge import fused_edge_attention, kv_halves
 from ._validate import check_edge_index_shape, check_floating, check_per_edge, check_probability, resolve_segments
 from .csr import CSR, get_csr, index_from_ptr, ptr_from_index
 from .reorder import REORDERINGS, check_reorder, node_reordering, reordered_inputs, restore_output
@@ -276,7 +276,10 @@ class _SplitKV(torch.autograd.Function):
     def backward(ctx, grad_k: Tensor, grad_v: Tensor) -> tuple[Tensor, None, None, None]:
         # an unused half arrives as zeros (autograd materialises missing output gradients)
         num, heads, dim, dim_value = ctx.shapes
-        grad_kv = torch.cat([grad_k.reshape(num, heads * dim), grad_v.reshape(num, heads * dim_value)], dim=1)
+        if kv_halves(grad_k, grad_v):  # as the CPU kernels write them: that buffer is the gradient
+            grad_kv = grad_k.as_strided((num, heads * (dim + dim_value)), (grad_k.stride(0), 1))
+        else:
+            grad_kv = torch.cat([grad_k.reshape(num, heads * dim), grad_v.reshape(num, heads * dim_value)], dim=1)
         return grad_kv, None, None, None
 
 

@@ -154,3 +154,17 @@ def fused_edge_attention(
         module, terms_config, csr, want_attention, q, k, v, edge_bias, edge_scale, edge_key, edge_value, att
     )
     return out, attention
+
+
+def kv_halves(k: Tensor, v: Tensor) -> bool:
+    """Whether k [N, H, D] and v [N, H, Dv] are the two halves of one [N, H*D + H*Dv] buffer
+    (row j: k_j then v_j)."""
+    num, heads, dim = k.shape
+    dim_value = v.shape[2]
+    width = heads * (dim + dim_value)
+    return (
+        num > 0 and k.dtype == v.dtype and k.device == v.device and v.shape[:2] == k.shape[:2]
+        and k.stride() == (width, dim, 1) and v.stride() == (width, dim_value, 1)
+        and k.untyped_storage().data_ptr() == v.untyped_storage().data_ptr()
+        and v.data_ptr() == k.data_ptr() + heads * dim * k.element_size()
+    )

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ._edge import EdgeTerms, attention_delta
+from ._edge import EdgeTerms, attention_delta, kv_halves
 from .csr import get_csr
 
 _EMPTY = 0  # placeholder shape for an absent output
@@ -77,8 +77,11 @@ def edge_attention_backward_op(
     delta = None
     if dattention is not None:
         delta = attention_delta(attention, dattention, terms.csr)
-    grads = module.edge_backward(terms, out, lse, dout.contiguous(), dattention, delta, True)
-    # a fresh empty tensor per absent slot: outputs of a custom op may not alias each other
+    grads = list(module.edge_backward(terms, out, lse, dout.contiguous(), dattention, delta, True))
+    # outputs of a custom op may not alias each other: a fresh empty tensor per absent slot, and
+    # dV copied out of the buffer that the CPU kernels write dK and dV into side by side
+    if grads[1] is not None and grads[2] is not None and kv_halves(grads[1], grads[2]):
+        grads[2] = grads[2].clone()
     return [q.new_empty(_EMPTY) if g is None else g for g in grads]
 
 

@@ -45,7 +45,7 @@ from . import _numba_setup
 from ._compose import attention_pool
 from ._dropout import split_seed
 from ._dropout import threshold as dropout_threshold
-from ._edge import EdgeGrads, EdgeTerms, guard_double_backward
+from ._edge import EdgeGrads, EdgeTerms, guard_double_backward, kv_halves
 from ._numba_setup import threads_for as _threads_for
 
 NAME = "cpu"
@@ -589,14 +589,14 @@ def _edge_attention_bwd_rows(bounds, rowptr, col, perm, q, kv, ekey, evalue, esc
 
 
 @njit(inline="always", fastmath=_FASTMATH)
-def _bwd_col_dot(j, colptr, row, csc_pos, q, scale, dout, wds, dk, dv):
+def _bwd_col_dot(j, colptr, row, csc_pos, q, scale, dout, wds, dkv):
     """`_bwd_col` for the dot form without per-edge scale (the common case): dK_j and dV_j
     depend on the edge only through its P*mask and dS, so the loop is branch-free."""
-    heads = dk.shape[1]
-    dkj, dvj = dk[j], dv[j]
+    heads, dim = q.shape[1], q.shape[2]
+    dkj, dvj = dkv[j, :heads * dim].reshape(heads, dim), dkv[j, heads * dim:].reshape(heads, dout.shape[2])
     dkj[:] = 0.0
     dvj[:] = 0.0
-    scale_ = _cast(dk, scale)
+    scale_ = _cast(dkv, scale)
     for t in range(colptr[j], colptr[j + 1]):
         if t + _AHEAD < row.shape[0]:
             ahead = row[t + _AHEAD]
@@ -607,8 +607,8 @@ def _bwd_col_dot(j, colptr, row, csc_pos, q, scale, dout, wds, dk, dv):
         qi, douti = q[i], dout[i]
         wrow = wds[csc_pos[t]]
         for h in range(heads):
-            w = _cast(dk, wrow[0, h])
-            g = _cast(dk, wrow[1, h]) * scale_
+            w = _cast(dkv, wrow[0, h])
+            g = _cast(dkv, wrow[1, h]) * scale_
             dvh, douth, dkh, qh = dvj[h], douti[h], dkj[h], qi[h]
             for d in range(dvh.shape[0]):
                 dvh[d] += w * douth[d]
@@ -618,14 +618,15 @@ def _bwd_col_dot(j, colptr, row, csc_pos, q, scale, dout, wds, dk, dv):
 
 @njit(inline="always", fastmath=_FASTMATH)
 def _bwd_col(j, colptr, row, csc_pos, csc_edge, q, kv, ekey, escale, att, scale, slope, flags, scale_mode,
-             dout, wds, dk, dv, scratch):
-    """Source j: dK and dV from the P*mask and dS of its outgoing edges (``wds`` in CSR
-    order, reached through ``csc_pos``; per-edge inputs through the caller's id ``csc_edge``)."""
-    heads, dim = dk.shape[1], dk.shape[2]
-    dvdim = dv.shape[2]
+             dout, wds, dkv, scratch):
+    """Source j: dK and dV (row j of ``dkv``, laid out as the K|V array) from the P*mask and
+    dS of its outgoing edges (``wds`` in CSR order, reached through ``csc_pos``; per-edge
+    inputs through the caller's id ``csc_edge``)."""
+    heads, dim = q.shape[1], q.shape[2]
+    dvdim = dout.shape[2]
     additive = flags & _ADDITIVE
     has_ekey = flags & _EKEY
-    dkj, dvj = dk[j], dv[j]
+    dkj, dvj = dkv[j, :heads * dim].reshape(heads, dim), dkv[j, heads * dim:].reshape(heads, dvdim)
     dkj[:] = 0.0
     dvj[:] = 0.0
     kvrow = _kv_row(kv, j, scratch)  # the additive form's gradient reads k_j
@@ -641,7 +642,7 @@ def _bwd_col(j, colptr, row, csc_pos, csc_edge, q, kv, ekey, escale, att, scale,
         qi, douti = q[i], dout[i]
         wrow = wds[e]
         for h in range(heads):
-            w = _cast(dk, wrow[0, h])
+            w = _cast(dkv, wrow[0, h])
             ds = wrow[1, h]
             dvh, douth = dvj[h], douti[h]
             for d in range(dvdim):
@@ -649,16 +650,16 @@ def _bwd_col(j, colptr, row, csc_pos, csc_edge, q, kv, ekey, escale, att, scale,
             dkh = dkj[h]
             if additive:
                 kh = kvrow[h * dim:(h + 1) * dim]
-                slope_ = _cast(dk, slope)
+                slope_ = _cast(dkv, slope)
                 for d in range(dim):
                     gz = ds * att[h, d]
                     dkh[d] += gz * slope_ if _additive_input(q, kh, ekey, i, pe, h, d, has_ekey) <= 0.0 else gz
             elif scale_mode == 2:
-                g = _cast(dk, ds * scale)
+                g = _cast(dkv, ds * scale)
                 for d in range(dim):
                     dkh[d] += g * qi[h, d] * escale[pe, h, d]
             else:
-                g = _cast(dk, ds * scale)
+                g = _cast(dkv, ds * scale)
                 if scale_mode == 1:
                     g *= escale[pe, h, 0]
                 qh = qi[h]
@@ -668,16 +669,18 @@ def _bwd_col(j, colptr, row, csc_pos, csc_edge, q, kv, ekey, escale, att, scale,
 
 @njit(**_jit)
 def _edge_attention_bwd_cols(bounds, colptr, row, csc_pos, csc_edge, q, kv, ekey, escale, att, scale, slope, flags,
-                             scale_mode, dout, wds, dk, dv):
-    """Walks outgoing edges per source, so dK and dV need no atomics (deterministic)."""
+                             scale_mode, dout, wds, dkv):
+    """Walks outgoing edges per source, so dK and dV need no atomics (deterministic). They are
+    written side by side into ``dkv`` [N_src, H*D + H*Dv], the layout of the K|V array, so
+    that the gradient of a packed K|V projection needs no concatenation."""
     for chunk in prange(bounds.shape[0] - 1):
         scratch = np.empty(kv.shape[1], dtype=np.float32)
         for j in range(bounds[chunk], bounds[chunk + 1]):
             if not flags & _ADDITIVE and scale_mode == 0:
-                _bwd_col_dot(j, colptr, row, csc_pos, q, scale, dout, wds, dk, dv)
+                _bwd_col_dot(j, colptr, row, csc_pos, q, scale, dout, wds, dkv)
                 continue
             _bwd_col(j, colptr, row, csc_pos, csc_edge, q, kv, ekey, escale, att, scale, slope, flags, scale_mode,
-                     dout, wds, dk, dv, scratch)
+                     dout, wds, dkv, scratch)
 
 
 # --------------------------------------------------------------------------------------
@@ -827,19 +830,6 @@ class _Operands(NamedTuple):
     dtype: torch.dtype  # the compute dtype
 
 
-def _is_packed(k: Tensor, v: Tensor) -> bool:
-    """Whether k [N, H, D] and v [N, H, Dv] are the two halves of one [N, H*D + H*Dv] buffer."""
-    num, heads, dim = k.shape
-    dv = v.shape[2]
-    width = heads * (dim + dv)
-    return (
-        num > 0 and k.dtype == v.dtype and v.shape[:2] == k.shape[:2]
-        and k.stride() == (width, dim, 1) and v.stride() == (width, dv, 1)
-        and k.untyped_storage().data_ptr() == v.untyped_storage().data_ptr()
-        and v.data_ptr() == k.data_ptr() + heads * dim * k.element_size()
-    )
-
-
 def _packed_kv(k: Tensor, v: Tensor, work: torch.dtype, bf16: bool = False) -> np.ndarray:
     """K and V side by side, [N_src, H*D + H*Dv]: an edge's key and value are one contiguous
     row (one random fetch per edge instead of two). Taken without a copy when k and v are
@@ -852,7 +842,7 @@ def _packed_kv(k: Tensor, v: Tensor, work: torch.dtype, bf16: bool = False) -> n
         halves = (k.detach().reshape(num, heads * dim), v.detach().reshape(num, heads * v.shape[2]))
         packed = torch.cat([half.to(torch.bfloat16) for half in halves], dim=1)
         return packed.view(torch.int16).numpy().view(np.uint16)
-    if k.dtype == work and _is_packed(k, v):
+    if k.dtype == work and kv_halves(k, v):
         return torch.as_strided(k.detach(), (num, heads * (dim + v.shape[2])), (k.stride(0), 1)).numpy()
     rows = (k.detach().reshape(num, heads * dim), v.detach().reshape(num, heads * v.shape[2]))
     return torch.cat(rows, dim=1).to(work).numpy()
@@ -975,12 +965,15 @@ def edge_backward(
         )
         if need_kv:
             colptr, row, csc_edge = csr.csc()
-            dk = torch.empty(t.k.shape, dtype=work)
-            dv = torch.empty(t.v.shape, dtype=work)
+            # dK and dV as the two halves of one [N_src, H*D + H*Dv] buffer: split_kv's backward
+            # then hands that buffer on as the gradient of the packed K|V projection, uncopied
+            width = heads * dim
+            dkv = torch.empty(t.k.shape[0], width + heads * ops.dv, dtype=work)
+            dk, dv = dkv[:, :width].unflatten(1, (heads, dim)), dkv[:, width:].unflatten(1, (heads, ops.dv))
             _edge_attention_bwd_cols(
                 csr.bounds(_balanced_bounds, transposed=True), _np(colptr), _np(row), _np(csr.csc_positions()),
                 _np(csc_edge), ops.q, ops.kv, ops.ekey, ops.escale, ops.att, ops.scale, ops.slope, ops.flags,
-                ops.scale_mode, dout_np, wds.numpy(), dk.numpy(), dv.numpy(),
+                ops.scale_mode, dout_np, wds.numpy(), dkv.numpy(),
             )
 
     def cast(grad: Tensor | None, like: Tensor | None) -> Tensor | None:

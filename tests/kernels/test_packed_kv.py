@@ -89,3 +89,43 @@ def test_split_kv_gradient_matches_slicing(used):
         sum(terms).backward()
     torch.testing.assert_close(kv.grad, plain.grad, rtol=0, atol=0)
     assert torch.autograd.gradcheck(lambda x: K.split_kv(x, heads, dim, dim_value), (kv.detach().requires_grad_(),))
+
+
+def test_cpu_backward_hands_the_kv_gradient_over_uncopied():
+    """The CPU kernels write dK and dV as the two halves of one buffer; split_kv's backward
+    passes that buffer on as kv's gradient (no concatenation) and it equals the reference's."""
+    heads, dim, dim_value, num = 2, 4, 3, 11
+    edge_index = awkward_graph(num, num, 50, seed=4)
+    q = torch.randn(num, heads, dim)
+    kv = _packed(num, heads, dim, dim_value, torch.float32)
+    seen = {}
+
+    def keep(grad):
+        seen["kv"] = grad
+        return grad
+
+    kv.register_hook(keep)
+    k, v = K.split_kv(kv, heads, dim, dim_value)
+    grad_out = torch.randn(num, heads, dim_value)
+    dk, dv = torch.autograd.grad(K.edge_attention(q, k, v, edge_index, backend="cpu"), (k, v), grad_out,
+                                 retain_graph=False)
+    assert K._edge.kv_halves(dk, dv)
+    k, v = K.split_kv(kv, heads, dim, dim_value)
+    (K.edge_attention(q, k, v, edge_index, backend="cpu") * grad_out).sum().backward()
+    assert seen["kv"].is_contiguous() and seen["kv"].shape == kv.shape
+    plain = kv.detach().clone().requires_grad_()
+    k2, v2 = plain[:, : heads * dim].view(num, heads, dim), plain[:, heads * dim :].view(num, heads, dim_value)
+    (K.edge_attention(q, k2, v2, edge_index, backend="reference") * grad_out).sum().backward()
+    torch.testing.assert_close(kv.grad, plain.grad, rtol=1e-4, atol=1e-5)
+
+
+def test_split_kv_backward_takes_adjacent_halves_without_a_copy():
+    num, heads, dim, dim_value = 5, 2, 3, 4
+    buffer = torch.randn(num, heads * (dim + dim_value))
+    dk = buffer[:, : heads * dim].unflatten(1, (heads, dim))
+    dv = buffer[:, heads * dim :].unflatten(1, (heads, dim_value))
+    ctx = type("Ctx", (), {"shapes": (num, heads, dim, dim_value)})()
+    grad = K._SplitKV.backward(ctx, dk, dv)[0]
+    assert grad.data_ptr() == buffer.data_ptr() and torch.equal(grad, buffer)
+    apart = K._SplitKV.backward(ctx, dk.contiguous(), dv.contiguous())[0]
+    assert apart.data_ptr() != buffer.data_ptr() and torch.equal(apart, buffer)
