@@ -1,7 +1,10 @@
 """Fast CPU backend: numba kernels over CSR rows, parallel across rows.
 
-Edge attention walks each destination's incoming edges once with an online (running max)
-softmax, so nothing of size E x H x D is ever stored. The backward pass recomputes the
+Edge attention takes each destination's incoming edges in three steps: the scores of all its
+edges and heads (with each head's maximum), then all of the row's exponentials in one
+vectorised loop, then the weighted sum of the values, whose K|V rows are still in cache from
+the first step. Only a row's [degree, H] scores are kept (per thread), so nothing of size
+E x H x D is ever stored. The backward pass recomputes the
 scores from the saved per-row log-sum-exp: a CSR pass (per destination) gives dQ, the
 edge-term gradients and the per-edge P and dS [E, 2, H] (in CSR order, written in
 sequence); a CSC pass (per source) then accumulates dK and dV without atomics, so results
@@ -15,9 +18,11 @@ so an edge costs one contiguous random fetch (1 KB at H=4, D=32) rather than a s
 packed per call (O(N) copy). The next edges' rows are prefetched two edges ahead
 (``_prefetch_row``), so their cache misses overlap with the current edge's arithmetic.
 
-Precision: the per-edge dot products and weighted sums run in the operands' precision
-(float32 for float32 inputs, as torch's own kernels do; vectorised), while the softmax's
-running max, running sum and log-sum-exp are kept in float64.
+Precision: everything runs in the operands' precision (float32 for float32 inputs, as torch's
+own kernels do; vectorised): the per-edge dot products and weighted sums, and the softmax's
+maximum, sum and log-sum-exp. float32 exponentials use a Cephes-style polynomial
+(`_exp_into`, relative error about 1e-7, the same order as libm's float32 exp); float64
+inputs are computed in float64 with libm's exp throughout.
 
 Inputs in fp16/bf16 are computed in float32 and cast back. With ``kv_bf16`` (the opt-in
 ``kv_dtype=torch.bfloat16`` of :func:`gattn.kernels.edge_attention`) the packed K|V array is
@@ -165,8 +170,7 @@ def _kv_row_impl(kv, j, scratch):
 
 def _zero(like):
     """0 in ``like``'s dtype: the per-edge dot products and updates run in the operands' own
-    precision (float32 for float32 inputs, vectorised 8 lanes wide), not widened to float64 per
-    element; the softmax's running max, sum and log-sum-exp stay float64."""
+    precision (float32 for float32 inputs, vectorised), not widened to float64 per element."""
 
 
 @overload(_zero, inline="always")
