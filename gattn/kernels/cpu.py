@@ -292,6 +292,35 @@ def _row_buffers(bounds, chunk, rowptr, heads, like):
 
 
 @njit(inline="always", fastmath=_FASTMATH)
+def _row_exponentials(scores, probs, bits, count, heads, row_max, row_sum):
+    """The middle step of a row's softmax: ``probs = exp(scores - max of the head)`` over the
+    row's ``count`` [edge, head] values in one vectorised loop, and each head's sum."""
+    for h in range(heads):
+        if row_max[h] == -np.inf:  # no finite score: every exponential below is exp(-inf) = 0
+            row_max[h] = 0.0
+    for k in range(count):
+        scores[k] -= row_max[k % heads]
+    _exp_into(scores, probs, count, bits)
+    row_sum[:] = 0.0
+    for k in range(count):
+        row_sum[k % heads] += probs[k]
+
+
+@njit(inline="always", fastmath=_FASTMATH)
+def _normalise_row(i, acc, lse, row_max, row_sum):
+    """The last step: divide row i's weighted sums by each head's sum, and its log-sum-exp
+    (-inf, with zeros out, where a head had no finite score)."""
+    for h in range(acc.shape[0]):
+        if row_sum[h] > 0.0:
+            inv = _cast(acc, 1.0 / row_sum[h])
+            for d in range(acc.shape[1]):
+                acc[h, d] *= inv
+            lse[i, h] = row_max[h] + math.log(row_sum[h])
+        else:
+            lse[i, h] = -np.inf
+
+
+@njit(inline="always", fastmath=_FASTMATH)
 def _fwd_row(i, rowptr, col, perm, q, kv, ekey, evalue, escale, att, bias, scale, slope, flags,
              scale_mode, drop, inv_keep, out, lse, row_max, row_sum, scores, probs, bits, scratch):
     """Softmax over row i's incoming edges, all heads per edge: out[i] and lse[i].
@@ -316,15 +345,7 @@ def _fwd_row(i, rowptr, col, perm, q, kv, ekey, evalue, escale, att, bias, scale
                                      scale_mode))
             scores[base + h] = s
             row_max[h] = max(row_max[h], s)
-    for h in range(heads):
-        if row_max[h] == -np.inf:  # no finite score: every exponential below is exp(-inf) = 0
-            row_max[h] = 0.0
-    for k in range(count):
-        scores[k] -= row_max[k % heads]
-    _exp_into(scores, probs, count, bits)
-    row_sum[:] = 0.0
-    for k in range(count):
-        row_sum[k % heads] += probs[k]
+    _row_exponentials(scores, probs, bits, count, heads, row_max, row_sum)
     for e in range(start, stop):
         pe = perm[e]
         kvrow = _kv_row(kv, col[e], scratch)
@@ -340,14 +361,7 @@ def _fwd_row(i, rowptr, col, perm, q, kv, ekey, evalue, escale, att, bias, scale
                 else:
                     for d in range(dv):
                         acc_h[d] += w * vh[d]
-    for h in range(heads):
-        if row_sum[h] > 0.0:
-            inv = _cast(out, 1.0 / row_sum[h])
-            for d in range(dv):
-                acc[h, d] *= inv
-            lse[i, h] = row_max[h] + math.log(row_sum[h])
-        else:
-            lse[i, h] = -np.inf
+    _normalise_row(i, acc, lse, row_max, row_sum)
 
 
 @njit(inline="always", fastmath=_FASTMATH)
@@ -374,12 +388,7 @@ def _fwd_row_dot(i, rowptr, col, q, kv, scale, out, lse, row_max, row_sum, score
             s = dot * scale_
             scores[base + h] = s
             row_max[h] = max(row_max[h], s)
-    for k in range(count):
-        scores[k] -= row_max[k % heads]
-    _exp_into(scores, probs, count, bits)
-    row_sum[:] = 0.0
-    for k in range(count):
-        row_sum[k % heads] += probs[k]
+    _row_exponentials(scores, probs, bits, count, heads, row_max, row_sum)
     for e in range(start, stop):
         kvrow = _kv_row(kv, col[e], scratch)
         base = (e - start) * heads
@@ -388,14 +397,7 @@ def _fwd_row_dot(i, rowptr, col, q, kv, scale, out, lse, row_max, row_sum, score
             vh, acc_h = kvrow[vofs + h * dv:vofs + (h + 1) * dv], acc[h]
             for d in range(dv):
                 acc_h[d] += w * vh[d]
-    for h in range(heads):
-        if row_sum[h] > 0.0:
-            inv = _cast(out, 1.0 / row_sum[h])
-            for d in range(dv):
-                acc[h, d] *= inv
-            lse[i, h] = row_max[h] + math.log(row_sum[h])
-        else:
-            lse[i, h] = -np.inf
+    _normalise_row(i, acc, lse, row_max, row_sum)
 
 
 @njit(**_jit)
