@@ -261,10 +261,11 @@ def split_kv(kv: Tensor, heads: int, dim: int, dim_value: int | None = None) -> 
 
 
 class _SplitKV(torch.autograd.Function):
-    """The two views of :func:`split_kv`, with a backward that writes the gradient of ``kv``
-    with one concatenation. Autograd's own backward of two slices would fill two zero
-    buffers of ``kv``'s size, copy each gradient into one and add them (about 2.5x slower,
-    10 % of a small graph's training step)."""
+    """The two views of :func:`split_kv`, with a backward that hands on the gradient of ``kv``
+    without a copy when dK and dV arrive as the two halves of one such buffer (as the CPU
+    kernels write them), else with one concatenation. Autograd's own backward of two slices
+    would fill two zero buffers of ``kv``'s size, copy each gradient into one and add them
+    (about 2.5x slower, 10 % of a small graph's training step)."""
 
     @staticmethod
     def forward(ctx, kv: Tensor, heads: int, dim: int, dim_value: int) -> tuple[Tensor, Tensor]:
