@@ -168,6 +168,24 @@ def _kv_row_impl(kv, j, scratch):
     return lambda kv, j, scratch: kv[j]
 
 
+@njit(inline="always")
+def _edge_kv_row(kv, col, e, scratch):
+    """Sorted edge e's K|V row (`_kv_row`), after prefetching the row of the edge `_AHEAD`
+    further on into every cache level: the per-edge fetch of the backward rows pass and of
+    `_edge_probs`."""
+    if e + _AHEAD < col.shape[0]:
+        _prefetch_row(kv, col[e + _AHEAD])
+    return _kv_row(kv, col[e], scratch)
+
+
+@njit(inline="always")
+def _edge_kv_row_l2(kv, col, e, scratch):
+    """`_edge_kv_row` prefetching into L2: the forward pass's per-edge fetch."""
+    if e + _AHEAD < col.shape[0]:
+        _prefetch_row_l2(kv, col[e + _AHEAD])
+    return _kv_row(kv, col[e], scratch)
+
+
 def _zero(like):
     """0 in ``like``'s dtype: the per-edge dot products and updates run in the operands' own
     precision (float32 for float32 inputs, vectorised), not widened to float64 per element."""
@@ -336,9 +354,7 @@ def _fwd_row(i, rowptr, col, perm, q, kv, ekey, evalue, escale, att, bias, scale
     acc[:] = 0.0
     row_max[:] = -np.inf
     for e in range(start, stop):
-        if e + _AHEAD < col.shape[0]:
-            _prefetch_row_l2(kv, col[e + _AHEAD])
-        kvrow = _kv_row(kv, col[e], scratch)
+        kvrow = _edge_kv_row_l2(kv, col, e, scratch)
         base = (e - start) * heads
         for h in range(heads):
             s = _cast(scores, _score(q, kvrow, ekey, escale, att, bias, i, perm[e], h, scale, slope, flags,
@@ -376,9 +392,7 @@ def _fwd_row_dot(i, rowptr, col, q, kv, scale, out, lse, row_max, row_sum, score
     acc[:] = 0.0
     row_max[:] = -np.inf
     for e in range(start, stop):
-        if e + _AHEAD < col.shape[0]:
-            _prefetch_row_l2(kv, col[e + _AHEAD])
-        kvrow = _kv_row(kv, col[e], scratch)
+        kvrow = _edge_kv_row_l2(kv, col, e, scratch)
         base = (e - start) * heads
         for h in range(heads):
             qh, kh = qi[h], kvrow[h * dim:(h + 1) * dim]
@@ -424,10 +438,8 @@ def _edge_probs(bounds, rowptr, col, perm, q, kv, ekey, escale, att, bias, scale
         scratch = np.empty(kv.shape[1], dtype=np.float32)
         for i in range(bounds[chunk], bounds[chunk + 1]):
             for e in range(rowptr[i], rowptr[i + 1]):
-                if e + _AHEAD < col.shape[0]:
-                    _prefetch_row(kv, col[e + _AHEAD])
                 pe = perm[e]
-                kvrow = _kv_row(kv, col[e], scratch)
+                kvrow = _edge_kv_row(kv, col, e, scratch)
                 for h in range(lse.shape[1]):
                     if lse[i, h] == -np.inf:
                         probs[pe, h] = 0.0
@@ -460,10 +472,8 @@ def _bwd_row(i, rowptr, col, perm, q, kv, ekey, evalue, escale, att, bias, scale
             total += delta_extra[i, h]
         delta[h] = total
     for e in range(rowptr[i], rowptr[i + 1]):
-        if e + _AHEAD < col.shape[0]:
-            _prefetch_row(kv, col[e + _AHEAD])
         pe = perm[e]
-        kvrow = _kv_row(kv, col[e], scratch)
+        kvrow = _edge_kv_row(kv, col, e, scratch)
         for h in range(heads):
             if lse[i, h] == -np.inf:
                 wds[e, 0, h] = 0.0
@@ -555,9 +565,7 @@ def _bwd_row_dot(i, rowptr, col, q, kv, scale, out, lse, dout, dq, wds, delta, s
             total += douti[h, d] * out[i, h, d]
         delta[h] = total
     for e in range(start, stop):
-        if e + _AHEAD < col.shape[0]:
-            _prefetch_row(kv, col[e + _AHEAD])
-        kvrow = _kv_row(kv, col[e], scratch)
+        kvrow = _edge_kv_row(kv, col, e, scratch)
         base = (e - start) * heads
         for h in range(heads):
             qh, kh = qi[h], kvrow[h * dim:(h + 1) * dim]
@@ -609,21 +617,37 @@ def _edge_attention_bwd_rows(bounds, rowptr, col, perm, q, kv, ekey, evalue, esc
                      dq, wds, descale, dekey, devalue, datt_rows, delta, scratch)
 
 
+@njit(inline="always")
+def _prefetch_col_edge(t, row, csc_pos, q, dout, wds):
+    """The columns pass's prefetch for the CSC edge `_AHEAD` after t: its destination's Q and dO
+    rows and its P|dS row."""
+    if t + _AHEAD < row.shape[0]:
+        ahead = row[t + _AHEAD]
+        _prefetch_row(q, ahead)
+        _prefetch_row(dout, ahead)
+        _prefetch_row(wds, csc_pos[t + _AHEAD])
+
+
+@njit(inline="always")
+def _zeroed_dkv_row(dkv, j, q, dout):
+    """Row j of ``dkv`` [N_src, H*D + H*Dv] as zeroed dK_j [H, D] and dV_j [H, Dv] views."""
+    heads, dim = q.shape[1], q.shape[2]
+    dkj = dkv[j, :heads * dim].reshape(heads, dim)
+    dvj = dkv[j, heads * dim:].reshape(heads, dout.shape[2])
+    dkj[:] = 0.0
+    dvj[:] = 0.0
+    return dkj, dvj
+
+
 @njit(inline="always", fastmath=_FASTMATH)
 def _bwd_col_dot(j, colptr, row, csc_pos, q, scale, dout, wds, dkv):
     """`_bwd_col` for the dot form without per-edge scale (the common case): dK_j and dV_j
     depend on the edge only through its P*mask and dS, so the loop is branch-free."""
-    heads, dim = q.shape[1], q.shape[2]
-    dkj, dvj = dkv[j, :heads * dim].reshape(heads, dim), dkv[j, heads * dim:].reshape(heads, dout.shape[2])
-    dkj[:] = 0.0
-    dvj[:] = 0.0
+    heads = q.shape[1]
+    dkj, dvj = _zeroed_dkv_row(dkv, j, q, dout)
     scale_ = _cast(dkv, scale)
     for t in range(colptr[j], colptr[j + 1]):
-        if t + _AHEAD < row.shape[0]:
-            ahead = row[t + _AHEAD]
-            _prefetch_row(q, ahead)
-            _prefetch_row(dout, ahead)
-            _prefetch_row(wds, csc_pos[t + _AHEAD])
+        _prefetch_col_edge(t, row, csc_pos, q, dout, wds)
         i = row[t]
         qi, douti = q[i], dout[i]
         wrow = wds[csc_pos[t]]
@@ -647,16 +671,10 @@ def _bwd_col(j, colptr, row, csc_pos, csc_edge, q, kv, ekey, escale, att, scale,
     dvdim = dout.shape[2]
     additive = flags & _ADDITIVE
     has_ekey = flags & _EKEY
-    dkj, dvj = dkv[j, :heads * dim].reshape(heads, dim), dkv[j, heads * dim:].reshape(heads, dvdim)
-    dkj[:] = 0.0
-    dvj[:] = 0.0
+    dkj, dvj = _zeroed_dkv_row(dkv, j, q, dout)
     kvrow = _kv_row(kv, j, scratch)  # the additive form's gradient reads k_j
     for t in range(colptr[j], colptr[j + 1]):
-        if t + _AHEAD < row.shape[0]:
-            ahead = row[t + _AHEAD]
-            _prefetch_row(q, ahead)
-            _prefetch_row(dout, ahead)
-            _prefetch_row(wds, csc_pos[t + _AHEAD])
+        _prefetch_col_edge(t, row, csc_pos, q, dout, wds)
         e = csc_pos[t]
         pe = csc_edge[t]
         i = row[t]
