@@ -11,7 +11,9 @@ each at a time: tiles are [chunks, rows of each, features]. Edge kernels add one
 head on grid axis 1.
 
 Indices (chunk bounds, `col`, CSC arrays) are int64, so every offset computed from them is
-64-bit; inputs are contiguous and addressed as `((row * H) + h) * D + d`. Accumulation is
+64-bit; inputs are addressed as `((row * H) + h) * D + d`, except K, V and their gradients:
+`row * row_stride + h * D + d`, so that K and V can be the two halves of one packed K|V
+projection (and dK, dV of one gradient buffer) without a copy. Accumulation is
 in `ACC` (float32, or float64 for float64 inputs); loads are cast, stores cast back.
 """
 
@@ -52,7 +54,7 @@ def edge_rows_kernel(
     out_ptr, lse_ptr, part_m_ptr, part_l_ptr, part_acc_ptr,
     dout_ptr, probs_ptr, dscores_ptr, descale_ptr, dekey_ptr, deval_ptr, datt_ptr, dattn_ptr, delta_ptr,
     dq_ptr, part_dq_ptr, dk_ptr, dv_ptr,
-    H, D, DV, scale_ptr, slope_ptr, drop_ptr, inv_keep_ptr,
+    H, D, DV, k_row, v_row, dk_row, dv_row, scale_ptr, slope_ptr, drop_ptr, inv_keep_ptr,
     PASS: tl.constexpr, HAS_BIAS: tl.constexpr, SCALE_MODE: tl.constexpr, HAS_EKEY: tl.constexpr,
     HAS_EVAL: tl.constexpr, ADDITIVE: tl.constexpr, DROPOUT: tl.constexpr, HAS_DATTN: tl.constexpr,
     STORE_PROBS: tl.constexpr, STORE_DS: tl.constexpr, ATOMIC: tl.constexpr,
@@ -129,7 +131,7 @@ def edge_rows_kernel(
         k_mask = e_mask[:, :, None] & d_mask[None, None, :]
         v_mask = e_mask[:, :, None] & dv_mask[None, None, :]
         edge_d = ((pe * H + h) * D)[:, :, None] + d_offs[None, None, :]  # [R, E, D] per-edge offsets
-        u = tl.load(k_ptr + ((j * H + h) * D)[:, :, None] + d_offs[None, None, :], mask=k_mask,
+        u = tl.load(k_ptr + (j * k_row + h * D)[:, :, None] + d_offs[None, None, :], mask=k_mask,
                     other=0.0).to(ACC)  # [R, E, D]
         if HAS_EKEY:
             u += tl.load(ekey_ptr + edge_d, mask=k_mask, other=0.0).to(ACC)
@@ -151,7 +153,7 @@ def edge_rows_kernel(
             s += tl.load(bias_ptr + pe * H + h, mask=e_mask, other=0.0).to(ACC)
         s = tl.where(e_mask, s, float("-inf"))  # [R, E]
         if PASS != 1:
-            v = tl.load(v_ptr + ((j * H + h) * DV)[:, :, None] + dv_offs[None, None, :],
+            v = tl.load(v_ptr + (j * v_row + h * DV)[:, :, None] + dv_offs[None, None, :],
                         mask=v_mask, other=0.0).to(ACC)  # [R, E, DV]
             if HAS_EVAL:
                 v += tl.load(eval_ptr + ((pe * H + h) * DV)[:, :, None] + dv_offs[None, None, :],
@@ -209,9 +211,9 @@ def edge_rows_kernel(
             if HAS_EKEY:
                 tl.store(dekey_ptr + edge_d, gk.to(dekey_ptr.dtype.element_ty), mask=k_mask)
             if ATOMIC:
-                tl.atomic_add(dk_ptr + ((j * H + h) * D)[:, :, None] + d_offs[None, None, :], gk,
+                tl.atomic_add(dk_ptr + (j * dk_row + h * D)[:, :, None] + d_offs[None, None, :], gk,
                               mask=k_mask, sem="relaxed")
-                tl.atomic_add(dv_ptr + ((j * H + h) * DV)[:, :, None] + dv_offs[None, None, :],
+                tl.atomic_add(dv_ptr + (j * dv_row + h * DV)[:, :, None] + dv_offs[None, None, :],
                               w[:, :, None] * do[:, None, :], mask=v_mask, sem="relaxed")
     if PASS == 0:
         positive = tl.where(run_sum > 0, run_sum, 1.0)
@@ -240,7 +242,7 @@ def edge_cols_kernel(
     q_ptr, k_ptr, es_ptr, ekey_ptr, att_ptr, dout_ptr, probs_ptr, dscores_ptr, csc_row_ptr, csc_edge_ptr,
     c_seg_ptr, c_start_ptr, c_end_ptr, c_slot_ptr, num_chunks,
     dk_ptr, dv_ptr, part_dk_ptr, part_dv_ptr,
-    H, D, DV, scale_ptr, slope_ptr,
+    H, D, DV, k_row, dk_row, dv_row, scale_ptr, slope_ptr,
     SCALE_MODE: tl.constexpr, HAS_EKEY: tl.constexpr, ADDITIVE: tl.constexpr,
     BLOCK_R: tl.constexpr, BLOCK_E: tl.constexpr, BLOCK_D: tl.constexpr,
     BLOCK_DV: tl.constexpr, ACC: tl.constexpr,
@@ -268,7 +270,7 @@ def edge_cols_kernel(
     e_steps = tl.arange(0, BLOCK_E)
     if ADDITIVE:
         att = tl.load(att_ptr + h * D + d_offs, mask=d_mask, other=0.0).to(ACC)
-        kj = tl.load(k_ptr + ((src * H + h) * D)[:, None] + d_offs[None, :],
+        kj = tl.load(k_ptr + (src * k_row + h * D)[:, None] + d_offs[None, :],
                      mask=c_mask[:, None] & d_mask[None, :], other=0.0).to(ACC)  # [R, D]
     dk = tl.zeros([BLOCK_R, BLOCK_D], ACC)
     dv = tl.zeros([BLOCK_R, BLOCK_DV], ACC)
@@ -300,9 +302,9 @@ def edge_cols_kernel(
         doi = tl.load(dout_ptr + ((i * H + h) * DV)[:, :, None] + dv_offs[None, None, :],
                       mask=t_mask[:, :, None] & dv_mask[None, None, :], other=0.0).to(ACC)
         dv += tl.sum(w[:, :, None] * doi, axis=1)
-    tl.store(dk_ptr + ((src * H + h) * D)[:, None] + d_offs[None, :], dk,
+    tl.store(dk_ptr + (src * dk_row + h * D)[:, None] + d_offs[None, :], dk,
              mask=direct[:, None] & d_mask[None, :])
-    tl.store(dv_ptr + ((src * H + h) * DV)[:, None] + dv_offs[None, :], dv,
+    tl.store(dv_ptr + (src * dv_row + h * DV)[:, None] + dv_offs[None, :], dv,
              mask=direct[:, None] & dv_mask[None, :])
     tl.store(part_dk_ptr + ((part * H + h) * D)[:, None] + d_offs[None, :], dk,
              mask=split[:, None] & d_mask[None, :])
@@ -357,9 +359,10 @@ def softmax_merge_kernel(
 
 
 @triton.jit
-def sum_merge_kernel(part_ptr, split_seg_ptr, split_ptr, out_ptr, F,
+def sum_merge_kernel(part_ptr, split_seg_ptr, split_ptr, out_ptr, F, out_row,
                      BLOCK_F: tl.constexpr, ACC: tl.constexpr):
-    """out[seg] = sum of the partial rows of a split segment, in slot order (deterministic)."""
+    """out[seg] = sum of the partial rows of a split segment, in slot order (deterministic);
+    rows of `out` are `out_row` elements apart."""
     r = tl.program_id(0)
     f_offs = tl.program_id(1) * BLOCK_F + tl.arange(0, BLOCK_F)
     f_mask = f_offs < F
@@ -369,7 +372,7 @@ def sum_merge_kernel(part_ptr, split_seg_ptr, split_ptr, out_ptr, F,
     acc = tl.zeros([BLOCK_F], ACC)
     for slot in range(first, last):
         acc += tl.load(part_ptr + slot * F + f_offs, mask=f_mask, other=0.0)
-    tl.store(out_ptr + seg * F + f_offs, acc.to(out_ptr.dtype.element_ty), mask=f_mask)
+    tl.store(out_ptr + seg * out_row + f_offs, acc.to(out_ptr.dtype.element_ty), mask=f_mask)
 
 
 # --------------------------------------------------------------------------------------

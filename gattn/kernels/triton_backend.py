@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections import OrderedDict
 from typing import NamedTuple
 
 import torch
@@ -49,7 +50,7 @@ from .csr import CSR
 NAME = "triton"
 EDGE_FEATURES = frozenset({"additive", "dropout", "edge_bias", "edge_scale", "edge_key", "edge_value"})
 __all__ = [
-    "ATOMIC", "NAME", "ROW_SPLIT", "TILE_ELEMENTS",
+    "ATOMIC", "MAX_BLOCK_E", "NAME", "ROW_SPLIT", "TILE_ELEMENTS",
     "edge_backward", "edge_forward", "edge_probabilities", "segment_attention_pool", "segment_softmax",
     "unsupported",
 ]
@@ -59,6 +60,10 @@ ROW_SPLIT: int = 512
 #: Elements of one tile: [rows, edges of each, head dim] in the edge kernels, [segments,
 #: rows of each, width] in the segment kernels; sets how many rows a program takes.
 TILE_ELEMENTS: int = 4096
+#: The most edges of a row that the edge kernels take per step (a power of two). 16 beat 32
+#: on an H200 in every pass (random N=50k/E=1M, fp32: forward + backward 1.67 against 1.88 ms
+#: at H=4/D=32, 5.97 against 7.69 ms at H=8/D=64; ``benchmarks/triton_passes.py``).
+MAX_BLOCK_E: int = 16
 #: dK/dV by atomic adds instead of the deterministic CSC pass; None reads GATTN_TRITON_ATOMIC.
 ATOMIC: bool | None = None
 
@@ -202,7 +207,7 @@ def _edge_blocks(dim: int, dim_v: int, num_edges: int, num_rows: int) -> dict[st
     block_d, block_dv = _pow2(dim), _pow2(dim_v)
     widest = max(block_d, block_dv)
     mean_degree = num_edges / max(num_rows, 1)
-    block_e = min(32, max(4, _pow2(math.ceil(mean_degree))), max(1, TILE_ELEMENTS // widest))
+    block_e = min(MAX_BLOCK_E, max(4, _pow2(math.ceil(mean_degree))), max(1, TILE_ELEMENTS // widest))
     block_r = max(1, min(64, TILE_ELEMENTS // (block_e * widest)))
     tile = block_r * block_e * widest
     warps = 1 if tile <= 512 else 2 if tile <= 1024 else 4 if tile <= 4096 else 8
@@ -222,14 +227,15 @@ def _segment_blocks(width: int, plan: _Plan, num_rows: int) -> tuple[int, dict[s
     return _cdiv(plan.num_chunks, block_s), dict(BLOCK_S=block_s, BLOCK_R=block_r, num_warps=warps)
 
 
-def _sum_merge(part: Tensor, plan: _Plan, out: Tensor, width: int) -> None:
-    """out[split segment] = sum of its partial rows [slots, width]."""
+def _sum_merge(part: Tensor, plan: _Plan, out: Tensor, width: int, out_row: int | None = None) -> None:
+    """out[split segment] = sum of its partial rows [slots, width]; rows of `out` are
+    `out_row` elements apart (default `width`: contiguous)."""
     if plan.num_slots == 0:
         return
     block_f = min(1024, _pow2(width))
     grid = (plan.split_seg.numel(), _cdiv(width, block_f))
     kern.sum_merge_kernel[grid](
-        part, plan.split_seg, plan.split_ptr, out, width,
+        part, plan.split_seg, plan.split_ptr, out, width, width if out_row is None else out_row,
         BLOCK_F=block_f, ACC=_tl_acc(part.dtype), num_warps=4 if block_f >= 512 else 1,
     )
 
@@ -237,6 +243,29 @@ def _sum_merge(part: Tensor, plan: _Plan, out: Tensor, width: int) -> None:
 # --------------------------------------------------------------------------------------
 # edge attention
 # --------------------------------------------------------------------------------------
+
+_CONSTANTS: OrderedDict[tuple, Tensor] = OrderedDict()
+
+
+def _constant(values: tuple, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """A small read-only tensor of kernel arguments on `device`, without a device
+    synchronisation: reused while the values recur (the last 64 kept), else copied from
+    pinned memory asynchronously (`torch.tensor(..., device="cuda")` would block the host
+    until the GPU has caught up, once per call)."""
+    key = (values, dtype, device)
+    tensor = _CONSTANTS.get(key)
+    if tensor is None:
+        tensor = torch.tensor(values, dtype=dtype)
+        if device.type == "cuda":
+            tensor = tensor.pin_memory().to(device, non_blocking=True)
+        else:
+            tensor = tensor.to(device)
+        _CONSTANTS[key] = tensor
+        while len(_CONSTANTS) > 64:
+            _CONSTANTS.popitem(last=False)
+    _CONSTANTS.move_to_end(key)
+    return tensor
+
 
 class _EdgeInputs(NamedTuple):
     """What every pass over destination rows reads (placeholders stand for absent terms)."""
@@ -254,9 +283,27 @@ class _EdgeInputs(NamedTuple):
     flags: dict  # the kernels' constexpr switches
 
 
+def _rows(x: Tensor) -> Tensor:
+    """K or V as the kernels read it: rows `stride(0)` apart, each row's [H, D] contiguous (the
+    halves of a packed K|V projection qualify as they are), else a contiguous copy."""
+    num, heads, dim = x.shape
+    inner = x.stride(2) == 1 and (heads <= 1 or x.stride(1) == dim)
+    return x if inner and (num <= 1 or x.stride(0) >= heads * dim) else x.contiguous()
+
+
+def _kv_buffer(k: Tensor, v: Tensor, dtype: torch.dtype, zero: bool) -> tuple[Tensor, Tensor]:
+    """dK and dV as the two halves of one [N, H*D + H*Dv] buffer (row j: dk_j then dv_j), so
+    that `split_kv`'s backward hands it on as the gradient of a packed K|V without a copy."""
+    num, heads, dim = k.shape
+    width = heads * (dim + v.shape[2])
+    buffer = (torch.zeros if zero else torch.empty)(num, width, dtype=dtype, device=k.device)
+    return buffer[:, : heads * dim].view(num, heads, dim), buffer[:, heads * dim :].view(num, heads, v.shape[2])
+
+
 def _edge_inputs(t: EdgeTerms) -> _EdgeInputs:
-    """Contiguous operands; a one-element placeholder stands for an absent term."""
-    q, k, v = (x.contiguous() for x in (t.q, t.k, t.v))
+    """Contiguous operands (K and V: see `_rows`); a one-element placeholder stands for an
+    absent term."""
+    q, k, v = t.q.contiguous(), _rows(t.k), _rows(t.v)
     if t.csr.col.device != q.device:
         raise ValueError(f"`edge_index` is on {t.csr.col.device} but q is on {q.device}")
     placeholder = torch.zeros(1, dtype=q.dtype, device=q.device)
@@ -269,10 +316,10 @@ def _edge_inputs(t: EdgeTerms) -> _EdgeInputs:
         att = torch.ones(q.shape[1], q.shape[2], dtype=q.dtype, device=q.device)
     acc = _acc_dtype(q.dtype)
     inv_keep = 1.0 / (1.0 - t.dropout_p)
-    scalars = torch.tensor([t.scale, t.negative_slope, inv_keep], dtype=acc, device=q.device)
+    scalars = _constant((t.scale, t.negative_slope, inv_keep), acc, q.device)
     seed_lo, seed_hi = split_seed(t.seed)
     thresh = min(dropout_threshold(t.dropout_p), 2**32 - 1)
-    drop = torch.tensor([seed_lo, seed_hi, thresh], dtype=torch.int64, device=q.device)
+    drop = _constant((seed_lo, seed_hi, thresh), torch.int64, q.device)
     flags = dict(
         HAS_BIAS=t.edge_bias is not None,
         SCALE_MODE=0 if t.edge_scale is None else t.edge_scale.dim() - 1,
@@ -297,12 +344,15 @@ def _launch_rows(pass_: int, inp: _EdgeInputs, plan: _Plan, **buffers: Tensor | 
     ptrs = [_nonempty(buffers.get(name)) if buffers.get(name) is not None else placeholder
             for name in _ROW_BUFFERS]
     blocks = _edge_blocks(dim, v.shape[2], inp.csr.num_edges, num_dst)
+    dk, dv = buffers.get("dk"), buffers.get("dv")
+    rows = (inp.k.stride(0), v.stride(0), dim * heads if dk is None else dk.stride(0),
+            v.shape[2] * heads if dv is None else dv.stride(0))
     kern.edge_rows_kernel[(_cdiv(plan.num_chunks, blocks["BLOCK_R"]), heads)](
         q, inp.k, v, inp.bias, inp.escale, inp.ekey, inp.evalue, inp.att, _nonempty(inp.csr.col),
         _nonempty(inp.csr.perm),
         plan.seg, plan.start, plan.end, plan.slot, plan.num_chunks,
         *ptrs,
-        heads, dim, v.shape[2], inp.scalars[0:], inp.scalars[1:], inp.drop, inp.scalars[2:],
+        heads, dim, v.shape[2], *rows, inp.scalars[0:], inp.scalars[1:], inp.drop, inp.scalars[2:],
         PASS=pass_, **inp.flags,
         HAS_DATTN=buffers.get("dattn") is not None,
         STORE_PROBS=buffers.get("probs") is not None,
@@ -355,8 +405,7 @@ def _backward(inp: _EdgeInputs, out: Tensor, lse: Tensor, dout: Tensor, dattn: T
     devalue = like(flags["HAS_EVAL"], inp.evalue)
     dk = dv = None
     if atomic:
-        dk = torch.zeros(k.shape, dtype=acc, device=device)
-        dv = torch.zeros(v.shape, dtype=acc, device=device)
+        dk, dv = _kv_buffer(k, v, acc, zero=True)
     dq = torch.empty(q.shape, dtype=acc, device=device)
     plan = _row_plan(inp.csr)
     datt = None
@@ -386,8 +435,7 @@ def _edge_cols_pass(inp: _EdgeInputs, dout: Tensor, probs: Tensor, dscores: Tens
     num_src, heads, dim = k.shape
     dim_v = v.shape[2]
     acc = _acc_dtype(q.dtype)
-    dk = torch.empty(num_src, heads, dim, dtype=acc, device=q.device)
-    dv = torch.empty(num_src, heads, dim_v, dtype=acc, device=q.device)
+    dk, dv = _kv_buffer(k, v, acc, zero=False)
     colptr, csc_row, csc_edge = inp.csr.csc()
     plan = _col_plan(inp.csr, colptr)
     if plan.num_chunks == 0 or heads == 0:
@@ -400,12 +448,12 @@ def _edge_cols_pass(inp: _EdgeInputs, dout: Tensor, probs: Tensor, dscores: Tens
         _nonempty(csc_edge),
         plan.seg, plan.start, plan.end, plan.slot, plan.num_chunks,
         dk, dv, part_dk, part_dv,
-        heads, dim, dim_v, inp.scalars[0:], inp.scalars[1:],
+        heads, dim, dim_v, k.stride(0), dk.stride(0), dv.stride(0), inp.scalars[0:], inp.scalars[1:],
         SCALE_MODE=inp.flags["SCALE_MODE"], HAS_EKEY=inp.flags["HAS_EKEY"], ADDITIVE=inp.flags["ADDITIVE"],
         ACC=_tl_acc(acc), **blocks,
     )
-    _sum_merge(part_dk, plan, dk, heads * dim)
-    _sum_merge(part_dv, plan, dv, heads * dim_v)
+    _sum_merge(part_dk, plan, dk, heads * dim, dk.stride(0))
+    _sum_merge(part_dv, plan, dv, heads * dim_v, dv.stride(0))
     return dk, dv
 
 

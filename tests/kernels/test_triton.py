@@ -109,6 +109,32 @@ def test_edge_attention_atomic_backward_matches_reference(monkeypatch, edge_term
     _check_edge_attention(edge_index, q, k, v, kw)
 
 
+@pytest.mark.parametrize("atomic", [False, True], ids=["csc", "atomic"])
+@pytest.mark.parametrize("score", ["dot", "additive"])
+def test_packed_kv_is_read_in_place_and_its_gradient_is_one_buffer(monkeypatch, atomic, score):
+    """K and V as the two halves of one packed projection (strided rows) give the reference's
+    results; dK and dV come back as the two halves of one buffer, which split_kv hands on as
+    the packed gradient (also through the split-row merges: hub=25 > ROW_SPLIT)."""
+    monkeypatch.setattr(TB, "ATOMIC", atomic)
+    heads, dim, dim_value, num = 2, 4, 3, 30
+    edge_index, q, _, _, kw = _edge_inputs(num, num, heads, dim, dim_value, 120, "bias", hub=25, score=score)
+    kv = _rand(num, heads * (dim + dim_value), seed=5)
+    k, v = K.split_kv(kv, heads, dim, dim_value)
+    assert TB._rows(k).data_ptr() == kv.data_ptr() and TB._rows(v).data_ptr() == v.data_ptr()
+    out = K.edge_attention(q, k, v, edge_index, backend="triton", **kw)
+    dk, dv = torch.autograd.grad(out, (k, v), torch.ones_like(out), retain_graph=True)
+    assert K._edge.kv_halves(dk, dv)
+    plain = kv.detach().clone().requires_grad_()
+    k2 = plain[:, : heads * dim].reshape(num, heads, dim)
+    v2 = plain[:, heads * dim :].reshape(num, heads, dim_value)
+    ref = K.edge_attention(q, k2, v2, edge_index, backend="reference", **kw)
+    torch.testing.assert_close(out, ref)
+    grad = torch.randn_like(out)
+    (dkv,) = torch.autograd.grad(out, kv, grad)
+    (want,) = torch.autograd.grad(ref, plain, grad)
+    torch.testing.assert_close(dkv, want)
+
+
 def test_edge_attention_csc_backward_is_deterministic():
     edge_index, q, k, v, kw = _edge_inputs(30, 30, 2, 4, 4, 150, "bias", dtype=torch.float32, hub=40)
     runs = []
