@@ -89,6 +89,7 @@ ARXIV_NODES, ARXIV_EDGES = 169_343, 1_166_243
 
 
 GRAPHS = ("random", "powerlaw", "sbm", "knn", "cora")
+CUDA_GRAPHS = ("random", "powerlaw", "arxiv")
 #: Nodes per community of the 'sbm' graph, and the share of edges inside a community.
 SBM_BLOCK, SBM_INSIDE = 500, 0.9
 DEFAULT_DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data")
@@ -309,18 +310,27 @@ def profile_step(spec: dict) -> dict:
     setup = _setup(spec)
     for _ in range(2):
         _train_step(setup)
+    setup.sync()
     steps = spec["repeats"]
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
+    cuda = setup.device.type == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=activities) as prof:
         start = time.perf_counter()
         for _ in range(steps):
             _train_step(setup)
+        setup.sync()
         wall = (time.perf_counter() - start) / steps
     averages = {event.key: event for event in prof.key_averages()}
+    extra = {}
+    if cuda:  # the GPU's own time: kernels, copies and fills, by device time
+        on_gpu = [(key, getattr(event, "self_device_time_total", 0) / 1e6 / steps) for key, event in averages.items()]
+        on_gpu = sorted([item for item in on_gpu if item[1] > 0], key=lambda item: item[1], reverse=True)
+        extra = {"gpu_s": sum(sec for _, sec in on_gpu), "top_gpu": on_gpu[:12]}
     parts = {part: sum(averages[name].cpu_time_total for name in names if name in averages) / 1e6 / steps
              for part, names in PROFILE_PARTS.items()}
     parts["everything else (loss, autograd glue, casts, allocation)"] = wall - sum(parts.values())
     top = sorted(averages.values(), key=lambda event: event.self_cpu_time_total, reverse=True)[:10]
-    return {"step_s": wall, "parts": parts, "load": load_average(),
+    return {"step_s": wall, "parts": parts, "load": load_average(), **extra,
             "top_self": [(event.key, event.self_cpu_time_total / 1e6 / steps) for event in top]}
 
 
@@ -332,11 +342,18 @@ def print_profile(spec: dict, result: dict) -> None:
                 ["part", "s per step", "share"],
                 [[part, fmt(sec, 3), f"{100 * sec / result['step_s']:.0f}%"] for part, sec in result["parts"].items()])
     print_table("Top ops by self CPU time", ["op", "s per step"], [[k, fmt(v, 3)] for k, v in result["top_self"]])
+    if "gpu_s" in result:
+        print_table(f"GPU time: {result['gpu_s'] * 1e3:.3f} ms per step of {result['step_s'] * 1e3:.3f} ms wall "
+                    f"({100 * result['gpu_s'] / result['step_s']:.0f}% busy); top kernels by device time",
+                    ["kernel", "ms per step"], [[k[:90], fmt(v * 1e3, 3)] for k, v in result["top_gpu"]])
 
 
-def benchmark_cases(device: str, quick: bool = False, graphs: tuple[str, ...] = GRAPHS
-                    ) -> list[tuple[str, int, int, int, int]]:
-    """(graph kind, nodes, edges, heads, dim) of every benchmarked case."""
+def benchmark_cases(device: str, quick: bool = False, graphs: tuple[str, ...] | None = None,
+                    shapes: tuple[tuple[int, int], ...] = ((4, 32), (8, 64))) -> list[tuple[str, int, int, int, int]]:
+    """(graph kind, nodes, edges, heads, dim) of every benchmarked case; on CUDA `graphs` picks
+    from random, powerlaw and arxiv (the ogbn-arxiv-sized random graph) and `shapes` the
+    (heads, dim) of each."""
+    graphs = graphs or (GRAPHS if device == "cpu" else CUDA_GRAPHS)
     if device == "cpu":
         if quick:
             return [("random", 5_000, 100_000, 4, 32)]
@@ -344,13 +361,10 @@ def benchmark_cases(device: str, quick: bool = False, graphs: tuple[str, ...] = 
                  "knn": (50_000, 800_000),
                  "cora": (2708, 10_556)}
         return [(kind, *sizes[kind], 4, 32) for kind in graphs]
-    cases = []  # GPU: the random and power-law 1M-edge graphs and an ogbn-arxiv-sized graph
-    for heads, dim in ((4, 32), (8, 64)):
-        cases += [
-            ("random", 50_000, 1_000_000, heads, dim),
-            ("powerlaw", 50_000, 1_000_000, heads, dim),
-            ("random", ARXIV_NODES, ARXIV_EDGES, heads, dim),
-        ]
+    sizes = {"random": ("random", 50_000, 1_000_000), "powerlaw": ("powerlaw", 50_000, 1_000_000),
+             "arxiv": ("random", ARXIV_NODES, ARXIV_EDGES)}
+    # GPU: the random and power-law 1M-edge graphs and an ogbn-arxiv-sized graph
+    cases = [(*sizes[kind], heads, dim) for heads, dim in shapes for kind in sizes if kind in graphs]
     return cases
 
 
@@ -413,7 +427,10 @@ def main() -> None:
     parser.add_argument("--reorder", action="store_true",
                         help="also time gattn with node reordering (gattn-rcm; gattn-metis when pymetis is installed)")
     parser.add_argument("--layers", default="transformer", help=f"comma-separated, from {LAYERS}")
-    parser.add_argument("--graphs", default=",".join(GRAPHS), help=f"CPU graphs, comma-separated, from {GRAPHS}")
+    parser.add_argument("--graphs", default=None,
+                        help=f"comma-separated graphs: on CPU from {GRAPHS} (default all), on CUDA from "
+                             f"{CUDA_GRAPHS} (default all)")
+    parser.add_argument("--shapes", default="4x32,8x64", help="CUDA: heads x dim of each case, comma-separated")
     parser.add_argument("--threads", default="1,2", help="comma-separated thread counts (CPU)")
     parser.add_argument("--batch", default="full,mini",
                         help="full (one cached graph), mini (a new edge_index every step), or both")
@@ -443,9 +460,14 @@ def main() -> None:
     unknown = sorted(set(layers) - set(LAYERS))
     if unknown:
         parser.error(f"--layers: unknown {unknown}, expected some of {LAYERS}")
-    graphs = tuple(args.graphs.split(","))
-    if set(graphs) - set(GRAPHS):
-        parser.error(f"--graphs: unknown {sorted(set(graphs) - set(GRAPHS))}, expected some of {GRAPHS}")
+    known = GRAPHS if args.device == "cpu" else CUDA_GRAPHS
+    graphs = tuple(args.graphs.split(",")) if args.graphs else known
+    if set(graphs) - set(known):
+        parser.error(f"--graphs: unknown {sorted(set(graphs) - set(known))}, expected some of {known}")
+    try:
+        shapes = tuple((int(h), int(d)) for h, d in (shape.split("x") for shape in args.shapes.split(",")))
+    except ValueError:
+        parser.error(f"--shapes: expected heads x dim pairs such as 4x32,8x64, got {args.shapes!r}")
     methods_asked = args.methods.split(",") if args.methods else None
     if methods_asked and set(methods_asked) - set(METHODS):
         parser.error(f"--methods: unknown {sorted(set(methods_asked) - set(METHODS))}, expected some of {METHODS}")
@@ -461,10 +483,11 @@ def main() -> None:
         if not dgl_attention.available(args.dgl_python):
             parser.error(f"--dgl-python: no interpreter at {args.dgl_python} "
                          "(make it: bash benchmarks/peers/make_dgl_env.sh)")
-    cases = benchmark_cases(args.device, args.quick, graphs)
+    cases = benchmark_cases(args.device, args.quick, graphs, shapes)
     if args.profile:
         graph, nodes, edges, heads, dim = cases[0]
-        warm_numba_cache()
+        if args.device == "cpu":  # the numba kernels: compiled once here, loaded by the child
+            warm_numba_cache()
         spec = dict(device=args.device, method=(methods_asked or ["gattn"])[0], layer=layers[0], graph=graph,
                     nodes=nodes, edges=edges, heads=heads, dim=dim, repeats=args.repeats or 3, threads=threads[0],
                     batch="full", data=args.data, dtype=dtypes[0], profile=True)

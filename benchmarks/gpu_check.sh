@@ -8,21 +8,34 @@
 #
 # Needs a Python with a CUDA build of torch (2.13), triton and torch_geometric; gattn is
 # taken from this checkout (PYTHONPATH), nothing is installed. Results (log, JSON, chart)
-# go to OUT_DIR (default runs/gpu_check). Each part has its own time limit so the second
-# part runs even if the first one hangs.
+# go to OUT_DIR (default runs/gpu_check). Each part has its own time limit (TEST_LIMIT,
+# BENCH_LIMIT, BF16_LIMIT seconds) so the later parts run even if an earlier one hangs.
 set -u
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 OUT=${1:-runs/gpu_check}
 mkdir -p "$OUT"
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+SECONDS=0
 "$PY" - <<'PY' 2>&1 | tee "$OUT/env.txt"
 import torch, triton, torch_geometric
 print("torch", torch.__version__, "cuda", torch.version.cuda, "triton", triton.__version__, "pyg", torch_geometric.__version__)
 print("device", torch.cuda.get_device_name(0) if torch.cuda.is_available() else "NO CUDA DEVICE")
 assert torch.cuda.is_available(), "no CUDA device visible to torch"
+import gattn.kernels as K, gattn.kernels.triton_backend  # noqa: F401  (a failed import would fall back silently)
+print("auto backend on CUDA:", K.resolve_backend(None, torch.empty(1, device="cuda")).NAME)
 PY
 [ "${PIPESTATUS[0]}" -eq 0 ] || exit 1
-timeout 240 "$PY" -m pytest tests/kernels/test_triton.py -q -x -p no:cacheprovider 2>&1 | tee "$OUT/triton_tests.txt" | tail -5
-timeout 330 "$PY" benchmarks/edge_attention.py --device cuda --repeats 5 --batch full --load none --dtype float32,bfloat16 \
-    --chart "$OUT/edge_attention_cuda.png" --json "$OUT/edge_attention_cuda.json" 2>&1 | tee "$OUT/edge_attention_cuda.txt"
+# the Triton tests (every kernel against the reference, gradcheck in float64, fp16/bf16, power-law hubs)
+timeout "${TEST_LIMIT:-170}" "$PY" -m pytest tests/kernels/test_triton.py -q -rf -p no:cacheprovider --durations=5 \
+    2>&1 | tee "$OUT/triton_tests.txt" | tail -25
+echo "[gpu_check] tests done at ${SECONDS}s"
+# the benchmark: fp32 with the reference, then bf16 against PyG
+timeout "${BENCH_LIMIT:-230}" "$PY" benchmarks/edge_attention.py --device cuda --repeats 10 --batch full --load none \
+    --dtype float32 --chart "$OUT/edge_attention_cuda.png" --json "$OUT/edge_attention_cuda.json" \
+    2>&1 | tee "$OUT/edge_attention_cuda.txt"
+echo "[gpu_check] float32 benchmark done at ${SECONDS}s"
+timeout "${BF16_LIMIT:-150}" "$PY" benchmarks/edge_attention.py --device cuda --repeats 10 --batch full --load none \
+    --dtype bfloat16 --methods gattn,pyg --chart "$OUT/edge_attention_cuda_bf16.png" \
+    --json "$OUT/edge_attention_cuda_bf16.json" 2>&1 | tee "$OUT/edge_attention_cuda_bf16.txt"
+echo "[gpu_check] bfloat16 benchmark done at ${SECONDS}s"

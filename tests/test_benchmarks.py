@@ -40,7 +40,7 @@ def test_edge_attention_main_writes_table_chart_and_json(tmp_path, monkeypatch, 
     import sys
 
     monkeypatch.setattr(edge_attention, "benchmark_cases",
-                        lambda device, quick, graphs: [("random", 60, 300, 2, 4)])
+                        lambda *args: [("random", 60, 300, 2, 4)])
     monkeypatch.setattr(edge_attention, "run_child", lambda module, spec: edge_attention.measure(spec))
     argv = ["edge_attention.py", "--quick", "--repeats", "1", "--layers", "transformer,gat,gatv2",
             "--threads", "1", "--batch", "full,mini", "--load", "none",
@@ -71,7 +71,7 @@ def test_edge_attention_dgl_rows_read_the_same_graph_file(tmp_path, monkeypatch,
         return {"fwd_s": 1.0, "step_s": 2.0, "peak_mb": 4096.0, "above_inputs_mb": 1.0, "load": 0.0,
                 "nodes": saved["num_nodes"], "edges": int(saved["edge_index"].size(1))}
 
-    monkeypatch.setattr(edge_attention, "benchmark_cases", lambda device, quick, graphs: [("random", 60, 300, 2, 4)])
+    monkeypatch.setattr(edge_attention, "benchmark_cases", lambda *args: [("random", 60, 300, 2, 4)])
     monkeypatch.setattr(edge_attention, "run_child", lambda module, spec: edge_attention.measure(spec))
     monkeypatch.setattr(dgl_attention, "measure_dgl", fake_dgl)
     python = tmp_path / "python"
@@ -125,6 +125,8 @@ def test_gpu_cases_cover_the_issue_graphs() -> None:
     assert ("random", 50_000, 1_000_000) in graphs
     assert ("powerlaw", 50_000, 1_000_000) in graphs
     assert ("random", 169_343, 1_166_243) in graphs  # ogbn-arxiv sized
+    picked = edge_attention.benchmark_cases("cuda", graphs=("arxiv",), shapes=((8, 64),))
+    assert picked == [("random", 169_343, 1_166_243, 8, 64)]
 
 
 @pytest.mark.gpu
@@ -185,7 +187,7 @@ def test_edge_attention_main_reorder_rows(tmp_path, monkeypatch, capsys) -> None
 
     from benchmarks._common import read_chart_data
 
-    monkeypatch.setattr(edge_attention, "benchmark_cases", lambda device, quick, graphs: [("sbm", 60, 300, 2, 4)])
+    monkeypatch.setattr(edge_attention, "benchmark_cases", lambda *args: [("sbm", 60, 300, 2, 4)])
     monkeypatch.setattr(edge_attention, "csr_build_cost", lambda *a: {"check": 1.0, "counting": 1.0, "argsort": 1.0})
     monkeypatch.setattr(edge_attention, "run_child", lambda module, spec: edge_attention.measure(spec))
     argv = ["edge_attention.py", "--graphs", "sbm", "--repeats", "1", "--threads", "1", "--batch", "full,mini",
