@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-scale lint docs charts bench results clean
+.PHONY: demo test test-scale pyg-sampling lint docs charts bench results clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +50,13 @@ charts: $(STAMP)
 # distributed training on CPU (gloo). About two minutes.
 test-scale: $(STAMP)
 	$(PY) -m pytest -q -m scale
+
+# PyG's sampling backend, for its NeighborLoader (optional: gattn.sampling.neighbor_loader falls back to gattn's
+# own sampler, and tests/test_pyg_neighbor_loader.py skips without it). Neither pyg-lib nor torch-sparse has a
+# PyPI wheel for the pinned torch, so torch-scatter and torch-sparse are built from source against it, in the
+# venv (about 15 minutes on 2 cores; not part of `make test` or CI).
+pyg-sampling: $(STAMP)
+	MAX_JOBS=2 $(PIP) install --no-build-isolation -c constraints.txt torch-scatter torch-sparse
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

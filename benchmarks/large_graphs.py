@@ -116,7 +116,7 @@ def _measure(args: dict) -> dict:
     import torch.nn.functional as F
 
     from gattn.models.node_gnn import NodeGNN
-    from gattn.sampling import neighbor_loader
+    from gattn.sampling import hop_counts, neighbor_loader
 
     torch.set_num_threads(args["threads"])
     torch.manual_seed(0)
@@ -159,8 +159,8 @@ def _measure(args: dict) -> dict:
             for n, batch in enumerate(loader):
                 if limit is not None and n >= limit:
                     break
-                out = model(batch.x, batch.edge_index, batch.num_sampled_nodes, batch.num_sampled_edges)
-                step(out, batch.y[:batch.batch_size])
+                out = model(batch.x, batch.edge_index, *hop_counts(batch))
+                step(out[:batch.batch_size], batch.y[:batch.batch_size])
         batches(limit=3)
         limit = args.get("max_batches")
         limit = limit if limit and limit < len(loader) else None
@@ -270,6 +270,9 @@ def main() -> None:
                 print(f"{graph} {mode} {conv}: " + (f"{out['seconds']:.2f} s, +{out['peak_mb']:.0f} MB"
                                                     if "seconds" in out else f"failed: {out['error']}"), flush=True)
 
+    from gattn.sampling import has_pyg_sampler
+
+    sampler = "PyG's NeighborLoader" if has_pyg_sampler() else "gattn's NeighborBatches (no PyG sampling backend)"
     rows, cases, speed, memory = [], [], [], []
     for graph, _ in graphs:
         for mode in args.modes:
@@ -291,7 +294,8 @@ def main() -> None:
                     memory.append(mem_ratio)
     folder.cleanup()
     print_table("Large graphs: seconds per epoch / inference pass, peak memory (MB above the graph), "
-                f"ratios vs PyG TransformerConv (> 1: better); fanout {args.fanout}, batch {args.batch_size}, "
+                f"ratios vs PyG TransformerConv (> 1: better); loader {sampler}; fanout {args.fanout}, "
+                f"batch {args.batch_size}, "
                 f"{args.threads} thread(s), memory cap {cap or 'none'} GiB, "
                 + ("first call timed" if args.no_warmup else f"median of {args.repeats} after a warm-up")
                 + f"; load average at the end {load_average():.1f}",

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 from torch_geometric.data import Data, HeteroData
 
-__all__ = ["HeteroNeighborBatches", "NeighborBatches", "has_pyg_sampler", "neighbor_loader"]
+__all__ = ["HeteroNeighborBatches", "NeighborBatches", "has_pyg_sampler", "hop_counts", "neighbor_loader"]
 
 
 def has_pyg_sampler() -> bool:
@@ -28,6 +28,22 @@ def has_pyg_sampler() -> bool:
     import torch_geometric.typing as pyg_typing
 
     return bool(pyg_typing.WITH_PYG_LIB or pyg_typing.WITH_TORCH_SPARSE)
+
+
+def hop_counts(batch: Any) -> tuple[list[int] | None, list[int] | None]:
+    """``(num_sampled_nodes, num_sampled_edges)`` of a neighbour-sampled batch, or
+    ``(None, None)`` where the sampler does not report them: PyG's ``NeighborLoader`` does with
+    pyg-lib, not with torch-sparse. :class:`~gattn.models.node_gnn.NodeGNN` trims its layers to
+    the hops when they are given and runs on the whole sampled subgraph otherwise (same seed
+    outputs, more work).
+
+    Args:
+        batch (Any): a batch of :func:`neighbor_loader`.
+    """
+    nodes, edges = getattr(batch, "num_sampled_nodes", None), getattr(batch, "num_sampled_edges", None)
+    if nodes is None or edges is None:
+        return None, None
+    return [int(n) for n in nodes], [int(e) for e in edges]
 
 
 class _InEdges:

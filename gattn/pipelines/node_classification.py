@@ -27,6 +27,7 @@ from gattn.pipelines.base import DataLoaders, Pipeline, Split
 from gattn.pipelines.config import ConfigError, TrainConfig, option
 from gattn.pipelines.registry import register_pipeline
 from gattn.pipelines.task import TaskModule
+from gattn.sampling import hop_counts
 
 CONVS = ("gattn", "transformer", "gat")
 _ARXIV = (169_343, 1_166_243, 128, 40)
@@ -69,9 +70,9 @@ class NodeTask(TaskModule):
             mask = graph[f"{batch}_mask"]
             logits = self.model.inference(graph.x, self.inference_loader, device=self.device)
             return logits[mask].to(self.device), graph.y[mask].to(self.device), None
-        if hasattr(batch, "num_sampled_nodes"):
-            out = self.model(batch.x, batch.edge_index, batch.num_sampled_nodes, batch.num_sampled_edges)
-            return out, batch.y[:batch.batch_size], None
+        if hasattr(batch, "batch_size"):  # a neighbour-sampled batch: its seeds come first
+            out = self.model(batch.x, batch.edge_index, *hop_counts(batch))
+            return out[:batch.batch_size], batch.y[:batch.batch_size], None
         out = self.model(batch.x, batch.edge_index)
         return out[batch.train_mask], batch.y[batch.train_mask], None
 
