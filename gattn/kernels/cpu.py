@@ -46,7 +46,7 @@ from numba.core.cgutils import ir  # llvmlite's IR module, as numba's code gener
 from numba.extending import intrinsic, overload
 from torch import Tensor
 
-from . import _numba_setup
+from . import _numba_setup, _workspace
 from ._compose import attention_pool
 from ._dropout import split_seed
 from ._dropout import threshold as dropout_threshold
@@ -884,7 +884,9 @@ def _packed_kv(k: Tensor, v: Tensor, work: torch.dtype, bf16: bool = False) -> n
     if k.dtype == work and kv_halves(k, v):
         return torch.as_strided(k.detach(), (num, heads * (dim + v.shape[2])), (k.stride(0), 1)).numpy()
     rows = (k.detach().reshape(num, heads * dim), v.detach().reshape(num, heads * v.shape[2]))
-    return torch.cat(rows, dim=1).to(work).numpy()
+    packed = _workspace.take((num, heads * (dim + v.shape[2])), work)  # reused memory, see _workspace
+    torch.cat([row.to(work) for row in rows], dim=1, out=packed)
+    return packed.numpy()
 
 
 def _prepare(t: EdgeTerms) -> _Operands:
@@ -984,8 +986,9 @@ def edge_backward(
     else:
         dattn, delta_extra = np.zeros((1, 1), dtype=ops.q.dtype), np.zeros((1, 1), dtype=ops.q.dtype)
     out_np, lse_np, dout_np = (_np(x.to(work)) for x in (out, lse, dout))
-    dq = torch.empty(num_dst, heads, dim, dtype=work)
-    wds = torch.empty(csr.num_edges, 2, heads, dtype=work)
+    # large outputs and the per-edge temporary come from reused memory (no page faults per call)
+    dq = _workspace.take((num_dst, heads, dim), work)
+    wds = _workspace.take((csr.num_edges, 2, heads), work)
 
     def per_edge(present: bool, shape: tuple[int, ...]) -> Tensor:
         return torch.zeros(shape, dtype=work) if present else torch.zeros((1,) * len(shape), dtype=work)
@@ -1007,7 +1010,7 @@ def edge_backward(
             # dK and dV as the two halves of one [N_src, H*D + H*Dv] buffer: split_kv's backward
             # then hands that buffer on as the gradient of the packed K|V projection, uncopied
             width = heads * dim
-            dkv = torch.empty(t.k.shape[0], width + heads * ops.dv, dtype=work)
+            dkv = _workspace.take((t.k.shape[0], width + heads * ops.dv), work)
             dk, dv = dkv[:, :width].unflatten(1, (heads, dim)), dkv[:, width:].unflatten(1, (heads, ops.dv))
             _edge_attention_bwd_cols(
                 csr.bounds(_balanced_bounds, transposed=True), _np(colptr), _np(row), _np(csr.csc_positions()),

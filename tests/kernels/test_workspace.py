@@ -1,0 +1,94 @@
+"""The CPU kernels' reused buffers: memory comes back only once nothing references it."""
+
+from __future__ import annotations
+
+import gc
+
+import pytest
+import torch
+
+from gattn import kernels as K
+from gattn.kernels import _workspace
+
+from .graphs import awkward_graph
+
+BIG = (1 << 20) // 4 + 1024  # float32 elements of a little more than MIN_BYTES
+
+
+@pytest.fixture(autouse=True)
+def empty_pool():
+    _workspace.clear()
+    yield
+    _workspace.clear()
+
+
+def test_memory_is_reused_only_after_every_view_is_gone():
+    first = _workspace.take((BIG,), torch.float32)
+    address = first.data_ptr()
+    second = _workspace.take((BIG,), torch.float32)
+    assert second.data_ptr() != address  # the first is still referenced
+    derived = first[2:].view(-1, 2)  # a tensor made from a view (BIG is even)
+    del first
+    gc.collect()
+    third = _workspace.take((BIG,), torch.float32)
+    assert third.data_ptr() not in (address, second.data_ptr())  # a view of the first lives on
+    del derived
+    gc.collect()
+    again = _workspace.take((BIG // 2, 2), torch.float32)
+    assert again.data_ptr() == address and again.shape == (BIG // 2, 2)
+
+
+def test_sizes_and_dtypes_that_do_not_fit_get_fresh_memory():
+    first = _workspace.take((BIG,), torch.float32)
+    address = first.data_ptr()
+    del first
+    assert _workspace.take((BIG,), torch.float64).data_ptr() != address  # other dtype
+    assert _workspace.take((2 * BIG,), torch.float32).data_ptr() != address  # larger than its room
+    assert _workspace.take((BIG // 2,), torch.float32).data_ptr() != address  # far smaller
+    assert _workspace.take((BIG + BIG // 16,), torch.float32).data_ptr() == address  # within its 1/8 room
+
+
+def test_small_requests_bypass_the_pool():
+    small = _workspace.take((100,), torch.float32)
+    assert small.shape == (100,) and _workspace.pooled_bytes() == 0
+
+
+def test_the_pool_keeps_at_most_max_bytes_of_free_buffers(monkeypatch):
+    monkeypatch.setattr(_workspace, "MAX_BYTES", 3 * (BIG + BIG // 8) * 4)
+    held = [_workspace.take((BIG,), torch.float32) for _ in range(3)]
+    del held
+    gc.collect()
+    for scale in (3, 5):  # new sizes: each new buffer pushes out the oldest free one
+        _workspace.take((scale * BIG // 4,), torch.float32)
+    assert _workspace.pooled_bytes() <= _workspace.MAX_BYTES
+
+
+def test_backward_buffers_kept_by_the_caller_are_never_overwritten():
+    """Two backward calls on the CPU kernels: the first call's gradients, still held, keep
+    their values while the second runs; once dropped, their memory serves the next call."""
+    num, heads, dim = 1200, 4, 64  # dQ 1.2 MB and dK|dV 2.4 MB: above MIN_BYTES, so pooled
+    edge_index = awkward_graph(num, num, 6000, seed=3)
+    gen = torch.Generator().manual_seed(0)
+
+    def grads(seed):
+        q, k, v = (torch.randn(num, heads, dim, generator=gen, requires_grad=True) for _ in range(3))
+        out = K.edge_attention(q, k, v, edge_index, backend="cpu")
+        return torch.autograd.grad(out, (q, k, v), torch.randn(out.shape, generator=gen)), (q, k, v)
+
+    (dq1, dk1, dv1), inputs1 = grads(1)
+    kept = [g.clone() for g in (dq1, dk1, dv1)]
+    (dq2, dk2, dv2), _ = grads(2)
+    for got, want in zip((dq1, dk1, dv1), kept):
+        assert torch.equal(got, want)
+    assert dq2.data_ptr() != dq1.data_ptr()
+    address = dq1.data_ptr()
+    q, k, v = (x.detach().requires_grad_() for x in inputs1)
+    ref = K.edge_attention(q, k, v, edge_index, backend="reference")
+    del dq1, dk1, dv1
+    gc.collect()
+    (dq3, _, _), _ = grads(3)
+    assert dq3.data_ptr() == address  # the released buffer came back
+    out = K.edge_attention(*inputs1, edge_index, backend="cpu")
+    grad = torch.randn(out.shape, generator=gen)
+    for got, want in zip(torch.autograd.grad(out, inputs1, grad), torch.autograd.grad(ref, (q, k, v), grad)):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
