@@ -237,7 +237,10 @@ def _setup(spec: dict) -> _Setup:
         if not mini:
             return edge_index
         position[0] += 1
-        return batches[position[0] - 1]
+        # as a loader hands it over: once its step is done nothing holds the batch any more, so
+        # what gattn derived from it (CSR, self-loops; cached while the tensor lives) goes too
+        graph, batches[position[0] - 1] = batches[position[0] - 1], None
+        return graph
 
     dtype = getattr(torch, spec.get("dtype", "float32"))
     x = torch.randn(nodes, channels, device=device, dtype=dtype)
