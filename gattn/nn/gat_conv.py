@@ -45,6 +45,33 @@ def draw_seed(dropout_p: float) -> Tensor | int:
     return torch.randint(0, 2**62, ()) if dropout_p > 0 else 0
 
 
+class _HeadDot(torch.autograd.Function):
+    """``(x * att).sum(-1)`` for x [N, H, C] and att [1, H, C], whose backward makes one
+    [N, H, C] tensor (dx, which the input's gradient needs anyway) rather than autograd's two:
+    att's gradient is a batched matrix product over the nodes, reading x in place."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, att: Tensor) -> Tensor:
+        ctx.save_for_backward(x, att)
+        return (x * att).sum(-1)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None]:
+        x, att = ctx.saved_tensors
+        dx = datt = None
+        if ctx.needs_input_grad[0]:
+            dx = grad.unsqueeze(-1) * att
+        if ctx.needs_input_grad[1]:  # [H, 1, N] @ [H, N, C]
+            datt = torch.bmm(grad.t().unsqueeze(1), x.transpose(0, 1)).transpose(0, 1)
+        return dx, datt
+
+
+def head_dot(x: Tensor, att: Tensor) -> Tensor:
+    """Per node and head, the dot product of ``x`` [N, H, C] with ``att`` [1, H, C] -> [N, H]
+    (GAT's attention logits of the sources or destinations)."""
+    return _HeadDot.apply(x, att)
+
+
 class AdditiveAttentionConv(FusedMessagePassing):
     r"""Base of the additive-attention graph layers (:class:`GATConv`, :class:`GATv2Conv`): the
     self-loops, the fused (or PyG's) attention with PyG's dropout semantics, the head merge,
@@ -295,8 +322,8 @@ class GATConv(AdditiveAttentionConv):
         heads, channels = self.heads, self.out_channels
         x_src, x_dst, raw_dst = self._project(x)
         res = None if self.res is None or raw_dst is None else self.res(raw_dst)
-        alpha_src = (x_src * self.att_src).sum(dim=-1)
-        alpha_dst = None if x_dst is None else (x_dst * self.att_dst).sum(-1)
+        alpha_src = head_dot(x_src, self.att_src)
+        alpha_dst = None if x_dst is None else head_dot(x_dst, self.att_dst)
         num_dst = None if x_dst is None else x_dst.size(0)
         loops = x_src.size(0) if x_dst is None else min(x_src.size(0), x_dst.size(0))
         edge_index, edge_attr = self.looped(edge_index, edge_attr, min(size) if size is not None else loops)

@@ -243,3 +243,19 @@ def test_compiles_in_one_graph_with_dropout_and_attention(name):
     conv.eval()
     torch.testing.assert_close(compiled(x, edge_index), conv(x, edge_index))
     torch._dynamo.reset()
+
+
+def test_gat_head_dot_matches_mul_sum_and_gradcheck():
+    """GATConv's attention logits per node and head: the values of (x * att).sum(-1), and the
+    gradients (float64 gradcheck), also when only one input needs one."""
+    from gattn.nn.gat_conv import head_dot
+
+    gen = torch.Generator().manual_seed(4)
+    x = torch.randn(9, 3, 5, dtype=torch.float64, generator=gen, requires_grad=True)
+    att = torch.randn(1, 3, 5, dtype=torch.float64, generator=gen, requires_grad=True)
+    torch.testing.assert_close(head_dot(x, att), (x * att).sum(-1))
+    assert torch.autograd.gradcheck(head_dot, (x, att))
+    (dx,) = torch.autograd.grad(head_dot(x, att.detach()).sum(), x)
+    torch.testing.assert_close(dx, att.detach().expand_as(x))
+    (datt,) = torch.autograd.grad(head_dot(x.detach(), att).square().sum(), att)
+    torch.testing.assert_close(datt, torch.autograd.grad(((x.detach() * att).sum(-1)).square().sum(), att)[0])
