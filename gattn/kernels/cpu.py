@@ -877,16 +877,14 @@ def _packed_kv(k: Tensor, v: Tensor, work: torch.dtype, bf16: bool = False) -> n
     With ``bf16``: packed as bfloat16 (rounded to nearest even), handed to the kernels as
     uint16 bit patterns (numba has no bf16), which widen each fetched row to float32."""
     num, heads, dim = k.shape
-    if bf16:
-        halves = (k.detach().reshape(num, heads * dim), v.detach().reshape(num, heads * v.shape[2]))
-        packed = torch.cat([half.to(torch.bfloat16) for half in halves], dim=1)
-        return packed.view(torch.int16).numpy().view(np.uint16)
-    if k.dtype == work and kv_halves(k, v):
-        return torch.as_strided(k.detach(), (num, heads * (dim + v.shape[2])), (k.stride(0), 1)).numpy()
-    rows = (k.detach().reshape(num, heads * dim), v.detach().reshape(num, heads * v.shape[2]))
-    packed = _workspace.take((num, heads * (dim + v.shape[2])), work)  # reused memory, see _workspace
-    torch.cat([row.to(work) for row in rows], dim=1, out=packed)
-    return packed.numpy()
+    width = heads * dim
+    if not bf16 and k.dtype == work and kv_halves(k, v):
+        return torch.as_strided(k.detach(), (num, width + heads * v.shape[2]), (k.stride(0), 1)).numpy()
+    # packed into reused memory (see _workspace), each half converted as it is copied
+    packed = _workspace.take((num, width + heads * v.shape[2]), torch.bfloat16 if bf16 else work)
+    packed[:, :width].copy_(k.detach().reshape(num, width))
+    packed[:, width:].copy_(v.detach().reshape(num, heads * v.shape[2]))
+    return packed.view(torch.int16).numpy().view(np.uint16) if bf16 else packed.numpy()
 
 
 def _prepare(t: EdgeTerms) -> _Operands:
