@@ -38,6 +38,7 @@ __all__ = [
     "REORDERINGS",
     "SCORES",
     "available_backends",
+    "clear_caches",
     "dropout_keep_mask",
     "edge_attention",
     "get_csr",
@@ -48,6 +49,19 @@ __all__ = [
     "segment_softmax",
     "split_kv",
 ]
+
+def clear_caches() -> None:
+    """Drop what gattn keeps between calls: the structures cached per index tensor (CSR and
+    by-source views, chunk plans, self-loop graphs, node orderings), which otherwise live as
+    long as their tensor, and the CPU kernels' reused buffers (dQ, dK|dV, the backward's
+    per-edge temporary; at most 1 GiB, kept so that each training step does not pay page
+    faults on fresh memory). Memory still referenced by your tensors stays with them; the
+    next call rebuilds what it needs."""
+    from . import _cache, _workspace
+
+    _cache.clear()
+    _workspace.clear()
+
 
 _BACKEND_MODULES = {
     "reference": "gattn.kernels._reference_backend",

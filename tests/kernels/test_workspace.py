@@ -92,3 +92,17 @@ def test_backward_buffers_kept_by_the_caller_are_never_overwritten():
     grad = torch.randn(out.shape, generator=gen)
     for got, want in zip(torch.autograd.grad(out, inputs1, grad), torch.autograd.grad(ref, (q, k, v), grad)):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_clear_caches_drops_the_reused_buffers_and_cached_structures():
+    from gattn.kernels import _cache
+
+    num = 1200
+    edge_index = awkward_graph(num, num, 6000, seed=5)
+    q, k, v = (torch.randn(num, 4, 64, requires_grad=True) for _ in range(3))
+    K.edge_attention(q, k, v, edge_index, backend="cpu").sum().backward()
+    assert _workspace.pooled_bytes() > 0 and len(_cache._entries) > 0
+    K.clear_caches()
+    assert _workspace.pooled_bytes() == 0 and len(_cache._entries) == 0
+    out = K.edge_attention(q, k, v, edge_index, backend="cpu")  # rebuilt on demand
+    torch.testing.assert_close(out, K.edge_attention(q, k, v, edge_index, backend="reference"), rtol=1e-4, atol=1e-5)
