@@ -90,6 +90,11 @@ ARXIV_NODES, ARXIV_EDGES = 169_343, 1_166_243
 
 GRAPHS = ("random", "powerlaw", "sbm", "knn", "cora")
 CUDA_GRAPHS = ("random", "powerlaw", "arxiv")
+
+
+def graph_kinds(device: str) -> tuple[str, ...]:
+    """The graphs `--graphs` takes on `device` (all of them by default)."""
+    return GRAPHS if device == "cpu" else CUDA_GRAPHS
 #: Nodes per community of the 'sbm' graph, and the share of edges inside a community.
 SBM_BLOCK, SBM_INSIDE = 500, 0.9
 DEFAULT_DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data")
@@ -356,7 +361,7 @@ def benchmark_cases(device: str, quick: bool = False, graphs: tuple[str, ...] | 
     """(graph kind, nodes, edges, heads, dim) of every benchmarked case; on CUDA `graphs` picks
     from random, powerlaw and arxiv (the ogbn-arxiv-sized random graph) and `shapes` the
     (heads, dim) of each."""
-    graphs = graphs or (GRAPHS if device == "cpu" else CUDA_GRAPHS)
+    graphs = graphs or graph_kinds(device)
     if device == "cpu":
         if quick:
             return [("random", 5_000, 100_000, 4, 32)]
@@ -463,7 +468,7 @@ def main() -> None:
     unknown = sorted(set(layers) - set(LAYERS))
     if unknown:
         parser.error(f"--layers: unknown {unknown}, expected some of {LAYERS}")
-    known = GRAPHS if args.device == "cpu" else CUDA_GRAPHS
+    known = graph_kinds(args.device)
     graphs = tuple(args.graphs.split(",")) if args.graphs else known
     if set(graphs) - set(known):
         parser.error(f"--graphs: unknown {sorted(set(graphs) - set(known))}, expected some of {known}")

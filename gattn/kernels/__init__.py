@@ -25,7 +25,7 @@ from torch import Tensor
 
 from . import reference
 from ._dropout import keep_mask
-from ._edge import fused_edge_attention, kv_halves
+from ._edge import fused_edge_attention, kv_halves, kv_views
 from ._validate import check_edge_index_shape, check_floating, check_per_edge, check_probability, resolve_segments
 from .csr import CSR, get_csr, index_from_ptr, ptr_from_index
 from .reorder import REORDERINGS, check_reorder, node_reordering, reordered_inputs, restore_output
@@ -49,6 +49,7 @@ __all__ = [
     "segment_softmax",
     "split_kv",
 ]
+
 
 def clear_caches() -> None:
     """Drop what gattn keeps between calls: the structures cached per index tensor (CSR and
@@ -285,7 +286,7 @@ class _SplitKV(torch.autograd.Function):
     def forward(ctx, kv: Tensor, heads: int, dim: int, dim_value: int) -> tuple[Tensor, Tensor]:
         num = kv.size(0)
         ctx.shapes = (num, heads, dim, dim_value)
-        return kv[:, : heads * dim].view(num, heads, dim), kv[:, heads * dim :].view(num, heads, dim_value)
+        return kv_views(kv, heads, dim, dim_value)
 
     @staticmethod
     def backward(ctx, grad_k: Tensor, grad_v: Tensor) -> tuple[Tensor, None, None, None]:

@@ -156,6 +156,13 @@ def fused_edge_attention(
     return out, attention
 
 
+def kv_views(kv: Tensor, heads: int, dim: int, dim_value: int) -> tuple[Tensor, Tensor]:
+    """k [N, H, D] and v [N, H, Dv] as views of the two halves of ``kv`` [N, H*D + H*Dv]
+    (row j: k_j then v_j), the layout :func:`kv_halves` recognises."""
+    num = kv.size(0)
+    return kv[:, : heads * dim].view(num, heads, dim), kv[:, heads * dim :].view(num, heads, dim_value)
+
+
 def kv_halves(k: Tensor, v: Tensor) -> bool:
     """Whether k [N, H, D] and v [N, H, Dv] are the two halves of one [N, H*D + H*Dv] buffer
     (row j: k_j then v_j)."""

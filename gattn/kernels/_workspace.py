@@ -37,6 +37,10 @@ _buffers: list[Tensor] = []  # least recently used first
 _count = getattr(torch._C, "_storage_Use_Count", None)
 
 
+def _nbytes(buffer: Tensor) -> int:
+    return buffer.numel() * buffer.element_size()
+
+
 def _free(buffer: Tensor) -> bool:
     """Nothing but the pool references the buffer's memory (the count includes the pool's
     own tensor and the temporary storage object of this query)."""
@@ -53,7 +57,7 @@ def take(shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
         dtype (torch.dtype): its dtype.
     """
     numel = math.prod(shape)
-    size = numel * torch.empty((), dtype=dtype).element_size()
+    size = numel * dtype.itemsize
     if _count is None or size < MIN_BYTES or size > MAX_BYTES:
         return torch.empty(shape, dtype=dtype)
     with _lock:
@@ -65,11 +69,11 @@ def take(shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
         # room for a request up to 1/8 larger (pages never written cost no memory)
         buffer = torch.empty(numel + numel // 8, dtype=dtype)
         _buffers.append(buffer)
-        total = sum(b.numel() * b.element_size() for b in _buffers)
+        total = sum(_nbytes(b) for b in _buffers)
         position = 0
         while total > MAX_BYTES and position < len(_buffers) - 1:
             if _free(_buffers[position]):  # a buffer in use stays until its views are gone
-                total -= _buffers[position].numel() * _buffers[position].element_size()
+                total -= _nbytes(_buffers[position])
                 del _buffers[position]
             else:
                 position += 1
@@ -79,7 +83,7 @@ def take(shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
 def pooled_bytes() -> int:
     """Bytes the pool holds (in use or free)."""
     with _lock:
-        return sum(b.numel() * b.element_size() for b in _buffers)
+        return sum(_nbytes(b) for b in _buffers)
 
 
 def clear() -> None:

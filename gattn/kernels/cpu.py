@@ -50,7 +50,7 @@ from . import _numba_setup, _workspace
 from ._compose import attention_pool
 from ._dropout import split_seed
 from ._dropout import threshold as dropout_threshold
-from ._edge import EdgeGrads, EdgeTerms, guard_double_backward, kv_halves
+from ._edge import EdgeGrads, EdgeTerms, guard_double_backward, kv_halves, kv_views
 from ._numba_setup import threads_for as _threads_for
 
 NAME = "cpu"
@@ -1007,9 +1007,8 @@ def edge_backward(
             colptr, row, csc_edge = csr.csc()
             # dK and dV as the two halves of one [N_src, H*D + H*Dv] buffer: split_kv's backward
             # then hands that buffer on as the gradient of the packed K|V projection, uncopied
-            width = heads * dim
-            dkv = _workspace.take((t.k.shape[0], width + heads * ops.dv), work)
-            dk, dv = dkv[:, :width].unflatten(1, (heads, dim)), dkv[:, width:].unflatten(1, (heads, ops.dv))
+            dkv = _workspace.take((t.k.shape[0], heads * (dim + ops.dv)), work)
+            dk, dv = kv_views(dkv, heads, dim, ops.dv)
             _edge_attention_bwd_cols(
                 csr.bounds(_balanced_bounds, transposed=True), _np(colptr), _np(row), _np(csr.csc_positions()),
                 _np(csc_edge), ops.q, ops.kv, ops.ekey, ops.escale, ops.att, ops.scale, ops.slope, ops.flags,

@@ -44,7 +44,7 @@ from ._cache import cached
 from ._compose import attention_pool
 from ._dropout import split_seed
 from ._dropout import threshold as dropout_threshold
-from ._edge import EdgeGrads, EdgeTerms, guard_double_backward
+from ._edge import EdgeGrads, EdgeTerms, guard_double_backward, kv_views
 from .csr import CSR
 
 NAME = "triton"
@@ -297,7 +297,7 @@ def _kv_buffer(k: Tensor, v: Tensor, dtype: torch.dtype, zero: bool) -> tuple[Te
     num, heads, dim = k.shape
     width = heads * (dim + v.shape[2])
     buffer = (torch.zeros if zero else torch.empty)(num, width, dtype=dtype, device=k.device)
-    return buffer[:, : heads * dim].view(num, heads, dim), buffer[:, heads * dim :].view(num, heads, v.shape[2])
+    return kv_views(buffer, heads, dim, v.shape[2])
 
 
 def _edge_inputs(t: EdgeTerms) -> _EdgeInputs:
