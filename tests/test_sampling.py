@@ -178,3 +178,23 @@ def test_latte_on_full_fanout_batches_equals_full_batch(meta_weights):
             out = model({t: batch[t].x for t in ("paper", "author")}, batch.edge_index_dict,
                         {t: batch[t].n_id for t in batch.node_types})
             torch.testing.assert_close(out[:size], full[batch["paper"].n_id[:size]], atol=1e-5, rtol=1e-4)
+
+
+def test_hop_counts_are_reported_or_none_and_nodegnn_agrees_either_way():
+    """hop_counts gives a batch's per-hop counts, or (None, None) for a batch without them (as
+    torch-sparse's NeighborLoader hands over); NodeGNN's seed outputs are the same both ways."""
+    from gattn.models.node_gnn import NodeGNN
+    from gattn.sampling import hop_counts
+
+    data = _graph()
+    batch = next(iter(NeighborBatches(data, [3, 3], batch_size=7, generator=torch.Generator().manual_seed(0))))
+    nodes, edges = hop_counts(batch)
+    assert nodes == [int(n) for n in batch.num_sampled_nodes] and edges == [int(e) for e in batch.num_sampled_edges]
+    torch.manual_seed(0)
+    model = NodeGNN(in_channels=1, hidden_channels=8, out_channels=3, num_layers=2, conv="gattn", heads=2).eval()
+    with torch.no_grad():
+        trimmed = model(batch.x, batch.edge_index, nodes, edges)
+        del batch.num_sampled_nodes
+        assert hop_counts(batch) == (None, None)
+        whole = model(batch.x, batch.edge_index, *hop_counts(batch))[:batch.batch_size]
+    torch.testing.assert_close(whole, trimmed, atol=1e-5, rtol=1e-4)
