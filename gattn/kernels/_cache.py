@@ -9,8 +9,11 @@ shape, strides, dtype and device as when the entry was made, the caller's extra 
 counts, ...) is equal, **and** a content checksum of the whole tensor is unchanged. The
 checksum is a dot product of the indices with fixed pseudo-random weights in float64, so
 any in-place edit is caught, including edits that bypass the version counter
-(``t.numpy()[...] = ...``, ``t.data[...] = ...``); it costs about 2 % of building a CSR
-(7 ms against 390 ms for E = 1M on one core, ``benchmarks/edge_attention.py`` prints both).
+(``t.numpy()[...] = ...``, ``t.data[...] = ...``). It costs 1.5 ms for E = 1M on one core,
+against 47 ms for the counting-sort CSR build (``benchmarks/edge_attention.py`` prints both).
+It walks the tensor in chunks of :data:`CHECKSUM_CHUNK` elements, each converted to float64
+on its own, against one table of that many weights times a per-chunk factor: a few MB at any
+size (a float64 copy of ogbn-products' 124M indices, and weights as many, would be 2 GB).
 An entry lives as long as the tensor it was made from (a weak reference drops it) and at
 most :data:`MAX_ENTRIES` entries are kept (least recently used first out).
 """
@@ -28,8 +31,16 @@ from torch import Tensor
 #: The most cached structures kept at once.
 MAX_ENTRIES = 64
 
+#: Elements of an index tensor converted to float64 at a time by :func:`checksum`.
+CHECKSUM_CHUNK = 1 << 18  # 2 MB of float64: stays in cache (faster than one whole-tensor pass)
+
 _entries: OrderedDict[tuple, tuple[Any, float, Any]] = OrderedDict()
 _weights: dict[torch.device, Tensor] = {}
+
+# per-chunk factors 1 + frac(c * golden ratio): all distinct and in [1, 2), so every weight lies in
+# [0.5, 3) and the sum stays where float64 resolves a change of one id by one (ogbn-products' 124M
+# ids, each below 2.5M, sum to less than 2^50, where float64's spacing is 1/8)
+_GOLDEN = (5 ** 0.5 - 1) / 2
 
 
 def _plain(tensor: Tensor) -> Tensor:
@@ -37,24 +48,33 @@ def _plain(tensor: Tensor) -> Tensor:
     return tensor.as_subclass(Tensor) if type(tensor) is not Tensor else tensor
 
 
-def _checksum_weights(numel: int, device: torch.device) -> Tensor:
-    """Fixed weights in [0.5, 1.5), one per element (grown on demand, shared by all sizes)."""
+def _checksum_weights(device: torch.device) -> Tensor:
+    """Fixed weights in [0.5, 1.5), one per position of a chunk."""
     weights = _weights.get(device)
-    if weights is None or weights.numel() < numel:
-        size = max(numel, 2 * (0 if weights is None else weights.numel()), 1024)
+    if weights is None:
         gen = torch.Generator().manual_seed(0x6A7A)
         with torch.inference_mode(False):  # a normal tensor, usable in and out of inference mode
-            weights = (torch.rand(size, generator=gen, dtype=torch.float64) + 0.5).to(device)
+            weights = (torch.rand(CHECKSUM_CHUNK, generator=gen, dtype=torch.float64) + 0.5).to(device)
         _weights[device] = weights
-    return weights[:numel]
+    return weights
 
 
 def checksum(tensor: Tensor) -> float:
-    """A content checksum: sum of element * fixed weight (position dependent), in float64."""
+    """A content checksum: sum of element * fixed weight (position dependent), in float64.
+
+    Element ``i`` is weighted by ``w[i % CHUNK] * (1 + frac((i // CHUNK) * golden ratio))``:
+    every weight is distinct with probability one, so any edit, a swap of two elements
+    included, changes the sum."""
     flat = _plain(tensor).reshape(-1)
     if flat.numel() == 0:
         return 0.0
-    return float(torch.dot(flat.to(torch.float64), _checksum_weights(flat.numel(), flat.device)))
+    weights = _checksum_weights(flat.device)
+    total = torch.zeros((), dtype=torch.float64, device=flat.device)
+    for chunk, start in enumerate(range(0, flat.numel(), CHECKSUM_CHUNK)):
+        part = flat[start:start + CHECKSUM_CHUNK]
+        factor = 1.0 + (chunk * _GOLDEN) % 1.0
+        total += torch.dot(part.to(torch.float64), weights[:part.numel()]) * factor
+    return float(total)  # one synchronisation on an accelerator, after every chunk
 
 
 def _address(tensor: Tensor) -> tuple:

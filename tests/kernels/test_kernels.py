@@ -291,6 +291,37 @@ def test_segment_attention_pool_gradcheck(backend, mode):
 
 # ---- CSR helpers and dispatch --------------------------------------------------------------
 
+def test_checksum_walks_chunks_and_catches_every_edit(monkeypatch):
+    """The cache's checksum works chunk by chunk (a fixed table of weights, a factor per chunk):
+    an edit in any chunk, a swap of two equal positions of two chunks included, changes it,
+    and the weight table stays one chunk long whatever the tensor's size."""
+    from gattn.kernels import _cache
+
+    monkeypatch.setattr(_cache, "CHECKSUM_CHUNK", 64)
+    monkeypatch.setattr(_cache, "_weights", {})
+    gen = torch.Generator().manual_seed(3)
+    edge_index = torch.randint(0, 1000, (2, 500), generator=gen)  # 1,000 ids: 16 chunks of 64
+    flat = edge_index.reshape(-1)
+    base = _cache.checksum(edge_index)
+    assert base == _cache.checksum(edge_index.clone())
+    # the same sum done at once in float64, with each position's weight
+    weights = _cache._weights[torch.device("cpu")]
+    index = torch.arange(flat.numel())
+    factors = 1.0 + ((index // 64).double() * _cache._GOLDEN) % 1.0
+    expected = float((flat.double() * weights[index % 64] * factors).sum())
+    assert base == pytest.approx(expected, rel=1e-12)
+    assert weights.numel() == 64
+    for i, j in ((5, 5 + 64), (70, 700), (0, 999)):  # same slot of two chunks, anywhere, first and last
+        swapped = flat.clone()
+        swapped[i], swapped[j] = flat[j], flat[i]
+        if flat[i] != flat[j]:
+            assert _cache.checksum(swapped.view(2, -1)) != base, (i, j)
+    for i in (0, 63, 64, 640, 999):
+        bumped = flat.clone()
+        bumped[i] += 1
+        assert _cache.checksum(bumped.view(2, -1)) != base, i
+
+
 def test_csr_is_cached_and_invalidated_by_in_place_change():
     edge_index = awkward_graph(20, 20, 60)
     first = K.get_csr(edge_index, 20, 20)
