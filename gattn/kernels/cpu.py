@@ -1004,13 +1004,17 @@ def edge_backward(
             dq.numpy(), wds.numpy(), descale.numpy(), dekey.numpy(), devalue.numpy(), datt_rows.numpy(),
         )
         if need_kv:
-            colptr, row, csc_edge = csr.csc()
+            # the caller's edge id per source-sorted edge: only per-edge inputs read it (an E-long
+            # index array the plain layer never builds)
+            per_edge_inputs = bool(ops.flags & _ADDITIVE) or ops.scale_mode != 0
+            colptr, row, csc_pos = csr.csc_index()
+            csc_edge = csr.csc()[2] if per_edge_inputs else csc_pos
             # dK and dV as the two halves of one [N_src, H*D + H*Dv] buffer: split_kv's backward
             # then hands that buffer on as the gradient of the packed K|V projection, uncopied
             dkv = _workspace.take((t.k.shape[0], heads * (dim + ops.dv)), work)
             dk, dv = kv_views(dkv, heads, dim, ops.dv)
             _edge_attention_bwd_cols(
-                csr.bounds(_balanced_bounds, transposed=True), _np(colptr), _np(row), _np(csr.csc_positions()),
+                csr.bounds(_balanced_bounds, transposed=True), _np(colptr), _np(row), _np(csc_pos),
                 _np(csc_edge), ops.q, ops.kv, ops.ekey, ops.escale, ops.att, ops.scale, ops.slope, ops.flags,
                 ops.scale_mode, dout_np, wds.numpy(), dkv.numpy(),
             )

@@ -70,8 +70,9 @@ class CSR:
         col: [E] source node of each edge, in destination-sorted order.
         perm: [E] caller's edge id of each destination-sorted position.
         num_src, num_dst: node counts.
-    The transposed view (`colptr`, `row`, `csc_edge`: the caller's edge id of each
-    source-sorted edge) is built on first use, by backward passes only.
+    The transposed view (`colptr`, `row`, the CSR position of each source-sorted edge and,
+    only for layers with per-edge inputs, `csc_edge`: its caller's edge id) is built on first
+    use, by backward passes only.
     """
 
     def __init__(self, edge_index: Tensor, num_src: int, num_dst: int):
@@ -84,20 +85,21 @@ class CSR:
         self.is_sorted = bool((dst[1:] >= dst[:-1]).all()) if self.num_edges > 1 else True
         # On CPU a counting sort (O(E), numba) gives the same permutation and the row
         # pointer in one go; a mini-batch loader's fresh edge_index pays it every step.
-        rowptr = None
         if self.is_sorted:
             self.perm = torch.arange(self.num_edges, device=src.device)
             self.col = src.contiguous()
-            sorted_dst = dst
+            self.rowptr = ptr_from_index(dst, self.num_dst)
+            self._dst_sorted: Tensor | None = dst  # a view of the caller's tensor: kept, costs nothing
         else:
-            # (src, dst) travel with the sort: edge_index itself when it is already int64 [2, E]
-            plain = edge_index.dtype == torch.long and edge_index.is_contiguous()
-            pair = edge_index if plain else torch.stack([src, dst])
-            rowptr, self.perm, (self.col, sorted_dst) = _stable_sort(dst, self.num_dst, pair)
-        self.rowptr = ptr_from_index(sorted_dst, self.num_dst) if rowptr is None else rowptr
-        self._dst_sorted = sorted_dst
-        self._csc: tuple[Tensor, Tensor, Tensor] | None = None
-        self._csc_pos: Tensor | None = None
+            # only the sources travel with the sort (a view of edge_index when it is int64): the
+            # sorted destinations follow from rowptr whenever they are needed, rather than being
+            # kept (E ids: 0.5 GB at ogbn-products' 62M edges)
+            carry = src.unsqueeze(0)
+            self.rowptr, self.perm, carried = _stable_sort(dst, self.num_dst, carry)
+            self.col = carried[0]
+            self._dst_sorted = None
+        self._csc: tuple[Tensor, Tensor, Tensor] | None = None  # (colptr, row, csc_pos)
+        self._csc_edge: Tensor | None = None
         self._bounds: dict = {}
         self.plans: dict = {}
         self._dst_caller: Tensor | None = None  # work plans of the backends, built on first use
@@ -106,32 +108,43 @@ class CSR:
     def device(self) -> torch.device:
         return self.rowptr.device
 
+    def csc_index(self) -> tuple[Tensor, Tensor, Tensor]:
+        """(colptr [N_src+1], row [E] destinations, csc_pos [E] CSR position of each
+        source-sorted edge): what a backward pass over the sources reads, with per-edge data
+        kept in CSR order. The sort carries only the destinations (2E ids kept, not 3E)."""
+        if self._csc is None:
+            colptr, csc_pos, carried = _stable_sort(self.col, self.num_src, self.sorted_destinations().unsqueeze(0))
+            self._csc = (colptr, carried[0], csc_pos)
+        return self._csc
+
     def csc(self) -> tuple[Tensor, Tensor, Tensor]:
         """(colptr [N_src+1], row [E] destinations, csc_edge [E] the caller's edge ids)."""
-        if self._csc is None:
-            colptr, csc_pos, (row, csc_edge) = _stable_sort(self.col, self.num_src,
-                                                            torch.stack([self._dst_sorted, self.perm]))
-            self._csc_pos = csc_pos
-            self._csc = (colptr, row, csc_edge)
-        return self._csc
+        colptr, row, csc_pos = self.csc_index()
+        if self._csc_edge is None:
+            self._csc_edge = self.perm[csc_pos]
+        return colptr, row, self._csc_edge
 
     def csc_positions(self) -> Tensor:
         """CSR position [E] of each source-sorted edge (per-edge data kept in CSR order)."""
-        self.csc()
-        return self._csc_pos
+        return self.csc_index()[2]
 
     def bounds(self, make, transposed: bool = False):
         """Work partition of the rows (or, transposed, the sources), made by `make(ptr)`
         once per backend and cached with the CSR."""
         key = (make, transposed)
         if key not in self._bounds:
-            self._bounds[key] = make(self.csc()[0] if transposed else self.rowptr)
+            self._bounds[key] = make(self.csc_index()[0] if transposed else self.rowptr)
         return self._bounds[key]
+
+    def sorted_destinations(self) -> Tensor:
+        """Destination of every edge, in destination-sorted order [E] (made from ``rowptr``
+        on each call unless the caller's edges were already sorted)."""
+        return self._dst_sorted if self._dst_sorted is not None else index_from_ptr(self.rowptr)
 
     def dst_caller_order(self) -> Tensor:
         """Destination of every edge, in the caller's edge order [E]."""
         if self._dst_caller is None:
-            self._dst_caller = self.to_caller_order(self._dst_sorted)
+            self._dst_caller = self.to_caller_order(self.sorted_destinations())
         return self._dst_caller
 
     def to_caller_order(self, per_edge_sorted: Tensor) -> Tensor:

@@ -48,4 +48,25 @@ def test_stable_sort_by_key_carries_rows_in_sorted_order():
     assert torch.equal(carried, carry[:, order])
     assert torch.equal(ptr, K.ptr_from_index(keys[order], 9))
     csr = K.CSR(torch.stack([carry[0].abs() % 7, keys]), 7, 9)
-    assert torch.equal(csr._dst_sorted, keys[order])  # the destinations carried through the sort
+    assert torch.equal(csr.sorted_destinations(), keys[order])  # the destinations, from rowptr
+
+
+def test_the_plain_backward_builds_no_caller_edge_ids_over_the_sources():
+    """The CSC keeps (row, CSR position) per source-sorted edge; the caller's edge ids (a third
+    E-long array: 0.5 GB at ogbn-products' 62M edges) are made only for per-edge inputs."""
+    edge_index = awkward_graph(30, 40, 300, seed=2, hub_degree=30)
+    gen = torch.Generator().manual_seed(0)
+    q = torch.randn(40, 2, 4, generator=gen, requires_grad=True)
+    k = torch.randn(30, 2, 4, generator=gen, requires_grad=True)
+    v = torch.randn(30, 2, 4, generator=gen, requires_grad=True)
+    K.edge_attention(q, k, v, edge_index, num_nodes=(30, 40), backend="cpu").sum().backward()
+    csr = K.get_csr(edge_index, 30, 40)
+    assert csr._csc is not None and csr._csc_edge is None
+    colptr, row, csc_pos = csr.csc_index()
+    expected = _argsort_views(edge_index, 30, 40)
+    assert torch.equal(colptr, expected[3]) and torch.equal(row, expected[4])
+    assert torch.equal(csr.perm[csc_pos], expected[5])
+    # a per-edge scale is read through the caller's ids: they are built then
+    scale = torch.rand(edge_index.size(1), 2, 4, generator=gen, requires_grad=True)
+    K.edge_attention(q, k, v, edge_index, num_nodes=(30, 40), edge_scale=scale, backend="cpu").sum().backward()
+    assert csr._csc_edge is not None and torch.equal(csr._csc_edge, expected[5])
