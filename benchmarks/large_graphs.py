@@ -126,7 +126,7 @@ def _measure(args: dict) -> dict:
     else:
         data, label = _graph(args)
     model = NodeGNN(data.num_features, args["hidden"], int(data.y.max()) + 1, num_layers=len(args["fanout"]),
-                    conv=args["conv"], heads=args["heads"])
+                    conv=args["conv"], heads=args["heads"], checkpoint=args.get("checkpoint", False))
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     base = rss_mb()
     _reset_peak()  # the graph's construction peaked above what it keeps: measure from here
@@ -226,6 +226,9 @@ def main() -> None:
     parser.add_argument("--fanout", type=int, nargs="+", default=[10, 5], help="neighbours per hop (= layers)")
     parser.add_argument("--batch-size", type=int, default=1024)
     parser.add_argument("--inference-batch-size", type=int, default=4096)
+    parser.add_argument("--checkpoint", action="store_true",
+                        help="activation checkpointing in every layer's training (NodeGNN(checkpoint=True)): "
+                             "less memory, one more forward per layer")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per measurement")
@@ -260,7 +263,7 @@ def main() -> None:
                             heads=args.heads, fanout=args.fanout, batch_size=args.batch_size,
                             inference_batch_size=args.inference_batch_size, repeats=args.repeats,
                             threads=args.threads, graph_file=graph_file, memory_cap_gb=cap,
-                            max_batches=args.max_batches, warmup=not args.no_warmup)
+                            max_batches=args.max_batches, warmup=not args.no_warmup, checkpoint=args.checkpoint)
                 try:
                     out = run_child("benchmarks.large_graphs", spec, timeout=args.timeout) if "error" not in made \
                         else made
@@ -297,6 +300,7 @@ def main() -> None:
                 f"ratios vs PyG TransformerConv (> 1: better); loader {sampler}; fanout {args.fanout}, "
                 f"batch {args.batch_size}, "
                 f"{args.threads} thread(s), memory cap {cap or 'none'} GiB, "
+                + ("activation checkpointing, " if args.checkpoint else "")
                 + ("first call timed" if args.no_warmup else f"median of {args.repeats} after a warm-up")
                 + f"; load average at the end {load_average():.1f}",
                 ["graph", "nodes/edges", "mode", "layer", "s", "MB", "speed x", "memory x", "note"], rows)

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 __all__ = ["CONVS", "NodeGNN"]
 
@@ -66,15 +67,22 @@ class NodeGNN(nn.Module):
             ``TransformerConv``) or ``"gat"`` (PyG's ``GATConv``). Default ``"gattn"``.
         heads (int, optional): attention heads per layer. Default 4.
         dropout (float, optional): on the input of every layer, in training. Default 0.
+        checkpoint (bool, optional): activation checkpointing in training: each layer keeps only its
+            input for the backward pass and computes its forward again there
+            (:func:`torch.utils.checkpoint.checkpoint`, non-reentrant, the random state restored so
+            dropout masks are the same). Full-batch training on a large graph then holds one layer's
+            intermediates at a time instead of every layer's, for one more forward per layer.
+            Gradients are those of the plain model. Default ``False``.
     """
 
     def __init__(self, in_channels: int, hidden_channels: int, out_channels: int, num_layers: int = 2,
-                 conv: str = "gattn", heads: int = 4, dropout: float = 0.0) -> None:
+                 conv: str = "gattn", heads: int = 4, dropout: float = 0.0, checkpoint: bool = False) -> None:
         super().__init__()
         if num_layers < 1:
             raise ValueError(f"num_layers must be >= 1, got {num_layers}")
         self.conv = conv
         self.dropout = float(dropout)
+        self.checkpoint = bool(checkpoint)
         self.lin_in = nn.Linear(in_channels, hidden_channels)
         self.convs = nn.ModuleList(_conv(conv, hidden_channels, heads) for _ in range(num_layers))
         self.norms = nn.ModuleList(nn.LayerNorm(hidden_channels) for _ in range(num_layers))
@@ -89,6 +97,11 @@ class NodeGNN(nn.Module):
             module.reset_parameters()
 
     def _layer(self, index: int, h_src: Tensor, h_dst: Tensor, edge_index: Tensor) -> Tensor:
+        if self.checkpoint and self.training and torch.is_grad_enabled():
+            return checkpoint(self._layer_body, index, h_src, h_dst, edge_index, use_reentrant=False)
+        return self._layer_body(index, h_src, h_dst, edge_index)
+
+    def _layer_body(self, index: int, h_src: Tensor, h_dst: Tensor, edge_index: Tensor) -> Tensor:
         h = F.dropout(h_src, self.dropout, self.training)
         # the block's size is that of (sources, destinations): every conv reads it from the pair
         out = self.convs[index]((h, h_dst), edge_index)

@@ -51,6 +51,9 @@ class NodeClassificationConfig(TrainConfig):
                                      group="training")
     full_batch: bool = option(False, "train on the whole graph at every step instead of sampled mini-batches",
                               group="training")
+    checkpoint: bool = option(False, "activation checkpointing: each layer keeps only its input and computes its "
+                              "forward again in the backward pass (less memory, one more forward per layer)",
+                              group="training")
     batch_size: int = option(1024, "seed nodes per mini-batch", low=1, group="training")
     inference_batch_size: int = option(4096, "destination nodes per batch of the layer-wise inference", low=1,
                                        group="training")
@@ -114,6 +117,7 @@ class NodeClassificationPipeline(Pipeline):
     def describe(self, config: Any) -> str:
         size = "" if config.dataset != "random" else f" ({config.nodes} nodes, {config.edges} edges)"
         mode = "full batch" if config.full_batch else f"fanout {list(config.fanout)} batch {config.batch_size}"
+        mode += " checkpointed" if config.checkpoint else ""
         return (f"{config.conv} on {config.dataset}{size}: L={config.layers} hidden={config.hidden} "
                 f"heads={config.heads} {mode} lr={config.lr:g} epochs<={config.epochs}")
 
@@ -146,7 +150,7 @@ class NodeClassificationPipeline(Pipeline):
         from gattn.models.node_gnn import NodeGNN
 
         return NodeGNN(data.num_features, config.hidden, int(data.y.max()) + 1, num_layers=config.layers,
-                       conv=config.conv, heads=config.heads, dropout=config.dropout)
+                       conv=config.conv, heads=config.heads, dropout=config.dropout, checkpoint=config.checkpoint)
 
     def loss(self, config: Any, data: Any) -> Any:
         return nn.functional.cross_entropy

@@ -95,3 +95,19 @@ def test_ogbn_arxiv_raw_files(tmp_path):
         load_ogbn_arxiv(tmp_path)
     with pytest.raises(FileNotFoundError, match="ogbn-arxiv not found: looked for raw/edge.csv.gz"):
         load_ogbn_arxiv(tmp_path / "elsewhere")
+
+
+def test_checkpointing_trains_the_same_model(pipeline, tmp_path):
+    """--checkpoint (activation checkpointing, full batch, with dropout) trains to the plain run's metrics."""
+    base = {**SMALL, "conv": "gattn", "full_batch": True, "dropout": 0.3, "epochs": 3}
+    config = make_config(pipeline, {**base, "checkpoint": True})
+    assert config.checkpoint and "checkpointed" in pipeline.describe(config)
+    graph = pipeline.prepare(config)
+    assert pipeline.build_model(config, graph, None).checkpoint
+    plain = run(pipeline, make_config(pipeline, base), tmp_path / "plain").metrics
+    checkpointed = run(pipeline, config, tmp_path / "checkpointed").metrics
+    assert plain.keys() == checkpointed.keys()
+    for name, value in plain.items():
+        if name.endswith("time_s") or not isinstance(value, float):
+            continue
+        assert checkpointed[name] == pytest.approx(value, rel=1e-4, abs=1e-6), name
