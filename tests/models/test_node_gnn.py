@@ -85,7 +85,7 @@ def test_checkpointing_gives_the_plain_gradients_and_saves_less(conv):
     results = []
     for model in (plain, checkpointed):
         torch.manual_seed(7)  # the same dropout masks: the recomputed forward must draw them again
-        out, saved = _saved_bytes(lambda: model(data.x, data.edge_index))
+        out, saved = _saved_bytes(lambda model=model: model(data.x, data.edge_index))
         torch.nn.functional.cross_entropy(out, data.y).backward()
         results.append((out.detach(), saved, {name: p.grad for name, p in model.named_parameters()}))
     (out_a, saved_a, grads_a), (out_b, saved_b, grads_b) = results
