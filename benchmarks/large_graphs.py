@@ -159,7 +159,7 @@ def _measure(args: dict) -> dict:
             for n, batch in enumerate(loader):
                 if limit is not None and n >= limit:
                     break
-                out = model(batch.x, batch.edge_index, *hop_counts(batch))
+                out = model(batch.x, batch.edge_index, *hop_counts(batch, model.num_layers))
                 step(out[:batch.batch_size], batch.y[:batch.batch_size])
         batches(limit=3)
         limit = args.get("max_batches")

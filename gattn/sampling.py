@@ -30,20 +30,61 @@ def has_pyg_sampler() -> bool:
     return bool(pyg_typing.WITH_PYG_LIB or pyg_typing.WITH_TORCH_SPARSE)
 
 
-def hop_counts(batch: Any) -> tuple[list[int] | None, list[int] | None]:
-    """``(num_sampled_nodes, num_sampled_edges)`` of a neighbour-sampled batch, or
-    ``(None, None)`` where the sampler does not report them: PyG's ``NeighborLoader`` does with
-    pyg-lib, not with torch-sparse. :class:`~gattn.models.node_gnn.NodeGNN` trims its layers to
-    the hops when they are given and runs on the whole sampled subgraph otherwise (same seed
-    outputs, more work).
+def hop_counts(batch: Any, num_hops: int | None = None) -> tuple[list[int] | None, list[int] | None]:
+    """``(num_sampled_nodes, num_sampled_edges)`` of a neighbour-sampled batch: the sampler's
+    own counts where it reports them (PyG's ``NeighborLoader`` with pyg-lib, gattn's samplers),
+    else derived from the batch's layout, else ``(None, None)``.
+
+    PyG's ``NeighborLoader`` on torch-sparse reports no counts, but lays its batches out hop by
+    hop all the same: the seeds first, each hop's new nodes after the previous hop's, and the
+    edges of hop ``k`` (those into the nodes hop ``k - 1`` discovered) before those of hop
+    ``k + 1``. The counts are read back from that layout and checked: every edge must fall in
+    its hop's block and the hops must account for every node, else ``(None, None)``.
+    :class:`~gattn.models.node_gnn.NodeGNN` trims its layers to the hops when it has them and
+    runs on the whole sampled subgraph otherwise (the same seed outputs, more work).
 
     Args:
-        batch (Any): a batch of :func:`neighbor_loader`.
+        batch (Any): a batch of :func:`neighbor_loader` (``batch_size``, ``edge_index``).
+        num_hops (int, optional): the hops the consumer expects (a model's layers): derived
+            counts are padded with empty hops to that many, and a layout of more hops gives
+            ``(None, None)``.
     """
     nodes, edges = getattr(batch, "num_sampled_nodes", None), getattr(batch, "num_sampled_edges", None)
-    if nodes is None or edges is None:
+    if nodes is not None and edges is not None:
+        return [int(n) for n in nodes], [int(e) for e in edges]
+    return _derived_hop_counts(batch, num_hops)
+
+
+def _derived_hop_counts(batch: Any, num_hops: int | None) -> tuple[list[int] | None, list[int] | None]:
+    """Per-hop counts of a hop-ordered batch without them (see :func:`hop_counts`)."""
+    seeds, edge_index = getattr(batch, "batch_size", None), getattr(batch, "edge_index", None)
+    num_nodes = getattr(batch, "num_nodes", None)
+    if seeds is None or not isinstance(edge_index, Tensor) or edge_index.dim() != 2 or num_nodes is None:
         return None, None
-    return [int(n) for n in nodes], [int(e) for e in edges]
+    src, dst = edge_index[0], edge_index[1]
+    nodes, edges = [int(seeds)], []
+    lo, hi, position = 0, int(seeds), 0
+    while position < dst.numel():
+        if num_hops is not None and len(edges) == num_hops:
+            return None, None  # more hops than the consumer has layers
+        # this hop's block: the longest run of edges into the nodes the previous hop discovered
+        outside = ((dst[position:] < lo) | (dst[position:] >= hi)).nonzero()
+        stop = position + (int(outside[0]) if outside.numel() else dst.numel() - position)
+        if stop == position:
+            return None, None  # an edge outside the next hop's block: not laid out hop by hop
+        block = src[position:stop]
+        if int(block.min()) < 0:
+            return None, None
+        reach = max(hi, int(block.max()) + 1)
+        edges.append(stop - position)
+        nodes.append(reach - hi)
+        lo, hi, position = hi, reach, stop
+    if hi != int(num_nodes):
+        return None, None  # nodes no hop accounts for
+    if num_hops is not None:
+        nodes += [0] * (num_hops - len(edges))
+        edges += [0] * (num_hops - len(edges))
+    return nodes, edges
 
 
 class _InEdges:

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch_geometric.data import Data
 
-from gattn.sampling import NeighborBatches, has_pyg_sampler, neighbor_loader
+from gattn.sampling import NeighborBatches, has_pyg_sampler, hop_counts, neighbor_loader
 
 from .test_sampling import _hetero
 
@@ -29,7 +29,7 @@ def _graph(nodes=60, edges=500, channels=6, seed=2):
 def _edges_by_hop(batch) -> list[set[tuple[int, int]]]:
     """Each hop's edges as (global source, global destination) pairs."""
     n_id, hops, start = batch.n_id, [], 0
-    for count in batch.num_sampled_edges:
+    for count in hop_counts(batch, 2)[1]:
         local = batch.edge_index[:, start:start + count]
         hops.append({(int(s), int(d)) for s, d in zip(n_id[local[0]], n_id[local[1]])})
         start += count
@@ -37,7 +37,7 @@ def _edges_by_hop(batch) -> list[set[tuple[int, int]]]:
 
 
 def _nodes_by_hop(batch) -> list[set[int]]:
-    bounds = [0, *torch.cumsum(torch.tensor(batch.num_sampled_nodes), 0).tolist()]
+    bounds = [0, *torch.cumsum(torch.tensor(hop_counts(batch, 2)[0]), 0).tolist()]
     return [set(batch.n_id[a:b].tolist()) for a, b in zip(bounds[:-1], bounds[1:])]
 
 
@@ -49,11 +49,9 @@ def _edges(batch) -> set[tuple[int, int]]:
 
 def test_neighbor_loader_is_pygs_and_gattns_sampler_lays_batches_out_alike():
     """With every neighbour (-1), PyG's loader and gattn's sampler give the same seeds in the
-    same order, the same nodes and the same edges; per hop too where PyG reports the hops
-    (with pyg-lib; torch-sparse's sampler does not, and hop_counts says so)."""
+    same order, the same nodes and the same edges, and the same per hop: PyG's own counts with
+    pyg-lib, read back from the batch's hop-by-hop layout with torch-sparse (which reports none)."""
     from torch_geometric.loader import NeighborLoader
-
-    from gattn.sampling import hop_counts
 
     data = _graph()
     pyg = neighbor_loader(data, [-1, -1], batch_size=9)
@@ -65,10 +63,9 @@ def test_neighbor_loader_is_pygs_and_gattns_sampler_lays_batches_out_alike():
         assert torch.equal(theirs.n_id[:theirs.batch_size], mine.n_id[:mine.batch_size])
         assert set(theirs.n_id.tolist()) == set(mine.n_id.tolist()) and theirs.n_id.numel() == mine.n_id.numel()
         assert _edges(theirs) == _edges(mine)
-        if hop_counts(theirs)[0] is not None:
-            assert hop_counts(theirs) == hop_counts(mine)
-            assert _nodes_by_hop(theirs) == _nodes_by_hop(mine)
-            assert _edges_by_hop(theirs) == _edges_by_hop(mine)
+        assert hop_counts(theirs, 2) == hop_counts(mine, 2) != (None, None)
+        assert _nodes_by_hop(theirs) == _nodes_by_hop(mine)
+        assert _edges_by_hop(theirs) == _edges_by_hop(mine)
         batches += 1
     assert batches == -(-data.num_nodes // 9)
 
@@ -124,10 +121,10 @@ def test_latte_on_pyg_hetero_batches_equals_full_batch():
 
 
 def test_node_gnn_blocks_and_layerwise_inference_on_pyg_batches():
-    """NodeGNN's shrinking bipartite blocks (num_sampled_nodes / num_sampled_edges from PyG's
-    loader) and its layer-wise inference over PyG's batches give the full-graph logits."""
+    """NodeGNN's shrinking bipartite blocks (the per-hop counts PyG's loader reports, or that
+    hop_counts reads from its layout) and its layer-wise inference over PyG's batches give the
+    full-graph logits."""
     from gattn.models.node_gnn import NodeGNN
-    from gattn.sampling import hop_counts
 
     data = _graph(nodes=80, edges=600, channels=5)
     torch.manual_seed(0)
@@ -135,7 +132,9 @@ def test_node_gnn_blocks_and_layerwise_inference_on_pyg_batches():
     with torch.no_grad():
         full = model(data.x, data.edge_index)
         for batch in neighbor_loader(data, [-1, -1], batch_size=20, shuffle=True, seed=1):
-            out = model(batch.x, batch.edge_index, *hop_counts(batch))[:batch.batch_size]
+            counts = hop_counts(batch, model.num_layers)
+            assert counts != (None, None)
+            out = model(batch.x, batch.edge_index, *counts)[:batch.batch_size]
             torch.testing.assert_close(out, full[batch.n_id[:batch.batch_size]], atol=1e-5, rtol=1e-4)
         layerwise = model.inference(data.x, neighbor_loader(data, [-1], batch_size=25))
     torch.testing.assert_close(layerwise, full, atol=1e-5, rtol=1e-4)

@@ -180,21 +180,49 @@ def test_latte_on_full_fanout_batches_equals_full_batch(meta_weights):
             torch.testing.assert_close(out[:size], full[batch["paper"].n_id[:size]], atol=1e-5, rtol=1e-4)
 
 
-def test_hop_counts_are_reported_or_none_and_nodegnn_agrees_either_way():
-    """hop_counts gives a batch's per-hop counts, or (None, None) for a batch without them (as
-    torch-sparse's NeighborLoader hands over); NodeGNN's seed outputs are the same both ways."""
+def test_hop_counts_are_reported_derived_or_none_and_nodegnn_agrees_every_way():
+    """hop_counts gives a batch's own per-hop counts; for a batch without them (as torch-sparse's
+    NeighborLoader hands over) the same counts read back from its hop-by-hop layout; (None, None)
+    where the layout is not hop by hop. NodeGNN's seed outputs are the same every way."""
     from gattn.models.node_gnn import NodeGNN
     from gattn.sampling import hop_counts
 
     data = _graph()
-    batch = next(iter(NeighborBatches(data, [3, 3], batch_size=7, generator=torch.Generator().manual_seed(0))))
-    nodes, edges = hop_counts(batch)
-    assert nodes == [int(n) for n in batch.num_sampled_nodes] and edges == [int(e) for e in batch.num_sampled_edges]
-    torch.manual_seed(0)
-    model = NodeGNN(in_channels=1, hidden_channels=8, out_channels=3, num_layers=2, conv="gattn", heads=2).eval()
-    with torch.no_grad():
-        trimmed = model(batch.x, batch.edge_index, nodes, edges)
-        del batch.num_sampled_nodes
-        assert hop_counts(batch) == (None, None)
-        whole = model(batch.x, batch.edge_index, *hop_counts(batch))[:batch.batch_size]
-    torch.testing.assert_close(whole, trimmed, atol=1e-5, rtol=1e-4)
+    for fanout in ([3, 3], [-1, 2], [2, 2, 2]):
+        batch = next(iter(NeighborBatches(data, fanout, batch_size=7, generator=torch.Generator().manual_seed(0))))
+        nodes, edges = hop_counts(batch)
+        assert nodes == [int(n) for n in batch.num_sampled_nodes]
+        assert edges == [int(e) for e in batch.num_sampled_edges]
+        torch.manual_seed(0)
+        model = NodeGNN(in_channels=1, hidden_channels=8, out_channels=3, num_layers=len(fanout), conv="gattn",
+                        heads=2).eval()
+        with torch.no_grad():
+            trimmed = model(batch.x, batch.edge_index, nodes, edges)
+            del batch.num_sampled_nodes, batch.num_sampled_edges
+            # the sampler's counts, read back from the layout (trailing empty hops padded to num_hops)
+            derived = hop_counts(batch, len(fanout))
+            assert derived == (nodes, edges), fanout
+            whole = model(batch.x, batch.edge_index)[:batch.batch_size]
+            # not hop by hop: an edge of hop 1 moved behind hop 2's
+            edge_index = batch.edge_index
+            late = torch.cat([edge_index[:, 1:], edge_index[:, :1]], dim=1)
+            batch.edge_index = late
+            assert hop_counts(batch, len(fanout)) == (None, None)
+            batch.edge_index = edge_index
+            assert hop_counts(batch, len(fanout) - 1) == (None, None)  # more hops than the model's layers
+        torch.testing.assert_close(trimmed, model(batch.x, batch.edge_index, *derived), atol=1e-6, rtol=1e-5)
+        torch.testing.assert_close(whole, trimmed, atol=1e-5, rtol=1e-4)
+
+
+def test_derived_hop_counts_pad_empty_hops_and_refuse_unaccounted_nodes():
+    from torch_geometric.data import Data
+
+    from gattn.sampling import hop_counts
+
+    # 2 seeds; hop 1 finds nodes 2 and 3; hop 2 finds nothing (no in-edges of 2 or 3)
+    batch = Data(x=torch.zeros(4, 1), edge_index=torch.tensor([[2, 3, 0], [0, 1, 1]]), batch_size=2)
+    assert hop_counts(batch) == ([2, 2], [3])
+    assert hop_counts(batch, 3) == ([2, 2, 0, 0], [3, 0, 0])
+    batch.x = torch.zeros(5, 1)  # a fifth node that no hop reached
+    assert hop_counts(batch, 2) == (None, None)
+    assert hop_counts(Data(x=torch.zeros(3, 1), edge_index=torch.zeros(2, 0, dtype=torch.long))) == (None, None)

@@ -74,7 +74,7 @@ class NodeTask(TaskModule):
             logits = self.model.inference(graph.x, self.inference_loader, device=self.device)
             return logits[mask].to(self.device), graph.y[mask].to(self.device), None
         if hasattr(batch, "batch_size"):  # a neighbour-sampled batch: its seeds come first
-            out = self.model(batch.x, batch.edge_index, *hop_counts(batch))
+            out = self.model(batch.x, batch.edge_index, *hop_counts(batch, self.model.num_layers))
             return out[:batch.batch_size], batch.y[:batch.batch_size], None
         out = self.model(batch.x, batch.edge_index)
         return out[batch.train_mask], batch.y[batch.train_mask], None
