@@ -57,6 +57,12 @@ def _stable_sort(keys: Tensor, num_keys: int, carry: Tensor) -> tuple[Tensor, Te
     return ptr_from_index(keys[order], num_keys), order, carry[:, order]
 
 
+def _alias(tensor: Tensor) -> Tensor:
+    """A tensor on `tensor`'s memory that is not a view of it (no reference to its base)."""
+    alias = torch.empty(0, dtype=tensor.dtype, device=tensor.device)
+    return alias.set_(tensor.untyped_storage(), tensor.storage_offset(), tensor.size(), tensor.stride())
+
+
 class CSR:
     """Edges of a (possibly bipartite) graph grouped by destination.
 
@@ -87,9 +93,12 @@ class CSR:
         # pointer in one go; a mini-batch loader's fresh edge_index pays it every step.
         if self.is_sorted:
             self.perm = torch.arange(self.num_edges, device=src.device)
-            self.col = src.contiguous()
+            # the caller's rows, shared rather than copied, through aliases that are not views: a
+            # view would keep the caller's tensor object alive, and with it this cache entry
+            # (whose weak reference to that tensor would never fire)
+            self.col = _alias(src.contiguous())
             self.rowptr = ptr_from_index(dst, self.num_dst)
-            self._dst_sorted: Tensor | None = dst  # a view of the caller's tensor: kept, costs nothing
+            self._dst_sorted: Tensor | None = _alias(dst)
         else:
             # only the sources travel with the sort (a view of edge_index when it is int64): the
             # sorted destinations follow from rowptr whenever they are needed, rather than being
