@@ -110,8 +110,8 @@ class CSR:
         self._csc: tuple[Tensor, Tensor, Tensor] | None = None  # (colptr, row, csc_pos)
         self._csc_edge: Tensor | None = None
         self._bounds: dict = {}
-        self.plans: dict = {}
-        self._dst_caller: Tensor | None = None  # work plans of the backends, built on first use
+        self.plans: dict = {}  # work plans of the backends, built on first use
+        self._dst_caller: Tensor | None = None
 
     @property
     def device(self) -> torch.device:
@@ -132,10 +132,6 @@ class CSR:
         if self._csc_edge is None:
             self._csc_edge = self.perm[csc_pos]
         return colptr, row, self._csc_edge
-
-    def csc_positions(self) -> Tensor:
-        """CSR position [E] of each source-sorted edge (per-edge data kept in CSR order)."""
-        return self.csc_index()[2]
 
     def bounds(self, make, transposed: bool = False):
         """Work partition of the rows (or, transposed, the sources), made by `make(ptr)`
