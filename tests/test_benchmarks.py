@@ -195,8 +195,13 @@ def test_edge_attention_main_reorder_rows(tmp_path, monkeypatch, capsys) -> None
     monkeypatch.setattr(sys, "argv", argv)
     edge_attention.main()
     rows = json.loads((tmp_path / "r.json").read_text())["rows"]
-    assert {(r["batch"], r["method"]) for r in rows if r["method"].startswith("gattn-")} == {("full", "gattn-rcm")} | (
+    expected = {("full", "gattn-plain"), ("full", "gattn-rcm")}
+    assert {(r["batch"], r["method"]) for r in rows if r["method"].startswith("gattn-")} == expected | (
         {("full", "gattn-metis")} if any(r["method"] == "gattn-metis" for r in rows) else set())
+    assert edge_attention.build("gattn-plain", 8, 2, 4).reorder is None
+    assert edge_attention.build("gattn", 8, 2, 4).reorder == "auto"
+    # the one-off costs of each gattn method's first two calls are printed with its row
+    assert "gattn-plain: first forward" in capsys.readouterr().out
     chart = read_chart_data(str(tmp_path / "chart.png"))
     assert "train step vs PyG (gattn-rcm)" in json.dumps(chart)
 
@@ -209,7 +214,7 @@ def test_edge_attention_profile_parts(method: str, capsys) -> None:
     assert parts["attention kernels (fused forward + backward)"] > 0
     assert parts["projections (Q, K|V matmuls, forward + backward)"] > 0
     assert parts["optimizer (Adam step + zero_grad)"] > 0
-    assert (parts["node reordering permutations"] > 0) == (method == "gattn-rcm")
+    assert parts["node reordering permutations"] == 0  # the CPU kernels visit the order in place
     assert sum(parts.values()) == pytest.approx(result["step_s"])
     edge_attention.print_profile(spec, result)
     assert "attention kernels" in capsys.readouterr().out

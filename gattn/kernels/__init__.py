@@ -28,7 +28,16 @@ from ._dropout import keep_mask
 from ._edge import fused_edge_attention, kv_halves, kv_views
 from ._validate import check_edge_index_shape, check_floating, check_per_edge, check_probability, resolve_segments
 from .csr import CSR, get_csr, index_from_ptr, ptr_from_index
-from .reorder import REORDERINGS, check_reorder, node_reordering, reordered_inputs, restore_output
+from .reorder import (
+    AUTO,
+    REORDERINGS,
+    auto_csr,
+    check_reorder,
+    node_reordering,
+    reordered_inputs,
+    restore_output,
+    scheduled_csr,
+)
 
 #: The score forms of :func:`edge_attention`.
 SCORES = ("dot", "additive")
@@ -363,7 +372,9 @@ def edge_attention(
     and content; ``q``, ``k``, ``v`` are permuted in and ``out`` (and every gradient) back,
     so results are in the caller's node and edge order and equal the plain call's up to
     floating-point summation order. It pays on graphs with structure (communities, kNN
-    point clouds, meshes) whose node ids are arbitrary, not on random graphs.
+    point clouds, meshes) whose node ids are arbitrary, not on random graphs;
+    ``reorder="auto"`` (the layers' default) applies reverse Cuthill-McKee only where it does,
+    and without permuting anything: the CPU kernels visit the graph in that order in place.
 
     Reduced-precision keys and values (``kv_dtype=torch.bfloat16``, an opt-in; cpu and
     reference backends): K and V are rounded to bfloat16 for storage (the CPU kernel then
@@ -406,9 +417,11 @@ def edge_attention(
         return_attention (bool, optional): also return the attention weights.
             (default: ``False``)
         backend (str, optional): see :func:`resolve_backend`. (default: ``None``)
-        reorder (str, optional): ``None`` (the caller's node order), or a node ordering of
-            :data:`REORDERINGS` (``"rcm"``, ``"metis"``) the kernel runs in; needs a
-            ``[2, E]`` ``edge_index`` on the CPU. (default: ``None``)
+        reorder (str, optional): ``None`` (the caller's node order), a node ordering of
+            :data:`REORDERINGS` (``"rcm"``, ``"metis"``) the kernel runs in (needs a ``[2, E]``
+            ``edge_index`` on the CPU), or ``"auto"``: reverse Cuthill-McKee for a graph that
+            comes back and gains locality by it, else the caller's order (any device and
+            form; see :func:`gattn.kernels.reorder.auto_csr`). (default: ``None``)
         kv_dtype (torch.dtype, optional): ``None`` (keys and values in the inputs' dtype) or
             ``torch.bfloat16`` (stored rounded to bf16, arithmetic in the inputs' precision;
             backends ``"cpu"`` and ``"reference"``). (default: ``None``)
@@ -436,24 +449,34 @@ def edge_attention(
     terms = {"edge_bias": edge_bias, "edge_scale": edge_scale, "edge_key": edge_key, "edge_value": edge_value}
     seed = _draw_seed(dropout_p, dropout_seed, generator)
     if torch.compiler.is_compiling():
-        if reorder is not None or kv_bf16:
+        if reorder not in (None, AUTO) or kv_bf16:  # "auto": the caller's order
             raise NotImplementedError("`reorder` and `kv_dtype` are not supported under torch.compile")
         return _compiled_edge_attention(
             q, k, v, edge_index, num_dst, terms, att, scale, additive, float(negative_slope), dropout_p,
             seed, return_attention, backend,
         )
+    module = _fusing_backend(resolve_backend(backend, q), additive, dropout_p, terms)
     reordering = None
-    if reorder is None:
+    if reorder == AUTO:  # the CPU kernels' locality order where it pays, else the plain CSR
+        scheduled = None
+        if module.NAME == "cpu" and isinstance(edge_index, Tensor):
+            check_edge_index_shape(edge_index)
+            row_bytes = k.size(1) * k.size(2) * k.element_size() + v.size(1) * v.size(2) * v.element_size()
+            scheduled = auto_csr(edge_index, num_src, num_dst, row_bytes)
+        csr = get_csr(edge_index, num_src, num_dst) if scheduled is None else scheduled
+    elif reorder is None:
         csr = get_csr(edge_index, num_src, num_dst)
     else:
         if isinstance(edge_index, CSR):
             raise ValueError("`reorder` needs `edge_index` as a [2, E] tensor, not a prebuilt CSR")
         check_edge_index_shape(edge_index)
-        reordering = node_reordering(edge_index, num_src, num_dst, reorder)
-        csr = reordering.csr
+        if module.NAME == "cpu":  # visited in that order in place: nothing permuted
+            csr = scheduled_csr(edge_index, num_src, num_dst, reorder)
+        else:
+            reordering = node_reordering(edge_index, num_src, num_dst, reorder)
+            csr = reordering.csr
     _check_edge_terms(terms, csr.num_edges, q, v)
     seed = int(seed)
-    module = _fusing_backend(resolve_backend(backend, q), additive, dropout_p, terms)
     if kv_bf16 and module.NAME not in ("cpu", "reference"):
         raise ValueError(f"`kv_dtype`=torch.bfloat16 is implemented by the cpu and reference backends, "
                          f"not by {module.NAME!r}")
@@ -574,8 +597,7 @@ def dropout_keep_mask(
 
 def _csr_edge_index(csr: CSR) -> Tensor:
     """Edge index in the caller's order, rebuilt from a CSR (for the reference backend)."""
-    dst_sorted = index_from_ptr(csr.rowptr)
-    return csr.to_caller_order(torch.stack([csr.col, dst_sorted]).t()).t()
+    return csr.to_caller_order(torch.stack([csr.col, csr.sorted_destinations()]).t()).t()
 
 
 def _one_segment_pool(

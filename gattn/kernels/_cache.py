@@ -103,6 +103,11 @@ def cached(tensor: Tensor, key: tuple, build: Callable[[], Any]) -> Any:
     return value
 
 
+def discard(tensor: Tensor, key: tuple) -> None:
+    """Drop the structure cached for `tensor` and `key`, if there is one (nothing is built)."""
+    _entries.pop((*_address(tensor), key), None)
+
+
 def _forget(key: tuple, dead: weakref.ref) -> None:
     """Drop the entry of a tensor that was garbage collected (unless a newer one took its key)."""
     entry = _entries.get(key)

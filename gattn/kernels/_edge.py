@@ -150,6 +150,8 @@ def fused_edge_attention(
     edge_bias: Tensor | None, edge_scale: Tensor | None, edge_key: Tensor | None,
     edge_value: Tensor | None, att: Tensor | None,
 ) -> tuple[Tensor, Tensor | None]:
+    if csr.dst_nodes is not None and module.NAME != "cpu":
+        raise ValueError(f"a CSR stored in a locality order runs on the cpu backend only, not {module.NAME!r}")
     out, _, attention = FusedEdgeAttention.apply(
         module, terms_config, csr, want_attention, q, k, v, edge_bias, edge_scale, edge_key, edge_value, att
     )

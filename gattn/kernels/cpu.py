@@ -339,9 +339,10 @@ def _normalise_row(i, acc, lse, row_max, row_sum):
 
 
 @njit(inline="always", fastmath=_FASTMATH)
-def _fwd_row(i, rowptr, col, perm, q, kv, ekey, evalue, escale, att, bias, scale, slope, flags,
+def _fwd_row(i, node, rowptr, col, perm, q, kv, ekey, evalue, escale, att, bias, scale, slope, flags,
              scale_mode, drop, inv_keep, out, lse, row_max, row_sum, scores, probs, bits, scratch):
-    """Softmax over row i's incoming edges, all heads per edge: out[i] and lse[i].
+    """Softmax over CSR row i's incoming edges (destination `node`), all heads per edge:
+    out[node] and lse[node].
 
     Three steps: every edge's scores (and each head's maximum), then all of the row's
     exponentials in one vectorised loop, then the weighted sum of the values. The K|V rows
@@ -350,14 +351,14 @@ def _fwd_row(i, rowptr, col, perm, q, kv, ekey, evalue, escale, att, bias, scale
     vofs = heads * q.shape[2]
     start, stop = rowptr[i], rowptr[i + 1]
     count = (stop - start) * heads
-    acc = out[i]
+    acc = out[node]
     acc[:] = 0.0
     row_max[:] = -np.inf
     for e in range(start, stop):
         kvrow = _edge_kv_row_l2(kv, col, e, scratch)
         base = (e - start) * heads
         for h in range(heads):
-            s = _cast(scores, _score(q, kvrow, ekey, escale, att, bias, i, perm[e], h, scale, slope, flags,
+            s = _cast(scores, _score(q, kvrow, ekey, escale, att, bias, node, perm[e], h, scale, slope, flags,
                                      scale_mode))
             scores[base + h] = s
             row_max[h] = max(row_max[h], s)
@@ -377,18 +378,18 @@ def _fwd_row(i, rowptr, col, perm, q, kv, ekey, evalue, escale, att, bias, scale
                 else:
                     for d in range(dv):
                         acc_h[d] += w * vh[d]
-    _normalise_row(i, acc, lse, row_max, row_sum)
+    _normalise_row(node, acc, lse, row_max, row_sum)
 
 
 @njit(inline="always", fastmath=_FASTMATH)
-def _fwd_row_dot(i, rowptr, col, q, kv, scale, out, lse, row_max, row_sum, scores, probs, bits, scratch):
+def _fwd_row_dot(i, node, rowptr, col, q, kv, scale, out, lse, row_max, row_sum, scores, probs, bits, scratch):
     """`_fwd_row` for the plain dot form (no per-edge terms, no dropout): the common case."""
     heads, dim, dv = q.shape[1], q.shape[2], out.shape[2]
     vofs = heads * dim
     start, stop = rowptr[i], rowptr[i + 1]
     count = (stop - start) * heads
     scale_ = _cast(q, scale)
-    qi, acc = q[i], out[i]
+    qi, acc = q[node], out[node]
     acc[:] = 0.0
     row_max[:] = -np.inf
     for e in range(start, stop):
@@ -411,76 +412,87 @@ def _fwd_row_dot(i, rowptr, col, q, kv, scale, out, lse, row_max, row_sum, score
             vh, acc_h = kvrow[vofs + h * dv:vofs + (h + 1) * dv], acc[h]
             for d in range(dv):
                 acc_h[d] += w * vh[d]
-    _normalise_row(i, acc, lse, row_max, row_sum)
+    _normalise_row(node, acc, lse, row_max, row_sum)
+
+
+@njit(inline="always")
+def _node(nodes, i):
+    """The node of CSR row (or CSC column) i: ``nodes[i]`` for a graph stored in a locality
+    order (:class:`gattn.kernels.csr.ScheduledCSR`), else i itself (``nodes`` empty)."""
+    return nodes[i] if nodes.shape[0] > 0 else i
 
 
 @njit(**_jit)
 def _edge_attention_fwd(bounds, rowptr, col, perm, q, kv, ekey, evalue, escale, att, bias, scale, slope,
-                        flags, scale_mode, drop, inv_keep, out, lse):
+                        flags, scale_mode, drop, inv_keep, out, lse, nodes):
     for chunk in prange(bounds.shape[0] - 1):
         row_max = np.empty(out.shape[1], dtype=q.dtype)
         row_sum = np.empty(out.shape[1], dtype=q.dtype)
         scratch = np.empty(kv.shape[1], dtype=np.float32)
         scores, probs, _, bits = _row_buffers(bounds, chunk, rowptr, out.shape[1], q)
         for i in range(bounds[chunk], bounds[chunk + 1]):
+            node = _node(nodes, i)
             if flags == 0 and scale_mode == 0:
-                _fwd_row_dot(i, rowptr, col, q, kv, scale, out, lse, row_max, row_sum, scores, probs, bits, scratch)
+                _fwd_row_dot(i, node, rowptr, col, q, kv, scale, out, lse, row_max, row_sum, scores, probs, bits,
+                             scratch)
             else:
-                _fwd_row(i, rowptr, col, perm, q, kv, ekey, evalue, escale, att, bias, scale, slope, flags,
+                _fwd_row(i, node, rowptr, col, perm, q, kv, ekey, evalue, escale, att, bias, scale, slope, flags,
                          scale_mode, drop, inv_keep, out, lse, row_max, row_sum, scores, probs, bits, scratch)
 
 
 @njit(**_jit)
 def _edge_probs(bounds, rowptr, col, perm, q, kv, ekey, escale, att, bias, scale, slope, flags, scale_mode,
-                lse, probs):
+                lse, probs, nodes):
     """Attention [E, H] (caller's order, before dropout) from the saved log-sum-exp."""
     for chunk in prange(bounds.shape[0] - 1):
         scratch = np.empty(kv.shape[1], dtype=np.float32)
         for i in range(bounds[chunk], bounds[chunk + 1]):
+            node = _node(nodes, i)
             for e in range(rowptr[i], rowptr[i + 1]):
                 pe = perm[e]
                 kvrow = _edge_kv_row(kv, col, e, scratch)
                 for h in range(lse.shape[1]):
-                    if lse[i, h] == -np.inf:
+                    if lse[node, h] == -np.inf:
                         probs[pe, h] = 0.0
                     else:
-                        s = _score(q, kvrow, ekey, escale, att, bias, i, pe, h, scale, slope, flags, scale_mode)
-                        probs[pe, h] = math.exp(s - lse[i, h])
+                        s = _score(q, kvrow, ekey, escale, att, bias, node, pe, h, scale, slope, flags, scale_mode)
+                        probs[pe, h] = math.exp(s - lse[node, h])
 
 
 @njit(inline="always", fastmath=_FASTMATH)
-def _bwd_row(i, rowptr, col, perm, q, kv, ekey, evalue, escale, att, bias, scale, slope, flags,
+def _bwd_row(node, edges, col, perm, q, kv, ekey, evalue, escale, att, bias, scale, slope, flags,
              scale_mode, drop, inv_keep, out, lse, dout, dattn, delta_extra,
              dq, wds, descale, dekey, devalue, datt_rows, delta, scratch):
-    """Row i, all heads per edge: dQ, the per-edge P*mask and dS (``wds[e]``, in CSR order)
-    and the per-edge input gradients."""
+    """The CSR row of destination `node` (edge positions ``edges`` = (start, stop); one
+    argument, as numba inlines functions of at most 30), all heads per edge: dQ, the per-edge
+    P*mask and dS (``wds[e]``, in CSR order) and the per-edge input gradients."""
     heads, dim = q.shape[1], q.shape[2]
     dvdim = dout.shape[2]
     vofs = heads * dim
     additive = flags & _ADDITIVE
     has_ekey = flags & _EKEY
-    qi, douti, dqi = q[i], dout[i], dq[i]
+    qi, douti, dqi = q[node], dout[node], dq[node]
     for h in range(heads):
         for d in range(dim):
             dqi[h, d] = 0.0
             if additive:
-                datt_rows[i, h, d] = 0.0
+                datt_rows[node, h, d] = 0.0
         total = 0.0
         for d in range(dvdim):
-            total += douti[h, d] * out[i, h, d]
+            total += douti[h, d] * out[node, h, d]
         if flags & _DATTN:
-            total += delta_extra[i, h]
+            total += delta_extra[node, h]
         delta[h] = total
-    for e in range(rowptr[i], rowptr[i + 1]):
+    for e in range(edges[0], edges[1]):
         pe = perm[e]
         kvrow = _edge_kv_row(kv, col, e, scratch)
         for h in range(heads):
-            if lse[i, h] == -np.inf:
+            if lse[node, h] == -np.inf:
                 wds[e, 0, h] = 0.0
                 wds[e, 1, h] = 0.0
                 continue
-            s = _score(q, kvrow, ekey, escale, att, bias, i, pe, h, scale, slope, flags, scale_mode)
-            p = math.exp(s - lse[i, h])
+            s = _score(q, kvrow, ekey, escale, att, bias, node, pe, h, scale, slope, flags, scale_mode)
+            p = math.exp(s - lse[node, h])
             factor = _drop_factor(pe, h, heads, flags, drop, inv_keep)
             vh = kvrow[vofs + h * dvdim:vofs + (h + 1) * dvdim]
             dpv = _zero(dout)
@@ -505,7 +517,7 @@ def _bwd_row(i, rowptr, col, perm, q, kv, ekey, evalue, escale, att, bias, scale
             if additive:
                 ds_, slope_ = _cast(q, ds), _cast(q, slope)
                 for d in range(dim):
-                    z = _additive_input(q, kh, ekey, i, pe, h, d, has_ekey)
+                    z = _additive_input(q, kh, ekey, node, pe, h, d, has_ekey)
                     gz = ds_ * att[h, d]
                     if z <= 0.0:  # torch's LeakyReLU gradient takes the slope at 0
                         z = z * slope_
@@ -513,7 +525,7 @@ def _bwd_row(i, rowptr, col, perm, q, kv, ekey, evalue, escale, att, bias, scale
                     dqi[h, d] += gz
                     if has_ekey:
                         dekey[pe, h, d] = gz
-                    datt_rows[i, h, d] += ds_ * z
+                    datt_rows[node, h, d] += ds_ * z
                 continue
             g = _cast(q, ds * scale)
             if scale_mode == 2:
@@ -549,7 +561,8 @@ def _bwd_row(i, rowptr, col, perm, q, kv, ekey, evalue, escale, att, bias, scale
 
 
 @njit(inline="always", fastmath=_FASTMATH)
-def _bwd_row_dot(i, rowptr, col, q, kv, scale, out, lse, dout, dq, wds, delta, scores, probs, dps, bits, scratch):
+def _bwd_row_dot(i, node, rowptr, col, q, kv, scale, out, lse, dout, dq, wds, delta, scores, probs, dps, bits,
+                 scratch):
     """`_bwd_row` for the plain dot form (no per-edge terms, no dropout): every edge's scores
     and dO.v first, the row's exponentials in one vectorised loop, then dS, wds and dQ."""
     heads, dim, dv = q.shape[1], q.shape[2], dout.shape[2]
@@ -557,12 +570,12 @@ def _bwd_row_dot(i, rowptr, col, q, kv, scale, out, lse, dout, dq, wds, delta, s
     start, stop = rowptr[i], rowptr[i + 1]
     count = (stop - start) * heads
     scale_ = _cast(q, scale)
-    qi, douti, dqi = q[i], dout[i], dq[i]
+    qi, douti, dqi = q[node], dout[node], dq[node]
     dqi[:] = 0.0
     for h in range(heads):
         total = _zero(dout)
         for d in range(dv):
-            total += douti[h, d] * out[i, h, d]
+            total += douti[h, d] * out[node, h, d]
         delta[h] = total
     for e in range(start, stop):
         kvrow = _edge_kv_row(kv, col, e, scratch)
@@ -576,7 +589,7 @@ def _bwd_row_dot(i, rowptr, col, q, kv, scale, out, lse, dout, dq, wds, delta, s
             dpv = _zero(dout)
             for d in range(dv):
                 dpv += dh[d] * vh[d]
-            top = lse[i, h]
+            top = lse[node, h]
             # a row whose scores were all -inf has no probability mass: exp(-inf) = 0 below
             scores[base + h] = dot * scale_ - top if top != -np.inf else -np.inf
             dps[base + h] = dpv - delta[h]
@@ -599,7 +612,7 @@ def _bwd_row_dot(i, rowptr, col, q, kv, scale, out, lse, dout, dq, wds, delta, s
 @njit(**_jit)
 def _edge_attention_bwd_rows(bounds, rowptr, col, perm, q, kv, ekey, evalue, escale, att, bias, scale, slope,
                              flags, scale_mode, drop, inv_keep, out, lse, dout, dattn, delta_extra,
-                             dq, wds, descale, dekey, devalue, datt_rows):
+                             dq, wds, descale, dekey, devalue, datt_rows, nodes):
     for chunk in prange(bounds.shape[0] - 1):
         delta = np.empty(q.shape[1], dtype=np.float64)
         scratch = np.empty(kv.shape[1], dtype=np.float32)
@@ -608,11 +621,14 @@ def _edge_attention_bwd_rows(bounds, rowptr, col, perm, q, kv, ekey, evalue, esc
             scores, probs, dps, bits = _row_buffers(bounds, chunk, rowptr, q.shape[1], q)
             delta_ = np.empty(q.shape[1], dtype=q.dtype)
             for i in range(bounds[chunk], bounds[chunk + 1]):
-                _bwd_row_dot(i, rowptr, col, q, kv, scale, out, lse, dout, dq, wds, delta_, scores, probs, dps, bits,
-                             scratch)
+                node = _node(nodes, i)
+                _bwd_row_dot(i, node, rowptr, col, q, kv, scale, out, lse, dout, dq, wds, delta_, scores, probs, dps,
+                             bits, scratch)
             continue
         for i in range(bounds[chunk], bounds[chunk + 1]):
-            _bwd_row(i, rowptr, col, perm, q, kv, ekey, evalue, escale, att, bias, scale, slope, flags,
+            node = _node(nodes, i)
+            edges = (rowptr[i], rowptr[i + 1])
+            _bwd_row(node, edges, col, perm, q, kv, ekey, evalue, escale, att, bias, scale, slope, flags,
                      scale_mode, drop, inv_keep, out, lse, dout, dattn, delta_extra,
                      dq, wds, descale, dekey, devalue, datt_rows, delta, scratch)
 
@@ -640,11 +656,11 @@ def _zeroed_dkv_row(dkv, j, q, dout):
 
 
 @njit(inline="always", fastmath=_FASTMATH)
-def _bwd_col_dot(j, colptr, row, csc_pos, q, scale, dout, wds, dkv):
-    """`_bwd_col` for the dot form without per-edge scale (the common case): dK_j and dV_j
-    depend on the edge only through its P*mask and dS, so the loop is branch-free."""
+def _bwd_col_dot(j, node, colptr, row, csc_pos, q, scale, dout, wds, dkv):
+    """`_bwd_col` for the dot form without per-edge scale (the common case): dK and dV of
+    `node` depend on the edge only through its P*mask and dS, so the loop is branch-free."""
     heads = q.shape[1]
-    dkj, dvj = _zeroed_dkv_row(dkv, j, q, dout)
+    dkj, dvj = _zeroed_dkv_row(dkv, node, q, dout)
     scale_ = _cast(dkv, scale)
     for t in range(colptr[j], colptr[j + 1]):
         _prefetch_col_edge(t, row, csc_pos, q, dout, wds)
@@ -662,17 +678,17 @@ def _bwd_col_dot(j, colptr, row, csc_pos, q, scale, dout, wds, dkv):
 
 
 @njit(inline="always", fastmath=_FASTMATH)
-def _bwd_col(j, colptr, row, csc_pos, csc_edge, q, kv, ekey, escale, att, scale, slope, flags, scale_mode,
+def _bwd_col(j, node, colptr, row, csc_pos, csc_edge, q, kv, ekey, escale, att, scale, slope, flags, scale_mode,
              dout, wds, dkv, scratch):
-    """Source j: dK and dV (row j of ``dkv``, laid out as the K|V array) from the P*mask and
-    dS of its outgoing edges (``wds`` in CSR order, reached through ``csc_pos``; per-edge
-    inputs through the caller's id ``csc_edge``)."""
+    """CSC column j (source `node`): dK and dV (row `node` of ``dkv``, laid out as the K|V
+    array) from the P*mask and dS of its outgoing edges (``wds`` in CSR order, reached
+    through ``csc_pos``; per-edge inputs through the caller's id ``csc_edge``)."""
     heads, dim = q.shape[1], q.shape[2]
     dvdim = dout.shape[2]
     additive = flags & _ADDITIVE
     has_ekey = flags & _EKEY
-    dkj, dvj = _zeroed_dkv_row(dkv, j, q, dout)
-    kvrow = _kv_row(kv, j, scratch)  # the additive form's gradient reads k_j
+    dkj, dvj = _zeroed_dkv_row(dkv, node, q, dout)
+    kvrow = _kv_row(kv, node, scratch)  # the additive form's gradient reads k_j
     for t in range(colptr[j], colptr[j + 1]):
         _prefetch_col_edge(t, row, csc_pos, q, dout, wds)
         e = csc_pos[t]
@@ -708,18 +724,19 @@ def _bwd_col(j, colptr, row, csc_pos, csc_edge, q, kv, ekey, escale, att, scale,
 
 @njit(**_jit)
 def _edge_attention_bwd_cols(bounds, colptr, row, csc_pos, csc_edge, q, kv, ekey, escale, att, scale, slope, flags,
-                             scale_mode, dout, wds, dkv):
+                             scale_mode, dout, wds, dkv, nodes):
     """Walks outgoing edges per source, so dK and dV need no atomics (deterministic). They are
     written side by side into ``dkv`` [N_src, H*D + H*Dv], the layout of the K|V array, so
     that the gradient of a packed K|V projection needs no concatenation."""
     for chunk in prange(bounds.shape[0] - 1):
         scratch = np.empty(kv.shape[1], dtype=np.float32)
         for j in range(bounds[chunk], bounds[chunk + 1]):
+            node = _node(nodes, j)
             if not flags & _ADDITIVE and scale_mode == 0:
-                _bwd_col_dot(j, colptr, row, csc_pos, q, scale, dout, wds, dkv)
+                _bwd_col_dot(j, node, colptr, row, csc_pos, q, scale, dout, wds, dkv)
                 continue
-            _bwd_col(j, colptr, row, csc_pos, csc_edge, q, kv, ekey, escale, att, scale, slope, flags, scale_mode,
-                     dout, wds, dkv, scratch)
+            _bwd_col(j, node, colptr, row, csc_pos, csc_edge, q, kv, ekey, escale, att, scale, slope, flags,
+                     scale_mode, dout, wds, dkv, scratch)
 
 
 # --------------------------------------------------------------------------------------
@@ -934,6 +951,14 @@ def _score_args(ops: _Operands) -> tuple:
             ops.scale_mode)
 
 
+_IDENTITY = np.empty(0, dtype=np.int64)
+
+
+def _nodes(nodes: Tensor | None) -> np.ndarray:
+    """A CSR's node of each stored row or column for the kernels (empty: row i is node i)."""
+    return _IDENTITY if nodes is None else _np(nodes)
+
+
 def edge_forward(t: EdgeTerms) -> tuple[Tensor, Tensor]:
     """out [N_dst, H, Dv] (in q's dtype) and the per-row log-sum-exp [N_dst, H] (no autograd)."""
     ops = _prepare(t)
@@ -944,7 +969,7 @@ def edge_forward(t: EdgeTerms) -> tuple[Tensor, Tensor]:
         _edge_attention_fwd(
             csr.bounds(_balanced_bounds), _np(csr.rowptr), _np(csr.col), _np(csr.perm),
             ops.q, ops.kv, ops.ekey, ops.evalue, ops.escale, ops.att, ops.bias, ops.scale, ops.slope,
-            ops.flags, ops.scale_mode, ops.drop, ops.inv_keep, out.numpy(), lse.numpy(),
+            ops.flags, ops.scale_mode, ops.drop, ops.inv_keep, out.numpy(), lse.numpy(), _nodes(csr.dst_nodes),
         )
     return out.to(t.q.dtype), lse
 
@@ -957,7 +982,7 @@ def edge_probabilities(t: EdgeTerms, lse: Tensor) -> Tensor:
     with _threads_for(_edge_work(csr, ops)):
         _edge_probs(
             csr.bounds(_balanced_bounds), _np(csr.rowptr), _np(csr.col), _np(csr.perm),
-            *_score_args(ops), _np(lse.to(ops.dtype)), probs.numpy(),
+            *_score_args(ops), _np(lse.to(ops.dtype)), probs.numpy(), _nodes(csr.dst_nodes),
         )
     return probs.to(t.q.dtype)
 
@@ -1002,6 +1027,7 @@ def edge_backward(
             ops.q, ops.kv, ops.ekey, ops.evalue, ops.escale, ops.att, ops.bias, ops.scale, ops.slope,
             flags, ops.scale_mode, ops.drop, ops.inv_keep, out_np, lse_np, dout_np, dattn, delta_extra,
             dq.numpy(), wds.numpy(), descale.numpy(), dekey.numpy(), devalue.numpy(), datt_rows.numpy(),
+            _nodes(csr.dst_nodes),
         )
         if need_kv:
             # the caller's edge id per source-sorted edge: only per-edge inputs read it (an E-long
@@ -1016,7 +1042,7 @@ def edge_backward(
             _edge_attention_bwd_cols(
                 csr.bounds(_balanced_bounds, transposed=True), _np(colptr), _np(row), _np(csc_pos),
                 _np(csc_edge), ops.q, ops.kv, ops.ekey, ops.escale, ops.att, ops.scale, ops.slope, ops.flags,
-                ops.scale_mode, dout_np, wds.numpy(), dkv.numpy(),
+                ops.scale_mode, dout_np, wds.numpy(), dkv.numpy(), _nodes(csr.src_nodes),
             )
 
     def cast(grad: Tensor | None, like: Tensor | None) -> Tensor | None:

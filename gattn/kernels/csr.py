@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ._cache import cached
+from ._cache import cached, discard
 from ._sort import stable_sort_by_key
 from ._validate import check_edge_index, check_edge_index_shape
 
@@ -112,6 +112,10 @@ class CSR:
         self._bounds: dict = {}
         self.plans: dict = {}  # work plans of the backends, built on first use
         self._dst_caller: Tensor | None = None
+        # the node of each stored row / CSC column: None here (row i is destination i); a
+        # ScheduledCSR stores them in a locality order
+        self.dst_nodes: Tensor | None = None
+        self.src_nodes: Tensor | None = None
 
     @property
     def device(self) -> torch.device:
@@ -168,6 +172,49 @@ class CSR:
         return f"CSR(num_src={self.num_src}, num_dst={self.num_dst}, num_edges={self.num_edges})"
 
 
+class ScheduledCSR(CSR):
+    """A CSR whose rows (destinations) and CSC columns (sources) are stored in a locality
+    order, while every id in it is the caller's node id: the CPU kernels visit destinations
+    and sources in that order and read and write the caller's rows, so nothing is permuted
+    (``reorder="auto"``, :mod:`gattn.kernels.reorder`).
+
+    Args:
+        relabelled (Tensor): the edges ``[2, E]`` in the caller's edge order, with node ids
+            replaced by their rank in the order (``[src_rank[src], dst_rank[dst]]``).
+        src_order (Tensor): ``src_order[rank] = node`` for the sources, ``[N_src]``.
+        dst_order (Tensor): the same for the destinations, ``[N_dst]``.
+
+    Attributes (besides :class:`CSR`'s):
+        dst_nodes: [N_dst] the destination of each stored row (``dst_order``).
+        src_nodes: [N_src] the source of each stored CSC column (``src_order``).
+    ``col`` and the CSC's ``row`` hold the caller's node ids; ``rowptr``, ``colptr``, ``perm``
+    and ``csc_pos`` are positions, as in :class:`CSR`. Only the CPU backend reads this form.
+    """
+
+    def __init__(self, relabelled: Tensor, src_order: Tensor, dst_order: Tensor):
+        super().__init__(relabelled, src_order.numel(), dst_order.numel())
+        self._dst_sorted = None  # an alias of the relabelled ids, not the caller's
+        self.dst_nodes, self.src_nodes = dst_order, src_order
+        self._src_rank = torch.empty_like(src_order)
+        self._src_rank[src_order] = torch.arange(src_order.numel(), device=src_order.device)
+        self.col = src_order[self.col]
+
+    def csc_index(self) -> tuple[Tensor, Tensor, Tensor]:
+        """As :meth:`CSR.csc_index`, columns in the sources' order, ``row`` the caller's ids."""
+        if self._csc is None:
+            stored_dst = index_from_ptr(self.rowptr)
+            colptr, csc_pos, carried = _stable_sort(self._src_rank[self.col], self.num_src, stored_dst.unsqueeze(0))
+            self._csc = (colptr, self.dst_nodes[carried[0]], csc_pos)
+        return self._csc
+
+    def sorted_destinations(self) -> Tensor:
+        """The destination (the caller's id) of every edge, in stored order [E]."""
+        return self.dst_nodes[index_from_ptr(self.rowptr)]
+
+    def __repr__(self) -> str:
+        return f"ScheduledCSR(num_src={self.num_src}, num_dst={self.num_dst}, num_edges={self.num_edges})"
+
+
 def get_csr(edge_index: Tensor | CSR, num_src: int, num_dst: int) -> CSR:
     """Return the CSR of `edge_index`, validating and building it only on first use.
 
@@ -206,4 +253,13 @@ def get_csr(edge_index: Tensor | CSR, num_src: int, num_dst: int) -> CSR:
         check_edge_index(edge_index, num_src, num_dst)
         return CSR(edge_index, num_src, num_dst)
 
-    return cached(edge_index, ("csr", int(num_src), int(num_dst)), build)
+    return cached(edge_index, _csr_key(num_src, num_dst), build)
+
+
+def _csr_key(num_src: int, num_dst: int) -> tuple:
+    return ("csr", int(num_src), int(num_dst))
+
+
+def discard_csr(edge_index: Tensor, num_src: int, num_dst: int) -> None:
+    """Let go of the cached CSR of `edge_index` (when the kernels run on another form of it)."""
+    discard(edge_index, _csr_key(num_src, num_dst))

@@ -247,7 +247,7 @@ class FusedMessagePassing(MessagePassing):
     )
 
     def init_attention(self, out_channels: int, heads: int, concat: bool, dropout: float,
-                       edge_dim: int | None, backend: str | None, reorder: str | None = None,
+                       edge_dim: int | None, backend: str | None, reorder: str | None = "auto",
                        kv_dtype: torch.dtype | None = None) -> None:
         """The options every attention layer has, validated."""
         self.out_channels = check_positive_int("out_channels", out_channels)

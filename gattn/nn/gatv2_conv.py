@@ -63,7 +63,9 @@ class GATv2Conv(AdditiveAttentionConv):
         backend (str, optional): kernel backend of :func:`gattn.kernels.edge_attention`;
             ``None`` picks by device. (default: ``None``)
         reorder (str, optional): the fused kernel's node ordering for cache locality, undone
-            at the boundary: ``None``, ``"rcm"`` or ``"metis"``. (default: ``None``)
+            at the boundary: ``"auto"`` (reverse Cuthill-McKee for a CPU graph that comes back
+            and gains by it), ``None`` (always the caller's order), ``"rcm"`` or ``"metis"``.
+            (default: ``"auto"``)
         kv_dtype (torch.dtype, optional): ``torch.bfloat16`` stores keys and values in bf16
             (opt-in, float32 arithmetic). Both: see :func:`~gattn.kernels.edge_attention`.
             (default: ``None``)
@@ -96,7 +98,7 @@ class GATv2Conv(AdditiveAttentionConv):
         share_weights: bool = False,
         residual: bool = False,
         backend: str | None = None,
-        reorder: str | None = None,
+        reorder: str | None = "auto",
         kv_dtype: torch.dtype | None = None,
         **kwargs: Any,
     ) -> None:

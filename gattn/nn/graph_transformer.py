@@ -94,7 +94,9 @@ class GraphTransformerConv(FusedMessagePassing):
         backend (str, optional): kernel backend for :func:`gattn.kernels.edge_attention`;
             ``None`` picks by device. (default: ``None``)
         reorder (str, optional): the fused kernel's node ordering for cache locality, undone
-            at the boundary: ``None``, ``"rcm"`` or ``"metis"``. (default: ``None``)
+            at the boundary: ``"auto"`` (reverse Cuthill-McKee for a CPU graph that comes back
+            and gains by it), ``None`` (always the caller's order), ``"rcm"`` or ``"metis"``.
+            (default: ``"auto"``)
         kv_dtype (torch.dtype, optional): ``torch.bfloat16`` stores keys and values in bf16
             (opt-in, float32 arithmetic). Both: see :func:`~gattn.kernels.edge_attention`.
             (default: ``None``)
@@ -124,7 +126,7 @@ class GraphTransformerConv(FusedMessagePassing):
         bias: bool = True,
         update_edges: bool = True,
         backend: str | None = None,
-        reorder: str | None = None,
+        reorder: str | None = "auto",
         kv_dtype: torch.dtype | None = None,
         **kwargs: Any,
     ) -> None:
@@ -318,8 +320,9 @@ class GraphTransformerLayer(nn.Module):
             (it also leaves no unused parameters). (default: ``True``)
         backend (str, optional): kernel backend of :func:`gattn.kernels.edge_attention`;
             ``None`` picks by device. (default: ``None``)
-        reorder (str, optional): node ordering of the attention's fused kernel (``None``,
-            ``"rcm"`` or ``"metis"``; see :class:`GraphTransformerConv`). (default: ``None``)
+        reorder (str, optional): node ordering of the attention's fused kernel (``"auto"``,
+            ``None``, ``"rcm"`` or ``"metis"``; see :class:`GraphTransformerConv`).
+            (default: ``"auto"``)
         kv_dtype (torch.dtype, optional): ``torch.bfloat16``: the attention's keys and values
             stored in bf16 (see :class:`GraphTransformerConv`). (default: ``None``)
 
@@ -345,7 +348,7 @@ class GraphTransformerLayer(nn.Module):
         bias: bool = True,
         update_edges: bool = True,
         backend: str | None = None,
-        reorder: str | None = None,
+        reorder: str | None = "auto",
         kv_dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
