@@ -422,6 +422,17 @@ def _node(nodes, i):
     return nodes[i] if nodes.shape[0] > 0 else i
 
 
+@njit(inline="always")
+def _prefetch_next_node(nodes, i, stop, first, second):
+    """In a locality order the rows of the next destination (or source) are not the next rows
+    in memory, so the hardware does not stream them: prefetch the two arrays' rows of node
+    ``nodes[i + 1]`` while row i is processed."""
+    if nodes.shape[0] > 0 and i + 1 < stop:
+        following = nodes[i + 1]
+        _prefetch_row(first, following)
+        _prefetch_row(second, following)
+
+
 @njit(**_jit)
 def _edge_attention_fwd(bounds, rowptr, col, perm, q, kv, ekey, evalue, escale, att, bias, scale, slope,
                         flags, scale_mode, drop, inv_keep, out, lse, nodes):
@@ -432,6 +443,7 @@ def _edge_attention_fwd(bounds, rowptr, col, perm, q, kv, ekey, evalue, escale, 
         scores, probs, _, bits = _row_buffers(bounds, chunk, rowptr, out.shape[1], q)
         for i in range(bounds[chunk], bounds[chunk + 1]):
             node = _node(nodes, i)
+            _prefetch_next_node(nodes, i, bounds[chunk + 1], q, out)
             if flags == 0 and scale_mode == 0:
                 _fwd_row_dot(i, node, rowptr, col, q, kv, scale, out, lse, row_max, row_sum, scores, probs, bits,
                              scratch)
@@ -622,11 +634,15 @@ def _edge_attention_bwd_rows(bounds, rowptr, col, perm, q, kv, ekey, evalue, esc
             delta_ = np.empty(q.shape[1], dtype=q.dtype)
             for i in range(bounds[chunk], bounds[chunk + 1]):
                 node = _node(nodes, i)
+                _prefetch_next_node(nodes, i, bounds[chunk + 1], q, dout)
+                _prefetch_next_node(nodes, i, bounds[chunk + 1], out, dq)
                 _bwd_row_dot(i, node, rowptr, col, q, kv, scale, out, lse, dout, dq, wds, delta_, scores, probs, dps,
                              bits, scratch)
             continue
         for i in range(bounds[chunk], bounds[chunk + 1]):
             node = _node(nodes, i)
+            _prefetch_next_node(nodes, i, bounds[chunk + 1], q, dout)
+            _prefetch_next_node(nodes, i, bounds[chunk + 1], out, dq)
             edges = (rowptr[i], rowptr[i + 1])
             _bwd_row(node, edges, col, perm, q, kv, ekey, evalue, escale, att, bias, scale, slope, flags,
                      scale_mode, drop, inv_keep, out, lse, dout, dattn, delta_extra,
@@ -733,8 +749,10 @@ def _edge_attention_bwd_cols(bounds, colptr, row, csc_pos, csc_edge, q, kv, ekey
         for j in range(bounds[chunk], bounds[chunk + 1]):
             node = _node(nodes, j)
             if not flags & _ADDITIVE and scale_mode == 0:
+                _prefetch_next_node(nodes, j, bounds[chunk + 1], dkv, dkv)  # (K|V itself is not read here)
                 _bwd_col_dot(j, node, colptr, row, csc_pos, q, scale, dout, wds, dkv)
                 continue
+            _prefetch_next_node(nodes, j, bounds[chunk + 1], dkv, kv)
             _bwd_col(j, node, colptr, row, csc_pos, csc_edge, q, kv, ekey, escale, att, scale, slope, flags,
                      scale_mode, dout, wds, dkv, scratch)
 
