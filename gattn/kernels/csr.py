@@ -15,6 +15,8 @@ from ._cache import cached, discard
 from ._sort import stable_sort_by_key
 from ._validate import check_edge_index, check_edge_index_shape
 
+__all__ = ["CSR", "ScheduledCSR", "discard_csr", "get_csr", "index_from_ptr", "ptr_from_index"]
+
 
 def ptr_from_index(index: Tensor, num_segments: int) -> Tensor:
     """Row pointer of a *sorted* segment-id vector: segment ``s`` holds rows
