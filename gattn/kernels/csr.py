@@ -186,11 +186,13 @@ class ScheduledCSR(CSR):
         src_order (Tensor): ``src_order[rank] = node`` for the sources, ``[N_src]``.
         dst_order (Tensor): the same for the destinations, ``[N_dst]``.
 
-    Attributes (besides :class:`CSR`'s):
+    Attributes:
         dst_nodes: [N_dst] the destination of each stored row (``dst_order``).
         src_nodes: [N_src] the source of each stored CSC column (``src_order``).
-    ``col`` and the CSC's ``row`` hold the caller's node ids; ``rowptr``, ``colptr``, ``perm``
-    and ``csc_pos`` are positions, as in :class:`CSR`. Only the CPU backend reads this form.
+
+    Besides those of :class:`CSR`: ``col`` and the CSC's ``row`` hold the caller's node ids;
+    ``rowptr``, ``colptr``, ``perm`` and ``csc_pos`` are positions, as in :class:`CSR`. Only
+    the CPU backend reads this form.
     """
 
     def __init__(self, relabelled: Tensor, src_order: Tensor, dst_order: Tensor):
@@ -263,5 +265,11 @@ def _csr_key(num_src: int, num_dst: int) -> tuple:
 
 
 def discard_csr(edge_index: Tensor, num_src: int, num_dst: int) -> None:
-    """Let go of the cached CSR of `edge_index` (when the kernels run on another form of it)."""
+    """Let go of the cached CSR of `edge_index` (when the kernels run on another form of it).
+
+    Args:
+        edge_index (torch.Tensor): the ``[2, E]`` tensor the CSR was built from.
+        num_src (int): ``N_src`` it was built for.
+        num_dst (int): ``N_dst`` it was built for.
+    """
     discard(edge_index, _csr_key(num_src, num_dst))
