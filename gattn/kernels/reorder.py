@@ -203,6 +203,12 @@ def _orders(edge_index: Tensor, num_src: int, num_dst: int, method: str) -> tupl
     return order[order < num_src], order[order >= num_src] - num_src
 
 
+def _check_method(edge_index: Tensor, method: str) -> None:
+    check_reorder(method, "method")
+    if edge_index.device.type != "cpu":
+        raise ValueError(f"node reordering runs on CPU graphs only, `edge_index` is on {edge_index.device}")
+
+
 def _rank(order: Tensor) -> Tensor:
     rank = torch.empty_like(order)
     rank[order] = torch.arange(order.numel())
@@ -225,9 +231,7 @@ def node_reordering(edge_index: Tensor, num_src: int, num_dst: int, method: str)
         ValueError: an unknown ``method`` (or ``"metis"`` without pymetis), ids out of range,
             or ``edge_index`` not on the CPU.
     """
-    check_reorder(method, "method")
-    if edge_index.device.type != "cpu":
-        raise ValueError(f"node reordering runs on CPU graphs only, `edge_index` is on {edge_index.device}")
+    _check_method(edge_index, method)
 
     def build() -> NodeReordering:
         _, relabelled, src_order, dst_order = _relabelled(edge_index, num_src, num_dst, method)
@@ -315,9 +319,7 @@ def scheduled_csr(edge_index: Tensor, num_src: int, num_dst: int, method: str) -
     Raises:
         ValueError: as :func:`node_reordering`.
     """
-    check_reorder(method, "method")
-    if edge_index.device.type != "cpu":
-        raise ValueError(f"node reordering runs on CPU graphs only, `edge_index` is on {edge_index.device}")
+    _check_method(edge_index, method)
 
     def build() -> ScheduledCSR:
         _, relabelled, src_order, dst_order = _relabelled(edge_index, num_src, num_dst, method)
