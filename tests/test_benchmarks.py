@@ -7,6 +7,8 @@ the interpreter, and on CUDA when one is present.
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
@@ -225,3 +227,30 @@ def test_edge_attention_measure_bf16_kv_reports_its_error() -> None:
     result = edge_attention.measure(tiny_spec("gattn-bf16kv") | {"threads": 1, "batch": "full"})
     assert result["step_s"] > 0
     assert 0 < result["kv_bf16_rel_error"] < 1e-2
+
+
+def test_interleaved_steps_alternates_processes_and_prints_medians(monkeypatch, capsys, tmp_path) -> None:
+    import numba
+
+    from benchmarks import _common, interleaved_steps
+
+    threads = torch.get_num_threads(), numba.get_num_threads()
+    specs = []
+
+    def in_process(module, spec):
+        specs.append((spec["tree"], spec["reorder"]))
+        return interleaved_steps.measure(spec)
+
+    monkeypatch.setattr(_common, "run_child", in_process)
+    try:
+        interleaved_steps.main(["--graph", "random", "--nodes", "200", "--edges", "2000", "--reorder", "none,auto",
+                                "--rounds", "2", "--warmup", "1", "--steps", "2"])
+    finally:
+        torch.set_num_threads(threads[0])
+        numba.set_num_threads(threads[1])
+    here = os.path.dirname(os.path.dirname(os.path.abspath(interleaved_steps.__file__)))
+    assert specs == [(here, "none"), (here, "auto")] * 2  # alternated, round after round
+    out = capsys.readouterr().out
+    assert sum(line.startswith("median") for line in out.splitlines()) == 2 and "peak RSS MB" in out
+    with pytest.raises(SystemExit, match="no gattn package"):
+        interleaved_steps.main(["--trees", str(tmp_path)])
