@@ -366,11 +366,12 @@ def edge_attention(
 
     A destination with no incoming edge gets zeros.
 
-    Node reordering (``reorder=``, CPU only): the kernel runs on the graph relabelled by a
-    cached locality ordering (:mod:`gattn.kernels.reorder`: ``"rcm"``, reverse
-    Cuthill-McKee, or ``"metis"`` with pymetis), computed once per ``edge_index`` tensor
-    and content; ``q``, ``k``, ``v`` are permuted in and ``out`` (and every gradient) back,
-    so results are in the caller's node and edge order and equal the plain call's up to
+    Node reordering (``reorder=``, CPU only): the kernel visits the graph in a cached
+    locality ordering (:mod:`gattn.kernels.reorder`: ``"rcm"``, reverse Cuthill-McKee, or
+    ``"metis"`` with pymetis), computed once per ``edge_index`` tensor and content. The cpu
+    backend permutes nothing (the CSR is stored in that order with the caller's ids in it);
+    the reference backend permutes ``q``, ``k``, ``v`` in and ``out`` (and every gradient)
+    back. Results are in the caller's node and edge order and equal the plain call's up to
     floating-point summation order. It pays on graphs with structure (communities, kNN
     point clouds, meshes) whose node ids are arbitrary, not on random graphs;
     ``reorder="auto"`` (the layers' default) applies reverse Cuthill-McKee only where it does,

@@ -15,7 +15,7 @@ from ._cache import cached, discard
 from ._sort import stable_sort_by_key
 from ._validate import check_edge_index, check_edge_index_shape
 
-__all__ = ["CSR", "ScheduledCSR", "discard_csr", "get_csr", "index_from_ptr", "ptr_from_index"]
+__all__ = ["CSR", "ScheduledCSR", "discard_csr", "get_csr", "index_from_ptr", "inverse_permutation", "ptr_from_index"]
 
 
 def ptr_from_index(index: Tensor, num_segments: int) -> Tensor:
@@ -174,6 +174,20 @@ class CSR:
         return f"CSR(num_src={self.num_src}, num_dst={self.num_dst}, num_edges={self.num_edges})"
 
 
+def inverse_permutation(order: Tensor) -> Tensor:
+    """``rank`` with ``rank[order[r]] = r``: the position of each node in an ordering.
+
+    Args:
+        order (torch.Tensor): a permutation of ``0 .. n-1``, shape ``[n]``.
+
+    Returns:
+        torch.Tensor: its inverse, shape ``[n]``, on ``order``'s device.
+    """
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(order.numel(), device=order.device)
+    return rank
+
+
 class ScheduledCSR(CSR):
     """A CSR whose rows (destinations) and CSC columns (sources) are stored in a locality
     order, while every id in it is the caller's node id: the CPU kernels visit destinations
@@ -199,8 +213,7 @@ class ScheduledCSR(CSR):
         super().__init__(relabelled, src_order.numel(), dst_order.numel())
         self._dst_sorted = None  # an alias of the relabelled ids, not the caller's
         self.dst_nodes, self.src_nodes = dst_order, src_order
-        self._src_rank = torch.empty_like(src_order)
-        self._src_rank[src_order] = torch.arange(src_order.numel(), device=src_order.device)
+        self._src_rank = inverse_permutation(src_order)
         self.col = src_order[self.col]
 
     def csc_index(self) -> tuple[Tensor, Tensor, Tensor]:

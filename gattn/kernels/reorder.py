@@ -66,7 +66,7 @@ from torch import Tensor
 
 from ._cache import cached
 from ._validate import check_edge_index
-from .csr import CSR, ScheduledCSR, discard_csr
+from .csr import CSR, ScheduledCSR, discard_csr, inverse_permutation
 
 __all__ = ["AUTO", "AUTO_MAX_EDGES", "AUTO_MIN_GAIN", "AUTO_MIN_KV_BYTES", "AUTO_MIN_NEAR", "AUTO_WINDOW_BYTES",
            "METIS_PART_SIZE", "REORDERINGS", "NodeReordering", "auto_csr", "check_reorder",
@@ -209,12 +209,6 @@ def _check_method(edge_index: Tensor, method: str) -> None:
         raise ValueError(f"node reordering runs on CPU graphs only, `edge_index` is on {edge_index.device}")
 
 
-def _rank(order: Tensor) -> Tensor:
-    rank = torch.empty_like(order)
-    rank[order] = torch.arange(order.numel())
-    return rank
-
-
 def node_reordering(edge_index: Tensor, num_src: int, num_dst: int, method: str) -> NodeReordering:
     """The cached node reordering of `edge_index` by `method` (see the module docstring).
 
@@ -235,8 +229,8 @@ def node_reordering(edge_index: Tensor, num_src: int, num_dst: int, method: str)
 
     def build() -> NodeReordering:
         _, relabelled, src_order, dst_order = _relabelled(edge_index, num_src, num_dst, method)
-        return NodeReordering(src_order, _rank(src_order), dst_order, _rank(dst_order), relabelled,
-                              CSR(relabelled, num_src, num_dst))
+        return NodeReordering(src_order, inverse_permutation(src_order), dst_order, inverse_permutation(dst_order),
+                              relabelled, CSR(relabelled, num_src, num_dst))
 
     return cached(edge_index, ("reorder", method, int(num_src), int(num_dst)), build)
 
@@ -299,7 +293,7 @@ def _relabelled(edge_index: Tensor, num_src: int, num_dst: int, method: str) -> 
     plain = plain.long()
     src_order, dst_order = (torch.from_numpy(np.ascontiguousarray(o)) for o in
                             _orders(plain, num_src, num_dst, method))
-    relabelled = torch.stack([_rank(src_order)[plain[0]], _rank(dst_order)[plain[1]]])
+    relabelled = torch.stack([inverse_permutation(src_order)[plain[0]], inverse_permutation(dst_order)[plain[1]]])
     return plain, relabelled, src_order, dst_order
 
 

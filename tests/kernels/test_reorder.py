@@ -10,7 +10,7 @@ import torch
 import gattn.nn as gattn_nn
 from gattn import kernels as K
 from gattn.kernels import reorder as R
-from gattn.kernels.csr import ScheduledCSR
+from gattn.kernels.csr import ScheduledCSR, inverse_permutation
 
 from .graphs import awkward_graph, rand_leaf
 
@@ -149,6 +149,15 @@ def test_metis_without_pymetis_is_a_clear_error(monkeypatch):
         K.edge_attention(q, k, v, edge_index, reorder="metis")
 
 
+#: The attention layers with reorder=, and the options that reach their per-edge paths.
+LAYER_CASES = [
+    ("TransformerConv", {"edge_dim": 3, "beta": True}),
+    ("GraphTransformerConv", {"edge_dim": 3}),
+    ("GATConv", {"edge_dim": 3}),
+    ("GATv2Conv", {}),
+]
+
+
 def _layer_pair(name, method, **kwargs):
     torch.manual_seed(0)
     plain = getattr(gattn_nn, name)(6, 4, heads=2, reorder=None, **kwargs).double()
@@ -159,12 +168,7 @@ def _layer_pair(name, method, **kwargs):
 
 
 @pytest.mark.parametrize("method", METHODS)
-@pytest.mark.parametrize(("name", "kwargs"), [
-    ("TransformerConv", {"edge_dim": 3, "beta": True}),
-    ("GraphTransformerConv", {"edge_dim": 3}),
-    ("GATConv", {"edge_dim": 3}),
-    ("GATv2Conv", {}),
-])
+@pytest.mark.parametrize(("name", "kwargs"), LAYER_CASES)
 def test_layers_see_their_own_node_order(method, name, kwargs):
     edge_index, _ = _shuffled_grid(6)
     gen = torch.Generator().manual_seed(1)
@@ -205,7 +209,7 @@ def _scheduled(edge_index, num_src, num_dst, seed=0):
     """A ScheduledCSR of `edge_index` under random source and destination orders."""
     gen = torch.Generator().manual_seed(seed)
     src_order, dst_order = torch.randperm(num_src, generator=gen), torch.randperm(num_dst, generator=gen)
-    src_rank, dst_rank = R._rank(src_order), R._rank(dst_order)
+    src_rank, dst_rank = inverse_permutation(src_order), inverse_permutation(dst_order)
     return ScheduledCSR(torch.stack([src_rank[edge_index[0]], dst_rank[edge_index[1]]]), src_order, dst_order)
 
 
@@ -283,7 +287,7 @@ def test_auto_reorders_a_graph_that_comes_back_with_locality(small_auto):
     assert isinstance(kept, ScheduledCSR)
     assert torch.equal(K._csr_edge_index(kept), edge_index)
     order = kept.dst_nodes
-    rank = R._rank(order)
+    rank = inverse_permutation(order)
     near = ((rank[edge_index[0]] - rank[edge_index[1]]).abs() < 60).double().mean()
     assert near > 0.9  # a grid of side 30 in reverse Cuthill-McKee order: neighbours within a row or two
     third = _run(edge_index, q, k, v, terms, backend="cpu", reorder="auto")
@@ -350,12 +354,7 @@ def test_auto_rules_at_their_defaults(monkeypatch):
     assert R.auto_csr(edge_index.clone(), 900, 900, 216) is None
 
 
-@pytest.mark.parametrize(("name", "kwargs"), [
-    ("TransformerConv", {"edge_dim": 3, "beta": True}),
-    ("GraphTransformerConv", {"edge_dim": 3}),
-    ("GATConv", {"edge_dim": 3}),
-    ("GATv2Conv", {}),
-])
+@pytest.mark.parametrize(("name", "kwargs"), LAYER_CASES)
 def test_layers_reorder_automatically_by_default(small_auto, name, kwargs):
     assert getattr(gattn_nn, name)(4, 2).reorder == "auto"
     K.clear_caches()
