@@ -254,3 +254,17 @@ def test_interleaved_steps_alternates_processes_and_prints_medians(monkeypatch, 
     assert sum(line.startswith("median") for line in out.splitlines()) == 2 and "peak RSS MB" in out
     with pytest.raises(SystemExit, match="no gattn package"):
         interleaved_steps.main(["--trees", str(tmp_path)])
+
+
+def test_kv_projection_benchmark_pooled_output_faults_no_pages(capsys) -> None:
+    from benchmarks import kv_projection
+
+    threads = torch.get_num_threads()
+    try:
+        got = kv_projection.measure(4000, 16, 128, repeats=3, backward=True)  # a 2 MB output: pooled
+        kv_projection.main(["--nodes", "4000", "--channels", "16", "--repeats", "2"])
+    finally:
+        torch.set_num_threads(threads)
+    assert got["pooled"]["faults"] == 0 and got["pooled"]["s"] > 0 and got["F.linear"]["s"] > 0
+    out = capsys.readouterr().out
+    assert "faults pooled" in out and "forward + backward" in out

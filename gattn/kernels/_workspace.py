@@ -1,4 +1,5 @@
-"""Large CPU buffers of the kernels, reused from call to call instead of freshly mapped.
+"""Large CPU buffers of the kernels (and the layers' fused K|V projection, :func:`linear`),
+reused from call to call instead of freshly mapped.
 
 A fresh tensor of tens of megabytes is new memory to the operating system: the kernel that
 first writes it pays a page fault per 4 KB page (about 1.5 us each: 19 ms for a 51 MB dK|dV
@@ -90,3 +91,50 @@ def clear() -> None:
     """Forget every kept buffer (memory still in use stays with its users)."""
     with _lock:
         _buffers.clear()
+
+
+class _Linear(torch.autograd.Function):
+    """``x @ weight.T + bias`` written into a pooled buffer; the backward is F.linear's."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        out = take((x.size(0), weight.size(0)), x.dtype)
+        if bias is None:
+            torch.mm(x, weight.t(), out=out)
+        else:
+            torch.addmm(bias, x, weight.t(), out=out)
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
+        x, weight = ctx.saved_tensors
+        grad_x = grad @ weight if ctx.needs_input_grad[0] else None
+        grad_weight = grad.t() @ x if ctx.needs_input_grad[1] else None
+        grad_bias = grad.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        return grad_x, grad_weight, grad_bias
+
+
+def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """``torch.nn.functional.linear`` for a 2-D CPU ``x``, its output in pooled memory when
+    that output is large (see :func:`take`): a layer's fused K|V projection is the largest
+    tensor of its forward (51 MB at N = 50k, H = 4, D = 32), above glibc's 32 MB limit for
+    reusing freed memory, so a plain matmul maps it afresh and faults in every page of it on
+    every call. Anything else (another device or dtype, more dimensions, a small output,
+    ``torch.compile``) is ``F.linear`` itself.
+
+    Args:
+        x (torch.Tensor): the input, ``[N, C_in]``.
+        weight (torch.Tensor): ``[C_out, C_in]``.
+        bias (torch.Tensor, optional): ``[C_out]``. (default: ``None``)
+    """
+    pooled = (
+        x.dim() == 2 and x.device.type == "cpu" and weight.device.type == "cpu"
+        and x.dtype in (torch.float32, torch.float64) and weight.dtype == x.dtype
+        and (bias is None or bias.dtype == x.dtype) and not torch.compiler.is_compiling()
+        and MIN_BYTES <= x.size(0) * weight.size(0) * x.element_size() <= MAX_BYTES and _count is not None
+    )
+    if not pooled:
+        return torch.nn.functional.linear(x, weight, bias)
+    return _Linear.apply(x, weight, bias)

@@ -34,7 +34,7 @@ from torch_geometric.nn.conv import MessagePassing
 from torch_geometric.typing import SparseTensor
 from torch_geometric.utils import add_self_loops, is_torch_sparse_tensor, remove_self_loops, to_edge_index
 
-from gattn.kernels import split_kv
+from gattn.kernels import _workspace, split_kv
 from gattn.kernels._cache import cached
 from gattn.kernels._validate import check_edge_index_shape
 from gattn.kernels.reorder import check_reorder
@@ -149,7 +149,7 @@ def project_key_value(x: Tensor, lin_key: torch.nn.Module, lin_value: torch.nn.M
         return lin_key(x).view(-1, heads, channels), lin_value(x).view(-1, heads, channels)
     weight = torch.cat([lin_key.weight, lin_value.weight])
     bias = None if lin_key.bias is None else torch.cat([lin_key.bias, lin_value.bias])
-    return split_kv(torch.nn.functional.linear(x, weight, bias), heads, channels)
+    return split_kv(_workspace.linear(x, weight, bias), heads, channels)
 
 
 def channel_pair(in_channels: int | tuple[int, int]) -> tuple[int, int]:

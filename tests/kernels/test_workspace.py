@@ -106,3 +106,48 @@ def test_clear_caches_drops_the_reused_buffers_and_cached_structures():
     assert _workspace.pooled_bytes() == 0 and len(_cache._entries) == 0
     out = K.edge_attention(q, k, v, edge_index, backend="cpu")  # rebuilt on demand
     torch.testing.assert_close(out, K.edge_attention(q, k, v, edge_index, backend="reference"), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_pooled_linear_matches_f_linear_and_reuses_its_output_memory(bias):
+    gen = torch.Generator().manual_seed(4)
+    rows, cin, cout = 2048, 16, 160  # a 1.3 MB float32 output: pooled
+    x = torch.randn(rows, cin, generator=gen, requires_grad=True)
+    weight = torch.randn(cout, cin, generator=gen, requires_grad=True)
+    b = torch.randn(cout, generator=gen, requires_grad=True) if bias else None
+    out = _workspace.linear(x, weight, b)
+    want = torch.nn.functional.linear(x, weight, b)
+    torch.testing.assert_close(out, want)
+    grad = torch.randn(out.shape, generator=gen)
+    inputs = (x, weight) + ((b,) if bias else ())
+    for got, expect in zip(torch.autograd.grad(out, inputs, grad), torch.autograd.grad(want, inputs, grad)):
+        torch.testing.assert_close(got, expect)
+    assert _workspace.pooled_bytes() > 0
+    held = out.detach().clone()
+    second = _workspace.linear(x, weight, b)  # `out` is still referenced: other memory
+    assert second.data_ptr() != out.data_ptr() and torch.equal(out, held)
+    address = out.data_ptr()
+    del out
+    gc.collect()
+    with torch.no_grad():
+        assert _workspace.linear(x, weight, b).data_ptr() == address
+
+
+def test_pooled_linear_gradcheck_float64():
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(1100, 3, dtype=torch.float64, generator=gen, requires_grad=True)
+    weight = torch.randn(128, 3, dtype=torch.float64, generator=gen, requires_grad=True)  # 1.1 MB: pooled
+    bias = torch.randn(128, dtype=torch.float64, generator=gen, requires_grad=True)
+    assert x.size(0) * weight.size(0) * 8 >= _workspace.MIN_BYTES
+    assert torch.autograd.gradcheck(_workspace.linear, (x, weight, bias), fast_mode=True)
+    assert torch.autograd.gradgradcheck(_workspace.linear, (x, weight, bias), fast_mode=True)
+
+
+def test_pooled_linear_leaves_small_3d_and_half_inputs_to_f_linear():
+    weight = torch.randn(8, 4)
+    for x in (torch.randn(10, 4), torch.randn(3, 10, 4)):
+        torch.testing.assert_close(_workspace.linear(x, weight), torch.nn.functional.linear(x, weight))
+    half = torch.randn(40000, 4, dtype=torch.bfloat16)
+    torch.testing.assert_close(_workspace.linear(half, weight.bfloat16()),
+                               torch.nn.functional.linear(half, weight.bfloat16()))
+    assert _workspace.pooled_bytes() == 0
