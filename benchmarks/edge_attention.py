@@ -286,6 +286,11 @@ def measure(spec: dict) -> dict:
             forward()
             sync()
             result[key] = time.perf_counter() - start
+        if spec["method"] == "gattn" and spec.get("batch", "full") == "full" and device.type == "cpu":
+            from gattn.kernels.reorder import auto_ordering
+
+            row_bytes = 2 * spec["heads"] * spec["dim"] * x.element_size()  # the packed K|V row
+            result["auto_ordering"] = auto_ordering(next_graph(), setup.nodes, row_bytes) or "none"
     if device.type == "cuda":
         torch.cuda.empty_cache()
         train_step()  # warm-up: kernel compilation, CSR build
@@ -593,7 +598,8 @@ def main() -> None:
                         ] + [fmt(ratio(key, peer), 2) for _, peer in peers for key in ("fwd_s", "step_s", "peak_mb")])
                         print("  ".join(rows[-1]), flush=True)  # as measured: a long run shows its progress
                         if "second_fwd_s" in res:
-                            where = " (reorder='auto' decides there)" if method == "gattn" else ""
+                            where = (f" (reorder='auto' decides there: {res['auto_ordering']})"
+                                     if "auto_ordering" in res else "")
                             print(f"    {method}: first forward {res['first_fwd_s']:.3f} s (the CSR build), second "
                                   f"{res['second_fwd_s']:.3f} s{where}, then {res['fwd_s']:.3f} s", flush=True)
                         if "kv_bf16_rel_error" in res:

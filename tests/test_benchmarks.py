@@ -202,8 +202,11 @@ def test_edge_attention_main_reorder_rows(tmp_path, monkeypatch, capsys) -> None
         {("full", "gattn-metis")} if any(r["method"] == "gattn-metis" for r in rows) else set())
     assert edge_attention.build("gattn-plain", 8, 2, 4).reorder is None
     assert edge_attention.build("gattn", 8, 2, 4).reorder == "auto"
-    # the one-off costs of each gattn method's first two calls are printed with its row
-    assert "gattn-plain: first forward" in capsys.readouterr().out
+    # the one-off costs of each gattn method's first two calls are printed with its row, and
+    # what "auto" kept (a 60-node graph's K|V fits in cache: the caller's order)
+    out = capsys.readouterr().out
+    assert "gattn-plain: first forward" in out and "(reorder='auto' decides there: none)" in out
+    assert next(r for r in rows if r["method"] == "gattn" and r["batch"] == "full")["auto_ordering"] == "none"
     chart = read_chart_data(str(tmp_path / "chart.png"))
     assert "train step vs PyG (gattn-rcm)" in json.dumps(chart)
 

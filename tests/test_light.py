@@ -10,7 +10,8 @@ from pathlib import Path
 
 GATTN = Path(__file__).resolve().parents[1] / "gattn"
 LIGHT = ("kernels", "nn", "transforms", "models")
-# triton and pymetis are optional: imported only by the GPU backend and by reorder="metis"
+# triton and pymetis are optional: imported only by the GPU backend and by the METIS ordering
+# (reorder="metis", or "auto" where pymetis is installed)
 ALLOWED = {"torch", "torch_geometric", "numpy", "numba", "scipy", "triton", "pymetis", "gattn", "__future__"}
 TRAINING_STACK = ("lightning", "pytorch_lightning", "optuna", "optuna_integration", "matplotlib", "pandas",
                   "sklearn", "ogb", "torchmetrics", "yaml", "pyarrow")

@@ -35,12 +35,18 @@ order without knowing their graph's structure and pays nothing where it would no
   edges (the ordering's own memory), whose packed K|V rows do not fit in cache (at least
   :data:`AUTO_MIN_KV_BYTES`; Cora's 2,708 rows of 1 KB do, and gain nothing);
 * it computes the reverse Cuthill-McKee order (once; 0.1-0.4 s at E = 1M on one core) and
-  keeps it only if it brings at least :data:`AUTO_MIN_NEAR` of the edges within a
-  cache-sized window of their destination (:data:`AUTO_WINDOW_BYTES` of K|V rows) and at
-  least :data:`AUTO_MIN_GAIN` times as many as the caller's order does. A 3-D kNN graph
-  with shuffled ids goes from 4 % to 58 % (kept: its training step 15-25 % faster), 100
-  communities of 500 nodes from 4 % to 17 % (not kept: measured no faster), a random or
-  power-law graph stays at 4 % (not kept).
+  counts the edges within a cache-sized window of their destination
+  (:data:`AUTO_WINDOW_BYTES` of K|V rows). Where that order brings at least
+  :data:`AUTO_MIN_GAIN` times as many as the caller's order (structure) and ``pymetis`` is
+  installed, it also computes the METIS order (0.2-0.5 s and about 125 MB while it runs at
+  E = 1M; graphs of at most :data:`AUTO_METIS_MAX_EDGES` edges) and takes whichever brings
+  more; the order is kept only if at least :data:`AUTO_MIN_NEAR` of the edges are
+  near, and :data:`AUTO_MIN_GAIN` times the caller's share. A 3-D kNN graph with shuffled
+  ids goes from 4 % to 58 % with RCM and 91 % with METIS (kept: its training step 15-25 %
+  faster); 100 communities of 500 nodes from 4 % to 17 % with RCM (not enough, and measured
+  no faster) but 89 % with METIS (kept where pymetis is installed); a random or power-law
+  graph stays at 4 % with RCM, so no partition is computed for it (METIS would take 4 s
+  there) and its order is kept.
 
 How an order is applied. On the CPU backend nothing is permuted: the graph's CSR is stored
 with its rows and CSC columns in that order but the caller's node ids in it
@@ -68,19 +74,24 @@ from ._cache import cached
 from ._validate import check_edge_index
 from .csr import CSR, ScheduledCSR, discard_csr, inverse_permutation
 
-__all__ = ["AUTO", "AUTO_MAX_EDGES", "AUTO_MIN_GAIN", "AUTO_MIN_KV_BYTES", "AUTO_MIN_NEAR", "AUTO_WINDOW_BYTES",
-           "METIS_PART_SIZE", "REORDERINGS", "NodeReordering", "auto_csr", "check_reorder",
-           "metis_available", "node_reordering", "scheduled_csr"]
+__all__ = ["AUTO", "AUTO_MAX_EDGES", "AUTO_METIS_MAX_EDGES", "AUTO_MIN_GAIN", "AUTO_MIN_KV_BYTES", "AUTO_MIN_NEAR",
+           "AUTO_WINDOW_BYTES", "METIS_PART_SIZE", "REORDERINGS", "NodeReordering", "auto_csr", "auto_ordering",
+           "check_reorder", "metis_available", "node_reordering", "scheduled_csr"]
 
 #: The node orderings :func:`node_reordering` knows.
 REORDERINGS = ("rcm", "metis")
 
-#: ``reorder=AUTO``: reverse Cuthill-McKee where it pays, chosen per graph (the module docstring).
+#: ``reorder=AUTO``: reverse Cuthill-McKee or METIS where it pays, chosen per graph (the module
+#: docstring).
 AUTO = "auto"
 
 #: ``"auto"`` leaves graphs with more edges in the caller's order: the ordering's scipy
 #: adjacency and sort need about 40 bytes per edge (``reorder="rcm"`` still works there).
 AUTO_MAX_EDGES = 1 << 24
+
+#: ``"auto"`` tries METIS only on graphs of at most this many edges: while it runs, METIS needs
+#: about 125 bytes per edge (measured: 125 MB at E = 1M), once, on top of the layer's memory.
+AUTO_METIS_MAX_EDGES = 1 << 22
 
 #: ``"auto"`` leaves graphs whose packed K|V rows take less memory in the caller's order.
 AUTO_MIN_KV_BYTES = 8 << 20
@@ -130,7 +141,7 @@ def check_reorder(reorder: str | None, name: str = "reorder") -> str | None:
     if reorder == "metis" and not metis_available():
         raise ValueError(
             f"`{name}`='metis' needs the optional package pymetis (pip install pymetis, or gattn's "
-            "'benchmarks' extra); use 'rcm' (scipy, always available) instead"
+            "'metis' extra); use 'rcm' (scipy, always available) instead"
         )
     return reorder
 
@@ -184,9 +195,11 @@ def _metis_order(adjacency: Any) -> np.ndarray:
     parts = math.ceil(num_nodes / METIS_PART_SIZE)
     if parts < 2 or adjacency.nnz == 0:
         return np.argsort(rcm_rank, kind="stable")
-    _, membership = pymetis.part_graph(
-        parts, xadj=adjacency.indptr.astype(np.int64), adjncy=adjacency.indices.astype(np.int64)
-    )
+    starts, adjacent = adjacency.indptr.astype(np.int64), adjacency.indices.astype(np.int64)
+    if hasattr(pymetis, "CSRAdjacency"):  # pymetis >= 2025.2 (the xadj/adjncy keywords are deprecated there)
+        _, membership = pymetis.part_graph(parts, pymetis.CSRAdjacency(starts, adjacent))
+    else:
+        _, membership = pymetis.part_graph(parts, xadj=starts, adjncy=adjacent)
     # Parts first, reverse Cuthill-McKee within a part (lexsort's last key is the primary one).
     return np.lexsort((rcm_rank, np.asarray(membership, dtype=np.int64))).astype(np.int64)
 
@@ -238,11 +251,38 @@ def node_reordering(edge_index: Tensor, num_src: int, num_dst: int, method: str)
 class _AutoChoice:
     """What ``reorder="auto"`` knows of one graph: how often it came, and the CSR kept."""
 
-    __slots__ = ("calls", "csr")
+    __slots__ = ("calls", "csr", "method")
 
     def __init__(self) -> None:
         self.calls = 0
         self.csr: ScheduledCSR | None = None
+        self.method: str | None = None  # the ordering kept: "rcm" or "metis"
+
+
+def _auto_choice(edge_index: Tensor, num_src: int, num_dst: int, row_bytes: int) -> _AutoChoice | None:
+    """The graph's cached :class:`_AutoChoice`, or ``None`` for a graph ``"auto"`` never orders."""
+    if (num_src != num_dst or edge_index.device.type != "cpu" or edge_index.size(1) > AUTO_MAX_EDGES
+            or num_src * row_bytes < AUTO_MIN_KV_BYTES):
+        return None
+    window = max(1, AUTO_WINDOW_BYTES // max(1, row_bytes))
+    return cached(edge_index, ("reorder-auto", int(num_src), window), _AutoChoice)
+
+
+def auto_ordering(edge_index: Tensor, num_nodes: int, row_bytes: int) -> str | None:
+    """The ordering ``reorder="auto"`` keeps for a square graph: ``"rcm"``, ``"metis"``, or
+    ``None`` (the caller's order: not decided yet, or no ordering paid). Asking does not
+    count as a call.
+
+    Args:
+        edge_index (torch.Tensor): ``[2, E]`` integer (source, destination) pairs.
+        num_nodes (int): ``N``.
+        row_bytes (int): bytes of one node's keys and values.
+
+    Returns:
+        str, optional: the kept ordering's name.
+    """
+    choice = _auto_choice(edge_index, num_nodes, num_nodes, row_bytes)
+    return None if choice is None or choice.csr is None else choice.method
 
 
 def _near_share(edge_index: Tensor, window: int) -> float:
@@ -258,8 +298,9 @@ def auto_csr(edge_index: Tensor, num_src: int, num_dst: int, row_bytes: int) -> 
     Counts the calls per graph (tensor and content, as the CSR cache does) and decides on the
     second one, once; the module docstring gives the rules. A kept ordering comes as a
     :class:`~gattn.kernels.csr.ScheduledCSR`: the CPU kernels visit destinations and sources
-    in reverse Cuthill-McKee order and read and write the caller's rows in place, so nothing
-    is permuted and no memory is added (the plain CSR is let go).
+    in that order (reverse Cuthill-McKee, or METIS parts with pymetis installed) and read and
+    write the caller's rows in place, so nothing is permuted and no memory is added (the
+    plain CSR is let go).
 
     Args:
         edge_index (torch.Tensor): ``[2, E]`` integer (source, destination) pairs.
@@ -270,17 +311,23 @@ def auto_csr(edge_index: Tensor, num_src: int, num_dst: int, row_bytes: int) -> 
     Returns:
         ScheduledCSR, optional: the graph in the kept order, or ``None``.
     """
-    if (num_src != num_dst or edge_index.device.type != "cpu" or edge_index.size(1) > AUTO_MAX_EDGES
-            or num_src * row_bytes < AUTO_MIN_KV_BYTES):
+    choice = _auto_choice(edge_index, num_src, num_dst, row_bytes)
+    if choice is None:
         return None
     window = max(1, AUTO_WINDOW_BYTES // max(1, row_bytes))
-    choice = cached(edge_index, ("reorder-auto", int(num_src), window), _AutoChoice)
     choice.calls += 1
     if choice.calls == 2:  # the graph came back: decide once
-        plain, relabelled, src_order, dst_order = _relabelled(edge_index, num_src, num_dst, "rcm")
-        before, after = _near_share(plain, window), _near_share(relabelled, window)
+        plain, *ordered = _relabelled(edge_index, num_src, num_dst, "rcm")
+        before, after = _near_share(plain, window), _near_share(ordered[0], window)
+        method = "rcm"
+        if after >= AUTO_MIN_GAIN * before and edge_index.size(1) <= AUTO_METIS_MAX_EDGES and metis_available():
+            # reverse Cuthill-McKee found structure: a partition may pack more of it (communities)
+            partitioned = _relabelled(edge_index, num_src, num_dst, "metis")[1:]
+            share = _near_share(partitioned[0], window)
+            if share > after:
+                ordered, after, method = partitioned, share, "metis"
         if after >= AUTO_MIN_NEAR and after >= AUTO_MIN_GAIN * before:
-            choice.csr = ScheduledCSR(relabelled, src_order, dst_order)
+            choice.csr, choice.method = ScheduledCSR(*ordered), method
             discard_csr(edge_index, num_src, num_dst)
     return choice.csr
 

@@ -302,6 +302,55 @@ def test_auto_reorders_a_graph_that_comes_back_with_locality(small_auto):
     assert R.auto_csr(edge_index, 900, 900, 216) is not kept
 
 
+def _community_graph(communities=20, size=45, degree=6, inside=0.9, seed=7):
+    """`communities` groups of `size` nodes, `inside` of each node's incoming edges from its
+    own group, node ids shuffled."""
+    gen = torch.Generator().manual_seed(seed)
+    num = communities * size
+    dst = torch.arange(num).repeat_interleave(degree)
+    same = (dst // size) * size + torch.randint(0, size, (dst.numel(),), generator=gen)
+    other = torch.randint(0, num, (dst.numel(),), generator=gen)
+    src = torch.where(torch.rand(dst.numel(), generator=gen) < inside, same, other)
+    shuffle = torch.randperm(num, generator=gen)
+    return torch.stack([shuffle[src], shuffle[dst]])
+
+
+@pytest.mark.parametrize("with_metis", [True, False])
+def test_auto_partitions_communities_that_rcm_cannot_pack(small_auto, monkeypatch, with_metis):
+    """Reverse Cuthill-McKee brings a community graph from 9 % to 25 % near (structure, but not
+    enough): with pymetis "auto" then tries a METIS partition (85 % near) and keeps it;
+    without pymetis the caller's order stays. A random graph never pays for a partition."""
+    if with_metis and not R.metis_available():
+        pytest.skip("pymetis is not installed")
+    monkeypatch.setattr(R, "AUTO_WINDOW_BYTES", 30 * 216)
+    monkeypatch.setattr(R, "METIS_PART_SIZE", 45)
+    if not with_metis:
+        monkeypatch.setattr(R, "metis_available", lambda: False)
+    K.clear_caches()
+    edge_index = _community_graph()
+    _, q, k, v, terms = _grid_inputs()
+    terms = {"edge_bias": rand_leaf(edge_index.size(1), 3, seed=4)}
+    plain = _run(edge_index, q, k, v, terms, backend="cpu")
+    for _ in range(3):
+        auto = _run(edge_index, q, k, v, terms, backend="cpu", reorder="auto")
+    assert R.auto_ordering(edge_index, 900, 216) == ("metis" if with_metis else None)
+    kept = R.auto_csr(edge_index, 900, 900, 216)
+    assert isinstance(kept, ScheduledCSR) == with_metis
+    for name, a, b in zip(["out", "attention", "dq", "dk", "dv", "dbias"], plain, auto):
+        torch.testing.assert_close(b, a, rtol=1e-12, atol=1e-12, msg=lambda m, n=name: f"{n}: {m}")
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a METIS partition was computed for a graph without structure, or too large")
+
+    monkeypatch.setattr(R, "_metis_order", refuse)
+    too_large = edge_index.clone()  # another graph (a fresh tensor), over the METIS edge limit
+    monkeypatch.setattr(R, "AUTO_METIS_MAX_EDGES", too_large.size(1) - 1)
+    assert all(R.auto_csr(too_large, 900, 900, 216) is None for _ in range(3))
+    random_graph = awkward_graph(900, 900, 3600, seed=5)
+    assert all(R.auto_csr(random_graph, 900, 900, 216) is None for _ in range(3))
+    assert R.auto_ordering(random_graph, 900, 216) is None
+
+
 def test_auto_keeps_the_caller_order_of_a_graph_without_locality(small_auto):
     K.clear_caches()
     edge_index = awkward_graph(900, 900, 3600, seed=5)
