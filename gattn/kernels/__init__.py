@@ -374,8 +374,9 @@ def edge_attention(
     back. Results are in the caller's node and edge order and equal the plain call's up to
     floating-point summation order. It pays on graphs with structure (communities, kNN
     point clouds, meshes) whose node ids are arbitrary, not on random graphs;
-    ``reorder="auto"`` (the layers' default) applies reverse Cuthill-McKee only where it does,
-    and without permuting anything: the CPU kernels visit the graph in that order in place.
+    ``reorder="auto"`` (the layers' default) applies reverse Cuthill-McKee (or METIS, where
+    pymetis is installed and it packs more) only where it does, and without permuting
+    anything: the CPU kernels visit the graph in that order in place.
 
     Reduced-precision keys and values (``kv_dtype=torch.bfloat16``, an opt-in; cpu and
     reference backends): K and V are rounded to bfloat16 for storage (the CPU kernel then

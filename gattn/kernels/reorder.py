@@ -186,12 +186,12 @@ def _rcm_order(adjacency: Any) -> np.ndarray:
     return np.asarray(reverse_cuthill_mckee(adjacency, symmetric_mode=True), dtype=np.int64)
 
 
-def _metis_order(adjacency: Any) -> np.ndarray:
+def _metis_order(adjacency: Any, rcm_order: np.ndarray) -> np.ndarray:
     import pymetis
 
     num_nodes = adjacency.shape[0]
     rcm_rank = np.empty(num_nodes, dtype=np.int64)
-    rcm_rank[_rcm_order(adjacency)] = np.arange(num_nodes)
+    rcm_rank[rcm_order] = np.arange(num_nodes)
     parts = math.ceil(num_nodes / METIS_PART_SIZE)
     if parts < 2 or adjacency.nnz == 0:
         return np.argsort(rcm_rank, kind="stable")
@@ -204,13 +204,19 @@ def _metis_order(adjacency: Any) -> np.ndarray:
     return np.lexsort((rcm_rank, np.asarray(membership, dtype=np.int64))).astype(np.int64)
 
 
-def _orders(edge_index: Tensor, num_src: int, num_dst: int, method: str) -> tuple[np.ndarray, np.ndarray]:
-    src = edge_index[0].long().numpy()
-    dst = edge_index[1].long().numpy()
+def _orders(edge_index: Tensor, num_src: int, num_dst: int, method: str,
+            memo: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """(source order, destination order) of `method`. The graph's symmetric adjacency and its
+    reverse Cuthill-McKee order (which METIS also uses, inside its parts) are kept in `memo`,
+    so that asking one graph for both orderings builds them once."""
     square = num_src == num_dst
-    num_nodes = num_src if square else num_src + num_dst
-    adjacency = _symmetric_adjacency(src, dst if square else dst + num_src, num_nodes)
-    order = _rcm_order(adjacency) if method == "rcm" else _metis_order(adjacency)
+    if "adjacency" not in memo:
+        src = edge_index[0].long().numpy()
+        dst = edge_index[1].long().numpy()
+        num_nodes = num_src if square else num_src + num_dst
+        memo["adjacency"] = _symmetric_adjacency(src, dst if square else dst + num_src, num_nodes)
+        memo["rcm"] = _rcm_order(memo["adjacency"])
+    order = memo["rcm"] if method == "rcm" else _metis_order(memo["adjacency"], memo["rcm"])
     if square:
         return order, order
     return order[order < num_src], order[order >= num_src] - num_src
@@ -259,13 +265,17 @@ class _AutoChoice:
         self.method: str | None = None  # the ordering kept: "rcm" or "metis"
 
 
+def _auto_window(row_bytes: int) -> int:
+    """:data:`AUTO_WINDOW_BYTES` in K|V rows: how far (in node ids) a source counts as near."""
+    return max(1, AUTO_WINDOW_BYTES // max(1, row_bytes))
+
+
 def _auto_choice(edge_index: Tensor, num_src: int, num_dst: int, row_bytes: int) -> _AutoChoice | None:
     """The graph's cached :class:`_AutoChoice`, or ``None`` for a graph ``"auto"`` never orders."""
     if (num_src != num_dst or edge_index.device.type != "cpu" or edge_index.size(1) > AUTO_MAX_EDGES
             or num_src * row_bytes < AUTO_MIN_KV_BYTES):
         return None
-    window = max(1, AUTO_WINDOW_BYTES // max(1, row_bytes))
-    return cached(edge_index, ("reorder-auto", int(num_src), window), _AutoChoice)
+    return cached(edge_index, ("reorder-auto", int(num_src), _auto_window(row_bytes)), _AutoChoice)
 
 
 def auto_ordering(edge_index: Tensor, num_nodes: int, row_bytes: int) -> str | None:
@@ -314,15 +324,16 @@ def auto_csr(edge_index: Tensor, num_src: int, num_dst: int, row_bytes: int) -> 
     choice = _auto_choice(edge_index, num_src, num_dst, row_bytes)
     if choice is None:
         return None
-    window = max(1, AUTO_WINDOW_BYTES // max(1, row_bytes))
+    window = _auto_window(row_bytes)
     choice.calls += 1
     if choice.calls == 2:  # the graph came back: decide once
-        plain, *ordered = _relabelled(edge_index, num_src, num_dst, "rcm")
+        graph: dict[str, Any] = {}  # the two orderings share one adjacency and one RCM order
+        plain, *ordered = _relabelled(edge_index, num_src, num_dst, "rcm", graph)
         before, after = _near_share(plain, window), _near_share(ordered[0], window)
         method = "rcm"
         if after >= AUTO_MIN_GAIN * before and edge_index.size(1) <= AUTO_METIS_MAX_EDGES and metis_available():
             # reverse Cuthill-McKee found structure: a partition may pack more of it (communities)
-            partitioned = _relabelled(edge_index, num_src, num_dst, "metis")[1:]
+            partitioned = _relabelled(edge_index, num_src, num_dst, "metis", graph)[1:]
             share = _near_share(partitioned[0], window)
             if share > after:
                 ordered, after, method = partitioned, share, "metis"
@@ -332,14 +343,19 @@ def auto_csr(edge_index: Tensor, num_src: int, num_dst: int, row_bytes: int) -> 
     return choice.csr
 
 
-def _relabelled(edge_index: Tensor, num_src: int, num_dst: int, method: str) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def _relabelled(edge_index: Tensor, num_src: int, num_dst: int, method: str,
+                memo: dict[str, Any] | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """(the caller's edges as int64, the same with ids replaced by their rank in `method`'s
-    order, the source order, the destination order); ids validated."""
-    check_edge_index(edge_index, num_src, num_dst)
-    plain = edge_index.as_subclass(Tensor) if type(edge_index) is not Tensor else edge_index
-    plain = plain.long()
+    order, the source order, the destination order); ids validated. Calls on one graph that
+    share a `memo` dict validate it and build its adjacency once (see `_orders`)."""
+    memo = {} if memo is None else memo
+    if "plain" not in memo:
+        check_edge_index(edge_index, num_src, num_dst)
+        plain = edge_index.as_subclass(Tensor) if type(edge_index) is not Tensor else edge_index
+        memo["plain"] = plain.long()
+    plain = memo["plain"]
     src_order, dst_order = (torch.from_numpy(np.ascontiguousarray(o)) for o in
-                            _orders(plain, num_src, num_dst, method))
+                            _orders(plain, num_src, num_dst, method, memo))
     relabelled = torch.stack([inverse_permutation(src_order)[plain[0]], inverse_permutation(dst_order)[plain[1]]])
     return plain, relabelled, src_order, dst_order
 
