@@ -191,3 +191,24 @@ def background_load(processes: int) -> Iterator[None]:
 def load_average() -> float:
     """The 1-minute load average of the machine (what else is running)."""
     return os.getloadavg()[0]
+
+
+def machine() -> str:
+    """The CPU this runs on, for the record beside a benchmark's figures: its model, last-level
+    cache and the cores this process may use (ratios against a peer move with the host: a
+    memory-bound kernel gains from a larger cache where a compute-bound peer does not)."""
+    model = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as info:
+            model = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), model)
+    except OSError:
+        pass
+    caches = []
+    for level in ("index3", "index2"):
+        try:
+            with open(f"/sys/devices/system/cpu/cpu0/cache/{level}/size") as size:
+                caches.append(f"L{level[-1]} {size.read().strip()}")
+        except OSError:
+            continue
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return ", ".join([model, *caches, f"{cores} cores"])

@@ -76,6 +76,7 @@ from benchmarks._common import (
     cuda_sync,
     fmt,
     load_average,
+    machine,
     median_time,
     peak_rss_mb,
     print_table,
@@ -528,6 +529,7 @@ def main() -> None:
         print(f"CSR + CSC build, E={edges:,}: counting sort {cost['counting'] * 1e3:.0f} ms vs stable argsort "
               f"{cost['argsort'] * 1e3:.0f} ms ({cost['argsort'] / cost['counting']:.1f}x); cache content check "
               f"{cost['check'] * 1e3:.1f} ms per call; load average {load_average():.1f}")
+        print(f"machine: {machine()}")
     else:
         repeats = args.repeats or 10
 
@@ -640,7 +642,7 @@ def main() -> None:
         print(f"chart: {path}")
     if args.json:
         with open(args.json, "w") as out:
-            json.dump({"device": args.device, "repeats": repeats, "rows": records}, out, indent=1)
+            json.dump({"device": args.device, "machine": machine(), "repeats": repeats, "rows": records}, out, indent=1)
 
 
 if __name__ == "__main__":

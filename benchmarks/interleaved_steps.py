@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.child:
         print(json.dumps(measure(json.loads(args.child))))
         return
-    from benchmarks._common import print_table, run_child
+    from benchmarks._common import machine, print_table, run_child
 
     edges = args.edges or args.nodes * (16 if args.graph == "knn" else 20)
     trees = [os.path.abspath(t) for t in args.trees.split(",")]
@@ -115,7 +115,8 @@ def main(argv: list[str] | None = None) -> None:
             f"{statistics.median(r[key] for r in runs):{fmt}}"
             for key, fmt in (("step_s", ".4f"), ("fwd_s", ".4f"), ("peak_mb", ".0f"))])
     print_table(f"TransformerConv training steps, {args.graph} N={args.nodes:,} E={edges:,} H={args.heads} "
-                f"D={args.dim}, one thread, processes alternated; medians of {args.steps} steps per process",
+                f"D={args.dim}, one thread, processes alternated; medians of {args.steps} steps per process; "
+                f"{machine()}",
                 ["round", "tree", "reorder", "step s", "forward s", "peak RSS MB"], rows)
 
 

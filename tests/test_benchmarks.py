@@ -51,8 +51,12 @@ def test_edge_attention_main_writes_table_chart_and_json(tmp_path, monkeypatch, 
     edge_attention.main()
     printed = capsys.readouterr().out
     assert "counting sort" in printed and "gatv2" in printed and "mini" in printed
+    cores = len(os.sched_getaffinity(0))
+    assert "machine: " in printed and f", {cores} cores" in printed  # the host, beside its figures
     assert (tmp_path / "chart.png").stat().st_size > 0
-    rows = json.loads((tmp_path / "rows.json").read_text())["rows"]
+    saved = json.loads((tmp_path / "rows.json").read_text())
+    assert saved["machine"].endswith(f"{cores} cores")
+    rows = saved["rows"]
     assert {(r["layer"], r["method"]) for r in rows} >= {("gat", "gattn"), ("gat", "pyg"), ("gatv2", "pyg")}
 
 
