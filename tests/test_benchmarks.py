@@ -135,6 +135,13 @@ def test_gpu_cases_cover_the_issue_graphs() -> None:
     assert picked == [("random", 169_343, 1_166_243, 8, 64)]
 
 
+def test_cpu_cases_include_the_arxiv_sized_graph() -> None:
+    assert edge_attention.benchmark_cases("cpu", graphs=("arxiv", "knn")) == [
+        ("random", 169_343, 1_166_243, 4, 32), ("knn", 50_000, 800_000, 4, 32)]
+    with pytest.raises(ValueError, match="unknown graph kind 'arxiv'"):
+        edge_attention.make_graph("arxiv", 10, 20)  # a size, not a kind: its cases build 'random'
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("method", ["gattn", "reference", "pyg"])

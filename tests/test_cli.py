@@ -48,6 +48,31 @@ def test_version(capsys):
     assert capsys.readouterr().out.strip() == f"gattn {__version__}"
 
 
+@pytest.mark.parametrize("preset, seen", [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
+def test_command_runs_openmp_passive_unless_the_user_chose(preset, seen):
+    """The console command sets OMP_WAIT_POLICY before torch loads its OpenMP runtime, so that
+    runtime (asked to print its settings) runs passive; a policy in the environment is kept."""
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    env["OMP_DISPLAY_ENV"] = "TRUE"
+    if preset:
+        env["OMP_WAIT_POLICY"] = preset
+    code = ("import sys; sys.argv = ['gattn', '--version']\n"
+            "from gattn.cli import main\nmain()\nimport torch\ntorch.ones(8).sum()")
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert f"OMP_WAIT_POLICY = '{seen}'" in done.stderr
+
+
+def test_passive_openmp_keeps_a_chosen_policy_or_spin_count():
+    for preset in ({"OMP_WAIT_POLICY": "ACTIVE"}, {"GOMP_SPINCOUNT": "1000"}):
+        environ = dict(preset)
+        cli._passive_openmp(environ)
+        assert environ == preset
+    environ = {}
+    cli._passive_openmp(environ)
+    assert environ == {"OMP_WAIT_POLICY": "PASSIVE"}
+
+
 def test_missing_training_stack_is_one_line(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "lightning", None)
     assert cli.main(["pipelines"]) == 2
