@@ -547,6 +547,61 @@ def group_units(sizes, limit, lanes):
 
 
 @njit(cache=True, nogil=True)
+def _root(parent, node):
+    """Union-find root of ``node``, halving the path on the way."""
+    while parent[node] != node:
+        parent[node] = parent[parent[node]]
+        node = parent[node]
+    return node
+
+
+@njit(cache=True, nogil=True)
+def connected_units(total, u, v):
+    """Connected components of an undirected graph on ``total`` nodes (edges ``u``-``v``),
+    laid out as units: (labels [total], unit_ptr [units + 1], unit_nodes [total],
+    local [total]).
+
+    Components are numbered in the order of their smallest node (as
+    ``scipy.sparse.csgraph.connected_components`` numbers them); ``unit_nodes`` holds each
+    component's nodes in ascending order, components one after the other (``unit_ptr``
+    delimits them), and ``local[i]`` is node i's position inside its component. One
+    union-find pass and one counting sort, O(total + edges).
+    """
+    parent = np.arange(total)
+    for e in range(u.size):
+        a = _root(parent, u[e])
+        b = _root(parent, v[e])
+        if a != b:  # the smaller root stays the root: roots are components' smallest nodes
+            if a < b:
+                parent[b] = a
+            else:
+                parent[a] = b
+    labels = np.empty(total, np.int64)
+    label_of_root = np.full(total, -1, np.int64)
+    units = 0
+    for node in range(total):
+        root = _root(parent, node)
+        if label_of_root[root] < 0:
+            label_of_root[root] = units
+            units += 1
+        labels[node] = label_of_root[root]
+    unit_ptr = np.zeros(units + 1, np.int64)
+    for node in range(total):
+        unit_ptr[labels[node] + 1] += 1
+    for unit in range(units):
+        unit_ptr[unit + 1] += unit_ptr[unit]
+    fill = unit_ptr[:-1].copy()
+    unit_nodes = np.empty(total, np.int64)
+    local = np.empty(total, np.int64)
+    for node in range(total):
+        unit = labels[node]
+        unit_nodes[fill[unit]] = node
+        local[node] = fill[unit] - unit_ptr[unit]
+        fill[unit] += 1
+    return labels, unit_ptr, unit_nodes, local
+
+
+@njit(cache=True, nogil=True)
 def edges_by_unit(edge_unit, local_u, local_v, num_units):
     """Counting sort of the edges by unit: (edge_ptr, u, v) with positions inside units."""
     edge_ptr = np.zeros(num_units + 1, np.int64)

@@ -295,3 +295,37 @@ def test_validation_errors() -> None:
         random_sign_flip(torch.zeros(3))
     with pytest.raises(ValueError, match="no attribute"):
         RandomSignFlip("missing")(Data(num_nodes=2))
+
+
+def test_plain_copy_is_what_pyg_copy_makes() -> None:
+    """apply()'s direct shallow copy of a plain Data: the same attributes (the same tensors),
+    its own storage dict, the storage's parent the copy itself, the original untouched."""
+    data = Data(edge_index=torch.tensor([[0, 1], [1, 0]]), num_nodes=2, x=torch.ones(2, 3), y=7)
+    ours, theirs = lap._plain_copy(data), data.__copy__()
+    assert type(ours) is Data and ours.__dict__.keys() == theirs.__dict__.keys()
+    assert ours._store.__dict__.keys() == theirs._store.__dict__.keys()
+    assert ours._store._parent() is ours and data._store._parent() is data
+    assert ours.to_dict().keys() == data.to_dict().keys()
+    assert all(ours[key] is data[key] for key in data.keys())
+    ours.pe = torch.zeros(2, 1)
+    ours.y = 8
+    assert "pe" not in data and data.y == 7
+    other = lap._plain_copy(data)
+    other.pe = torch.ones(2, 1)
+    batch = Batch.from_data_list([ours, other])  # collates like any Data
+    assert batch.num_graphs == 2 and batch.pe.shape == (4, 1) and "pe" not in data
+
+
+def test_apply_reads_inferred_node_counts_and_subclasses() -> None:
+    """Graphs without a stored num_nodes (PyG infers it from x) and Data subclasses go
+    through PyG's own accessors; the result equals that of the same graphs with num_nodes."""
+    class Molecule(Data):
+        pass
+
+    stored = [random_graph(9, 0.4, seed) for seed in range(6)]
+    inferred = [Data(edge_index=g.edge_index, x=torch.zeros(g.num_nodes, 2)) for g in stored[:3]]
+    inferred += [Molecule(edge_index=g.edge_index, num_nodes=g.num_nodes) for g in stored[3:]]
+    transform = LaplacianPE(3, dtype=torch.float64)
+    for ours, reference in zip(transform.apply(inferred), transform.apply(stored)):
+        torch.testing.assert_close(ours.pe, reference.pe, atol=0, rtol=0)
+    assert type(transform.apply(inferred)[3]) is Molecule

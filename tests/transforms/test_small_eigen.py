@@ -158,3 +158,24 @@ def test_apply_restores_the_garbage_collector_state() -> None:
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+def test_connected_units_match_scipy_components() -> None:
+    """The union-find component layout numbers components as scipy does (by smallest node),
+    lists each one's nodes ascending and gives every node its position inside its unit."""
+    import scipy.sparse as sp
+    from scipy.sparse.csgraph import connected_components
+
+    rng = np.random.default_rng(5)
+    for _ in range(150):
+        n = int(rng.integers(1, 70))
+        m = int(rng.integers(0, 90))
+        u, v = rng.integers(0, n, m), rng.integers(0, n, m)
+        u, v = u[u != v], v[u != v]
+        count, expected = connected_components(sp.coo_matrix((np.ones(u.size), (u, v)), shape=(n, n)),
+                                               directed=False)
+        labels, unit_ptr, unit_nodes, local = _small_eigen.connected_units(n, u, v)
+        np.testing.assert_array_equal(labels, expected)
+        np.testing.assert_array_equal(unit_nodes, np.argsort(expected, kind="stable"))
+        np.testing.assert_array_equal(np.diff(unit_ptr), np.bincount(expected, minlength=count))
+        np.testing.assert_array_equal(unit_nodes[unit_ptr[labels] + local], np.arange(n))
