@@ -56,6 +56,7 @@ __all__ = [
     "resolve_backend",
     "segment_attention_pool",
     "segment_softmax",
+    "set_workspace_limit",
     "split_kv",
 ]
 
@@ -71,6 +72,39 @@ def clear_caches() -> None:
 
     _cache.clear()
     _workspace.clear()
+
+
+def set_workspace_limit(max_bytes: int) -> int:
+    """Set how many bytes of the CPU kernels' reused buffers gattn keeps between calls (dQ,
+    dK|dV, the backward's per-edge temporary and the fused K|V projection's output; default 1
+    GiB), and return the previous limit.
+
+    Reuse spares every training step the page faults of fresh memory; the price is that the
+    buffers stay mapped while the rest of the step runs, which raises the peak. Measured on a
+    random graph of ogbn-arxiv's size (N = 169k, E = 1.17M, H = 4, D = 32, one thread): a step
+    of 0.99-1.04 s at 1,129 MB above the process's start with the default, 1.17-1.20 s at
+    880 MB with a 64 MB limit. On graphs of 50k nodes the buffers are 160 MB in all and the
+    default costs little. A buffer larger than the limit is allocated fresh on each call;
+    lowering the limit drops the kept buffers (memory your tensors still use stays with them).
+
+    Args:
+        max_bytes (int): the new limit in bytes, ``>= 0`` (0: no reuse).
+
+    Returns:
+        int: the previous limit.
+
+    Raises:
+        ValueError: ``max_bytes`` is negative or not an integer.
+    """
+    from . import _workspace
+
+    if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 0:
+        raise ValueError(f"`max_bytes` must be an integer >= 0, got {max_bytes!r}")
+    previous = _workspace.MAX_BYTES
+    _workspace.MAX_BYTES = max_bytes
+    if max_bytes < previous:
+        _workspace.clear()
+    return previous
 
 
 _BACKEND_MODULES = {

@@ -151,3 +151,36 @@ def test_pooled_linear_leaves_small_3d_and_half_inputs_to_f_linear():
     torch.testing.assert_close(_workspace.linear(half, weight.bfloat16()),
                                torch.nn.functional.linear(half, weight.bfloat16()))
     assert _workspace.pooled_bytes() == 0
+
+
+def test_set_workspace_limit_trades_reuse_for_memory():
+    """Below a buffer's size the limit turns reuse off (a fresh buffer per call, none kept);
+    the previous limit comes back and restoring it turns reuse on again."""
+    default = _workspace.MAX_BYTES
+    try:
+        kept = _workspace.take((BIG,), torch.float32)
+        assert _workspace.pooled_bytes() > 0
+        assert K.set_workspace_limit(BIG * 4 - 1) == default
+        assert _workspace.pooled_bytes() == 0  # lowering drops what was kept
+        del kept
+        gc.collect()
+        fresh = _workspace.take((BIG,), torch.float32)
+        assert fresh.shape == (BIG,) and _workspace.pooled_bytes() == 0  # handed out, not kept
+        layer_input = torch.randn(600, 8)
+        assert torch.equal(_workspace.linear(layer_input, torch.ones(BIG // 600 + 1, 8)),
+                           torch.nn.functional.linear(layer_input, torch.ones(BIG // 600 + 1, 8)))
+        assert _workspace.pooled_bytes() == 0  # the projection's output is not kept either
+        assert K.set_workspace_limit(default) == BIG * 4 - 1
+        first = _workspace.take((BIG,), torch.float32)
+        address = first.data_ptr()
+        del first, fresh
+        gc.collect()
+        assert _workspace.take((BIG,), torch.float32).data_ptr() == address
+    finally:
+        _workspace.MAX_BYTES = default
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, True, "1"])
+def test_set_workspace_limit_rejects_what_is_not_a_byte_count(bad):
+    with pytest.raises(ValueError, match="max_bytes"):
+        K.set_workspace_limit(bad)
