@@ -76,6 +76,7 @@ from benchmarks._common import (
     background_load,
     cuda_sync,
     fmt,
+    huge_pages,
     load_average,
     machine,
     median_time,
@@ -532,7 +533,8 @@ def main() -> None:
         print(f"CSR + CSC build, E={edges:,}: counting sort {cost['counting'] * 1e3:.0f} ms vs stable argsort "
               f"{cost['argsort'] * 1e3:.0f} ms ({cost['argsort'] / cost['counting']:.1f}x); cache content check "
               f"{cost['check'] * 1e3:.1f} ms per call; load average {load_average():.1f}")
-        print(f"machine: {machine()}; OMP_WAIT_POLICY {os.environ.get('OMP_WAIT_POLICY', 'not set (spinning)')}")
+        print(f"machine: {machine()}; OMP_WAIT_POLICY {os.environ.get('OMP_WAIT_POLICY', 'not set (spinning)')}; "
+              f"{huge_pages()}")
     else:
         repeats = args.repeats or 10
 
@@ -645,7 +647,8 @@ def main() -> None:
         print(f"chart: {path}")
     if args.json:
         with open(args.json, "w") as out:
-            json.dump({"device": args.device, "machine": machine(), "repeats": repeats, "rows": records}, out, indent=1)
+            json.dump({"device": args.device, "machine": machine(), "huge_pages": huge_pages(), "repeats": repeats,
+                       "rows": records}, out, indent=1)
 
 
 if __name__ == "__main__":

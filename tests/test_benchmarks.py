@@ -56,6 +56,7 @@ def test_edge_attention_main_writes_table_chart_and_json(tmp_path, monkeypatch, 
     assert (tmp_path / "chart.png").stat().st_size > 0
     saved = json.loads((tmp_path / "rows.json").read_text())
     assert saved["machine"].endswith(f"{cores} cores")
+    assert saved["huge_pages"].startswith("transparent huge pages: ") and "THP_MEM_ALLOC_ENABLE" in printed
     rows = saved["rows"]
     assert {(r["layer"], r["method"]) for r in rows} >= {("gat", "gattn"), ("gat", "pyg"), ("gatv2", "pyg")}
 
