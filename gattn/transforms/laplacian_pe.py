@@ -686,11 +686,10 @@ class LaplacianPE(BaseTransform):
         ptr[1:] = torch.tensor(sizes).cumsum(0)
         # Shift every graph's node ids by its offset in one operation, not graph by graph.
         shift = torch.repeat_interleave(ptr[:-1], torch.tensor(edge_counts))
-        if not on_cpu:
-            pieces = [piece.detach().cpu() for piece in pieces]
-        edge_index = torch.cat(pieces, dim=1).long() + shift
+        on_host = pieces if on_cpu else [piece.detach().cpu() for piece in pieces]
+        edge_index = torch.cat(on_host, dim=1).long() + shift
         pe, values = self._compute(edge_index, ptr)
-        device = pieces[0].device
+        device = pieces[0].device  # the caller's: the encodings go back there
         if device.type != "cpu":
             pe, values = pe.to(device), values.to(device)
         # Thousands of new Data objects (no reference cycles among them) would set off the
