@@ -28,6 +28,7 @@ import numpy as np
 from numba import njit, prange
 
 from gattn.kernels import _numba_setup
+from gattn.kernels._sort import _counting_sort
 
 _numba_setup.launch_pool()  # keeps torch's thread count (see _numba_setup)
 
@@ -565,7 +566,8 @@ def connected_units(total, u, v):
     ``scipy.sparse.csgraph.connected_components`` numbers them); ``unit_nodes`` holds each
     component's nodes in ascending order, components one after the other (``unit_ptr``
     delimits them), and ``local[i]`` is node i's position inside its component. One
-    union-find pass and one counting sort, O(total + edges).
+    union-find pass and the CSR build's counting sort (:mod:`gattn.kernels._sort`),
+    O(total + edges).
     """
     parent = np.arange(total)
     for e in range(u.size):
@@ -585,19 +587,14 @@ def connected_units(total, u, v):
             label_of_root[root] = units
             units += 1
         labels[node] = label_of_root[root]
-    unit_ptr = np.zeros(units + 1, np.int64)
-    for node in range(total):
-        unit_ptr[labels[node] + 1] += 1
-    for unit in range(units):
-        unit_ptr[unit + 1] += unit_ptr[unit]
-    fill = unit_ptr[:-1].copy()
+    unit_ptr = np.empty(units + 1, np.int64)
     unit_nodes = np.empty(total, np.int64)
+    nothing = np.empty((0, total), np.int64)
+    _counting_sort(labels, units, nothing, unit_ptr, unit_nodes, nothing)  # stable: nodes ascend
     local = np.empty(total, np.int64)
-    for node in range(total):
-        unit = labels[node]
-        unit_nodes[fill[unit]] = node
-        local[node] = fill[unit] - unit_ptr[unit]
-        fill[unit] += 1
+    for slot in range(total):
+        node = unit_nodes[slot]
+        local[node] = slot - unit_ptr[labels[node]]
     return labels, unit_ptr, unit_nodes, local
 
 
