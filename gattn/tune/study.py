@@ -35,8 +35,12 @@ a swapping machine) misses beats, and another worker then fails its live trial (
 #5470, #4234; Optuna tests its heartbeat only on SQLite and Redis). The grace period is
 therefore three intervals, long enough for a numba compilation or a loaded machine, and a
 worker whose trial was failed under it logs it and goes on instead of crashing (Optuna itself
-raises "Cannot tell a FAIL trial"). A trial whose worker ran on this machine and is gone is
-failed at once, without waiting for the grace period (:mod:`gattn.tune.workers`).
+raises "Cannot tell a FAIL trial"). On PostgreSQL the server ends a session left idle inside a
+transaction for the grace period, so that a worker frozen mid-transaction does not keep the
+others from failing its trial with the row locks it holds (``_engine_kwargs``); a heartbeat
+that cannot be written is logged and tried again (``_RDBStorage``). A trial whose worker
+ran on this machine and is gone is failed at once, without waiting for the grace period
+(:mod:`gattn.tune.workers`).
 """
 
 from __future__ import annotations
@@ -254,14 +258,12 @@ def make_storage(
         from optuna.storages.journal import JournalFileBackend, JournalStorage
 
         return JournalStorage(JournalFileBackend(str(Path(storage.removeprefix("journal:")).expanduser())))
-    # several local workers write one SQLite file: wait for its lock rather than fail after 5 s
-    engine = {"connect_args": {"timeout": 60}} if storage.startswith("sqlite") else None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         try:
-            return optuna.storages.RDBStorage(
+            return _RDBStorage(
                 storage,
-                engine_kwargs=engine,
+                engine_kwargs=_engine_kwargs(storage, grace_period),
                 heartbeat_interval=heartbeat_interval,
                 grace_period=grace_period,
                 heartbeat_stale_trial_callback=callback,
@@ -271,6 +273,56 @@ def make_storage(
         except Exception as exc:  # SQLAlchemy's errors: a bad dialect, no server, refused login
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise StorageError(f"cannot open the study storage {_redact(storage)}: {first}") from None
+
+
+def _engine_kwargs(url: str, grace_period: int) -> dict[str, Any] | None:
+    """SQLAlchemy engine options for the storage ``url``.
+
+    SQLite: several local workers write one file, so a worker waits up to 60 s for its lock
+    rather than failing after 5 s. PostgreSQL: the server ends a session left idle inside a
+    transaction for longer than ``grace_period`` (``idle_in_transaction_session_timeout``). A
+    worker frozen in the middle of one (a suspended process, a swapping machine) holds row locks
+    on its trial, for instance the key-share lock that recording a heartbeat or a user attribute
+    takes on the trial's row; without the timeout the worker that fails the trial once its
+    heartbeat is stale would wait for those locks until the frozen worker woke. Options already
+    in the URL (``?options=...``) are kept, and a timeout set there wins. Pooled connections are
+    checked before use (``pool_pre_ping``, as Optuna does for MySQL), so that a worker goes on
+    after the server ended its sessions or restarted.
+    """
+    if url.startswith("sqlite"):
+        return {"connect_args": {"timeout": 60}}
+    from sqlalchemy.engine.url import make_url
+
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "postgresql":
+        return None
+    options = parsed.query.get("options", "")
+    options = " ".join(options) if isinstance(options, tuple) else options
+    if "idle_in_transaction_session_timeout" in options:
+        return {"pool_pre_ping": True}
+    timeout = f"-c idle_in_transaction_session_timeout={int(grace_period) * 1000}"
+    return {"pool_pre_ping": True, "connect_args": {"options": f"{options} {timeout}".strip()}}
+
+
+class _RDBStorage(optuna.storages.RDBStorage):
+    """Optuna's RDB storage whose heartbeat outlives a failed write.
+
+    Optuna records heartbeats in a thread that ends at the first exception, so one lost
+    database session (the server restarted or ended it, a network blip) would stop the
+    heartbeat of a live trial for good, and other workers would fail that trial after the
+    grace period. Here a heartbeat that cannot be recorded is logged and the next one is tried
+    at the next interval, on a fresh connection (SQLAlchemy drops the broken one).
+    """
+
+    def record_heartbeat(self, trial_id: int) -> None:
+        try:
+            super().record_heartbeat(trial_id)
+        except optuna.exceptions.StorageInternalError as exc:
+            cause = exc.__cause__ if exc.__cause__ is not None else exc
+            first = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+            optuna.logging.get_logger("optuna").warning(
+                f"the heartbeat of trial id {trial_id} could not be recorded ({first}); "
+                f"trying again in {self.heartbeat_interval} s")
 
 
 class StudyMismatch(ValueError):
@@ -734,5 +786,8 @@ def _lost(study: optuna.Study, last: dict[str, Any], exc: BaseException, caught:
     error = last["error"]
     if isinstance(exc, AssertionError):
         return error is None
+    # StorageInternalError: the server ended this worker's session while it was frozen inside a
+    # transaction (see _engine_kwargs), and the trial was failed meanwhile
     return error is None or isinstance(error, (*caught, optuna.TrialPruned,
-                                               optuna.exceptions.UpdateFinishedTrialError))
+                                               optuna.exceptions.UpdateFinishedTrialError,
+                                               optuna.exceptions.StorageInternalError))

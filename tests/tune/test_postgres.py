@@ -14,12 +14,16 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import optuna
 import pytest
+import sqlalchemy
 from optuna.trial import TrialState
+
+from gattn.tune.study import make_storage
 
 from .postgres import Unavailable, create_database, postgres_server, wait_for
 
@@ -167,3 +171,61 @@ def test_a_stalled_worker_whose_trial_was_failed_goes_on(database, tmp_path):
     trials = _study(database).trials
     assert trials[0].state == TrialState.FAIL
     assert sum(t.state == TrialState.COMPLETE for t in trials) == 4
+
+
+def _heartbeat_time(database, trial_id):
+    engine = sqlalchemy.create_engine(database)
+    try:
+        with engine.connect() as connection:
+            return connection.execute(sqlalchemy.text("SELECT heartbeat FROM trial_heartbeats WHERE trial_id = :i"),
+                                      {"i": trial_id}).scalar_one()
+    finally:
+        engine.dispose()
+
+
+def test_a_worker_frozen_inside_a_transaction_does_not_keep_its_trial_from_being_failed(database, tmp_path):
+    """A worker stopped in the middle of a transaction (here: the key-share lock on its trial's row
+    that recording a heartbeat or a user attribute takes) would make the worker failing its stale
+    trial wait for the lock until it woke (the cause of a hang of the test above). The server ends
+    such a session after the grace period; the frozen worker's next heartbeat, on waking, is
+    logged as lost and the one after it is recorded on a fresh connection."""
+    frozen = make_storage(database, "fake", tmp_path, heartbeat_interval=1, grace_period=3, retries=0)
+    study = optuna.create_study(study_name="frozen", storage=frozen)
+    trial = study.ask()
+    frozen.record_heartbeat(trial._trial_id)
+    session = frozen.scoped_session()  # the one this thread's next storage call will use
+    session.execute(sqlalchemy.text("SELECT 1 FROM trials WHERE trial_id = :i FOR KEY SHARE"),
+                    {"i": trial._trial_id})  # ... and then the worker is frozen, its transaction open
+    other = make_storage(database, "fake", tmp_path, heartbeat_interval=1, grace_period=3, retries=0)
+    other_study = optuna.load_study(study_name="frozen", storage=other)
+    time.sleep(3.5)
+    failing = threading.Thread(target=optuna.storages.fail_stale_trials, args=(other_study,), daemon=True)
+    failing.start()
+    failing.join(timeout=30)
+    assert not failing.is_alive(), "the stale trial's row stayed locked by the frozen worker's session"
+    assert other.get_trial(trial._trial_id).state == TrialState.FAIL
+    before = _heartbeat_time(database, trial._trial_id)
+    frozen.record_heartbeat(trial._trial_id)  # on waking: the session was ended; logged, not raised
+    assert _heartbeat_time(database, trial._trial_id) == before
+    frozen.record_heartbeat(trial._trial_id)
+    assert _heartbeat_time(database, trial._trial_id) > before
+
+
+def test_a_worker_goes_on_after_the_server_ended_its_sessions(database, tmp_path):
+    """Sessions ended by the server (a restart, an administrator, the idle-in-transaction timeout)
+    are noticed before use and replaced: the heartbeat and the worker's own calls go on."""
+    storage = make_storage(database, "fake", tmp_path, heartbeat_interval=1, grace_period=3, retries=0)
+    study = optuna.create_study(study_name="lost", storage=storage)
+    trial = study.ask()
+    storage.record_heartbeat(trial._trial_id)
+    with sqlalchemy.create_engine(database).connect() as admin:  # the server ends every other session
+        ended = admin.execute(sqlalchemy.text(
+            "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()")).scalar_one()
+    assert ended >= 1
+    before = _heartbeat_time(database, trial._trial_id)
+    storage.record_heartbeat(trial._trial_id)
+    assert _heartbeat_time(database, trial._trial_id) > before
+    assert storage.get_trial(trial._trial_id).state == TrialState.RUNNING
+    trial.set_user_attr("after", 1)
+    assert storage.get_trial(trial._trial_id).user_attrs["after"] == 1

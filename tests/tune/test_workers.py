@@ -100,16 +100,18 @@ def test_a_trial_failed_by_another_worker_does_not_crash_this_one(tmp_path):
     trial') drops that result and goes on; the study still gets its count."""
     class FailedUnderneath(FakePipeline):
         def run(self, config, run_dir, *, trial=None, resume=False, progress=None):
-            if trial.number in (1, 3):
+            if trial.number in (1, 3, 4):
                 other = optuna.load_study(study_name="s", storage=default_storage("fake", tmp_path))
                 other.tell(trial.number, state=TrialState.FAIL)  # what fail_stale_trials does
             if trial.number == 1:
                 return super().run(config, run_dir)  # returns a value for a failed trial
+            if trial.number == 4:  # the server ended this worker's session while it was frozen
+                raise optuna.exceptions.StorageInternalError("terminating connection due to idle-in-transaction")
             return super().run(config, run_dir, trial=trial)  # trial 3: its report is refused
 
     study = optimize(FailedUnderneath(), CONFIG, 5, runs_dir=tmp_path, study_name="s")
     assert finished_trials(study) == 5
-    assert [t.number for t in study.trials if t.state == TrialState.FAIL] == [1, 3]
+    assert [t.number for t in study.trials if t.state == TrialState.FAIL] == [1, 3, 4]
 
 
 def test_a_real_error_is_not_mistaken_for_a_lost_trial(tmp_path):
@@ -119,6 +121,29 @@ def test_a_real_error_is_not_mistaken_for_a_lost_trial(tmp_path):
 
     with pytest.raises(ValueError, match="a bug in the pipeline"):
         optimize(Broken(), CONFIG, 2, runs_dir=tmp_path)
+
+    class StorageDown(FakePipeline):
+        def run(self, config, run_dir, *, trial=None, resume=False, progress=None):
+            raise optuna.exceptions.StorageInternalError("the database went away")
+
+    # a storage error in a trial that nobody failed is the worker's own: raised, not dropped
+    with pytest.raises(optuna.exceptions.StorageInternalError, match="the database went away"):
+        optimize(StorageDown(), CONFIG, 2, runs_dir=tmp_path, study_name="down")
+
+
+def test_postgres_sessions_end_when_left_idle_in_a_transaction_for_the_grace_period():
+    """A worker frozen inside a transaction must not hold its trial's row locks past the grace
+    period (tests/tune/test_postgres.py runs it on a server); the user's own options are kept."""
+    engine = study_module._engine_kwargs
+    assert engine("postgresql://u@h/db", 180) == {
+        "pool_pre_ping": True, "connect_args": {"options": "-c idle_in_transaction_session_timeout=180000"}}
+    assert engine("postgresql+psycopg2://u@h/db?options=-c%20search_path%3Dstudies", 3) == {
+        "pool_pre_ping": True,
+        "connect_args": {"options": "-c search_path=studies -c idle_in_transaction_session_timeout=3000"}}
+    assert engine("postgresql://u@h/db?options=-c%20idle_in_transaction_session_timeout%3D0", 3) == {
+        "pool_pre_ping": True}
+    assert engine("mysql+pymysql://u@h/db", 3) is None
+    assert engine("sqlite:///x.db", 3) == {"connect_args": {"timeout": 60}}
 
 
 def test_a_trial_started_with_the_last_slot_gone_is_surplus(tmp_path, monkeypatch):
