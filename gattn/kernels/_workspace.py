@@ -18,11 +18,32 @@ Reuse is decided by the storage's reference count (``torch._C._storage_Use_Count
 tensor handed out is a view (its own reference), so a buffer is free again only once every
 view of it, and every tensor made from them, is gone. Where that count cannot be read the
 pool is bypassed and every call gets a fresh buffer.
+
+Huge pages. Kept buffers raise the peak of a training step: between one backward and the
+next, the backward's buffers (dQ, dK|dV, the per-edge temporary) sit idle while the rest of
+the step (the forward, the loss and its backward) allocates memory of its own. On Linux
+with transparent huge pages available to the process (mode ``always`` or ``madvise``), a
+kept buffer of at least 2 MB is therefore aligned to 2 MB and asked for huge pages
+(``madvise(MADV_HUGEPAGE)``), and each CPU attention forward gives back the memory of the
+kept buffers nobody uses (:func:`release_idle`, ``MADV_DONTNEED``). The buffer keeps its
+address; its next use faults its memory back in 2 MB pages, which costs little (writing 165
+MB that way took 10 ms here against 3 ms for resident memory), so the idle buffers no longer
+count in the step's peak. In 4 KB pages the same would not pay: fresh backward buffers made
+a training step on the ogbn-arxiv-sized graph 0.12 s slower (1.17 against 1.05 s), so
+without huge pages nothing is given back. On that graph (N = 169k, E = 1.17M, H = 4, D = 32,
+one thread) the step stays at 1.00 s while its peak falls from 1,129 to 883 MB above the
+process's start. ``GATTN_WORKSPACE_HUGE_PAGES=0`` in the environment turns this off (buffers
+then stay resident, as without huge pages). A kernel whose THP ``defrag`` setting compacts
+memory on a fault may make a huge-page fault wait on a fragmented machine.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import math
+import os
+import sys
 import threading
 
 import torch
@@ -35,7 +56,48 @@ MIN_BYTES: int = 1 << 20
 
 _lock = threading.Lock()
 _buffers: list[Tensor] = []  # least recently used first
+_released: set[int] = set()  # addresses of kept buffers whose memory was given back
 _count = getattr(torch._C, "_storage_Use_Count", None)
+
+#: Transparent huge page size (x86-64 and most arm64 kernels).
+HUGE_PAGE = 2 << 20
+_PAGE = 4096
+_MADV_DONTNEED, _MADV_HUGEPAGE = 4, 14
+
+
+def _thp_mode(path: str = "/sys/kernel/mm/transparent_hugepage/enabled") -> str:
+    """The kernel's transparent huge page mode (``always``, ``madvise``, ``never``; ``""``
+    where it cannot be read)."""
+    try:
+        with open(path) as handle:
+            text = handle.read()
+    except OSError:
+        return ""
+    start, end = text.find("["), text.find("]")
+    return text[start + 1:end] if 0 <= start < end else ""
+
+
+def _libc_madvise():
+    """libc's ``madvise`` through ctypes, or None (not Linux, no libc)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        madvise = libc.madvise
+    except (OSError, AttributeError):
+        return None
+    madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    madvise.restype = ctypes.c_int
+    return madvise
+
+
+_madvise = _libc_madvise()
+#: Kept buffers of at least HUGE_PAGE bytes get huge pages and give their memory back while
+#: idle (see the module's docstring).
+HUGE_PAGES: bool = (
+    _madvise is not None and _thp_mode() in ("always", "madvise")
+    and os.environ.get("GATTN_WORKSPACE_HUGE_PAGES", "1").strip() != "0"
+)
 
 
 def _nbytes(buffer: Tensor) -> int:
@@ -66,19 +128,63 @@ def take(shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
             if buffer.dtype == dtype and 3 * buffer.numel() <= 4 * numel <= 4 * buffer.numel() and _free(buffer):
                 del _buffers[position]
                 _buffers.append(buffer)  # most recently used
+                _released.discard(buffer.data_ptr())  # written again from now on
                 return buffer[:numel].view(shape)
         # room for a request up to 1/8 larger (pages never written cost no memory)
-        buffer = torch.empty(numel + numel // 8, dtype=dtype)
+        buffer = _new_buffer(numel + numel // 8, dtype)
         _buffers.append(buffer)
         total = sum(_nbytes(b) for b in _buffers)
         position = 0
         while total > MAX_BYTES and position < len(_buffers) - 1:
             if _free(_buffers[position]):  # a buffer in use stays until its views are gone
                 total -= _nbytes(_buffers[position])
+                _released.discard(_buffers[position].data_ptr())
                 del _buffers[position]
             else:
                 position += 1
         return buffer[:numel].view(shape)
+
+
+def _new_buffer(numel: int, dtype: torch.dtype) -> Tensor:
+    """A 1-D buffer for the pool: with :data:`HUGE_PAGES` and at least a huge page's size, its
+    first element on a 2 MB boundary and its pages marked for huge pages."""
+    size = numel * dtype.itemsize
+    if not HUGE_PAGES or size < HUGE_PAGE:
+        return torch.empty(numel, dtype=dtype)
+    raw = torch.empty(numel + (HUGE_PAGE + _PAGE) // dtype.itemsize, dtype=dtype)
+    start = -raw.data_ptr() % HUGE_PAGE
+    if start % dtype.itemsize:  # cannot happen for torch's aligned allocations
+        return torch.empty(numel, dtype=dtype)
+    # a tensor of its own over the storage (not a view: a view's base would count as a user)
+    buffer = torch.empty(0, dtype=dtype).set_(raw.untyped_storage(), start // dtype.itemsize, (numel,))
+    del raw
+    _madvise(buffer.data_ptr(), -(-size // _PAGE) * _PAGE, _MADV_HUGEPAGE)  # advice: a failure is harmless
+    return buffer
+
+
+def release_idle() -> int:
+    """Give the memory of kept buffers that nobody uses back to the operating system, keeping
+    the buffers (their next use faults the memory back in, as huge pages). Only buffers with
+    huge pages are released (:data:`HUGE_PAGES`; in 4 KB pages the faults would cost more than
+    the pool saves). The CPU attention forward calls this.
+
+    Returns:
+        int: the bytes released by this call.
+    """
+    if not HUGE_PAGES:
+        return 0
+    released = 0
+    with _lock:
+        for buffer in _buffers:
+            address = buffer.data_ptr()
+            size = _nbytes(buffer)
+            if size < HUGE_PAGE or address % HUGE_PAGE or address in _released or not _free(buffer):
+                continue
+            length = size // _PAGE * _PAGE
+            if _madvise(address, length, _MADV_DONTNEED) == 0:
+                _released.add(address)
+                released += length
+    return released
 
 
 def pooled_bytes() -> int:
@@ -91,6 +197,7 @@ def clear() -> None:
     """Forget every kept buffer (memory still in use stays with its users)."""
     with _lock:
         _buffers.clear()
+        _released.clear()
 
 
 class _Linear(torch.autograd.Function):

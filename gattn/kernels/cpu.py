@@ -981,6 +981,8 @@ def edge_forward(t: EdgeTerms) -> tuple[Tensor, Tensor]:
     """out [N_dst, H, Dv] (in q's dtype) and the per-row log-sum-exp [N_dst, H] (no autograd)."""
     ops = _prepare(t)
     csr = t.csr
+    # the backward's kept buffers are idle until the backward: their memory goes back meanwhile
+    _workspace.release_idle()
     out = torch.empty(ops.q.shape[0], ops.q.shape[1], ops.dv, dtype=ops.dtype)
     lse = torch.empty(ops.q.shape[0], ops.q.shape[1], dtype=ops.dtype)
     with _threads_for(_edge_work(csr, ops)):

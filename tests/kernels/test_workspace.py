@@ -184,3 +184,86 @@ def test_set_workspace_limit_trades_reuse_for_memory():
 def test_set_workspace_limit_rejects_what_is_not_a_byte_count(bad):
     with pytest.raises(ValueError, match="max_bytes"):
         K.set_workspace_limit(bad)
+
+
+def _resident_mb() -> float:
+    with open("/proc/self/statm") as handle:
+        return int(handle.read().split()[1]) * 4096 / 2**20
+
+
+huge_pages = pytest.mark.skipif(not _workspace.HUGE_PAGES, reason="no transparent huge pages for this process")
+LARGE = (64 << 20) // 4  # float32 elements of 64 MB
+
+
+def test_thp_mode_reads_the_bracketed_word(tmp_path):
+    mode = tmp_path / "enabled"
+    mode.write_text("always [madvise] never\n")
+    assert _workspace._thp_mode(str(mode)) == "madvise"
+    mode.write_text("[never] always\n")
+    assert _workspace._thp_mode(str(mode)) == "never"
+    assert _workspace._thp_mode(str(tmp_path / "absent")) == ""
+
+
+def test_huge_pages_can_be_turned_off_from_the_environment():
+    import subprocess
+    import sys
+
+    code = "from gattn.kernels import _workspace as W; print(W.HUGE_PAGES)"
+    env = {"PATH": "/usr/bin:/bin", "GATTN_WORKSPACE_HUGE_PAGES": "0"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"
+
+
+@huge_pages
+def test_kept_buffers_start_on_a_huge_page_boundary():
+    large = _workspace.take((LARGE // 32,), torch.float32)  # 2 MB
+    small = _workspace.take((BIG,), torch.float32)  # 1 MB: below a huge page, kept as allocated
+    assert large.data_ptr() % _workspace.HUGE_PAGE == 0
+    assert small.shape == (BIG,) and _workspace.pooled_bytes() > 0
+
+
+@huge_pages
+def test_release_gives_back_only_the_memory_of_buffers_nobody_uses():
+    used = _workspace.take((LARGE,), torch.float32)
+    used.fill_(3.0)
+    idle = _workspace.take((LARGE,), torch.float32)
+    idle.fill_(1.0)
+    address = idle.data_ptr()
+    del idle
+    gc.collect()
+    before = _resident_mb()
+    released = _workspace.release_idle()
+    after = _resident_mb()
+    assert 64 << 20 <= released <= (72 << 20)  # the idle buffer (with its 1/8 room), not the used one
+    assert before - after >= 50  # the operating system has the memory back
+    assert bool((used == 3.0).all())  # the used buffer kept its values
+    assert _workspace.release_idle() == 0  # nothing more to give back
+    again = _workspace.take((LARGE,), torch.float32)
+    assert again.data_ptr() == address  # the buffer itself was kept
+    again.fill_(2.0)
+    assert bool((again == 2.0).all()) and _resident_mb() - after >= 50
+    del again
+    gc.collect()
+    assert _workspace.release_idle() >= 60 << 20  # released again once idle again
+
+
+@huge_pages
+def test_the_attention_forward_releases_the_backwards_buffers_and_gradients_stay_exact():
+    """The backward's kept buffers are given back by the next forward and faulted in again by
+    the next backward: the gradients still match the reference."""
+    num, heads, dim = 3000, 4, 64  # dQ 3 MB, dK|dV 6 MB: huge-page buffers
+    edge_index = awkward_graph(num, num, 20000, seed=7)
+    gen = torch.Generator().manual_seed(1)
+    q, k, v = (torch.randn(num, heads, dim, generator=gen, requires_grad=True) for _ in range(3))
+    grad = torch.randn(num, heads, dim, generator=gen)
+    first = torch.autograd.grad(K.edge_attention(q, k, v, edge_index, backend="cpu"), (q, k, v), grad)
+    del first
+    gc.collect()
+    out = K.edge_attention(q, k, v, edge_index, backend="cpu")
+    released = [b for b in _workspace._buffers if b.data_ptr() in _workspace._released]
+    assert sum(_workspace._nbytes(b) for b in released) >= 9 << 20
+    got = torch.autograd.grad(out, (q, k, v), grad)
+    ref = torch.autograd.grad(K.edge_attention(q, k, v, edge_index, backend="reference"), (q, k, v), grad)
+    for a, b in zip(got, ref):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
