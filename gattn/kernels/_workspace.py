@@ -130,8 +130,11 @@ def take(shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
                 _buffers.append(buffer)  # most recently used
                 _released.discard(buffer.data_ptr())  # written again from now on
                 return buffer[:numel].view(shape)
-        # room for a request up to 1/8 larger (pages never written cost no memory)
-        buffer = _new_buffer(numel + numel // 8, dtype)
+        # room for a request up to 1/8 larger (pages never written cost no memory); a normal
+        # tensor even under torch.inference_mode (Lightning validates in it), since an inference
+        # tensor could not be written by a later training step
+        with torch.inference_mode(False):
+            buffer = _new_buffer(numel + numel // 8, dtype)
         _buffers.append(buffer)
         total = sum(_nbytes(b) for b in _buffers)
         position = 0

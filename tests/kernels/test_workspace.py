@@ -267,3 +267,29 @@ def test_the_attention_forward_releases_the_backwards_buffers_and_gradients_stay
     ref = torch.autograd.grad(K.edge_attention(q, k, v, edge_index, backend="reference"), (q, k, v), grad)
     for a, b in zip(got, ref):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["TransformerConv", "GATConv", "GATv2Conv"])
+def test_buffers_first_made_under_inference_mode_serve_a_later_training_step(name):
+    """Lightning validates under torch.inference_mode: a kept buffer first made there must not be
+    an inference tensor, which a training step could not write ("Inplace update to inference
+    tensor outside InferenceMode")."""
+    import gattn.nn
+
+    num = 1200  # the K|V projection (1200 x 512 float32, 2.4 MB) and the backward's buffers are kept
+    edge_index = awkward_graph(num, num, 6000, seed=11)
+    x = torch.randn(num, 64, generator=torch.Generator().manual_seed(2))
+
+    def gradients(inference_first):
+        K.clear_caches()
+        torch.manual_seed(3)
+        layer = getattr(gattn.nn, name)(64, 128, heads=4)
+        if inference_first:
+            with torch.inference_mode():
+                layer(x, edge_index)
+            assert _workspace.pooled_bytes() > 0
+        layer(x, edge_index).square().mean().backward()
+        return [p.grad for p in layer.parameters()]
+
+    for got, want in zip(gradients(True), gradients(False)):
+        torch.testing.assert_close(got, want)
