@@ -285,7 +285,8 @@ def _engine_kwargs(url: str, grace_period: int) -> dict[str, Any] | None:
     on its trial, for instance the key-share lock that recording a heartbeat or a user attribute
     takes on the trial's row; without the timeout the worker that fails the trial once its
     heartbeat is stale would wait for those locks until the frozen worker woke. Options already
-    in the URL (``?options=...``) are kept, and a timeout set there wins. Pooled connections are
+    in the URL (``?options=...``) or, without them, in ``$PGOPTIONS`` (which libpq would ignore
+    once options are passed) are kept, and a timeout set there wins. Pooled connections are
     checked before use (``pool_pre_ping``, as Optuna does for MySQL), so that a worker goes on
     after the server ended its sessions or restarted.
     """
@@ -296,7 +297,7 @@ def _engine_kwargs(url: str, grace_period: int) -> dict[str, Any] | None:
     parsed = make_url(url)
     if parsed.get_backend_name() != "postgresql":
         return None
-    options = parsed.query.get("options", "")
+    options = parsed.query.get("options", os.environ.get("PGOPTIONS", ""))
     options = " ".join(options) if isinstance(options, tuple) else options
     if "idle_in_transaction_session_timeout" in options:
         return {"pool_pre_ping": True}

@@ -131,10 +131,11 @@ def test_a_real_error_is_not_mistaken_for_a_lost_trial(tmp_path):
         optimize(StorageDown(), CONFIG, 2, runs_dir=tmp_path, study_name="down")
 
 
-def test_postgres_sessions_end_when_left_idle_in_a_transaction_for_the_grace_period():
+def test_postgres_sessions_end_when_left_idle_in_a_transaction_for_the_grace_period(monkeypatch):
     """A worker frozen inside a transaction must not hold its trial's row locks past the grace
     period (tests/tune/test_postgres.py runs it on a server); the user's own options are kept."""
     engine = study_module._engine_kwargs
+    monkeypatch.delenv("PGOPTIONS", raising=False)
     assert engine("postgresql://u@h/db", 180) == {
         "pool_pre_ping": True, "connect_args": {"options": "-c idle_in_transaction_session_timeout=180000"}}
     assert engine("postgresql+psycopg2://u@h/db?options=-c%20search_path%3Dstudies", 3) == {
@@ -144,6 +145,14 @@ def test_postgres_sessions_end_when_left_idle_in_a_transaction_for_the_grace_per
         "pool_pre_ping": True}
     assert engine("mysql+pymysql://u@h/db", 3) is None
     assert engine("sqlite:///x.db", 3) == {"connect_args": {"timeout": 60}}
+    # libpq ignores $PGOPTIONS once options are passed: its settings travel with gattn's
+    monkeypatch.setenv("PGOPTIONS", "-c search_path=studies")
+    assert engine("postgresql://u@h/db", 3)["connect_args"] == {
+        "options": "-c search_path=studies -c idle_in_transaction_session_timeout=3000"}
+    assert engine("postgresql://u@h/db?options=-c%20work_mem%3D64MB", 3)["connect_args"] == {
+        "options": "-c work_mem=64MB -c idle_in_transaction_session_timeout=3000"}  # the URL's win, as in libpq
+    monkeypatch.setenv("PGOPTIONS", "-c idle_in_transaction_session_timeout=0")
+    assert engine("postgresql://u@h/db", 3) == {"pool_pre_ping": True}
 
 
 def test_a_trial_started_with_the_last_slot_gone_is_surplus(tmp_path, monkeypatch):
