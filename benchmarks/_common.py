@@ -218,9 +218,7 @@ def huge_pages() -> str:
     """Whether torch's large allocations get transparent huge pages: the kernel's THP mode and
     torch's ``THP_MEM_ALLOC_ENABLE``. It moves PyG's step more than gattn's (PyG's per-edge
     tensors are fresh memory every step: a page fault per 4 KB without huge pages)."""
-    try:
-        with open("/sys/kernel/mm/transparent_hugepage/enabled") as mode:
-            system = next((word[1:-1] for word in mode.read().split() if word.startswith("[")), "unknown")
-    except OSError:
-        system = "unknown"
+    from gattn.kernels._workspace import _thp_mode  # here: peers' environments import this module without gattn
+
+    system = _thp_mode() or "unknown"
     return f"transparent huge pages: {system}; THP_MEM_ALLOC_ENABLE {os.environ.get('THP_MEM_ALLOC_ENABLE', 'not set')}"
