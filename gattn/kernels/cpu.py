@@ -299,8 +299,8 @@ def _exp_into_impl(x, out, n, bits):
 
 @njit(inline="always")
 def _row_buffers(bounds, chunk, rowptr, heads, like):
-    """Per-chunk scratch for a row's per-edge, per-head values ([edge, head] flattened), sized
-    by the chunk's longest row."""
+    """Per-chunk scratch for a row's per-edge, per-head values, sized by the chunk's longest
+    row (the forward keeps them head-major, [head, edge]; the backward edge-major)."""
     longest = 0
     for i in range(bounds[chunk], bounds[chunk + 1]):
         longest = max(longest, rowptr[i + 1] - rowptr[i])
@@ -310,18 +310,32 @@ def _row_buffers(bounds, chunk, rowptr, heads, like):
 
 
 @njit(inline="always", fastmath=_FASTMATH)
-def _row_exponentials(scores, probs, bits, count, heads, row_max, row_sum):
-    """The middle step of a row's softmax: ``probs = exp(scores - max of the head)`` over the
-    row's ``count`` [edge, head] values in one vectorised loop, and each head's sum."""
+def _row_exponentials(scores, probs, bits, degree, heads, row_max, row_sum):
+    """The middle step of a row's softmax over its ``degree`` edges, the scores head-major
+    (``scores[h * degree + e]``): each head's maximum, ``probs = exp(scores - maximum)`` for
+    the whole row in one vectorised loop, and each head's sum.
+
+    Head-major, every step is a contiguous loop; edge-major ([edge, head]) the maximum and
+    the sums index the head by ``k % heads``, which does not vectorise (measured: the step
+    took 14 ns an edge against 4 ns head-major, H=4, about a third of the forward's
+    arithmetic)."""
     for h in range(heads):
-        if row_max[h] == -np.inf:  # no finite score: every exponential below is exp(-inf) = 0
-            row_max[h] = 0.0
-    for k in range(count):
-        scores[k] -= row_max[k % heads]
-    _exp_into(scores, probs, count, bits)
-    row_sum[:] = 0.0
-    for k in range(count):
-        row_sum[k % heads] += probs[k]
+        segment = scores[h * degree:(h + 1) * degree]
+        top = segment[0] if degree > 0 else -np.inf
+        for k in range(degree):
+            top = max(top, segment[k])
+        # no finite score: every exponential below is exp(-inf) = 0
+        row_max[h] = top if top != -np.inf else 0.0
+        top = row_max[h]
+        for k in range(degree):
+            segment[k] -= top
+    _exp_into(scores, probs, degree * heads, bits)
+    for h in range(heads):
+        segment = probs[h * degree:(h + 1) * degree]
+        total = _zero(probs)
+        for k in range(degree):
+            total += segment[k]
+        row_sum[h] = total
 
 
 @njit(inline="always", fastmath=_FASTMATH)
@@ -350,25 +364,20 @@ def _fwd_row(i, node, rowptr, col, perm, q, kv, ekey, evalue, escale, att, bias,
     heads, dv = out.shape[1], out.shape[2]
     vofs = heads * q.shape[2]
     start, stop = rowptr[i], rowptr[i + 1]
-    count = (stop - start) * heads
+    degree = stop - start
     acc = out[node]
     acc[:] = 0.0
-    row_max[:] = -np.inf
     for e in range(start, stop):
         kvrow = _edge_kv_row_l2(kv, col, e, scratch)
-        base = (e - start) * heads
         for h in range(heads):
-            s = _cast(scores, _score(q, kvrow, ekey, escale, att, bias, node, perm[e], h, scale, slope, flags,
-                                     scale_mode))
-            scores[base + h] = s
-            row_max[h] = max(row_max[h], s)
-    _row_exponentials(scores, probs, bits, count, heads, row_max, row_sum)
+            scores[h * degree + e - start] = _cast(
+                scores, _score(q, kvrow, ekey, escale, att, bias, node, perm[e], h, scale, slope, flags, scale_mode))
+    _row_exponentials(scores, probs, bits, degree, heads, row_max, row_sum)
     for e in range(start, stop):
         pe = perm[e]
         kvrow = _kv_row(kv, col[e], scratch)
-        base = (e - start) * heads
         for h in range(heads):
-            w = _cast(out, probs[base + h] * _drop_factor(pe, h, heads, flags, drop, inv_keep))
+            w = _cast(out, probs[h * degree + e - start] * _drop_factor(pe, h, heads, flags, drop, inv_keep))
             if w != 0.0:
                 vh = kvrow[vofs + h * dv:vofs + (h + 1) * dv]
                 acc_h = acc[h]
@@ -387,28 +396,23 @@ def _fwd_row_dot(i, node, rowptr, col, q, kv, scale, out, lse, row_max, row_sum,
     heads, dim, dv = q.shape[1], q.shape[2], out.shape[2]
     vofs = heads * dim
     start, stop = rowptr[i], rowptr[i + 1]
-    count = (stop - start) * heads
+    degree = stop - start
     scale_ = _cast(q, scale)
     qi, acc = q[node], out[node]
     acc[:] = 0.0
-    row_max[:] = -np.inf
     for e in range(start, stop):
         kvrow = _edge_kv_row_l2(kv, col, e, scratch)
-        base = (e - start) * heads
         for h in range(heads):
             qh, kh = qi[h], kvrow[h * dim:(h + 1) * dim]
             dot = _zero(q)
             for d in range(dim):
                 dot += qh[d] * kh[d]
-            s = dot * scale_
-            scores[base + h] = s
-            row_max[h] = max(row_max[h], s)
-    _row_exponentials(scores, probs, bits, count, heads, row_max, row_sum)
+            scores[h * degree + e - start] = dot * scale_
+    _row_exponentials(scores, probs, bits, degree, heads, row_max, row_sum)
     for e in range(start, stop):
         kvrow = _kv_row(kv, col[e], scratch)
-        base = (e - start) * heads
         for h in range(heads):
-            w = probs[base + h]
+            w = probs[h * degree + e - start]
             vh, acc_h = kvrow[vofs + h * dv:vofs + (h + 1) * dv], acc[h]
             for d in range(dv):
                 acc_h[d] += w * vh[d]
