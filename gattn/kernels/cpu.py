@@ -987,7 +987,7 @@ def edge_forward(t: EdgeTerms) -> tuple[Tensor, Tensor]:
     csr = t.csr
     # the backward's kept buffers are idle until the backward: their memory goes back meanwhile
     _workspace.release_idle()
-    out = torch.empty(ops.q.shape[0], ops.q.shape[1], ops.dv, dtype=ops.dtype)
+    out = _workspace.empty((ops.q.shape[0], ops.q.shape[1], ops.dv), ops.dtype)  # the caller keeps it
     lse = torch.empty(ops.q.shape[0], ops.q.shape[1], dtype=ops.dtype)
     with _threads_for(_edge_work(csr, ops)):
         _edge_attention_fwd(

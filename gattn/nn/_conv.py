@@ -31,6 +31,7 @@ import torch
 from torch import Tensor
 from torch.nn.parameter import UninitializedParameter
 from torch_geometric.nn.conv import MessagePassing
+from torch_geometric.nn.dense.linear import Linear as PyGLinear
 from torch_geometric.typing import SparseTensor
 from torch_geometric.utils import add_self_loops, is_torch_sparse_tensor, remove_self_loops, to_edge_index
 
@@ -139,13 +140,39 @@ def _merge_size(what: str, implied: tuple, size: tuple | None) -> tuple:
     return tuple(s if s is not None else i for s, i in zip(size, implied))
 
 
+def _plain_linear(lin: torch.nn.Module) -> bool:
+    """Whether calling `lin` is exactly ``F.linear(x, lin.weight, lin.bias)``: a torch or PyG
+    ``Linear`` (not a subclass or a replacement such as an adapter), initialised, with no
+    forward hooks of its own or global ones. Only then may a projection below stand in for
+    the call."""
+    from torch.nn.modules import module as torch_module
+
+    return (
+        type(lin) in (torch.nn.Linear, PyGLinear) and not isinstance(lin.weight, UninitializedParameter)
+        and not (lin._forward_hooks or lin._forward_pre_hooks)
+        and not (torch_module._global_forward_hooks or torch_module._global_forward_pre_hooks)
+    )
+
+
+def project_query(x: Tensor, lin_query: torch.nn.Module, heads: int, channels: int) -> Tensor:
+    """Queries [N, H, C] of `x`: ``lin_query(x)``, its output in the kernels' reused memory
+    when large (:func:`gattn.kernels._workspace.linear`: the 87 MB query of the
+    ogbn-arxiv-sized graph is mapped afresh, and faulted in page by page, on every call
+    otherwise). Anything but a plain ``Linear`` is called as it is."""
+    if not _plain_linear(lin_query):
+        return lin_query(x).view(-1, heads, channels)
+    return _workspace.linear(x, lin_query.weight, lin_query.bias).view(-1, heads, channels)
+
+
 def project_key_value(x: Tensor, lin_key: torch.nn.Module, lin_value: torch.nn.Module, heads: int,
                       channels: int) -> tuple[Tensor, Tensor]:
     """Keys and values [N, H, C] of `x` from one matmul with the two layers' weights stacked,
     as views of one [N, 2*H*C] tensor: the layout the CPU kernel reads without a copy
     (:func:`gattn.kernels.split_kv`). The parameters stay those of the two layers (PyG's
-    names, state dicts unchanged); lazy (``-1``) layers are initialised by a first plain call."""
-    if isinstance(lin_key.weight, UninitializedParameter) or isinstance(lin_value.weight, UninitializedParameter):
+    names, state dicts unchanged); lazy (``-1``) layers are initialised by a first plain call,
+    and layers that are not a plain ``Linear`` (an adapter, a hooked layer) are called as
+    they are."""
+    if not (_plain_linear(lin_key) and _plain_linear(lin_value)):
         return lin_key(x).view(-1, heads, channels), lin_value(x).view(-1, heads, channels)
     weight = torch.cat([lin_key.weight, lin_value.weight])
     bias = None if lin_key.bias is None else torch.cat([lin_key.bias, lin_value.bias])

@@ -30,7 +30,15 @@ from gattn.kernels import edge_attention
 from gattn.kernels.reorder import check_reorder
 
 from ._checks import check_features, check_positive_int, check_probability
-from ._conv import FusedMessagePassing, as_graph, attention_return, channel_pair, node_features, project_key_value
+from ._conv import (
+    FusedMessagePassing,
+    as_graph,
+    attention_return,
+    channel_pair,
+    node_features,
+    project_key_value,
+    project_query,
+)
 
 __all__ = ["GraphTransformerConv", "GraphTransformerLayer"]
 
@@ -170,7 +178,7 @@ class GraphTransformerConv(FusedMessagePassing):
                                      "GraphTransformerConv")
         graph = as_graph(edge_index, x_src.size(0), x_dst.size(0), size)
         heads, dim = self.heads, self.out_channels
-        query = self.lin_query(x_dst).view(-1, heads, dim)
+        query = project_query(x_dst, self.lin_query, heads, dim)
         key, value = project_key_value(x_src, self.lin_key, self.lin_value, heads, dim)
 
         edge_scale = None

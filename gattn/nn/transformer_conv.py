@@ -15,7 +15,15 @@ from torch_geometric.utils import softmax
 from gattn.kernels import edge_attention
 
 from ._checks import check_features
-from ._conv import FusedMessagePassing, as_graph, attention_return, channel_pair, node_features, project_key_value
+from ._conv import (
+    FusedMessagePassing,
+    as_graph,
+    attention_return,
+    channel_pair,
+    node_features,
+    project_key_value,
+    project_query,
+)
 
 __all__ = ["TransformerConv"]
 
@@ -143,7 +151,7 @@ class TransformerConv(FusedMessagePassing):
         heads, channels = self.heads, self.out_channels
         x_src, x_dst = node_features(x, self.lin_key.in_channels, self.lin_query.in_channels, "TransformerConv")
         graph = as_graph(edge_index, x_src.size(0), x_dst.size(0), size)
-        query = self.lin_query(x_dst).view(-1, heads, channels)
+        query = project_query(x_dst, self.lin_query, heads, channels)
         key, value = project_key_value(x_src, self.lin_key, self.lin_value, heads, channels)
         edge_attr = graph.edge_attr(edge_attr) if self.lin_edge is not None else edge_attr
         if self.lin_edge is None and edge_attr is not None:

@@ -293,3 +293,70 @@ def test_buffers_first_made_under_inference_mode_serve_a_later_training_step(nam
 
     for got, want in zip(gradients(True), gradients(False)):
         torch.testing.assert_close(got, want)
+
+
+def _advised_huge(address: int) -> bool:
+    """Whether the mapping holding `address` is marked for huge pages (``hg`` in its
+    VmFlags in /proc/self/smaps): set by madvise(MADV_HUGEPAGE), whether or not its pages
+    are written yet (glibc may serve a large request from memory its heap already has)."""
+    inside = False
+    with open("/proc/self/smaps") as handle:
+        for line in handle:
+            head = line.split()[0]
+            if "-" in head and not head.endswith(":"):
+                start, end = (int(part, 16) for part in head.split("-"))
+                inside = start <= address < end
+            elif inside and head == "VmFlags:":
+                return "hg" in line.split()[1:]
+    return False
+
+
+@huge_pages
+def test_large_fresh_outputs_are_asked_for_huge_pages_and_small_ones_are_not():
+    big = _workspace.empty((_workspace.FRESH_HUGE_BYTES // 4 + 3 * (1 << 19),), torch.float32)
+    assert big.storage_offset() == 0 and big.is_contiguous() and big.dtype == torch.float32
+    # every whole 2 MB page inside the tensor is advised, before anything writes it
+    inner = -(-big.data_ptr() // _workspace.HUGE_PAGE) * _workspace.HUGE_PAGE
+    end = big.data_ptr() + big.numel() * 4
+    assert all(_advised_huge(page) for page in range(inner, end - _workspace.HUGE_PAGE + 1, _workspace.HUGE_PAGE))
+    big.fill_(1.0)
+    assert bool((big == 1.0).all())
+
+
+def test_fresh_outputs_advise_only_whole_huge_pages_inside_large_tensors(monkeypatch):
+    calls = []
+    monkeypatch.setattr(_workspace, "HUGE_PAGES", True)
+    monkeypatch.setattr(_workspace, "_madvise", lambda address, length, advice: calls.append((address, length, advice)))
+    small = _workspace.empty((1 << 20,), torch.float32)  # 4 MB: below FRESH_HUGE_BYTES
+    assert small.shape == (1 << 20,) and calls == []
+    big = _workspace.empty((_workspace.FRESH_HUGE_BYTES // 8 + 5, 2), torch.float32)
+    assert big.shape == (_workspace.FRESH_HUGE_BYTES // 8 + 5, 2)
+    ((address, length, advice),) = calls
+    start, end = big.data_ptr(), big.data_ptr() + big.numel() * 4
+    assert advice == _workspace._MADV_HUGEPAGE and address % _workspace.HUGE_PAGE == 0
+    assert length % _workspace.HUGE_PAGE == 0 and start <= address and address + length <= end
+    assert address - start < _workspace.HUGE_PAGE and end - (address + length) < _workspace.HUGE_PAGE
+
+
+def test_fresh_outputs_are_plain_tensors_without_huge_pages(monkeypatch):
+    monkeypatch.setattr(_workspace, "HUGE_PAGES", False)
+    out = _workspace.empty((_workspace.FRESH_HUGE_BYTES // 4 + 1,), torch.float32)
+    assert out.numel() == _workspace.FRESH_HUGE_BYTES // 4 + 1 and out.storage_offset() == 0
+
+
+def test_pooled_linear_input_gradient_matches_and_double_backward_still_works():
+    gen = torch.Generator().manual_seed(6)
+    x = torch.randn(3000, 24, generator=gen, requires_grad=True)
+    weight = torch.randn(100, 24, generator=gen, requires_grad=True)  # 1.2 MB output: pooled
+    grad = torch.randn(3000, 100, generator=gen)
+    got = torch.autograd.grad(_workspace.linear(x, weight), (x, weight), grad)
+    want = torch.autograd.grad(torch.nn.functional.linear(x, weight), (x, weight), grad)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b)
+    # with create_graph the input gradient is a graph node (out= would refuse it)
+    (dx,) = torch.autograd.grad(_workspace.linear(x, weight), x, grad, create_graph=True)
+    (second,) = torch.autograd.grad(dx.square().sum(), weight)
+    (expect,) = torch.autograd.grad(
+        torch.autograd.grad(torch.nn.functional.linear(x, weight), x, grad, create_graph=True)[0].square().sum(),
+        weight)
+    torch.testing.assert_close(second, expect)

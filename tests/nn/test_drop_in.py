@@ -184,6 +184,33 @@ def test_message_hooks_and_explain_use_pygs_path_with_the_same_result(name):
     assert conv.fusable()
 
 
+@pytest.mark.parametrize("name", ["TransformerConv", "GraphTransformerConv"])
+def test_hooked_or_replaced_projections_are_called_as_they_are(name):
+    """The fused layers compute Q and K|V with their own matmuls only while those layers are
+    plain Linears: a forward hook on one, or a replacement module (an adapter), is called."""
+    x, edge_index, _ = _graph(False)
+    torch.manual_seed(3)
+    conv = getattr(gattn_nn, name)(5, 4, heads=2).double()
+    plain = conv(x, edge_index)
+    for lin in (conv.lin_query, conv.lin_key, conv.lin_value):
+        handle = lin.register_forward_hook(lambda module, inputs, out: out * 2.0)
+        hooked = conv(x, edge_index)
+        assert not torch.allclose(hooked, plain), "a forward hook on a projection was skipped"
+        handle.remove()
+        torch.testing.assert_close(conv(x, edge_index), plain)
+
+    from torch_geometric.nn.dense.linear import Linear
+
+    class Scaled(Linear):  # an adapter-like subclass: its own forward must run
+        def forward(self, inputs):
+            return super().forward(inputs) * 0.5
+
+    replaced = Scaled(5, conv.lin_query.weight.size(0)).double()
+    replaced.load_state_dict(conv.lin_query.state_dict())
+    conv.lin_query = replaced
+    assert not torch.allclose(conv(x, edge_index), plain), "a replaced query projection was bypassed"
+
+
 def test_gnn_explainer_runs_on_gattn_layers():
     from torch_geometric.explain import Explainer, GNNExplainer
 
