@@ -143,14 +143,18 @@ def _merge_size(what: str, implied: tuple, size: tuple | None) -> tuple:
 def _plain_linear(lin: torch.nn.Module) -> bool:
     """Whether calling `lin` is exactly ``F.linear(x, lin.weight, lin.bias)``: a torch or PyG
     ``Linear`` (not a subclass or a replacement such as an adapter), initialised, with no
-    forward hooks of its own or global ones. Only then may a projection below stand in for
-    the call."""
+    forward or backward hooks of its own or global ones. Only then may a projection below
+    stand in for the call."""
     from torch.nn.modules import module as torch_module
 
+    hooks = (
+        lin._forward_hooks, lin._forward_pre_hooks, lin._backward_hooks, lin._backward_pre_hooks,
+        torch_module._global_forward_hooks, torch_module._global_forward_pre_hooks,
+        torch_module._global_backward_hooks, torch_module._global_backward_pre_hooks,
+    )
     return (
         type(lin) in (torch.nn.Linear, PyGLinear) and not isinstance(lin.weight, UninitializedParameter)
-        and not (lin._forward_hooks or lin._forward_pre_hooks)
-        and not (torch_module._global_forward_hooks or torch_module._global_forward_pre_hooks)
+        and not any(hooks)
     )
 
 

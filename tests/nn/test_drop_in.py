@@ -198,6 +198,11 @@ def test_hooked_or_replaced_projections_are_called_as_they_are(name):
         assert not torch.allclose(hooked, plain), "a forward hook on a projection was skipped"
         handle.remove()
         torch.testing.assert_close(conv(x, edge_index), plain)
+    seen = []
+    handle = conv.lin_key.register_full_backward_hook(lambda module, grad_in, grad_out: seen.append(grad_out[0].shape))
+    conv(x.detach().requires_grad_(), edge_index).sum().backward()
+    assert seen, "a backward hook on a projection was skipped"
+    handle.remove()
 
     from torch_geometric.nn.dense.linear import Linear
 
