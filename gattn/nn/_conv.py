@@ -29,6 +29,7 @@ from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
+from torch.nn.modules import module as torch_module
 from torch.nn.parameter import UninitializedParameter
 from torch_geometric.nn.conv import MessagePassing
 from torch_geometric.nn.dense.linear import Linear as PyGLinear
@@ -145,8 +146,6 @@ def _plain_linear(lin: torch.nn.Module) -> bool:
     ``Linear`` (not a subclass or a replacement such as an adapter), initialised, with no
     forward or backward hooks of its own or global ones. Only then may a projection below
     stand in for the call."""
-    from torch.nn.modules import module as torch_module
-
     hooks = (
         lin._forward_hooks, lin._forward_pre_hooks, lin._backward_hooks, lin._backward_pre_hooks,
         torch_module._global_forward_hooks, torch_module._global_forward_pre_hooks,
