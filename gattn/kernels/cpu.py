@@ -15,7 +15,7 @@ keys and values are read from one [N_src, H*D + H*Dv] array whose row j holds k_
 so an edge costs one contiguous random fetch (1 KB at H=4, D=32) rather than a separate
 128-byte piece per head from two tensors. Layers that project K and V with one matmul
 (:func:`gattn.kernels.split_kv`) hand that array over without a copy; separate k and v are
-packed per call (O(N) copy). The next edges' rows are prefetched two edges ahead
+packed per call (O(N) copy). The next edges' rows are prefetched eight edges ahead
 (``_prefetch_row``), so their cache misses overlap with the current edge's arithmetic.
 
 Precision: everything runs in the operands' precision (float32 for float32 inputs, as torch's
@@ -104,28 +104,22 @@ def _drop_factor(pe, h, heads, flags, drop, inv_keep):
     return inv_keep if x >= drop[2] else 0.0
 
 
-def _prefetcher(locality: int):
-    """An intrinsic hinting the CPU to fetch the cache line at byte ``offset`` of row ``j`` of
-    ``arr`` (no fault): into every cache level (``locality`` 3) or into L2 and below (2)."""
-    @intrinsic
-    def prefetch_line(typingctx, arr, j, offset):
-        def codegen(context, builder, signature, args):
-            ary = context.make_array(signature.args[0])(context, builder, args[0])
-            stride = builder.extract_value(ary.strides, 0)
-            start = builder.add(builder.mul(args[1], stride), args[2])
-            i8p = ir.IntType(8).as_pointer()
-            address = builder.gep(builder.bitcast(ary.data, i8p), [start])
-            i32 = ir.IntType(32)
-            prefetch = cgutils.get_or_insert_function(
-                builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]), "llvm.prefetch.p0")
-            builder.call(prefetch, [address, i32(0), i32(locality), i32(1)])  # read, data
-            return context.get_dummy_value()
-        return types.void(arr, types.intp, types.intp), codegen
-    return prefetch_line
-
-
-_prefetch_line = _prefetcher(3)
-_prefetch_line_l2 = _prefetcher(2)
+@intrinsic
+def _prefetch_line(typingctx, arr, j, offset):
+    """Hint the CPU to fetch the cache line at byte ``offset`` of row ``j`` of ``arr`` into
+    every cache level (no fault)."""
+    def codegen(context, builder, signature, args):
+        ary = context.make_array(signature.args[0])(context, builder, args[0])
+        stride = builder.extract_value(ary.strides, 0)
+        start = builder.add(builder.mul(args[1], stride), args[2])
+        i8p = ir.IntType(8).as_pointer()
+        address = builder.gep(builder.bitcast(ary.data, i8p), [start])
+        i32 = ir.IntType(32)
+        prefetch = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]), "llvm.prefetch.p0")
+        builder.call(prefetch, [address, i32(0), i32(3), i32(1)])  # read, every level, data
+        return context.get_dummy_value()
+    return types.void(arr, types.intp, types.intp), codegen
 
 
 @njit(inline="always")
@@ -140,15 +134,10 @@ def _prefetch_row(arr, j):
         _prefetch_line(arr, j, offset)
 
 
-@njit(inline="always")
-def _prefetch_row_l2(arr, j):
-    """`_prefetch_row` into L2 (not L1): the forward pass's choice, 8-15 % faster there on a
-    1M-edge random graph, while the backward passes measured alike or slower with it."""
-    for offset in range(0, arr.strides[0], 64):
-        _prefetch_line_l2(arr, j, offset)
-
-
-_AHEAD = 2  # edges ahead to prefetch: 1 to 4 measured alike, 8 slower
+# Edges ahead to prefetch. With 1 KB K|V rows (H=4, D=32) on a 1M-edge random graph, one thread:
+# 2 ahead 86/104/82 ms (forward, backward rows, backward columns), 4 ahead 73/85/59, 8 ahead
+# 63/72/48, 12-24 alike; 4 KB rows (H=8, D=64) alike from 2 to 16 (compute-bound there).
+_AHEAD = 8
 
 
 def _kv_row(kv, j, scratch):
@@ -171,18 +160,11 @@ def _kv_row_impl(kv, j, scratch):
 @njit(inline="always")
 def _edge_kv_row(kv, col, e, scratch):
     """Sorted edge e's K|V row (`_kv_row`), after prefetching the row of the edge `_AHEAD`
-    further on into every cache level: the per-edge fetch of the backward rows pass and of
-    `_edge_probs`."""
+    further on: the per-edge fetch of the forward, the backward rows pass and `_edge_probs`.
+    (An earlier forward prefetched into L2 only, 8-15 % faster two edges ahead; eight ahead
+    the full prefetch is 4-7 % faster.)"""
     if e + _AHEAD < col.shape[0]:
         _prefetch_row(kv, col[e + _AHEAD])
-    return _kv_row(kv, col[e], scratch)
-
-
-@njit(inline="always")
-def _edge_kv_row_l2(kv, col, e, scratch):
-    """`_edge_kv_row` prefetching into L2: the forward pass's per-edge fetch."""
-    if e + _AHEAD < col.shape[0]:
-        _prefetch_row_l2(kv, col[e + _AHEAD])
     return _kv_row(kv, col[e], scratch)
 
 
@@ -368,7 +350,7 @@ def _fwd_row(i, node, rowptr, col, perm, q, kv, ekey, evalue, escale, att, bias,
     acc = out[node]
     acc[:] = 0.0
     for e in range(start, stop):
-        kvrow = _edge_kv_row_l2(kv, col, e, scratch)
+        kvrow = _edge_kv_row(kv, col, e, scratch)
         for h in range(heads):
             scores[h * degree + e - start] = _cast(
                 scores, _score(q, kvrow, ekey, escale, att, bias, node, perm[e], h, scale, slope, flags, scale_mode))
@@ -401,7 +383,7 @@ def _fwd_row_dot(i, node, rowptr, col, q, kv, scale, out, lse, row_max, row_sum,
     qi, acc = q[node], out[node]
     acc[:] = 0.0
     for e in range(start, stop):
-        kvrow = _edge_kv_row_l2(kv, col, e, scratch)
+        kvrow = _edge_kv_row(kv, col, e, scratch)
         for h in range(heads):
             qh, kh = qi[h], kvrow[h * dim:(h + 1) * dim]
             dot = _zero(q)
