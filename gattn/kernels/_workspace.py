@@ -25,7 +25,10 @@ the step (the forward, the loss and its backward) allocates memory of its own. O
 with transparent huge pages available to the process (mode ``always`` or ``madvise``), a
 kept buffer of at least 2 MB is therefore aligned to 2 MB and asked for huge pages
 (``madvise(MADV_HUGEPAGE)``), and each CPU attention forward gives back the memory of the
-kept buffers nobody uses (:func:`release_idle`, ``MADV_DONTNEED``). The buffer keeps its
+kept buffers nobody uses (:func:`release_idle`, ``MADV_DONTNEED``) when they hold at least
+:data:`RELEASE_MIN_BYTES` (256 MB) together: below that the peak barely moves and the
+re-faults cost more (on the 50k-node graph a two-thread step took 0.31 s instead of 0.16 s
+with its 120 MB of idle buffers given back each step). The buffer keeps its
 address; its next use faults its memory back in 2 MB pages, which costs little (writing 165
 MB that way took 10 ms here against 3 ms for resident memory), so the idle buffers no longer
 count in the step's peak. In 4 KB pages the same would not pay: fresh backward buffers made
@@ -200,11 +203,21 @@ def empty(shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
     return out
 
 
+#: :func:`release_idle` gives nothing back while the idle kept buffers total less than this.
+#: Measured on the 50k-node, 1M-edge graph (H=4, D=32; about 120 MB idle between backwards):
+#: giving them back saved 20-50 MB of peak memory and made a two-thread training step 0.31
+#: instead of 0.16 s (re-faulting them); on the ogbn-arxiv-sized graph (about 330 MB idle) it
+#: saves 240 MB of the peak (1,085 -> 846 MB above the inputs) at no measured cost in time.
+RELEASE_MIN_BYTES: int = 256 << 20
+
+
 def release_idle() -> int:
     """Give the memory of kept buffers that nobody uses back to the operating system, keeping
     the buffers (their next use faults the memory back in, as huge pages). Only buffers with
     huge pages are released (:data:`HUGE_PAGES`; in 4 KB pages the faults would cost more than
-    the pool saves). The CPU attention forward calls this.
+    the pool saves), and only when together they hold at least :data:`RELEASE_MIN_BYTES`
+    (below that, re-faulting them costs more time than the memory is worth). The CPU attention
+    forward calls this.
 
     Returns:
         int: the bytes released by this call.
@@ -213,12 +226,15 @@ def release_idle() -> int:
         return 0
     released = 0
     with _lock:
-        for buffer in _buffers:
-            address = buffer.data_ptr()
-            size = _nbytes(buffer)
-            if size < HUGE_PAGE or address % HUGE_PAGE or address in _released or not _free(buffer):
-                continue
-            length = size // _PAGE * _PAGE
+        idle = [
+            buffer for buffer in _buffers
+            if _nbytes(buffer) >= HUGE_PAGE and buffer.data_ptr() % HUGE_PAGE == 0
+            and buffer.data_ptr() not in _released and _free(buffer)
+        ]
+        if sum(_nbytes(buffer) for buffer in idle) < RELEASE_MIN_BYTES:
+            return 0
+        for buffer in idle:
+            address, length = buffer.data_ptr(), _nbytes(buffer) // _PAGE * _PAGE
             if _madvise(address, length, _MADV_DONTNEED) == 0:
                 _released.add(address)
                 released += length

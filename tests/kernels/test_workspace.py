@@ -224,7 +224,8 @@ def test_kept_buffers_start_on_a_huge_page_boundary():
 
 
 @huge_pages
-def test_release_gives_back_only_the_memory_of_buffers_nobody_uses():
+def test_release_gives_back_only_the_memory_of_buffers_nobody_uses(monkeypatch):
+    monkeypatch.setattr(_workspace, "RELEASE_MIN_BYTES", 0)
     used = _workspace.take((LARGE,), torch.float32)
     used.fill_(3.0)
     idle = _workspace.take((LARGE,), torch.float32)
@@ -249,9 +250,29 @@ def test_release_gives_back_only_the_memory_of_buffers_nobody_uses():
 
 
 @huge_pages
-def test_the_attention_forward_releases_the_backwards_buffers_and_gradients_stay_exact():
+def test_idle_buffers_below_the_release_threshold_stay_resident(monkeypatch):
+    """Below RELEASE_MIN_BYTES in all, idle buffers keep their memory (re-faulting it would cost
+    more than it saves); once the idle total reaches it, all of them are given back."""
+    first = _workspace.take((LARGE,), torch.float32)
+    first.fill_(1.0)
+    del first
+    gc.collect()
+    monkeypatch.setattr(_workspace, "RELEASE_MIN_BYTES", 100 << 20)
+    assert _workspace.release_idle() == 0  # 72 MB idle: kept
+    assert not _workspace._released
+    second = _workspace.take((LARGE * 5 // 4,), torch.float32)  # too large for the first buffer
+    second.fill_(1.0)
+    del second
+    gc.collect()
+    released = _workspace.release_idle()  # 72 + 90 MB idle: both given back
+    assert released >= (64 + 80) << 20 and len(_workspace._released) == 2
+
+
+@huge_pages
+def test_the_attention_forward_releases_the_backwards_buffers_and_gradients_stay_exact(monkeypatch):
     """The backward's kept buffers are given back by the next forward and faulted in again by
     the next backward: the gradients still match the reference."""
+    monkeypatch.setattr(_workspace, "RELEASE_MIN_BYTES", 0)
     num, heads, dim = 3000, 4, 64  # dQ 3 MB, dK|dV 6 MB: huge-page buffers
     edge_index = awkward_graph(num, num, 20000, seed=7)
     gen = torch.Generator().manual_seed(1)
