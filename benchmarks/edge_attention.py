@@ -323,7 +323,9 @@ def measure(spec: dict) -> dict:
 #: What bounds a training step: profiler events (inclusive CPU time) summed per part.
 PROFILE_PARTS = {
     "attention kernels (fused forward + backward)": ("FusedEdgeAttention", "FusedEdgeAttentionBackward"),
-    "projections (Q, K|V matmuls, forward + backward)": ("aten::linear", "AddmmBackward0", "MmBackward0"),
+    # gattn's pooled projections (gattn.kernels._workspace.linear) appear as _Linear / _LinearBackward
+    "projections (Q, K|V matmuls, forward + backward)": ("aten::linear", "AddmmBackward0", "MmBackward0", "_Linear",
+                                                         "_LinearBackward"),
     "K|V gradient assembly (split_kv backward)": ("_SplitKVBackward", "SliceBackward0"),
     "node reordering permutations": ("_PermuteRows", "_PermuteRowsBackward"),
     "optimizer (Adam step + zero_grad)": ("Optimizer.step#Adam.step", "Optimizer.zero_grad#Adam.zero_grad"),
