@@ -283,3 +283,56 @@ def test_kv_projection_benchmark_pooled_output_faults_no_pages(capsys) -> None:
     assert got["pooled"]["faults"] == 0 and got["pooled"]["s"] > 0 and got["F.linear"]["s"] > 0
     out = capsys.readouterr().out
     assert "faults pooled" in out and "forward + backward" in out
+
+
+def test_cpu_passes_times_each_pass_against_the_gather_floor(monkeypatch, capsys) -> None:
+    import numba
+
+    from benchmarks import cpu_passes
+    from gattn.kernels import cpu
+
+    originals = {name: getattr(cpu, name) for name in cpu_passes.PASSES}
+    calls = {name: 0 for name in cpu_passes.PASSES}
+
+    class Counting(cpu_passes.PassTimer):
+        def _timed(self, name, kernel):
+            timed = super()._timed(name, kernel)
+
+            def counted(*args):
+                calls[name] += 1
+                return timed(*args)
+
+            return counted
+
+    monkeypatch.setitem(cpu_passes.GRAPHS, "tiny", (300, 3000))
+    monkeypatch.setattr(cpu_passes, "PassTimer", Counting)
+    threads = torch.get_num_threads(), numba.get_num_threads()
+    try:
+        cpu_passes.main(["--graphs", "tiny", "--threads", "1", "--repeats", "3"])
+    finally:
+        torch.set_num_threads(threads[0])
+        numba.set_num_threads(threads[1])
+    assert calls == {name: 3 for name in cpu_passes.PASSES}  # each pass once per timed step
+    assert {name: getattr(cpu, name) for name in cpu_passes.PASSES} == originals  # the wrappers are gone
+    out = capsys.readouterr().out
+    for part in (*cpu_passes.PASS_NAMES, "floor: gather", "K|V weight gradient", "floor of a step"):
+        assert part in out
+    with pytest.raises(SystemExit):
+        cpu_passes.main(["--graphs", "nosuch"])
+
+
+def test_cpu_passes_floor_kernel_sums_each_destinations_rows() -> None:
+    import numpy as np
+
+    from benchmarks import cpu_passes
+    from gattn.kernels import get_csr
+
+    gen = torch.Generator().manual_seed(3)
+    edge_index = torch.randint(0, 40, (2, 300), generator=gen)
+    rows = torch.randn(40, 16, generator=gen)
+    csr = get_csr(edge_index, 40, 40)
+    expected = torch.zeros(40, 16).index_add_(0, edge_index[1], rows[edge_index[0]])
+    for ahead in (0, 8):
+        out = np.full((40, 16), np.nan, dtype=np.float32)
+        cpu_passes._gather_kernel()(csr.rowptr.numpy(), csr.col.numpy(), rows.numpy(), out, ahead)
+        torch.testing.assert_close(torch.from_numpy(out), expected, rtol=1e-5, atol=1e-5)
