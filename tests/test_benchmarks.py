@@ -232,9 +232,12 @@ def test_edge_attention_profile_parts(method: str, capsys) -> None:
     assert parts["projections (Q, K|V matmuls, forward + backward)"] > 0
     assert parts["optimizer (Adam step + zero_grad)"] > 0
     assert parts["node reordering permutations"] == 0  # the CPU kernels visit the order in place
+    assert parts["the loss (square().mean(), forward + backward)"] > 0
     assert sum(parts.values()) == pytest.approx(result["step_s"])
+    assert result["page_faults"] >= 0
     edge_attention.print_profile(spec, result)
-    assert "attention kernels" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "attention kernels" in out and "page faults per step" in out
 
 
 def test_edge_attention_measure_bf16_kv_reports_its_error() -> None:
