@@ -23,6 +23,7 @@ of this layer can take with these kernels' memory traffic, whatever their arithm
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import statistics
 import sys
@@ -45,7 +46,9 @@ PASSES = ("_edge_attention_fwd", "_edge_attention_bwd_rows", "_edge_attention_bw
 PASS_NAMES = ("forward", "backward rows (dQ, P, dS)", "backward columns (dK, dV)")
 
 
+@functools.cache
 def _gather_kernel():
+    """The floor kernel, compiled once per process (on first use, after gattn is imported)."""
     from gattn.kernels.cpu import _FASTMATH, _prefetch_row
 
     @njit(parallel=True, fastmath=_FASTMATH, nogil=True)
