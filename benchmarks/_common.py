@@ -166,6 +166,17 @@ def measure_forward_backward(
     return result
 
 
+def set_threads(threads: int, numba_too: bool = True) -> None:
+    """This process's torch threads and, with `numba_too`, numba's (at most the pool numba was
+    started with, ``NUMBA_NUM_THREADS``, which numba would otherwise refuse). A peer's process
+    passes ``numba_too=False`` so that it never imports numba."""
+    torch.set_num_threads(threads)
+    if numba_too:
+        import numba
+
+        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+
+
 def prepare_child_environment(threads: int | None) -> None:
     """What every child process of a benchmark inherits, all methods alike: a passive OpenMP
     wait policy (numba's OpenMP threads otherwise spin after each parallel region and slow

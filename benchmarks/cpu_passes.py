@@ -32,12 +32,11 @@ import time
 if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import numba
 import numpy as np
 import torch
 from numba import njit, prange
 
-from benchmarks._common import fmt, load_average, machine, median_time, print_table
+from benchmarks._common import fmt, load_average, machine, median_time, print_table, set_threads
 
 #: graph name -> (nodes, edges) of a uniformly random graph
 GRAPHS = {"random": (50_000, 1_000_000), "arxiv": (169_343, 1_166_243)}
@@ -100,8 +99,7 @@ def measure(graph: str, threads: int, heads: int, dim: int, repeats: int) -> lis
     from gattn.kernels import edge_attention, get_csr, split_kv
     from gattn.kernels.cpu import _AHEAD
 
-    torch.set_num_threads(threads)
-    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    set_threads(threads)
     nodes, edges = GRAPHS[graph]
     gen = torch.Generator().manual_seed(0)
     edge_index = torch.randint(0, nodes, (2, edges), generator=gen)

@@ -85,6 +85,7 @@ from benchmarks._common import (
     print_table,
     rss_mb,
     run_child,
+    set_threads,
     write_ratio_chart,
 )
 from benchmarks.peers import dgl_attention
@@ -229,11 +230,7 @@ def _setup(spec: dict) -> _Setup:
     torch.manual_seed(0)
     threads = spec.get("threads")
     if threads:
-        torch.set_num_threads(threads)
-        if spec["method"] != "pyg":
-            import numba
-
-            numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+        set_threads(threads, numba_too=spec["method"] != "pyg")
     device = torch.device(spec["device"])
     heads, dim = spec["heads"], spec["dim"]
     channels = heads * dim
